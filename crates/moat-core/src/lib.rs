@@ -1,0 +1,16 @@
+//! Core types shared by every moat crate: paths under `MOAT_HOME`, run ids,
+//! run metadata and its state machine, the run store, log records and the
+//! configuration files. Nothing here talks to the network or a runtime.
+
+pub mod atomic;
+pub mod env_vars;
+pub mod id;
+pub mod lock;
+pub mod logs;
+pub mod metadata;
+pub mod paths;
+pub mod store;
+
+pub use id::RunId;
+pub use metadata::{RunMetadata, RunState};
+pub use paths::MoatHome;

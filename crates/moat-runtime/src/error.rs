@@ -1,0 +1,52 @@
+//! Typed runtime errors, so callers decide without parsing strings.
+
+use std::time::Duration;
+
+use crate::RuntimeKind;
+
+pub type RuntimeResult<T> = Result<T, RuntimeError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{runtime}: {what} not found")]
+    NotFound { runtime: RuntimeKind, what: String },
+    #[error("{runtime}: {what} is in use: {detail}")]
+    InUse {
+        runtime: RuntimeKind,
+        what: String,
+        detail: String,
+    },
+    #[error("{runtime}: {op} timed out after {after:?}")]
+    Timeout {
+        runtime: RuntimeKind,
+        op: String,
+        after: Duration,
+    },
+    #[error("{runtime} is unavailable: {reason}")]
+    Unavailable {
+        runtime: RuntimeKind,
+        reason: String,
+    },
+    #[error("{runtime}: no free subnet in moat's pool {pool} for {network}")]
+    AddressSpaceExhausted {
+        runtime: RuntimeKind,
+        network: String,
+        pool: String,
+    },
+    #[error("{runtime}: {op} failed: {message}")]
+    Other {
+        runtime: RuntimeKind,
+        op: String,
+        message: String,
+    },
+}
+
+impl RuntimeError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RuntimeError::NotFound { .. })
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RuntimeError::Timeout { .. })
+    }
+}

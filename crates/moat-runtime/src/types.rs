@@ -1,0 +1,171 @@
+//! Plain data exchanged with runtimes: specs for what to create and
+//! descriptions of what exists.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+pub use moat_core::logs::Stream as OutputStreamKind;
+
+use crate::RuntimeResult;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Docker,
+    Apple,
+    Fake,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Apple => "apple",
+            RuntimeKind::Fake => "fake",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a runtime can do; callers adapt instead of failing late.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub labels: bool,
+    pub named_volumes: bool,
+    pub exit_codes: bool,
+    pub host_network: bool,
+    pub internal_networks: bool,
+    pub privileged: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Everything needed to create a container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Container name (the run id for a run's main container).
+    pub name: String,
+    pub image: String,
+    /// Command and arguments; empty = the image's default.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    pub working_dir: Option<String>,
+    /// `uid:gid` to run as.
+    pub user: Option<String>,
+    /// Network to attach to.
+    pub network: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Extra `/etc/hosts` entries: (name, address).
+    pub extra_hosts: Vec<(String, String)>,
+    pub memory_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    pub dns: Vec<String>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub cap_add: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerStatus {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Dead,
+    Unknown,
+}
+
+impl ContainerStatus {
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self,
+            ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub status: ContainerStatus,
+    pub exit_code: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+    /// Names of the networks it is attached to.
+    pub networks: Vec<String>,
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A chunk of container output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub stream: OutputStreamKind,
+    pub data: Bytes,
+}
+
+pub type OutputStream = Pin<Box<dyn Stream<Item = RuntimeResult<OutputChunk>> + Send>>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: Option<i64>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// No route out of the network (strict egress).
+    pub internal: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub internal: bool,
+    /// Names (or ids) of attached containers.
+    pub containers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub size: Option<u64>,
+}
