@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod labels;
+pub mod select;
+pub mod subnet;
 pub mod types;
 
 pub use error::{RuntimeError, RuntimeResult};
