@@ -4,6 +4,7 @@
 //! runs' policy or credentials (runtime.md).
 
 pub mod error;
+pub mod fake;
 pub mod labels;
 pub mod select;
 pub mod subnet;
