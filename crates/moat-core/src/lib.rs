@@ -3,6 +3,7 @@
 //! configuration files. Nothing here talks to the network or a runtime.
 
 pub mod atomic;
+pub mod config;
 pub mod env_vars;
 pub mod id;
 pub mod lock;

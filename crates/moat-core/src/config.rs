@@ -1,0 +1,202 @@
+//! Configuration files: the project's `moat.yaml` (or `agent.yaml`) and the
+//! global `MOAT_HOME/config.yaml` (cli.md, "moat.yaml" and "Global config").
+//!
+//! Loading never has side effects. Per-value rules are checked while the YAML
+//! is decoded, so their errors carry the line; rules that relate several
+//! fields run afterwards and report every problem at once. Unknown keys are
+//! warnings naming the full key path (the Go version ignored them silently,
+//! which hid typos).
+
+mod global;
+mod network;
+mod project;
+mod shapes;
+mod values;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub use global::{GlobalConfig, LoadedGlobal, SubnetPool, load_global};
+pub use network::{
+    HostRule, NetworkConfig, NetworkPolicy, RequestRule, RuleAction, check_host_pattern,
+};
+pub use project::{
+    AGENT_FILE, ContainerConfig, HooksConfig, LoadedProject, PROJECT_FILE, ProjectConfig,
+    ServiceConfig, SnapshotConfig, SnapshotExclude, SnapshotRetention, SnapshotTriggers, Ulimit,
+    load_project, load_project_file,
+};
+pub use shapes::{CommandSpec, Mount, MountMode, RuntimeKind, SecretRef, parse_mount};
+pub use values::{format_duration, parse_duration};
+
+/// A configuration file that cannot be used. Each problem is one line:
+/// `<file>: <field.path>: <message>`, with `(line N)` where it is known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or a value has the wrong shape.
+    #[error("{}", Problem::render(path, std::slice::from_ref(problem)))]
+    Parse { path: PathBuf, problem: Problem },
+    /// The file parsed but some fields break a rule.
+    #[error("{}", Problem::render(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigError::Read { path, .. }
+            | ConfigError::Parse { path, .. }
+            | ConfigError::Invalid { path, .. } => path,
+        }
+    }
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Field path such as `mounts[1].target`; empty for the whole file.
+    pub field: String,
+    pub message: String,
+    /// 1-based line, when the YAML parser knows it.
+    pub line: Option<usize>,
+}
+
+impl Problem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            field: field.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+
+    fn render(path: &Path, problems: &[Problem]) -> String {
+        problems
+            .iter()
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Something in a configuration file that moat ignores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub path: PathBuf,
+    /// Full key path, such as `network.polcy`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.path.display(), self.key, self.message)
+    }
+}
+
+/// Decodes `text` (the contents of `path`), collecting the paths of keys the
+/// target type does not know.
+fn decode<T: DeserializeOwned>(path: &Path, text: &str) -> Result<(T, Vec<String>), ConfigError> {
+    let mut unknown = Vec::new();
+    // An empty file (or one holding only comments) means "all defaults".
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let de = serde_yaml::Deserializer::from_str(text);
+    let value =
+        serde_ignored::deserialize(de, |key| unknown.push(key_path(&key))).map_err(|e| {
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                problem: problem_from_yaml(&e),
+            }
+        })?;
+    Ok((value, unknown))
+}
+
+/// Formats an ignored key's path like validation messages do: `a.b[1].c`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+/// Splits serde_yaml's `path: message at line L column C` into its parts.
+fn problem_from_yaml(err: &serde_yaml::Error) -> Problem {
+    let text = strip_positions(&err.to_string());
+    let (field, message) = split_field(&text);
+    Problem {
+        field: field.to_string(),
+        message: message.to_string(),
+        line: err.location().map(|loc| loc.line()),
+    }
+}
+
+/// Removes every ` at line L column C`: the line is reported separately.
+fn strip_positions(text: &str) -> String {
+    const MARK: &str = " at line ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(MARK) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + MARK.len()..];
+        let skipped = after
+            .split_once(" column ")
+            .filter(|(line, _)| line.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(_, col)| col.trim_start_matches(|c: char| c.is_ascii_digit()));
+        match skipped {
+            Some(tail) => rest = tail,
+            None => {
+                out.push_str(MARK);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// serde_yaml prefixes messages with the field path (`mounts[1].target: …`);
+/// messages without a path start with prose, which contains spaces.
+fn split_field(text: &str) -> (&str, &str) {
+    match text.split_once(": ") {
+        Some((field, message)) if !field.is_empty() && !field.contains(' ') => (field, message),
+        _ => ("", text),
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
