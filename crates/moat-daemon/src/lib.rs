@@ -1,1 +1,149 @@
-//! (being built)
+//! The moat daemon: one per `MOAT_HOME`, it owns the lifecycle of every
+//! resource moat creates (ARCHITECTURE.md). It serves the API on a Unix
+//! socket, creates and supervises runs, persists and reconciles its
+//! registry, and exits when idle. The typed client and the spawn logic the
+//! CLI uses live here too.
+
+pub mod api;
+pub mod client;
+pub mod idle;
+pub mod info;
+mod lines;
+mod logfile;
+pub mod output;
+pub mod reconcile;
+pub mod registry;
+pub mod server;
+pub mod spawn;
+pub mod state;
+pub mod supervisor;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use moat_core::atomic::create_private_dir;
+use tokio::net::UnixListener;
+
+pub use client::{ClientError, DaemonClient};
+pub use spawn::{SpawnError, ensure_running};
+pub use state::{Daemon, DaemonConfig, Runtimes};
+
+use crate::info::DaemonInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot prepare {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Spawn(#[from] SpawnError),
+    #[error("another daemon (pid {0}) is serving this MOAT_HOME")]
+    AlreadyRunning(u32),
+}
+
+/// Target for the open-files limit (agents open many connections).
+const NOFILE_TARGET: u64 = 65536;
+
+/// Runs the daemon until it shuts down (API, signal or idle expiry).
+pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<(), DaemonError> {
+    let home = config.home.clone();
+    let daemon_dir = home.daemon_dir();
+    create_private_dir(&daemon_dir).map_err(|source| DaemonError::Io {
+        path: daemon_dir.clone(),
+        source,
+    })?;
+    let socket = home.daemon_socket();
+    spawn::check_socket_path(&socket)?;
+    refuse_if_another_daemon_answers(&socket).await?;
+    raise_open_files_limit();
+
+    let daemon = Daemon::new(config, runtimes, None);
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        socket: socket.clone(),
+        proxy_port: daemon.proxy_port(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        api_version: api::API_VERSION,
+        started_at: Utc::now(),
+    };
+    info.write(&home.daemon_json()).map_err(|source| DaemonError::Io {
+        path: home.daemon_json(),
+        source,
+    })?;
+    let listener = bind_private_socket(&socket)?;
+    tracing::info!(pid = info.pid, "daemon listening on {}", socket.display());
+
+    let restored = reconcile::restore(&daemon);
+    if restored > 0 {
+        tracing::info!("restored {restored} run(s) from the previous daemon");
+    }
+    tokio::spawn(daemon.registry().clone().persist_loop());
+    tokio::spawn(idle::watch(daemon.clone(), || async {}));
+    tokio::spawn(shutdown_on_signal(daemon.clone()));
+    server::serve(daemon.clone(), listener).await;
+
+    finish(&daemon, &info);
+    Ok(())
+}
+
+async fn refuse_if_another_daemon_answers(socket: &std::path::Path) -> Result<(), DaemonError> {
+    match DaemonClient::new(socket).health().await {
+        Ok(health) if health.pid != std::process::id() => Err(DaemonError::AlreadyRunning(health.pid)),
+        _ => Ok(()),
+    }
+}
+
+fn bind_private_socket(socket: &std::path::Path) -> Result<UnixListener, DaemonError> {
+    let io = |source| DaemonError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let listener = UnixListener::bind(socket).map_err(io)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Persists the registry and removes the socket and `daemon.json` (when
+/// they are still ours).
+fn finish(daemon: &Daemon, info: &DaemonInfo) {
+    if let Err(e) = daemon.registry().persist_now() {
+        tracing::error!("persisting the run registry at shutdown failed: {e}");
+    }
+    let home = daemon.home();
+    if DaemonInfo::read(&home.daemon_json()).is_some_and(|current| current.pid == info.pid) {
+        let _ = std::fs::remove_file(home.daemon_json());
+        let _ = std::fs::remove_file(home.daemon_socket());
+    }
+    tracing::info!("daemon stopped");
+}
+
+async fn shutdown_on_signal(daemon: Daemon) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot install signal handlers; stop the daemon with `moat daemon stop`");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = daemon.shutdown_token().cancelled() => return,
+    }
+    tracing::info!("signal received: shutting down");
+    daemon.begin_shutdown();
+}
+
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let target = NOFILE_TARGET.min(hard);
+        if soft < target && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_err() {
+            tracing::warn!("cannot raise the open-files limit from {soft} to {target}");
+        }
+    }
+}

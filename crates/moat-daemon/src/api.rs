@@ -1,0 +1,120 @@
+//! The daemon's HTTP+JSON API types (daemon-and-reaper.md §2). Versioned and
+//! additive: new fields are optional, old clients ignore what they don't know.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use moat_core::{RunId, RunState};
+use moat_runtime::Mount;
+use serde::{Deserialize, Serialize};
+
+/// Version of this API; a client refuses a daemon with another major.
+pub const API_VERSION: u32 = 1;
+
+/// Features this daemon offers, reported by `/v1/health`.
+pub const CAPABILITIES: &[&str] = &["runs", "attach", "stop", "idle-shutdown"];
+
+/// Everything the daemon needs to create a run. Carries no secret values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub workspace: PathBuf,
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// `docker`, `apple` (or `fake` in tests).
+    pub runtime: String,
+    #[serde(default)]
+    pub keep: bool,
+    #[serde(default)]
+    pub interactive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Names of secrets resolved into `env` (recorded, never their values).
+    #[serde(default)]
+    pub secret_names: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateRunResponse {
+    pub run_id: RunId,
+    pub state: RunState,
+}
+
+/// One run as the daemon sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    pub run_id: RunId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub state: RunState,
+    pub runtime: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub pid: u32,
+    pub version: String,
+    pub api_version: u32,
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_port: Option<u16>,
+    pub live_runs: usize,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sweep: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Kill at once instead of a graceful stop.
+    #[serde(default)]
+    pub kill: bool,
+}
+
+/// One event of an attach stream (newline-delimited JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachEvent {
+    /// Output bytes (lossy UTF-8) from one stream.
+    Output {
+        stream: moat_core::logs::Stream,
+        data: String,
+    },
+    /// Some replayed output was dropped from the ring buffer.
+    Truncated { dropped_bytes: u64 },
+    /// The run ended; `exit_code` is `None` when it failed or the runtime
+    /// cannot tell.
+    Exit {
+        state: RunState,
+        exit_code: Option<i64>,
+        failure: Option<String>,
+    },
+}
+
+/// An error body (`{"error": "..."}`) with an optional hint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}

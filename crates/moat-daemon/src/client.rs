@@ -1,0 +1,248 @@
+//! The typed API client the CLI uses. Errors are classified so the user
+//! reads "daemon not running" or "timed out", not a socket errno.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use moat_core::RunId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+use crate::api::{ApiError, AttachEvent, CreateRunResponse, Health, RunSpec, RunView, StopRequest};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Run creation may create a network (30 s bound) and a container.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A graceful stop waits for the grace period and the kill.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the moat daemon is not running (no answer on {0})")]
+    NotRunning(PathBuf),
+    #[error("the moat daemon did not answer {op} within {after:?}")]
+    Timeout { op: String, after: Duration },
+    #[error("{}", .0.error)]
+    Api(ApiError, StatusCode),
+    #[error("unexpected answer from the moat daemon to {op}: {detail}")]
+    Protocol { op: String, detail: String },
+}
+
+impl ClientError {
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ClientError::Api(e, _) => e.hint.as_deref(),
+            ClientError::Timeout { .. } => {
+                Some("check `moat daemon status`; `moat daemon restart` replaces a wedged daemon")
+            }
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api(_, status) => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one daemon socket.
+#[derive(Clone, Debug)]
+pub struct DaemonClient {
+    socket: PathBuf,
+}
+
+impl DaemonClient {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        DaemonClient { socket: socket.into() }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, "/v1/health", None::<&()>, HEALTH_TIMEOUT).await
+    }
+
+    pub async fn create_run(&self, spec: &RunSpec) -> Result<CreateRunResponse, ClientError> {
+        self.call(Method::POST, "/v1/runs", Some(spec), CREATE_TIMEOUT).await
+    }
+
+    pub async fn list_runs(&self) -> Result<Vec<RunView>, ClientError> {
+        self.call(Method::GET, "/v1/runs", None::<&()>, CALL_TIMEOUT).await
+    }
+
+    pub async fn stop_run(&self, id: &RunId, kill: bool) -> Result<RunView, ClientError> {
+        let path = format!("/v1/runs/{id}/stop");
+        self.call(Method::POST, &path, Some(&StopRequest { kill }), STOP_TIMEOUT)
+            .await
+    }
+
+    pub async fn shutdown(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::POST, "/v1/shutdown", None::<&()>, CALL_TIMEOUT).await
+    }
+
+    /// Streams a run's output events until its exit event. Only the
+    /// connection is bounded: a run may go on for days.
+    pub async fn attach(
+        &self,
+        id: &RunId,
+    ) -> Result<impl Stream<Item = Result<AttachEvent, ClientError>> + use<>, ClientError> {
+        let op = format!("attach {id}");
+        let path = format!("/v1/runs/{id}/attach");
+        let response = self.send(Method::GET, &path, Bytes::new(), CALL_TIMEOUT, &op).await?;
+        let response = check_status(response, &op).await?;
+        Ok(ndjson_events(response.into_body(), op))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let op = format!("{method} {path}");
+        let payload = match body {
+            Some(body) => Bytes::from(serde_json::to_vec(body).map_err(|e| protocol(&op, e))?),
+            None => Bytes::new(),
+        };
+        let exchange = async {
+            let response = self.send(method, path, payload, timeout, &op).await?;
+            let response = check_status(response, &op).await?;
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| protocol(&op, e))?
+                .to_bytes();
+            serde_json::from_slice(&bytes).map_err(|e| protocol(&op, e))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                op: op.clone(),
+                after: timeout,
+            })?
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+        op: &str,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(_)) => return Err(ClientError::NotRunning(self.socket.clone())),
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    op: format!("connect to {}", self.socket.display()),
+                    after: CONNECT_TIMEOUT,
+                });
+            }
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| protocol(op, e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "moat-daemon")
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| protocol(op, e))?;
+        match tokio::time::timeout(timeout, sender.send_request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(protocol(op, e)),
+            Err(_) => Err(ClientError::Timeout {
+                op: op.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+}
+
+async fn check_status(response: Response<Incoming>, op: &str) -> Result<Response<Incoming>, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| protocol(op, e))?
+        .to_bytes();
+    let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
+        error: format!("{op} failed with {status}: {}", String::from_utf8_lossy(&bytes)),
+        hint: None,
+    });
+    Err(ClientError::Api(error, status))
+}
+
+fn protocol(op: &str, detail: impl std::fmt::Display) -> ClientError {
+    ClientError::Protocol {
+        op: op.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Splits a streaming body into JSON lines.
+fn ndjson_events(body: Incoming, op: String) -> impl Stream<Item = Result<AttachEvent, ClientError>> {
+    struct State {
+        body: Incoming,
+        buffer: Vec<u8>,
+        op: String,
+        done: bool,
+    }
+    futures_util::stream::unfold(
+        State {
+            body,
+            buffer: Vec::new(),
+            op,
+            done: false,
+        },
+        |mut state| async move {
+            loop {
+                if let Some(pos) = state.buffer.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = state.buffer.drain(..=pos).collect();
+                    let event = serde_json::from_slice(&line[..line.len() - 1]).map_err(|e| protocol(&state.op, e));
+                    return Some((event, state));
+                }
+                if state.done {
+                    return None;
+                }
+                match state.body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            state.buffer.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        state.done = true;
+                        let error = protocol(&state.op, e);
+                        return Some((Err(error), state));
+                    }
+                    None => state.done = true,
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,252 @@
+//! The registry of live runs (daemon-and-reaper.md §3): run id → entry, kept
+//! in memory and persisted to `daemon/runs.json` (atomic, 0600, debounced).
+//! Every state change is written to the run's `metadata.json` before the
+//! side effect it announces.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moat_core::atomic::write_atomic;
+use moat_core::store::{RunStore, StoreError};
+use moat_core::{RunId, RunMetadata};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::api::{RunSpec, RunView};
+use crate::output::{OutputHub, lock};
+
+/// `runs.json` format version.
+const RUNS_JSON_VERSION: u32 = 1;
+/// Coalesces bursts of state changes into one write.
+const PERSIST_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// One run under the daemon's supervision.
+pub struct RunHandle {
+    pub spec: RunSpec,
+    meta: Mutex<RunMetadata>,
+    pub output: OutputHub,
+    cleanup_claimed: AtomicBool,
+    /// Signalled when the run leaves the registry.
+    pub done: Notify,
+}
+
+impl RunHandle {
+    pub fn new(spec: RunSpec, meta: RunMetadata) -> Arc<Self> {
+        Arc::new(RunHandle {
+            spec,
+            meta: Mutex::new(meta),
+            output: OutputHub::default(),
+            cleanup_claimed: AtomicBool::new(false),
+            done: Notify::new(),
+        })
+    }
+
+    pub fn id(&self) -> RunId {
+        lock(&self.meta).id.clone()
+    }
+
+    pub fn metadata(&self) -> RunMetadata {
+        lock(&self.meta).clone()
+    }
+
+    /// Applies `change` and writes `metadata.json` atomically before
+    /// returning, so the new state is on disk before its side effect.
+    pub fn update(&self, store: &RunStore, change: impl FnOnce(&mut RunMetadata)) -> Result<RunMetadata, StoreError> {
+        let mut meta = lock(&self.meta);
+        let mut next = meta.clone();
+        change(&mut next);
+        store.save(&next)?;
+        *meta = next.clone();
+        Ok(next)
+    }
+
+    /// True for exactly one caller: whoever tears the run down.
+    pub fn claim_cleanup(&self) -> bool {
+        !self.cleanup_claimed.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn view(&self) -> RunView {
+        let meta = lock(&self.meta);
+        RunView {
+            run_id: meta.id.clone(),
+            name: meta.name.clone(),
+            state: meta.state,
+            runtime: meta.runtime.clone(),
+            container_id: meta.container_id.clone(),
+            exit_code: meta.exit_code,
+            created_at: meta.created_at,
+        }
+    }
+}
+
+/// What `runs.json` holds for one run: enough to re-adopt it, no secrets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PersistedRun {
+    pub spec: RunSpec,
+    pub meta: RunMetadata,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RunsFile {
+    version: u32,
+    runs: Vec<PersistedRun>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{path}: unreadable run registry: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Live runs by id. Cheap to share behind an `Arc`.
+pub struct Registry {
+    runs: Mutex<HashMap<RunId, Arc<RunHandle>>>,
+    path: PathBuf,
+    dirty: Notify,
+}
+
+impl Registry {
+    pub fn new(path: PathBuf) -> Self {
+        Registry {
+            runs: Mutex::new(HashMap::new()),
+            path,
+            dirty: Notify::new(),
+        }
+    }
+
+    /// Locks the run table; used by idle shutdown to re-check under the lock.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Arc<RunHandle>>> {
+        lock(&self.runs)
+    }
+
+    pub fn get(&self, id: &RunId) -> Option<Arc<RunHandle>> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<RunHandle>> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Adds a run and persists the registry synchronously: a run is on disk
+    /// before any of its runtime objects exist.
+    pub fn insert(&self, handle: Arc<RunHandle>) -> Result<(), RegistryError> {
+        self.lock().insert(handle.id(), handle);
+        self.persist_now()
+    }
+
+    pub fn remove(&self, id: &RunId) {
+        if let Some(handle) = self.lock().remove(id) {
+            handle.done.notify_waiters();
+        }
+        self.persist_soon();
+    }
+
+    /// Schedules a debounced write of `runs.json`.
+    pub fn persist_soon(&self) {
+        self.dirty.notify_one();
+    }
+
+    /// Writes `runs.json` now (atomic, 0600).
+    pub fn persist_now(&self) -> Result<(), RegistryError> {
+        let runs = self
+            .all()
+            .iter()
+            .map(|h| PersistedRun {
+                spec: h.spec.clone(),
+                meta: h.metadata(),
+            })
+            .collect();
+        let file = RunsFile {
+            version: RUNS_JSON_VERSION,
+            runs,
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| RegistryError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.path, &json, 0o600).map_err(|source| RegistryError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Runs until cancelled, writing `runs.json` after bursts of changes.
+    pub async fn persist_loop(self: Arc<Self>) {
+        loop {
+            self.dirty.notified().await;
+            tokio::time::sleep(PERSIST_DEBOUNCE).await;
+            if let Err(e) = self.persist_now() {
+                tracing::error!("persisting the run registry failed: {e}");
+            }
+        }
+    }
+
+    /// Reads a previous daemon's `runs.json` (missing = empty).
+    pub fn load_persisted(&self) -> Result<Vec<PersistedRun>, RegistryError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(RegistryError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let file: RunsFile = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        if file.version != RUNS_JSON_VERSION {
+            return Err(RegistryError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("format version {} is not {RUNS_JSON_VERSION}", file.version),
+            });
+        }
+        Ok(file.runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_core::MoatHome;
+
+    #[test]
+    fn persisted_runs_round_trip_and_corruption_is_reported() {
+        let root = std::env::temp_dir().join(format!("moat-registry-{}", RunId::generate()));
+        let home = MoatHome::new(&root);
+        let store = RunStore::new(home.clone());
+        std::fs::create_dir_all(home.daemon_dir()).unwrap();
+        let registry = Registry::new(home.runs_json());
+        let meta = RunMetadata::new(RunId::generate(), "/w".into(), "img".into(), "fake".into());
+        store.create(&meta).unwrap();
+        let spec = RunSpec {
+            image: "img".into(),
+            runtime: "fake".into(),
+            ..Default::default()
+        };
+        registry.insert(RunHandle::new(spec, meta.clone())).unwrap();
+        let loaded = registry.load_persisted().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].meta, meta);
+
+        std::fs::write(home.runs_json(), b"{not json").unwrap();
+        let err = registry.load_persisted().unwrap_err().to_string();
+        assert!(err.contains("runs.json: unreadable run registry"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

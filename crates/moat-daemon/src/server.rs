@@ -1,0 +1,303 @@
+//! The API server: HTTP/1.1 + JSON over the daemon's Unix socket
+//! (daemon-and-reaper.md §2). The socket (0600 in a 0700 directory) is the
+//! only authentication; the API is never served over TCP.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use moat_core::RunId;
+use serde::Serialize;
+use tokio::net::UnixListener;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream_shim::channel_stream;
+
+use crate::api::{API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateRunResponse, Health, RunSpec, StopRequest};
+use crate::state::Daemon;
+use crate::supervisor::{self, RunError};
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// Bound on reading a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Accepts connections until the daemon shuts down.
+pub async fn serve(daemon: Daemon, listener: UnixListener) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("accepting an API connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = daemon.shutdown_token().cancelled() => return,
+        };
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| route(daemon.clone(), req));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("API connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let response = match (&method, segments.as_slice()) {
+        (&Method::GET, ["v1", "health"]) => json(StatusCode::OK, &health(&daemon)),
+        (&Method::POST, ["v1", "runs"]) => create(&daemon, req).await,
+        (&Method::GET, ["v1", "runs"]) => {
+            let views: Vec<_> = daemon.registry().all().iter().map(|h| h.view()).collect();
+            json(StatusCode::OK, &views)
+        }
+        (&Method::GET, ["v1", "runs", id]) => match live_run(&daemon, id) {
+            Ok(handle) => json(StatusCode::OK, &handle.view()),
+            Err(reject) => reject.into_response(),
+        },
+        (&Method::POST, ["v1", "runs", id, "stop"]) => stop(&daemon, id, req).await,
+        (&Method::GET, ["v1", "runs", id, "attach"]) => attach(&daemon, id),
+        (&Method::POST, ["v1", "shutdown"]) => {
+            daemon.begin_shutdown();
+            json(StatusCode::ACCEPTED, &serde_json::json!({"shutting_down": true}))
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such API call: {method} {path}"),
+            None,
+        ),
+    };
+    Ok(response)
+}
+
+fn health(daemon: &Daemon) -> Health {
+    Health {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        api_version: API_VERSION,
+        capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        proxy_port: daemon.proxy_port(),
+        live_runs: daemon.registry().len(),
+        started_at: daemon.started_at(),
+        last_sweep: None,
+    }
+}
+
+async fn create(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
+    let spec: RunSpec = match read_json(req).await {
+        Ok(spec) => spec,
+        Err(reject) => return reject.into_response(),
+    };
+    match supervisor::create_run(daemon, spec).await {
+        Ok(run_id) => {
+            let state = daemon.registry().get(&run_id).map(|h| h.metadata().state);
+            let state = state.unwrap_or(moat_core::RunState::Exited);
+            json(StatusCode::CREATED, &CreateRunResponse { run_id, state })
+        }
+        Err(e) => run_error(e),
+    }
+}
+
+async fn stop(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Body> {
+    let request: StopRequest = match read_json(req).await {
+        Ok(request) => request,
+        Err(reject) => return reject.into_response(),
+    };
+    let handle = match live_run(daemon, id) {
+        Ok(handle) => handle,
+        Err(reject) => return reject.into_response(),
+    };
+    match supervisor::stop_run(daemon, &handle.id(), request.kill).await {
+        Ok(()) => json(StatusCode::ACCEPTED, &handle.view()),
+        Err(e) => run_error(e),
+    }
+}
+
+/// Streams a run's output as newline-delimited [`AttachEvent`]s: a replay of
+/// recent output, then live output, then the exit event.
+fn attach(daemon: &Daemon, id: &str) -> Response<Body> {
+    let run_id: RunId = match id.parse() {
+        Ok(run_id) => run_id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string(), None),
+    };
+    let Some(handle) = daemon.registry().get(&run_id) else {
+        return finished_run_exit(daemon, &run_id);
+    };
+    let guard = daemon.client_attached();
+    let subscription = handle.output.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<AttachEvent>(256);
+    tokio::spawn(async move {
+        let _guard = guard;
+        for event in subscription.replay {
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+        if subscription.finished {
+            return;
+        }
+        let mut live = subscription.live;
+        loop {
+            let event = match live.recv().await {
+                Ok(event) => event,
+                Err(RecvError::Lagged(n)) => AttachEvent::Truncated { dropped_bytes: n },
+                Err(RecvError::Closed) => return,
+            };
+            let last = matches!(event, AttachEvent::Exit { .. });
+            if tx.send(event).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(channel_stream(rx).map(|event| Ok(Frame::data(ndjson(&event)))));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(BodyExt::boxed(body))
+        .unwrap_or_else(|_| internal_error())
+}
+
+/// Attach to a run that already left the registry: its recorded end.
+fn finished_run_exit(daemon: &Daemon, run_id: &RunId) -> Response<Body> {
+    match daemon.store().load(run_id) {
+        Ok(meta) if meta.state.is_terminal() => {
+            let event = AttachEvent::Exit {
+                state: meta.state,
+                exit_code: meta.exit_code,
+                failure: meta.failure,
+            };
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/x-ndjson")
+                .body(Full::new(ndjson(&event)).boxed())
+                .unwrap_or_else(|_| internal_error())
+        }
+        Ok(meta) => error(
+            StatusCode::CONFLICT,
+            format!("run {run_id} is {} but not supervised by this daemon", meta.state),
+            None,
+        ),
+        Err(e) => error(StatusCode::NOT_FOUND, e.to_string(), None),
+    }
+}
+
+fn ndjson(event: &AttachEvent) -> Bytes {
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// A request refused before it reached the run logic.
+struct Reject {
+    status: StatusCode,
+    message: String,
+}
+
+impl Reject {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Reject {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        error(self.status, self.message, None)
+    }
+}
+
+fn live_run(daemon: &Daemon, id: &str) -> Result<std::sync::Arc<crate::registry::RunHandle>, Reject> {
+    let run_id: RunId = id
+        .parse()
+        .map_err(|e: moat_core::id::InvalidRunId| Reject::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    daemon
+        .registry()
+        .get(&run_id)
+        .ok_or_else(|| Reject::new(StatusCode::NOT_FOUND, format!("run {run_id} is not live")))
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reject> {
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(Reject::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(Reject::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timed out reading the request body",
+            ));
+        }
+    };
+    let bytes = if bytes.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes).map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
+}
+
+fn run_error(e: RunError) -> Response<Body> {
+    let status = match &e {
+        RunError::MissingWorkspace(_) | RunError::UnknownImage { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        RunError::NotLive(_) => StatusCode::NOT_FOUND,
+        RunError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        RunError::Runtime(moat_runtime::RuntimeError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        RunError::Runtime(moat_runtime::RuntimeError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let hint = e.hint();
+    error(status, e.to_string(), hint)
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(bytes)).boxed())
+            .unwrap_or_else(|_| internal_error()),
+        Err(_) => internal_error(),
+    }
+}
+
+fn error(status: StatusCode, message: String, hint: Option<String>) -> Response<Body> {
+    json(status, &ApiError { error: message, hint })
+}
+
+fn internal_error() -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{\"error\":\"internal error\"}")).boxed());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// Adapts an mpsc receiver into a `Stream` without another dependency.
+mod tokio_stream_shim {
+    use futures_util::Stream;
+    use tokio::sync::mpsc::Receiver;
+
+    pub fn channel_stream<T: Send + 'static>(rx: Receiver<T>) -> impl Stream<Item = T> + Send {
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    }
+}

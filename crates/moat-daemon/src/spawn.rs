@@ -1,0 +1,222 @@
+//! Finding or starting the daemon (daemon-and-reaper.md §1): under a spawn
+//! lock with a timeout, reuse a healthy daemon, replace a wedged one (after
+//! checking its pid really is a moat daemon), or spawn a new one detached and
+//! wait for it to answer.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use moat_core::MoatHome;
+use moat_core::atomic::create_private_dir;
+use moat_core::env_vars;
+use moat_core::lock::FileLock;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::api::API_VERSION;
+use crate::client::{ClientError, DaemonClient};
+use crate::info::DaemonInfo;
+
+/// Bound on taking `spawn.lock`.
+const SPAWN_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on a new daemon answering its first health check.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Grace between SIGTERM and SIGKILL for a wedged daemon.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+/// Longest Unix socket path the platforms accept (macOS: 104 bytes).
+const MAX_SOCKET_PATH: usize = 103;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{0}")]
+    Lock(#[from] moat_core::lock::LockError),
+    #[error("cannot prepare {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("the daemon socket path {path} is {len} bytes, longer than the {MAX_SOCKET_PATH} the system allows")]
+    SocketPathTooLong { path: PathBuf, len: usize },
+    #[error("cannot find moat's own executable: {0}")]
+    Executable(std::io::Error),
+    #[error("refusing to spawn the daemon from a test harness binary {0}")]
+    TestHarness(PathBuf),
+    #[error("cannot start the daemon ({exe}): {source}")]
+    Start { exe: PathBuf, source: std::io::Error },
+    #[error("the daemon did not become ready within {READY_TIMEOUT:?}: {last}")]
+    NotReady { last: String, log: PathBuf },
+    #[error("the daemon (pid {pid}) speaks API version {found}, this moat needs {API_VERSION}")]
+    Incompatible { pid: u32, found: u32 },
+}
+
+impl SpawnError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SpawnError::SocketPathTooLong { .. } => Some("set MOAT_HOME to a shorter path".into()),
+            SpawnError::TestHarness(_) => Some(format!("set {} to the moat binary", env_vars::MOAT_EXECUTABLE)),
+            SpawnError::NotReady { log, .. } => Some(format!("see {}", log.display())),
+            SpawnError::Lock(_) => {
+                Some("another moat is starting the daemon; retry, or check `moat daemon status`".into())
+            }
+            SpawnError::Dir { .. } => Some("check that MOAT_HOME is writable".into()),
+            _ => None,
+        }
+    }
+}
+
+/// Returns a client for a healthy daemon of this `MOAT_HOME`, starting one
+/// if needed. Concurrent callers start exactly one daemon.
+pub async fn ensure_running(home: &MoatHome) -> Result<DaemonClient, SpawnError> {
+    let daemon_dir = home.daemon_dir();
+    create_private_dir(&daemon_dir).map_err(|source| SpawnError::Dir {
+        path: daemon_dir.clone(),
+        source,
+    })?;
+    check_socket_path(&home.daemon_socket())?;
+    let client = DaemonClient::new(home.daemon_socket());
+    if healthy(&client).await? {
+        return Ok(client);
+    }
+    let lock_path = home.spawn_lock();
+    let _lock = tokio::task::spawn_blocking(move || FileLock::acquire(&lock_path, SPAWN_LOCK_TIMEOUT))
+        .await
+        .map_err(|e| SpawnError::Dir {
+            path: home.spawn_lock(),
+            source: std::io::Error::other(e),
+        })??;
+    // Another process may have spawned it while we waited for the lock.
+    if healthy(&client).await? {
+        return Ok(client);
+    }
+    if let Some(info) = DaemonInfo::read(&home.daemon_json()) {
+        replace_wedged(info.pid).await;
+    }
+    spawn(home)?;
+    wait_ready(&client, home).await?;
+    Ok(client)
+}
+
+pub fn check_socket_path(path: &Path) -> Result<(), SpawnError> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(SpawnError::SocketPathTooLong {
+            path: path.to_path_buf(),
+            len,
+        });
+    }
+    Ok(())
+}
+
+async fn healthy(client: &DaemonClient) -> Result<bool, SpawnError> {
+    match client.health().await {
+        Ok(health) if health.api_version == API_VERSION => Ok(true),
+        Ok(health) => Err(SpawnError::Incompatible {
+            pid: health.pid,
+            found: health.api_version,
+        }),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Stops a daemon that is alive but not answering, after confirming the pid
+/// belongs to a moat daemon (pids are reused).
+async fn replace_wedged(pid: u32) {
+    if !is_moat_daemon(pid) {
+        return;
+    }
+    tracing::warn!("the moat daemon (pid {pid}) does not answer; replacing it");
+    let target = Pid::from_raw(pid as i32);
+    let _ = kill(target, Signal::SIGTERM);
+    let deadline = Instant::now() + TERM_GRACE;
+    while Instant::now() < deadline && process_alive(pid) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if process_alive(pid) {
+        let _ = kill(target, Signal::SIGKILL);
+    }
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Whether `pid` runs `moat daemon run` (by its command line).
+pub fn is_moat_daemon(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    args.windows(2).any(|w| w[0] == b"daemon" && w[1] == b"run")
+}
+
+fn daemon_executable() -> Result<PathBuf, SpawnError> {
+    if let Some(exe) = std::env::var_os(env_vars::MOAT_EXECUTABLE).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(exe));
+    }
+    let exe = std::env::current_exe().map_err(SpawnError::Executable)?;
+    if exe.parent().is_some_and(|p| p.ends_with("deps")) {
+        return Err(SpawnError::TestHarness(exe));
+    }
+    Ok(exe)
+}
+
+fn spawn(home: &MoatHome) -> Result<(), SpawnError> {
+    let exe = daemon_executable()?;
+    let log_path = home.daemon_log();
+    crate::logfile::rotate_if_large(&log_path);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| SpawnError::Dir {
+            path: log_path.clone(),
+            source,
+        })?;
+    let log_err = log.try_clone().map_err(|source| SpawnError::Dir {
+        path: log_path.clone(),
+        source,
+    })?;
+    let mut command = Command::new(&exe);
+    command
+        .args(["daemon", "run"])
+        .env(env_vars::MOAT_HOME, home.root())
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
+    // CLI's session and terminal so that killing the CLI spares it.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let child = command.spawn().map_err(|source| SpawnError::Start {
+        exe: exe.clone(),
+        source,
+    })?;
+    tracing::debug!("spawned the daemon as pid {}", child.id());
+    // The child is reaped by init once we exit; not waiting on it is intended.
+    drop(child);
+    Ok(())
+}
+
+async fn wait_ready(client: &DaemonClient, home: &MoatHome) -> Result<(), SpawnError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match client.health().await {
+            Ok(health) if health.api_version == API_VERSION => return Ok(()),
+            Ok(health) => {
+                return Err(SpawnError::Incompatible {
+                    pid: health.pid,
+                    found: health.api_version,
+                });
+            }
+            Err(ClientError::NotRunning(_)) => last = "socket not accepting connections".into(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(SpawnError::NotReady {
+        last,
+        log: home.daemon_log(),
+    })
+}

@@ -1,0 +1,158 @@
+//! The daemon's shared state: a cheap cloneable handle over the run store,
+//! the registry, the runtimes, and the one shutdown path that signals, the
+//! API and idle expiry all go through.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use moat_core::MoatHome;
+use moat_core::store::RunStore;
+use moat_runtime::{Runtime, RuntimeError};
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::Registry;
+
+/// Where the daemon gets runtimes from (Docker/Apple in production, a fake
+/// in tests).
+#[async_trait]
+pub trait Runtimes: Send + Sync + 'static {
+    /// The runtime called `kind` (`docker`, `apple`, `fake`), connecting on
+    /// first use.
+    async fn get(&self, kind: &str) -> Result<Arc<dyn Runtime>, RuntimeError>;
+    /// Every runtime that is reachable now (the reaper sweeps them all).
+    async fn available(&self) -> Vec<Arc<dyn Runtime>>;
+}
+
+/// Daemon settings, resolved from `config.yaml` before anything starts.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub home: MoatHome,
+    /// Exit after this long with no live run and no attached client.
+    pub idle_timeout: Duration,
+    /// Time between periodic orphan sweeps.
+    pub reap_interval: Duration,
+    /// Grace period of a graceful stop before the container is killed.
+    pub stop_grace: Duration,
+}
+
+impl DaemonConfig {
+    pub fn new(home: MoatHome) -> Self {
+        DaemonConfig {
+            home,
+            idle_timeout: Duration::from_secs(300),
+            reap_interval: Duration::from_secs(600),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared daemon state.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DaemonConfig,
+    store: RunStore,
+    registry: Arc<Registry>,
+    runtimes: Arc<dyn Runtimes>,
+    shutdown: CancellationToken,
+    shutting_down: AtomicBool,
+    attached_clients: AtomicUsize,
+    started_at: DateTime<Utc>,
+    proxy_port: Option<u16>,
+}
+
+impl Daemon {
+    pub fn new(config: DaemonConfig, runtimes: Arc<dyn Runtimes>, proxy_port: Option<u16>) -> Self {
+        let store = RunStore::new(config.home.clone());
+        let registry = Arc::new(Registry::new(config.home.runs_json()));
+        Daemon {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                registry,
+                runtimes,
+                shutdown: CancellationToken::new(),
+                shutting_down: AtomicBool::new(false),
+                attached_clients: AtomicUsize::new(0),
+                started_at: Utc::now(),
+                proxy_port,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &DaemonConfig {
+        &self.inner.config
+    }
+
+    pub fn home(&self) -> &MoatHome {
+        &self.inner.config.home
+    }
+
+    pub fn store(&self) -> &RunStore {
+        &self.inner.store
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    pub fn runtimes(&self) -> &Arc<dyn Runtimes> {
+        &self.inner.runtimes
+    }
+
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.inner.started_at
+    }
+
+    pub fn proxy_port(&self) -> Option<u16> {
+        self.inner.proxy_port
+    }
+
+    /// Cancelled when the daemon begins shutting down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// The one shutdown path: stop accepting new runs and wake every task.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.shutdown.cancel();
+    }
+
+    /// Set (under the registry lock) once the daemon has decided to exit;
+    /// run creation checks it under the same lock.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_shutting_down(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Counts an attached client for as long as the guard lives.
+    pub fn client_attached(&self) -> AttachGuard {
+        self.inner.attached_clients.fetch_add(1, Ordering::SeqCst);
+        AttachGuard { daemon: self.clone() }
+    }
+
+    pub fn attached_clients(&self) -> usize {
+        self.inner.attached_clients.load(Ordering::SeqCst)
+    }
+}
+
+/// Decrements the attached-client count on drop.
+pub struct AttachGuard {
+    daemon: Daemon,
+}
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        self.daemon.inner.attached_clients.fetch_sub(1, Ordering::SeqCst);
+    }
+}

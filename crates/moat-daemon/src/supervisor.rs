@@ -1,0 +1,341 @@
+//! Creates, supervises and tears down runs (daemon-and-reaper.md §3). A run
+//! is registered (`creating`, persisted) before its first runtime object
+//! exists; its output is captured to `logs.jsonl` as it arrives; its exit
+//! code and times are recorded; its objects are removed exactly once.
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use moat_core::lock::FileLock;
+use moat_core::logs::LogWriter;
+use moat_core::paths::run_files;
+use moat_core::{RunId, RunMetadata, RunState};
+use moat_runtime::{ContainerSpec, Mount, NetworkSpec, Runtime, RuntimeError, labels};
+
+use crate::api::{AttachEvent, RunSpec};
+use crate::lines::LineSplitter;
+use crate::registry::RunHandle;
+use crate::state::Daemon;
+
+/// Where the workspace appears in the container.
+pub const WORKSPACE_TARGET: &str = "/workspace";
+/// Bound on waiting for the run's `.lock` (held only by a creating process).
+const RUN_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("workspace {0} does not exist or is not a directory")]
+    MissingWorkspace(String),
+    #[error("image {image} is not available to {runtime}")]
+    UnknownImage { image: String, runtime: String },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("run {0} is not live")]
+    NotLive(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{0}")]
+    Store(#[from] moat_core::store::StoreError),
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("{0}")]
+    Lock(#[from] moat_core::lock::LockError),
+}
+
+impl RunError {
+    /// A next step for the user, when there is an obvious one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RunError::UnknownImage { .. } => Some(
+                "build the local base image with `scripts/base-image.sh` (or `--image moat-base:bookworm`), or `docker build` your own".into(),
+            ),
+            RunError::MissingWorkspace(_) => Some("pass an existing directory: `moat run PATH`".into()),
+            RunError::ShuttingDown => Some("retry: the next command starts a new daemon".into()),
+            RunError::Runtime(RuntimeError::Unavailable { .. }) => {
+                Some("start the container runtime (e.g. `systemctl start docker`) and check `moat doctor`".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Registers a run, creates its network and container, starts it, and
+/// leaves a task supervising it. Returns once the container is running.
+pub async fn create_run(daemon: &Daemon, spec: RunSpec) -> Result<RunId, RunError> {
+    if !spec.workspace.is_dir() {
+        return Err(RunError::MissingWorkspace(spec.workspace.display().to_string()));
+    }
+    let runtime = daemon.runtimes().get(&spec.runtime).await?;
+    let meta = initial_metadata(&spec);
+    let id = meta.id.clone();
+    let run_dir = daemon.store().create(&meta)?;
+    let creation_lock = FileLock::acquire(&run_dir.join(run_files::LOCK), RUN_LOCK_TIMEOUT)?;
+    let handle = RunHandle::new(spec, meta);
+    if let Err(e) = register(daemon, &handle) {
+        let _ = handle.update(daemon.store(), |m| fail(m, &e.to_string()));
+        return Err(e);
+    }
+    match provision(daemon, runtime.as_ref(), &handle).await {
+        Ok(()) => {
+            drop(creation_lock);
+            tokio::spawn(supervise(daemon.clone(), runtime, handle, None));
+            Ok(id)
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            let _ = handle.update(daemon.store(), |m| fail(m, &reason));
+            cleanup(daemon, runtime.as_ref(), &handle).await;
+            Err(e)
+        }
+    }
+}
+
+fn initial_metadata(spec: &RunSpec) -> RunMetadata {
+    let mut meta = RunMetadata::new(
+        RunId::generate(),
+        spec.workspace.clone(),
+        spec.image.clone(),
+        spec.runtime.clone(),
+    );
+    meta.name = spec.name.clone();
+    meta.command = spec.command.clone();
+    meta.keep = spec.keep;
+    meta.grants = spec.grants.clone();
+    meta.secrets = spec.secret_names.clone();
+    meta.labels = spec.labels.clone();
+    meta
+}
+
+/// Inserts the run unless the daemon has decided to exit; the check and the
+/// insert happen under the registry lock that idle shutdown re-checks under.
+fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
+    {
+        let mut runs = daemon.registry().lock();
+        if daemon.is_shutting_down() {
+            return Err(RunError::ShuttingDown);
+        }
+        runs.insert(handle.id(), handle.clone());
+    }
+    daemon.registry().persist_now()?;
+    Ok(())
+}
+
+async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -> Result<(), RunError> {
+    let spec = &handle.spec;
+    let id = handle.id();
+    if !runtime.image_exists(&spec.image).await? {
+        return Err(RunError::UnknownImage {
+            image: spec.image.clone(),
+            runtime: runtime.kind().to_string(),
+        });
+    }
+    let home_label = daemon.home().label();
+    let network_name = id.network_name();
+    handle.update(daemon.store(), |m| m.network = Some(network_name.clone()))?;
+    let network_spec = NetworkSpec {
+        name: network_name.clone(),
+        labels: labels::for_run(&home_label, id.as_str(), labels::role::NETWORK),
+        internal: false,
+    };
+    runtime.create_network(&network_spec).await?;
+    let container_spec = container_spec(daemon, handle, &network_name);
+    let container_id = runtime.create_container(&container_spec).await?;
+    handle.update(daemon.store(), |m| {
+        m.container_id = Some(container_id.clone());
+        m.state = RunState::Created;
+    })?;
+    handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
+    runtime.start_container(&container_id).await?;
+    handle.update(daemon.store(), |m| {
+        m.state = RunState::Running;
+        m.started_at = Some(Utc::now());
+    })?;
+    daemon.registry().persist_soon();
+    Ok(())
+}
+
+fn container_spec(daemon: &Daemon, handle: &RunHandle, network: &str) -> ContainerSpec {
+    let spec = &handle.spec;
+    let id = handle.id();
+    let mut labels = spec.labels.clone();
+    labels.extend(labels::for_run(&daemon.home().label(), id.as_str(), labels::role::MAIN));
+    let mut mounts = vec![Mount {
+        source: spec.workspace.display().to_string(),
+        target: WORKSPACE_TARGET.to_string(),
+        read_only: false,
+    }];
+    mounts.extend(spec.mounts.iter().cloned());
+    ContainerSpec {
+        name: id.to_string(),
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        env: spec.env.clone(),
+        mounts,
+        working_dir: Some(WORKSPACE_TARGET.to_string()),
+        user: workspace_owner(&spec.workspace),
+        network: Some(network.to_string()),
+        labels,
+        memory_bytes: spec.memory_bytes,
+        cpus: spec.cpus,
+        dns: spec.dns.clone(),
+        tty: spec.interactive,
+        open_stdin: spec.interactive,
+        ..Default::default()
+    }
+}
+
+/// `uid:gid` of the workspace's owner, so files the agent writes belong to
+/// the user (Linux).
+fn workspace_owner(workspace: &std::path::Path) -> Option<String> {
+    let meta = std::fs::metadata(workspace).ok()?;
+    Some(format!("{}:{}", meta.uid(), meta.gid()))
+}
+
+fn fail(meta: &mut RunMetadata, reason: &str) {
+    meta.state = RunState::Failed;
+    meta.failure = Some(reason.to_string());
+    meta.exited_at.get_or_insert_with(Utc::now);
+}
+
+/// Follows a started run to its end: output to `logs.jsonl` and attached
+/// clients, then the exit code, then cleanup. `since` resumes capture after
+/// a daemon restart.
+pub async fn supervise(
+    daemon: Daemon,
+    runtime: Arc<dyn Runtime>,
+    handle: Arc<RunHandle>,
+    since: Option<DateTime<Utc>>,
+) {
+    let meta = handle.metadata();
+    let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());
+    capture_output(&daemon, runtime.as_ref(), &handle, &container, since).await;
+    let exit = runtime.wait_container(&container).await;
+    let recorded = handle.update(daemon.store(), |m| match &exit {
+        Ok(code) => {
+            m.state = RunState::Exited;
+            m.exit_code = *code;
+            m.exited_at = Some(Utc::now());
+        }
+        Err(e) => fail(m, &format!("waiting for the container failed: {e}")),
+    });
+    if let Err(e) = recorded {
+        tracing::error!(run = %meta.id, "recording the exit failed: {e}");
+    }
+    cleanup(&daemon, runtime.as_ref(), &handle).await;
+}
+
+async fn capture_output(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    handle: &RunHandle,
+    container: &str,
+    since: Option<DateTime<Utc>>,
+) {
+    let id = handle.id();
+    let log_path = daemon.store().run_dir(&id).join(run_files::LOGS);
+    let mut writer = match LogWriter::open(&log_path) {
+        Ok(writer) => Some(writer),
+        Err(e) => {
+            tracing::error!(run = %id, "cannot open {}: {e}; output is not recorded", log_path.display());
+            None
+        }
+    };
+    let mut splitter = LineSplitter::default();
+    let mut stream = match runtime.logs(container, true, since).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(run = %id, "cannot follow output: {e}");
+            return;
+        }
+    };
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                handle.output.push(chunk.stream, chunk.data.clone());
+                write_records(&mut writer, &splitter.feed(chunk.stream, &chunk.data), &id);
+            }
+            Err(e) => {
+                tracing::warn!(run = %id, "output stream broke: {e}");
+                break;
+            }
+        }
+    }
+    write_records(&mut writer, &splitter.finish(), &id);
+}
+
+fn write_records(writer: &mut Option<LogWriter>, records: &[moat_core::logs::LogRecord], id: &RunId) {
+    let Some(out) = writer else { return };
+    let result = records
+        .iter()
+        .try_for_each(|r| out.append(r))
+        .and_then(|()| out.flush());
+    if let Err(e) = result {
+        tracing::error!(run = %id, "writing logs.jsonl failed: {e}; further output is not recorded");
+        *writer = None;
+    }
+}
+
+/// Removes the run's container (unless kept) and network, exactly once,
+/// records `cleaned_at`, tells attached clients, and leaves the registry.
+pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) {
+    if !handle.claim_cleanup() {
+        return;
+    }
+    let meta = handle.metadata();
+    let mut failures = Vec::new();
+    if !meta.keep {
+        let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());
+        if let Err(e) = runtime.remove_container(&container).await {
+            failures.push(e.to_string());
+        }
+        if let Some(network) = &meta.network
+            && let Err(e) = runtime.remove_network(network).await
+        {
+            failures.push(e.to_string());
+        }
+    }
+    let result = handle.update(daemon.store(), |m| {
+        if failures.is_empty() && !m.keep {
+            m.cleaned_at = Some(Utc::now());
+        }
+    });
+    if let Err(e) = result {
+        tracing::error!(run = %meta.id, "recording cleanup failed: {e}");
+    }
+    for failure in &failures {
+        tracing::warn!(run = %meta.id, "cleanup left something for the reaper: {failure}");
+    }
+    let meta = handle.metadata();
+    handle.output.finish(AttachEvent::Exit {
+        state: meta.state,
+        exit_code: meta.exit_code,
+        failure: meta.failure.clone(),
+    });
+    daemon.registry().remove(&meta.id);
+}
+
+/// Asks a live run to stop (or kills it); supervision records the exit.
+pub async fn stop_run(daemon: &Daemon, id: &RunId, kill: bool) -> Result<(), RunError> {
+    let handle = daemon
+        .registry()
+        .get(id)
+        .ok_or_else(|| RunError::NotLive(id.to_string()))?;
+    let runtime = daemon.runtimes().get(&handle.spec.runtime).await?;
+    handle.update(daemon.store(), |m| {
+        if !m.state.is_terminal() {
+            m.state = RunState::Stopping;
+        }
+    })?;
+    let meta = handle.metadata();
+    let container = meta.container_id.unwrap_or_else(|| id.to_string());
+    let grace = if kill {
+        Duration::ZERO
+    } else {
+        daemon.config().stop_grace
+    };
+    runtime.stop_container(&container, grace).await?;
+    Ok(())
+}

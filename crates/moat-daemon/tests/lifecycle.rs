@@ -1,0 +1,320 @@
+//! Daemon lifecycle against the in-memory fake runtime: creation,
+//! supervision, cleanup exactly once, failures, idle shutdown, re-adoption,
+//! and the API end to end over a real Unix socket.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use moat_core::logs::{LogRecord, Stream};
+use moat_core::paths::run_files;
+use moat_core::{MoatHome, RunId, RunState};
+use moat_daemon::api::{AttachEvent, RunSpec};
+use moat_daemon::registry::RunHandle;
+use moat_daemon::{Daemon, DaemonClient, DaemonConfig, Runtimes, supervisor};
+use moat_runtime::fake::{FakeErrorKind, FakeOp, FakeRuntime, ScriptedRun};
+use moat_runtime::{ContainerInfo, ContainerStatus, Runtime, RuntimeError};
+
+struct FakeRuntimes(FakeRuntime);
+
+#[async_trait]
+impl Runtimes for FakeRuntimes {
+    async fn get(&self, _kind: &str) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        Ok(Arc::new(self.0.clone()))
+    }
+    async fn available(&self) -> Vec<Arc<dyn Runtime>> {
+        vec![Arc::new(self.0.clone())]
+    }
+}
+
+struct Fixture {
+    root: std::path::PathBuf,
+    fake: FakeRuntime,
+    daemon: Daemon,
+}
+
+impl Fixture {
+    fn new(idle_timeout: Duration) -> Self {
+        let root = std::env::temp_dir().join(format!("moat-daemon-test-{}", RunId::generate()));
+        let home = MoatHome::new(&root);
+        std::fs::create_dir_all(home.daemon_dir()).unwrap();
+        std::fs::create_dir_all(root.join("workspace")).unwrap();
+        let fake = FakeRuntime::new();
+        fake.add_image("img");
+        let mut config = DaemonConfig::new(home);
+        config.idle_timeout = idle_timeout;
+        let daemon = Daemon::new(config, Arc::new(FakeRuntimes(fake.clone())), None);
+        Fixture { root, fake, daemon }
+    }
+
+    fn spec(&self) -> RunSpec {
+        RunSpec {
+            workspace: self.root.join("workspace"),
+            image: "img".into(),
+            runtime: "fake".into(),
+            command: vec!["work".into()],
+            ..Default::default()
+        }
+    }
+
+    fn logs(&self, id: &RunId) -> Vec<LogRecord> {
+        let text = std::fs::read_to_string(self.daemon.store().run_dir(id).join(run_files::LOGS)).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    async fn wait_until_gone(&self, id: &RunId) {
+        for _ in 0..200 {
+            if self.daemon.registry().get(id).is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("run {id} never left the registry");
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn script(fake: &FakeRuntime, exit_code: i64, run_for: Duration) {
+    fake.script_container(
+        "img",
+        ScriptedRun {
+            output: vec![(Stream::Stdout, "out\n".into()), (Stream::Stderr, "err\n".into())],
+            exit_code,
+            run_for,
+        },
+    );
+}
+
+#[tokio::test]
+async fn a_run_is_recorded_and_cleaned_up_exactly_once() {
+    let fx = Fixture::new(Duration::from_secs(300));
+    script(&fx.fake, 7, Duration::from_millis(20));
+    let id = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap();
+    fx.wait_until_gone(&id).await;
+
+    let meta = fx.daemon.store().load(&id).unwrap();
+    assert_eq!(meta.state, RunState::Exited);
+    assert_eq!(meta.exit_code, Some(7));
+    assert!(meta.started_at.is_some() && meta.exited_at.is_some() && meta.cleaned_at.is_some());
+    let lines: Vec<_> = fx.logs(&id).into_iter().map(|r| (r.stream, r.line)).collect();
+    assert_eq!(
+        lines,
+        vec![(Stream::Stdout, "out".to_string()), (Stream::Stderr, "err".to_string())]
+    );
+    assert!(fx.fake.containers().is_empty(), "{:?}", fx.fake.containers());
+    assert!(fx.fake.networks().is_empty(), "{:?}", fx.fake.networks());
+    assert_eq!(fx.fake.call_count(FakeOp::RemoveContainer), 1);
+    assert_eq!(fx.fake.call_count(FakeOp::RemoveNetwork), 1);
+}
+
+#[tokio::test]
+async fn the_run_is_persisted_as_creating_before_any_runtime_object_exists() {
+    let fx = Fixture::new(Duration::from_secs(300));
+    script(&fx.fake, 0, Duration::from_secs(60));
+    fx.fake.delay(FakeOp::CreateNetwork, Duration::from_millis(300));
+    let daemon = fx.daemon.clone();
+    let spec = fx.spec();
+    let creating = tokio::spawn(async move { supervisor::create_run(&daemon, spec).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let persisted = fx.daemon.registry().load_persisted().unwrap();
+    assert_eq!(persisted.len(), 1);
+    assert_eq!(persisted[0].meta.state, RunState::Creating);
+    assert!(fx.fake.networks().is_empty());
+    let id = creating.await.unwrap().unwrap();
+    assert_eq!(fx.daemon.store().load(&id).unwrap().state, RunState::Running);
+    supervisor::stop_run(&fx.daemon, &id, true).await.unwrap();
+    fx.wait_until_gone(&id).await;
+}
+
+#[tokio::test]
+async fn a_failed_creation_is_recorded_and_leaves_nothing() {
+    let fx = Fixture::new(Duration::from_secs(300));
+    fx.fake.fail_next(FakeOp::StartContainer, FakeErrorKind::Other, 1);
+    let err = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap_err();
+    assert!(err.to_string().contains("start_container"), "{err}");
+    let runs = fx.daemon.store().list().unwrap();
+    let moat_core::store::RunEntry::Readable(meta) = &runs[0] else {
+        panic!("unreadable run")
+    };
+    assert_eq!(meta.state, RunState::Failed);
+    assert!(meta.failure.as_deref().unwrap_or_default().contains("start_container"));
+    assert!(fx.fake.containers().is_empty());
+    assert!(fx.fake.networks().is_empty());
+    assert!(fx.daemon.registry().is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_image_is_a_clear_error_with_a_hint() {
+    let fx = Fixture::new(Duration::from_secs(300));
+    let mut spec = fx.spec();
+    spec.image = "nope:latest".into();
+    let err = supervisor::create_run(&fx.daemon, spec).await.unwrap_err();
+    assert_eq!(err.to_string(), "image nope:latest is not available to fake");
+    assert!(err.hint().is_some());
+    assert!(fx.fake.networks().is_empty());
+}
+
+#[tokio::test]
+async fn idle_shutdown_happens_after_the_idle_timeout() {
+    let fx = Fixture::new(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        moat_daemon::idle::watch(fx.daemon.clone(), || async {}),
+    )
+    .await
+    .expect("the idle watcher never shut the daemon down");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(fx.daemon.shutdown_token().is_cancelled());
+}
+
+#[tokio::test]
+async fn a_run_registered_during_the_final_sweep_cancels_idle_shutdown() {
+    let fx = Fixture::new(Duration::from_millis(100));
+    script(&fx.fake, 0, Duration::from_secs(60));
+    let daemon = fx.daemon.clone();
+    let spec = fx.spec();
+    let created = Arc::new(tokio::sync::Mutex::new(None));
+    let slot = created.clone();
+    let sweep = move || {
+        let daemon = daemon.clone();
+        let spec = spec.clone();
+        let slot = slot.clone();
+        async move {
+            let mut slot = slot.lock().await;
+            if slot.is_none() {
+                *slot = Some(supervisor::create_run(&daemon, spec).await.unwrap());
+            }
+        }
+    };
+    let watcher = tokio::spawn(moat_daemon::idle::watch(fx.daemon.clone(), sweep));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!fx.daemon.shutdown_token().is_cancelled(), "shut down with a live run");
+    let id = created.lock().await.clone().expect("the final sweep ran");
+    supervisor::stop_run(&fx.daemon, &id, true).await.unwrap();
+    fx.wait_until_gone(&id).await;
+    tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .expect("idle again, it shuts down")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_daemon_readopts_a_running_container_and_records_its_exit() {
+    let fx = Fixture::new(Duration::from_secs(300));
+    let id = RunId::generate();
+    let mut meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
+    meta.state = RunState::Running;
+    meta.container_id = Some(id.to_string());
+    meta.network = Some(id.network_name());
+    fx.daemon.store().create(&meta).unwrap();
+    fx.fake.insert_container(ContainerInfo {
+        id: id.to_string(),
+        name: id.to_string(),
+        image: "img".into(),
+        status: ContainerStatus::Running,
+        exit_code: None,
+        labels: BTreeMap::new(),
+        networks: vec![id.network_name()],
+        created_at: None,
+    });
+    // What the previous daemon persisted before it was killed.
+    fx.daemon
+        .registry()
+        .lock()
+        .insert(id.clone(), RunHandle::new(fx.spec(), meta));
+    fx.daemon.registry().persist_now().unwrap();
+    fx.daemon.registry().lock().clear();
+
+    assert_eq!(moat_daemon::reconcile::restore(&fx.daemon), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(fx.fake.push_output(id.as_str(), Stream::Stdout, "after restart\n"));
+    assert!(fx.fake.exit_container(id.as_str(), 4));
+    fx.wait_until_gone(&id).await;
+    let meta = fx.daemon.store().load(&id).unwrap();
+    assert_eq!((meta.state, meta.exit_code), (RunState::Exited, Some(4)));
+    assert!(fx.fake.containers().is_empty());
+    assert_eq!(
+        fx.logs(&id).last().map(|r| r.line.clone()).as_deref(),
+        Some("after restart")
+    );
+}
+
+#[tokio::test]
+async fn a_run_stuck_in_creating_is_undone_on_restart() {
+    let fx = Fixture::new(Duration::from_secs(300));
+    let id = RunId::generate();
+    let meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
+    fx.daemon.store().create(&meta).unwrap();
+    fx.daemon
+        .registry()
+        .lock()
+        .insert(id.clone(), RunHandle::new(fx.spec(), meta));
+    fx.daemon.registry().persist_now().unwrap();
+    fx.daemon.registry().lock().clear();
+
+    moat_daemon::reconcile::restore(&fx.daemon);
+    fx.wait_until_gone(&id).await;
+    let meta = fx.daemon.store().load(&id).unwrap();
+    assert_eq!(meta.state, RunState::Failed);
+    assert!(meta.failure.unwrap().contains("interrupted"));
+}
+
+#[tokio::test]
+async fn the_api_creates_attaches_and_reports_the_exit_over_the_socket() {
+    let fx = Fixture::new(Duration::from_secs(300));
+    script(&fx.fake, 3, Duration::from_millis(300));
+    let config = fx.daemon.config().clone();
+    let server = tokio::spawn(moat_daemon::run(config, Arc::new(FakeRuntimes(fx.fake.clone()))));
+    let client = DaemonClient::new(fx.daemon.home().daemon_socket());
+    let mut ready = false;
+    for _ in 0..100 {
+        if client.health().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "daemon never answered");
+    let mode = std::fs::metadata(fx.daemon.home().daemon_socket()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    let created = client.create_run(&fx.spec()).await.unwrap();
+    let events: Vec<_> = client.attach(&created.run_id).await.unwrap().collect().await;
+    let events: Vec<AttachEvent> = events.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        events.last(),
+        Some(&AttachEvent::Exit {
+            state: RunState::Exited,
+            exit_code: Some(3),
+            failure: None
+        })
+    );
+    assert!(events.contains(&AttachEvent::Output {
+        stream: Stream::Stdout,
+        data: "out\n".into()
+    }));
+
+    let mut missing = fx.spec();
+    missing.workspace = fx.root.join("nope");
+    let err = client.create_run(&missing).await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+
+    client.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!fx.daemon.home().daemon_socket().exists());
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what moat's build, tests and local base image need on a Debian
+# machine with a Docker engine. Idempotent: quick when everything is there.
+set -euo pipefail
+
+need_apt=()
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${need_apt[*]} from Debian's packages" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "setup: no Docker engine answers (docker info failed); start it first" >&2
+  exit 1
+fi
+
+"$(dirname "$0")/base-image.sh"
