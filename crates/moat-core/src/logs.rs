@@ -281,7 +281,11 @@ mod tests {
     fn record(i: usize) -> LogRecord {
         LogRecord {
             ts: Utc::now(),
-            stream: if i % 2 == 0 { Stream::Stdout } else { Stream::Stderr },
+            stream: if i.is_multiple_of(2) {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            },
             line: format!("line {i}"),
         }
     }
