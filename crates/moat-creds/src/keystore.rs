@@ -63,9 +63,7 @@ pub enum KeyError {
     Io { path: PathBuf, source: io::Error },
     #[error("cannot create the key: {0}")]
     Lock(#[from] LockError),
-    #[error(
-        "{MOAT_KEYRING_BACKEND}={0:?} is not a key store backend (expected `file` or `keyring`)"
-    )]
+    #[error("{MOAT_KEYRING_BACKEND}={0:?} is not a key store backend (expected `file` or `keyring`)")]
     UnknownBackend(String),
     #[error(
         "no OS keyring backend is available in this build; set {MOAT_KEYRING_BACKEND}=file to keep the key in MOAT_HOME/credentials/.key"
@@ -133,9 +131,7 @@ pub struct FileKeyStore {
 impl FileKeyStore {
     /// A key store keeping its key in `dir/.key`.
     pub fn new(dir: &Path) -> Self {
-        FileKeyStore {
-            dir: dir.to_path_buf(),
-        }
+        FileKeyStore { dir: dir.to_path_buf() }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -196,15 +192,11 @@ impl KeyStore for FileKeyStore {
             });
         }
         let mut bytes = Vec::with_capacity(KEY_LEN);
-        file.read_to_end(&mut bytes)
-            .map_err(|e| self.io_error(&path, e))?;
-        let key: [u8; KEY_LEN] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::Malformed {
-                path: path.clone(),
-                len: bytes.len(),
-            })?;
+        file.read_to_end(&mut bytes).map_err(|e| self.io_error(&path, e))?;
+        let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| KeyError::Malformed {
+            path: path.clone(),
+            len: bytes.len(),
+        })?;
         Ok(Some(MasterKey(key)))
     }
 
@@ -260,10 +252,7 @@ mod tests {
         store.load_or_create().unwrap();
         fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
         let err = store.load().unwrap_err();
-        assert!(
-            matches!(err, KeyError::LoosePermissions { mode: 0o644, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, KeyError::LoosePermissions { mode: 0o644, .. }), "{err}");
         assert!(err.to_string().contains("chmod 600"), "{err}");
         assert!(store.load_or_create().is_err(), "must not replace the key");
     }
@@ -282,18 +271,12 @@ mod tests {
     fn backend_selection() {
         assert_eq!(KeyBackend::parse(None).unwrap(), KeyBackend::File);
         assert_eq!(KeyBackend::parse(Some("file")).unwrap(), KeyBackend::File);
-        assert_eq!(
-            KeyBackend::parse(Some("keyring")).unwrap(),
-            KeyBackend::Keyring
-        );
+        assert_eq!(KeyBackend::parse(Some("keyring")).unwrap(), KeyBackend::Keyring);
         let err = KeyBackend::parse(Some("vault")).unwrap_err();
         assert!(err.to_string().contains("\"vault\""), "{err}");
         let home = MoatHome::new("/nonexistent");
         let err = KeyBackend::Keyring.key_store(&home).unwrap_err();
-        assert!(
-            err.to_string().contains("MOAT_KEYRING_BACKEND=file"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("MOAT_KEYRING_BACKEND=file"), "{err}");
         let store = KeyBackend::File.key_store(&home).unwrap();
         assert_eq!(store.describe(), "file /nonexistent/credentials/.key");
     }

@@ -3,14 +3,26 @@
 //! "Injection"), grant flows and validation, and `secrets:` resolution.
 //! Nothing here prints; the binary renders results.
 
+mod builtin;
 pub mod credential;
+pub mod host_match;
 pub mod keystore;
+pub mod provider;
+mod provider_file;
+pub mod providers;
 pub mod sealed;
 pub mod store;
 
 #[cfg(test)]
 mod test_support;
 
-pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary};
+pub use builtin::BUILT_IN_NAMES;
+pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary, RedactedCredential};
+pub use host_match::{HostPattern, HostPatternError, host_matches};
 pub use keystore::{FileKeyStore, KeyBackend, KeyError, KeyStore, MasterKey};
+pub use provider::{
+    GrantSources, GrantedToken, HeaderRule, InjectionSpec, Provider, ProviderSource, ValidationEndpoint, ValueFormat,
+};
+pub use provider_file::ProviderFileError;
+pub use providers::{ProviderError, Providers};
 pub use store::{CredentialStore, StoreError};

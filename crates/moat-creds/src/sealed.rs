@@ -43,9 +43,7 @@ pub fn seal(key: &MasterKey, provider: &str, plaintext: &[u8]) -> Result<Vec<u8>
         msg: plaintext,
         aad: provider.as_bytes(),
     };
-    let ciphertext = cipher(key)
-        .encrypt(&nonce, payload)
-        .map_err(|_| SealError)?;
+    let ciphertext = cipher(key).encrypt(&nonce, payload).map_err(|_| SealError)?;
     let mut sealed = Vec::with_capacity(HEADER_LEN + ciphertext.len());
     sealed.push(FORMAT_VERSION);
     sealed.extend_from_slice(&nonce_bytes);
@@ -57,17 +55,12 @@ pub fn seal(key: &MasterKey, provider: &str, plaintext: &[u8]) -> Result<Vec<u8>
 pub fn open(key: &MasterKey, provider: &str, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
     let min = HEADER_LEN + TAG_LEN;
     if sealed.len() < min {
-        return Err(OpenError::Truncated {
-            len: sealed.len(),
-            min,
-        });
+        return Err(OpenError::Truncated { len: sealed.len(), min });
     }
     if sealed[0] != FORMAT_VERSION {
         return Err(OpenError::UnknownVersion(sealed[0]));
     }
-    let nonce_bytes: [u8; NONCE_LEN] = sealed[1..HEADER_LEN]
-        .try_into()
-        .map_err(|_| OpenError::Unauthentic)?;
+    let nonce_bytes: [u8; NONCE_LEN] = sealed[1..HEADER_LEN].try_into().map_err(|_| OpenError::Unauthentic)?;
     let payload = Payload {
         msg: &sealed[HEADER_LEN..],
         aad: provider.as_bytes(),
@@ -111,14 +104,8 @@ mod tests {
     #[test]
     fn another_provider_or_key_cannot_open() {
         let sealed = seal(&key(1), "openai", b"fake payload").unwrap();
-        assert_eq!(
-            open(&key(1), "gemini", &sealed),
-            Err(OpenError::Unauthentic)
-        );
-        assert_eq!(
-            open(&key(2), "openai", &sealed),
-            Err(OpenError::Unauthentic)
-        );
+        assert_eq!(open(&key(1), "gemini", &sealed), Err(OpenError::Unauthentic));
+        assert_eq!(open(&key(2), "openai", &sealed), Err(OpenError::Unauthentic));
     }
 
     #[test]
@@ -130,9 +117,6 @@ mod tests {
         ));
         let mut future = sealed.clone();
         future[0] = 9;
-        assert_eq!(
-            open(&key(1), "openai", &future),
-            Err(OpenError::UnknownVersion(9))
-        );
+        assert_eq!(open(&key(1), "openai", &future), Err(OpenError::UnknownVersion(9)));
     }
 }

@@ -42,10 +42,7 @@ pub enum StoreError {
         source: OpenError,
     },
     #[error("{path} decrypted but does not hold a credential: {source}")]
-    Malformed {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Malformed { path: PathBuf, source: serde_json::Error },
     #[error(
         "{path} exists but there is no encryption key ({key}); the key was removed, so grant the credential again (`moat grant {provider}`)"
     )]
@@ -75,11 +72,7 @@ impl CredentialStore {
     }
 
     /// Like [`CredentialStore::open`] with an explicit key store.
-    pub fn with_key_store(
-        home: &MoatHome,
-        profile: Option<&str>,
-        keys: Box<dyn KeyStore>,
-    ) -> Result<Self, StoreError> {
+    pub fn with_key_store(home: &MoatHome, profile: Option<&str>, keys: Box<dyn KeyStore>) -> Result<Self, StoreError> {
         let credentials_dir = home.credentials_dir();
         let dir = match profile {
             None => credentials_dir.clone(),
@@ -109,11 +102,10 @@ impl CredentialStore {
             path: path.clone(),
             source,
         })?;
-        let sealed =
-            sealed::seal(&key, provider, &plaintext).map_err(|source| StoreError::Seal {
-                provider: provider.to_owned(),
-                source,
-            })?;
+        let sealed = sealed::seal(&key, provider, &plaintext).map_err(|source| StoreError::Seal {
+            provider: provider.to_owned(),
+            source,
+        })?;
         self.create_dirs()?;
         write_atomic(&path, &sealed, 0o600).map_err(|source| StoreError::Io { path, source })
     }
@@ -133,13 +125,12 @@ impl CredentialStore {
                 key: self.keys.describe(),
             });
         };
-        let plaintext =
-            sealed::open(&key, provider, &sealed).map_err(|source| StoreError::Decrypt {
-                path: path.clone(),
-                provider: provider.to_owned(),
-                key: self.keys.describe(),
-                source,
-            })?;
+        let plaintext = sealed::open(&key, provider, &sealed).map_err(|source| StoreError::Decrypt {
+            path: path.clone(),
+            provider: provider.to_owned(),
+            key: self.keys.describe(),
+            source,
+        })?;
         serde_json::from_slice(&plaintext)
             .map(Some)
             .map_err(|source| StoreError::Malformed { path, source })

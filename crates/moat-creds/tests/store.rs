@@ -7,9 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use moat_core::MoatHome;
-use moat_creds::{
-    Credential, CredentialKind, CredentialStore, FileKeyStore, KeyStore, MasterKey, StoreError,
-};
+use moat_creds::{Credential, CredentialKind, CredentialStore, FileKeyStore, KeyStore, MasterKey, StoreError};
 use support::TempHome;
 
 const FAKE_TOKEN: &str = "fake-github-token-for-tests-7e2a";
@@ -76,10 +74,7 @@ fn a_file_moved_to_another_provider_does_not_decrypt() {
         .unwrap();
     let dir = home.home.credentials_dir();
     fs::rename(dir.join("openai.enc"), dir.join("gemini.enc")).unwrap();
-    assert!(matches!(
-        store.load("gemini"),
-        Err(StoreError::Decrypt { .. })
-    ));
+    assert!(matches!(store.load("gemini"), Err(StoreError::Decrypt { .. })));
 }
 
 #[test]
@@ -135,28 +130,19 @@ fn a_loose_key_file_is_refused_with_a_chmod_hint() {
     let key_path = FileKeyStore::new(&home.home.credentials_dir()).path();
     fs::set_permissions(&key_path, fs::Permissions::from_mode(0o640)).unwrap();
     let err = store.load("openai").unwrap_err().to_string();
-    assert!(
-        err.contains(&format!("chmod 600 {}", key_path.display())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("chmod 600 {}", key_path.display())), "{err}");
 }
 
 #[test]
 fn profiles_are_isolated_from_each_other_and_from_the_default() {
     let home = TempHome::new();
     let work = store(&home.home, Some("work"));
-    work.save(
-        "github",
-        &Credential::new(FAKE_TOKEN, CredentialKind::Token),
-    )
-    .unwrap();
+    work.save("github", &Credential::new(FAKE_TOKEN, CredentialKind::Token))
+        .unwrap();
 
     assert_eq!(store(&home.home, None).load("github").unwrap(), None);
     assert!(store(&home.home, None).list().unwrap().is_empty());
-    assert_eq!(
-        store(&home.home, Some("personal")).load("github").unwrap(),
-        None
-    );
+    assert_eq!(store(&home.home, Some("personal")).load("github").unwrap(), None);
     assert!(work.load("github").unwrap().is_some());
 
     let profile_dir = home.home.credentials_dir().join("profiles").join("work");
@@ -176,16 +162,9 @@ fn list_is_sorted_redacted_and_reports_unreadable_files() {
         )
         .unwrap();
     store
-        .save(
-            "github",
-            &Credential::new(FAKE_TOKEN, CredentialKind::Token),
-        )
+        .save("github", &Credential::new(FAKE_TOKEN, CredentialKind::Token))
         .unwrap();
-    fs::write(
-        home.home.credentials_dir().join("broken.enc"),
-        b"\x01garbage",
-    )
-    .unwrap();
+    fs::write(home.home.credentials_dir().join("broken.enc"), b"\x01garbage").unwrap();
 
     let listed = store.list().unwrap();
     let names: Vec<&str> = listed.iter().map(|s| s.provider.as_str()).collect();
@@ -206,10 +185,7 @@ fn remove_deletes_and_reports_whether_anything_was_there() {
     let home = TempHome::new();
     let store = store(&home.home, None);
     store
-        .save(
-            "github",
-            &Credential::new(FAKE_TOKEN, CredentialKind::Token),
-        )
+        .save("github", &Credential::new(FAKE_TOKEN, CredentialKind::Token))
         .unwrap();
     assert!(store.remove("github").unwrap());
     assert_eq!(store.load("github").unwrap(), None);
@@ -223,10 +199,7 @@ fn names_that_would_escape_the_directory_are_rejected() {
     let store = store(&home.home, None);
     for bad in ["../etc", "", ".key", "a/b"] {
         let err = store.load(bad).unwrap_err();
-        assert!(
-            matches!(err, StoreError::InvalidName { .. }),
-            "{bad}: {err}"
-        );
+        assert!(matches!(err, StoreError::InvalidName { .. }), "{bad}: {err}");
     }
     let keys = Box::new(FileKeyStore::new(&home.home.credentials_dir()));
     let err = CredentialStore::with_key_store(&home.home, Some("../x"), keys).unwrap_err();
