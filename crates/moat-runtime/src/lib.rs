@@ -3,6 +3,8 @@
 //! labels, the per-run subnet pool and runtime selection. Knows nothing of
 //! runs' policy or credentials (runtime.md).
 
+pub mod base_image;
+pub mod docker;
 pub mod error;
 pub mod fake;
 pub mod labels;

@@ -1,0 +1,632 @@
+//! The Docker Engine runtime, on bollard: connection (with API version
+//! negotiation, done lazily inside the first bounded call), containers,
+//! networks from moat's subnet pool, volumes and images. Every call is
+//! bounded by [`Timeouts`] and fails with a typed [`RuntimeError`]
+//! (runtime.md, "Docker (bollard)").
+
+mod convert;
+pub mod endpoint;
+mod errors;
+mod pool;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions, ListNetworksOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
+    StopContainerOptions, WaitContainerOptions,
+};
+use bollard::{API_DEFAULT_VERSION, container::LogOutput};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+
+use crate::subnet::SubnetPool;
+use crate::{
+    Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec, OutputChunk,
+    OutputStream, OutputStreamKind, Runtime, RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo,
+    VolumeSpec, bounded, labels,
+};
+
+pub use endpoint::{DockerEndpoint, EndpointEnv, EndpointSource};
+use errors::{is_removal_in_progress, map_error};
+
+const DOCKER: RuntimeKind = RuntimeKind::Docker;
+
+/// bollard's own per-request timeout. Ours (`bounded`) is the real bound;
+/// this one must not cut `wait` or followed logs, which may last for days.
+const CLIENT_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// How many inspections `list_networks` runs at once.
+const INSPECT_CONCURRENCY: usize = 8;
+
+/// How to reach and use the engine.
+#[derive(Clone, Debug, Default)]
+pub struct DockerOptions {
+    pub timeouts: Timeouts,
+    pub subnet_pool: SubnetPool,
+    /// Engine address (`unix:///…`, `tcp://…`); `None` = `DOCKER_HOST` or
+    /// the first well-known socket that exists.
+    pub endpoint: Option<String>,
+}
+
+/// The Docker runtime. Cheap to share behind an `Arc`.
+pub struct DockerRuntime {
+    client: Docker,
+    endpoint: DockerEndpoint,
+    /// The API version agreed with the engine, once negotiated.
+    api_version: OnceCell<String>,
+    timeouts: Timeouts,
+    pool: pool::NetworkPool,
+}
+
+impl DockerRuntime {
+    /// Prepares a client for the engine; does no I/O beyond checking that a
+    /// unix socket exists. Call [`Runtime::ping`] to check the engine.
+    pub fn new(options: DockerOptions) -> RuntimeResult<DockerRuntime> {
+        let endpoint = match options.endpoint {
+            Some(address) => DockerEndpoint {
+                address: endpoint::normalise_address(&address),
+                source: EndpointSource::Explicit,
+            },
+            None => endpoint::discover(&EndpointEnv::from_process(), |path| path.exists()).map_err(|reason| {
+                RuntimeError::Unavailable {
+                    runtime: DOCKER,
+                    reason,
+                }
+            })?,
+        };
+        Ok(DockerRuntime {
+            client: connect(&endpoint)?,
+            endpoint,
+            api_version: OnceCell::new(),
+            timeouts: options.timeouts,
+            pool: pool::NetworkPool::new(options.subnet_pool),
+        })
+    }
+
+    /// Where the engine is and how that was decided.
+    pub fn docker_endpoint(&self) -> &DockerEndpoint {
+        &self.endpoint
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    pub fn subnet_pool(&self) -> &SubnetPool {
+        self.pool.subnets()
+    }
+
+    /// Imports a root filesystem tarball as image `reference` (`docker
+    /// import`), applying Dockerfile-style `changes` (`CMD …`, `ENV …`).
+    pub async fn import_image(
+        &self,
+        rootfs_tar: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        reference: &str,
+        changes: &[String],
+        limit: Duration,
+    ) -> RuntimeResult<()> {
+        let op = format!("import image {reference}");
+        let (repo, tag) = split_reference(reference);
+        let options = CreateImageOptions {
+            from_src: Some("-".to_string()),
+            repo: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+            changes: changes.to_vec(),
+            ..Default::default()
+        };
+        bounded(DOCKER, &op, limit, async {
+            let docker = self.client().await?;
+            let body = bollard::body_try_stream(rootfs_tar);
+            docker
+                .create_image(Some(options), Some(body), None)
+                .try_for_each(|_| async { Ok(()) })
+                .await
+                .map_err(|e| map_error(&op, &format!("image {reference}"), e))
+        })
+        .await
+    }
+
+    /// The client, after agreeing an API version with the engine (the
+    /// engine may be older than bollard's default version).
+    async fn client(&self) -> RuntimeResult<&Docker> {
+        self.api_version
+            .get_or_try_init(|| async {
+                let negotiated = self
+                    .client
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| map_error("negotiate API version", "engine", e))?;
+                Ok::<_, RuntimeError>(negotiated.client_version().to_string())
+            })
+            .await?;
+        Ok(&self.client)
+    }
+}
+
+fn connect(endpoint: &DockerEndpoint) -> RuntimeResult<Docker> {
+    let address = endpoint.address.as_str();
+    let connected = if address.starts_with("unix://") {
+        Docker::connect_with_unix(address, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
+    } else if address.starts_with("tcp://") || address.starts_with("http://") {
+        Docker::connect_with_http(address, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
+    } else {
+        return Err(RuntimeError::Unavailable {
+            runtime: DOCKER,
+            reason: format!(
+                "unsupported Docker endpoint {address} (from {}): moat supports unix:// and tcp://",
+                endpoint.source
+            ),
+        });
+    };
+    connected.map_err(|e| map_error("connect", &format!("engine at {address}"), e))
+}
+
+/// `repo:tag`, the tag defaulting to `latest`; a registry port is not a tag.
+fn split_reference(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
+    }
+}
+
+fn managed_filter() -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![format!("{}=true", labels::MANAGED)])])
+}
+
+fn missing_is_ok(result: RuntimeResult<()>) -> RuntimeResult<()> {
+    match result {
+        Err(err) if err.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+fn log_chunk(output: LogOutput) -> Option<OutputChunk> {
+    match output {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => Some(OutputChunk {
+            stream: OutputStreamKind::Stdout,
+            data: message,
+        }),
+        LogOutput::StdErr { message } => Some(OutputChunk {
+            stream: OutputStreamKind::Stderr,
+            data: message,
+        }),
+        LogOutput::StdIn { .. } => None,
+    }
+}
+
+// === impl Runtime ===
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn kind(&self) -> RuntimeKind {
+        DOCKER
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            labels: true,
+            named_volumes: true,
+            exit_codes: true,
+            host_network: !self.endpoint.is_desktop_vm(),
+            internal_networks: true,
+            privileged: true,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        let address = &self.endpoint.address;
+        let source = &self.endpoint.source;
+        match self.api_version.get() {
+            Some(version) => format!("{address} ({source}, API {version})"),
+            None => format!("{address} ({source})"),
+        }
+    }
+
+    /// On Linux a container reaches the host at its network's gateway
+    /// (`NetworkInfo::gateway`), so there is no fixed address; VM-based
+    /// engines forward `host.docker.internal`.
+    fn host_address(&self) -> Option<String> {
+        self.endpoint
+            .is_desktop_vm()
+            .then(|| "host.docker.internal".to_string())
+    }
+
+    async fn ping(&self) -> RuntimeResult<()> {
+        bounded(DOCKER, "ping", self.timeouts.call, async {
+            let docker = self.client().await?;
+            docker
+                .ping()
+                .await
+                .map(|_| ())
+                .map_err(|e| map_error("ping", "engine", e))
+        })
+        .await
+    }
+
+    async fn image_exists(&self, image: &str) -> RuntimeResult<bool> {
+        let op = format!("inspect image {image}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            let docker = self.client().await?;
+            match docker.inspect_image(image).await {
+                Ok(_) => Ok(true),
+                Err(e) => match map_error(&op, &format!("image {image}"), e) {
+                    err if err.is_not_found() => Ok(false),
+                    err => Err(err),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn list_images(&self) -> RuntimeResult<Vec<ImageInfo>> {
+        bounded(DOCKER, "list images", self.timeouts.list, async {
+            let docker = self.client().await?;
+            let images = docker
+                .list_images(None::<ListImagesOptions>)
+                .await
+                .map_err(|e| map_error("list images", "images", e))?;
+            Ok(images
+                .into_iter()
+                .map(|image| ImageInfo {
+                    id: image.id,
+                    tags: image.repo_tags,
+                    size: u64::try_from(image.size).ok(),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn remove_image(&self, image: &str) -> RuntimeResult<()> {
+        let op = format!("remove image {image}");
+        let result = bounded(DOCKER, &op, self.timeouts.remove, async {
+            let docker = self.client().await?;
+            docker
+                .remove_image(image, None::<RemoveImageOptions>, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| map_error(&op, &format!("image {image}"), e))
+        })
+        .await;
+        missing_is_ok(result)
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+        let op = format!("create container {}", spec.name);
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            let docker = self.client().await?;
+            let options = CreateContainerOptions {
+                name: Some(spec.name.clone()),
+                ..Default::default()
+            };
+            docker
+                .create_container(Some(options), convert::container_create_body(spec))
+                .await
+                .map(|created| created.id)
+                .map_err(|e| map_error(&op, &format!("container {}", spec.name), e))
+        })
+        .await
+    }
+
+    async fn start_container(&self, id: &str) -> RuntimeResult<()> {
+        let op = format!("start container {id}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            let docker = self.client().await?;
+            docker
+                .start_container(id, None)
+                .await
+                .map_err(|e| map_error(&op, &format!("container {id}"), e))
+        })
+        .await
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> RuntimeResult<()> {
+        let op = format!("stop container {id}");
+        let grace_secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        bounded(DOCKER, &op, self.timeouts.call + grace, async {
+            let docker = self.client().await?;
+            let options = StopContainerOptions {
+                t: Some(grace_secs),
+                signal: None,
+            };
+            docker
+                .stop_container(id, Some(options))
+                .await
+                .map_err(|e| map_error(&op, &format!("container {id}"), e))
+        })
+        .await
+    }
+
+    async fn remove_container(&self, id: &str) -> RuntimeResult<()> {
+        let op = format!("remove container {id}");
+        let result = bounded(DOCKER, &op, self.timeouts.remove, async {
+            let docker = self.client().await?;
+            let options = RemoveContainerOptions {
+                force: true,
+                v: true,
+                link: false,
+            };
+            match docker.remove_container(id, Some(options)).await {
+                Err(e) if is_removal_in_progress(&e) => Ok(()),
+                other => other.map_err(|e| map_error(&op, &format!("container {id}"), e)),
+            }
+        })
+        .await;
+        missing_is_ok(result)
+    }
+
+    async fn wait_container(&self, id: &str) -> RuntimeResult<Option<i64>> {
+        let op = format!("wait for container {id}");
+        let docker = bounded(DOCKER, &op, self.timeouts.call, self.client()).await?;
+        let mut waits = docker.wait_container(id, None::<WaitContainerOptions>);
+        match waits.next().await {
+            Some(Ok(response)) => Ok(Some(response.status_code)),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(Some(code)),
+            Some(Err(e)) => Err(map_error(&op, &format!("container {id}"), e)),
+            None => Err(RuntimeError::Other {
+                runtime: DOCKER,
+                op,
+                message: "the engine closed the wait without an exit code".to_string(),
+            }),
+        }
+    }
+
+    async fn inspect_container(&self, id: &str) -> RuntimeResult<ContainerInfo> {
+        let op = format!("inspect container {id}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            let docker = self.client().await?;
+            docker
+                .inspect_container(id, None)
+                .await
+                .map(convert::container_info_from_inspect)
+                .map_err(|e| map_error(&op, &format!("container {id}"), e))
+        })
+        .await
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> RuntimeResult<OutputStream> {
+        // Fail early and typed (NotFound) rather than inside the stream.
+        self.inspect_container(id).await?;
+        let docker = self.client().await?.clone();
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            since: since
+                .map(|time| i32::try_from(time.timestamp()).unwrap_or(i32::MAX))
+                .unwrap_or(0),
+            ..Default::default()
+        };
+        let op = format!("read logs of container {id}");
+        let what = format!("container {id}");
+        let chunks = docker
+            .logs(id, Some(options))
+            .map_err(move |e| map_error(&op, &what, e))
+            .try_filter_map(|output| async move { Ok(log_chunk(output)) });
+        Ok(Box::pin(chunks))
+    }
+
+    async fn exec(&self, id: &str, command: &[String]) -> RuntimeResult<ExecOutput> {
+        let op = format!("exec in container {id}");
+        let what = format!("container {id}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            let docker = self.client().await?;
+            let fail = |e| map_error(&op, &what, e);
+            let config = CreateExecOptions {
+                cmd: Some(command.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let exec_id = docker.create_exec(id, config).await.map_err(fail)?.id;
+            let started = docker
+                .start_exec(&exec_id, Some(StartExecOptions::default()))
+                .await
+                .map_err(fail)?;
+            let mut output = ExecOutput {
+                exit_code: None,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            };
+            if let StartExecResults::Attached { output: mut chunks, .. } = started {
+                while let Some(chunk) = chunks.next().await {
+                    match log_chunk(chunk.map_err(fail)?) {
+                        Some(OutputChunk {
+                            stream: OutputStreamKind::Stderr,
+                            data,
+                        }) => output.stderr.extend_from_slice(&data),
+                        Some(OutputChunk { data, .. }) => output.stdout.extend_from_slice(&data),
+                        None => {}
+                    }
+                }
+            }
+            output.exit_code = docker.inspect_exec(&exec_id).await.map_err(fail)?.exit_code;
+            Ok(output)
+        })
+        .await
+    }
+
+    async fn list_containers(&self) -> RuntimeResult<Vec<ContainerInfo>> {
+        bounded(DOCKER, "list containers", self.timeouts.list, async {
+            let docker = self.client().await?;
+            let options = ListContainersOptions {
+                all: true,
+                filters: Some(managed_filter()),
+                ..Default::default()
+            };
+            docker
+                .list_containers(Some(options))
+                .await
+                .map(|found| found.into_iter().map(convert::container_info_from_summary).collect())
+                .map_err(|e| map_error("list containers", "containers", e))
+        })
+        .await
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> RuntimeResult<NetworkInfo> {
+        let op = format!("create network {}", spec.name);
+        bounded(DOCKER, &op, self.timeouts.network_create, async {
+            let docker = self.client().await?;
+            self.pool.create_network(docker, spec, &op).await
+        })
+        .await
+    }
+
+    async fn remove_network(&self, name: &str) -> RuntimeResult<()> {
+        let op = format!("remove network {name}");
+        let result = bounded(DOCKER, &op, self.timeouts.remove, async {
+            let docker = self.client().await?;
+            docker
+                .remove_network(name)
+                .await
+                .map_err(|e| map_error(&op, &format!("network {name}"), e))
+        })
+        .await;
+        missing_is_ok(result)
+    }
+
+    async fn list_networks(&self) -> RuntimeResult<Vec<NetworkInfo>> {
+        bounded(DOCKER, "list networks", self.timeouts.list, async {
+            let docker = self.client().await?;
+            let options = ListNetworksOptions {
+                filters: Some(managed_filter()),
+            };
+            let names: Vec<String> = docker
+                .list_networks(Some(options))
+                .await
+                .map_err(|e| map_error("list networks", "networks", e))?
+                .into_iter()
+                .filter_map(|network| network.name)
+                .collect();
+            // The list answer does not name attached containers: inspect
+            // each network, skipping any that vanished meanwhile.
+            let inspected: Vec<RuntimeResult<NetworkInfo>> = futures_util::stream::iter(names)
+                .map(|name| async move { self.inspect_network_with(docker, &name).await })
+                .buffer_unordered(INSPECT_CONCURRENCY)
+                .collect()
+                .await;
+            let mut networks = Vec::new();
+            for network in inspected {
+                match network {
+                    Ok(info) => networks.push(info),
+                    Err(err) if err.is_not_found() => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            networks.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(networks)
+        })
+        .await
+    }
+
+    async fn inspect_network(&self, name: &str) -> RuntimeResult<NetworkInfo> {
+        let op = format!("inspect network {name}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            let docker = self.client().await?;
+            self.inspect_network_with(docker, name).await
+        })
+        .await
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> RuntimeResult<()> {
+        let op = format!("create volume {}", spec.name);
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            let docker = self.client().await?;
+            let request = bollard::models::VolumeCreateRequest {
+                name: Some(spec.name.clone()),
+                labels: Some(convert::to_hash_map(&spec.labels)),
+                ..Default::default()
+            };
+            docker
+                .create_volume(request)
+                .await
+                .map(|_| ())
+                .map_err(|e| map_error(&op, &format!("volume {}", spec.name), e))
+        })
+        .await
+    }
+
+    async fn remove_volume(&self, name: &str) -> RuntimeResult<()> {
+        let op = format!("remove volume {name}");
+        let result = bounded(DOCKER, &op, self.timeouts.remove, async {
+            let docker = self.client().await?;
+            docker
+                .remove_volume(name, None::<RemoveVolumeOptions>)
+                .await
+                .map_err(|e| map_error(&op, &format!("volume {name}"), e))
+        })
+        .await;
+        missing_is_ok(result)
+    }
+
+    async fn list_volumes(&self) -> RuntimeResult<Vec<VolumeInfo>> {
+        bounded(DOCKER, "list volumes", self.timeouts.list, async {
+            let docker = self.client().await?;
+            let options = ListVolumesOptions {
+                filters: Some(managed_filter()),
+            };
+            let listed = docker
+                .list_volumes(Some(options))
+                .await
+                .map_err(|e| map_error("list volumes", "volumes", e))?;
+            let mut volumes: Vec<VolumeInfo> = listed
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|volume| VolumeInfo {
+                    name: volume.name,
+                    labels: volume.labels.into_iter().collect(),
+                })
+                .collect();
+            volumes.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(volumes)
+        })
+        .await
+    }
+}
+
+impl DockerRuntime {
+    async fn inspect_network_with(&self, docker: &Docker, name: &str) -> RuntimeResult<NetworkInfo> {
+        docker
+            .inspect_network(name, None)
+            .await
+            .map(convert::network_info_from_inspect)
+            .map_err(|e| map_error(&format!("inspect network {name}"), &format!("network {name}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_repo_and_tag() {
+        assert_eq!(split_reference("moat-base:bookworm"), ("moat-base", "bookworm"));
+        assert_eq!(split_reference("moat-base"), ("moat-base", "latest"));
+        assert_eq!(split_reference("localhost:5000/img"), ("localhost:5000/img", "latest"));
+        assert_eq!(split_reference("localhost:5000/img:v1"), ("localhost:5000/img", "v1"));
+    }
+
+    #[test]
+    fn unsupported_schemes_are_unavailable_with_a_reason() {
+        let endpoint = DockerEndpoint {
+            address: "ssh://host".into(),
+            source: EndpointSource::DockerHost,
+        };
+        let err = connect(&endpoint).err().unwrap();
+        assert!(err.to_string().contains("unix:// and tcp://"), "{err}");
+    }
+}
