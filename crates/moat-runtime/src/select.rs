@@ -57,10 +57,7 @@ pub struct SelectionInput<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SelectionError {
     #[error("unknown runtime {name:?} from {origin}: expected `docker` or `apple`")]
-    Unknown {
-        name: String,
-        origin: SelectionSource,
-    },
+    Unknown { name: String, origin: SelectionSource },
     #[error(
         "{origin} asks for Apple containers, which need macOS on Apple silicon (this is {os}/{arch}); use `--runtime docker`"
     )]
@@ -90,9 +87,7 @@ pub fn select_runtime(input: &SelectionInput<'_>) -> Result<RuntimeKind, Selecti
     }
 }
 
-fn forced_choice(
-    input: &SelectionInput<'_>,
-) -> Result<Option<(RuntimeKind, SelectionSource)>, SelectionError> {
+fn forced_choice(input: &SelectionInput<'_>) -> Result<Option<(RuntimeKind, SelectionSource)>, SelectionError> {
     let candidates = [
         (input.flag, SelectionSource::Flag),
         (input.config, SelectionSource::Config),
@@ -216,12 +211,7 @@ mod tests {
 
     #[test]
     fn detection_falls_back_to_docker_when_apple_cli_is_missing() {
-        let i = input(
-            "macos",
-            "aarch64",
-            Probe::Available,
-            down("no `container` CLI"),
-        );
+        let i = input("macos", "aarch64", Probe::Available, down("no `container` CLI"));
         assert_eq!(select_runtime(&i), Ok(RuntimeKind::Docker));
     }
 
@@ -235,12 +225,7 @@ mod tests {
 
     #[test]
     fn detection_with_nothing_available_explains_both() {
-        let i = input(
-            "linux",
-            "x86_64",
-            down("no Docker socket found"),
-            down("n/a"),
-        );
+        let i = input("linux", "x86_64", down("no Docker socket found"), down("n/a"));
         let err = select_runtime(&i).unwrap_err();
         assert_eq!(
             err,
@@ -305,12 +290,7 @@ mod tests {
 
     #[test]
     fn forced_apple_is_not_replaced_by_docker_when_apple_is_down() {
-        let mut i = input(
-            "macos",
-            "aarch64",
-            Probe::Available,
-            down("system not started"),
-        );
+        let mut i = input("macos", "aarch64", Probe::Available, down("system not started"));
         i.flag = Some("apple");
         let err = select_runtime(&i).unwrap_err();
         assert!(err.to_string().contains("container system start"), "{err}");

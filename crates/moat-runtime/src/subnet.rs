@@ -19,9 +19,7 @@ pub enum SubnetError {
     Invalid { text: String },
     #[error("subnet {text:?} has host bits set (did you mean {network}?)")]
     HostBitsSet { text: String, network: Ipv4Subnet },
-    #[error(
-        "block prefix /{block_prefix} does not fit pool {base}: it must be between the pool's prefix and /30"
-    )]
+    #[error("block prefix /{block_prefix} does not fit pool {base}: it must be between the pool's prefix and /30")]
     BlockPrefix { base: Ipv4Subnet, block_prefix: u8 },
 }
 
@@ -86,9 +84,7 @@ impl FromStr for Ipv4Subnet {
     type Err = SubnetError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || SubnetError::Invalid {
-            text: text.to_string(),
-        };
+        let invalid = || SubnetError::Invalid { text: text.to_string() };
         let (address, prefix) = text.trim().split_once('/').ok_or_else(invalid)?;
         let address: Ipv4Addr = address.parse().map_err(|_| invalid())?;
         let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
@@ -161,10 +157,7 @@ impl SubnetPool {
     }
 
     /// Blocks that overlap none of `in_use`, lowest address first.
-    pub fn free_blocks<'a>(
-        &'a self,
-        in_use: &'a [Ipv4Subnet],
-    ) -> impl Iterator<Item = Ipv4Subnet> + 'a {
+    pub fn free_blocks<'a>(&'a self, in_use: &'a [Ipv4Subnet]) -> impl Iterator<Item = Ipv4Subnet> + 'a {
         self.blocks()
             .filter(move |block| !in_use.iter().any(|used| used.overlaps(block)))
     }
@@ -210,11 +203,7 @@ mod tests {
     #[test]
     fn first_free_skips_blocks_used_by_other_networks() {
         let pool = SubnetPool::default();
-        let in_use = [
-            net("10.213.0.0/28"),
-            net("172.17.0.0/16"),
-            net("10.213.0.32/28"),
-        ];
+        let in_use = [net("10.213.0.0/28"), net("172.17.0.0/16"), net("10.213.0.32/28")];
         assert_eq!(pool.first_free(&in_use), Some(net("10.213.0.16/28")));
     }
 
@@ -230,10 +219,7 @@ mod tests {
     #[test]
     fn a_narrow_subnet_in_use_hides_its_enclosing_block() {
         let pool = SubnetPool::default();
-        assert_eq!(
-            pool.first_free(&[net("10.213.0.4/30")]),
-            Some(net("10.213.0.16/28"))
-        );
+        assert_eq!(pool.first_free(&[net("10.213.0.4/30")]), Some(net("10.213.0.16/28")));
     }
 
     #[test]
@@ -250,10 +236,7 @@ mod tests {
         let pool = SubnetPool::parse("192.168.50.0/26", 28).unwrap();
         let used = [net("192.168.50.16/28")];
         let free: Vec<String> = pool.free_blocks(&used).map(|b| b.to_string()).collect();
-        assert_eq!(
-            free,
-            ["192.168.50.0/28", "192.168.50.32/28", "192.168.50.48/28"]
-        );
+        assert_eq!(free, ["192.168.50.0/28", "192.168.50.32/28", "192.168.50.48/28"]);
     }
 
     #[test]
@@ -284,10 +267,7 @@ mod tests {
     fn block_prefix_must_fit_the_base_and_leave_room_for_hosts() {
         assert!(SubnetPool::parse("10.213.0.0/16", 15).is_err());
         assert!(SubnetPool::parse("10.213.0.0/16", 31).is_err());
-        assert_eq!(
-            SubnetPool::parse("10.213.0.0/16", 16).unwrap().capacity(),
-            1
-        );
+        assert_eq!(SubnetPool::parse("10.213.0.0/16", 16).unwrap().capacity(), 1);
     }
 
     #[test]
