@@ -4,13 +4,16 @@
 //! Nothing here prints; the binary renders results.
 
 mod builtin;
+mod command;
 pub mod credential;
+pub mod grant;
 pub mod host_match;
 pub mod keystore;
 pub mod provider;
 mod provider_file;
 pub mod providers;
 pub mod sealed;
+pub mod secrets;
 pub mod store;
 
 #[cfg(test)]
@@ -18,6 +21,7 @@ mod test_support;
 
 pub use builtin::BUILT_IN_NAMES;
 pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary, RedactedCredential};
+pub use grant::{GrantError, NoPrompt, TokenPrompt, TokenSources};
 pub use host_match::{HostPattern, HostPatternError, host_matches};
 pub use keystore::{FileKeyStore, KeyBackend, KeyError, KeyStore, MasterKey};
 pub use provider::{
@@ -25,4 +29,5 @@ pub use provider::{
 };
 pub use provider_file::ProviderFileError;
 pub use providers::{ProviderError, Providers};
+pub use secrets::{SecretError, SecretResolver, resolve_secret};
 pub use store::{CredentialStore, StoreError};
