@@ -1,0 +1,63 @@
+//! Proxy configuration: trust roots for upstream TLS, name-resolution
+//! overrides, accepted local addresses, and timeouts. Plain data, validated
+//! when the proxy is built.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the proxy is set up; `Clone + Debug`, no live resources.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// PEM file with extra root CAs trusted for upstream TLS (tests, corporate CAs).
+    pub extra_root_ca: Option<PathBuf>,
+    /// Trust the system's root store for upstream TLS (default true).
+    pub use_system_roots: bool,
+    /// Host name → address used instead of DNS (like curl's `--resolve`).
+    pub resolve_overrides: HashMap<String, IpAddr>,
+    /// Local addresses connections may arrive on; others are closed at once.
+    /// Empty means no restriction (the caller bound specific addresses).
+    pub accept_local_addrs: Vec<IpAddr>,
+    pub timeouts: ProxyTimeouts,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            extra_root_ca: None,
+            use_system_roots: true,
+            resolve_overrides: HashMap::new(),
+            accept_local_addrs: Vec::new(),
+            timeouts: ProxyTimeouts::default(),
+        }
+    }
+}
+
+/// Bounds on every wait in the data path.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyTimeouts {
+    /// DNS resolution of an upstream host.
+    pub resolve: Duration,
+    /// TCP connect plus TLS handshake to an upstream.
+    pub upstream_connect: Duration,
+    /// From sending a request upstream to receiving its response headers.
+    pub upstream_response: Duration,
+    /// Client TLS handshake after CONNECT, and reading a request's headers.
+    pub client_handshake: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub pool_idle: Duration,
+}
+
+impl Default for ProxyTimeouts {
+    fn default() -> Self {
+        Self {
+            resolve: Duration::from_secs(10),
+            upstream_connect: Duration::from_secs(15),
+            // LLM APIs may think for minutes before the first byte.
+            upstream_response: Duration::from_secs(600),
+            client_handshake: Duration::from_secs(30),
+            pool_idle: Duration::from_secs(90),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! One intercepted request, start to finish: run still registered → policy
+//! (host, method, path) → strip proxy headers → inject credentials → send to
+//! the CONNECT target (never the inner `Host`) through the shared pool →
+//! stream the response back, tracing the outcome. WebSocket upgrades take a
+//! dedicated HTTP/1.1 connection and are spliced after injection.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+
+use crate::body::{CountingBody, ProxyBody, TracedBody, local_body};
+use crate::policy::Decision;
+use crate::proxy::Shared;
+use crate::registry::RunEntry;
+use crate::resolve::is_restricted;
+use crate::trace::{TraceRecord, redact_path_and_query};
+
+/// Where a request goes: the CONNECT target, or an absolute-form URL's authority.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) tls: bool,
+    /// Normalized: lowercase, no brackets, no trailing dot.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl Target {
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// `host[:port]` as written in a URL (port omitted when it is the default).
+    pub(crate) fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// A refusal produced before any upstream traffic.
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) rule: String,
+    pub(crate) body: String,
+}
+
+/// The trace record of a request in flight, completed when its response ends.
+pub(crate) struct PendingTrace {
+    run: Arc<RunEntry>,
+    started: Instant,
+    time: DateTime<Utc>,
+    request_id: String,
+    method: String,
+    url: String,
+    host: String,
+    pub(crate) status: Option<u16>,
+    decision: &'static str,
+    rule: String,
+    grants: Vec<String>,
+    bytes_out: Arc<AtomicU64>,
+}
+
+impl PendingTrace {
+    /// Adds bytes sent upstream outside a counted body (a spliced upgrade).
+    pub(crate) fn add_bytes_out(&self, bytes: u64) {
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finish(self, bytes_in: u64, error: Option<String>) {
+        let record = TraceRecord {
+            time: self.time,
+            request_id: self.request_id,
+            method: self.method,
+            url: self.url,
+            host: self.host,
+            status: self.status,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            bytes_in,
+            decision: self.decision,
+            rule: self.rule,
+            grants: self.grants,
+            error,
+        };
+        self.run.trace(record);
+    }
+}
+
+/// Begins the trace of a request to `target`.
+pub(crate) fn start_trace(run: &Arc<RunEntry>, target: &Target, method: &Method, path_and_query: &str) -> PendingTrace {
+    static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+    let injections = run.injections();
+    let path = redact_path_and_query(path_and_query, injections.redactable_strings());
+    PendingTrace {
+        run: run.clone(),
+        started: Instant::now(),
+        time: Utc::now(),
+        request_id: format!("{:08x}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)),
+        method: method.to_string(),
+        url: format!("{}://{}{path}", target.scheme(), target.authority()),
+        host: target.host.clone(),
+        status: None,
+        decision: "allow",
+        rule: String::new(),
+        grants: Vec::new(),
+        bytes_out: Arc::new(AtomicU64::new(0)),
+    }
+}
+
+/// Answers a refusal and records it.
+pub(crate) fn refuse(mut trace: PendingTrace, refusal: Refusal) -> Response<ProxyBody> {
+    trace.status = Some(refusal.status.as_u16());
+    trace.decision = if refusal.status == StatusCode::FORBIDDEN {
+        "deny"
+    } else {
+        trace.decision
+    };
+    trace.rule = refusal.rule.clone();
+    let error = (refusal.status != StatusCode::FORBIDDEN).then(|| refusal.body.trim().to_string());
+    trace.finish(0, error);
+    local_response(refusal.status, &refusal.rule, refusal.body)
+}
+
+pub(crate) fn local_response(status: StatusCode, rule: &str, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(local_body(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::FORBIDDEN
+        && let Ok(value) = HeaderValue::from_str(rule)
+    {
+        headers.insert(HeaderName::from_static("x-moat-blocked"), value);
+    }
+    response
+}
+
+/// The refusal for a policy denial, explaining how to allow the request.
+pub(crate) fn policy_refusal(decision: &Decision, target: &Target, method: &Method, path: &str) -> Refusal {
+    let mut body = format!(
+        "moat blocked {method} {}://{}{path}\nrule: {}\n",
+        target.scheme(),
+        target.authority(),
+        decision.rule
+    );
+    if decision.rule.starts_with("strict") {
+        let _ = write!(
+            body,
+            "To allow it, run with `moat run --allow-host {}` or add the host to network.rules in moat.yaml.\n",
+            target.host
+        );
+    } else {
+        let _ = write!(
+            body,
+            "To allow it, change the method/path rules for {} in network.rules (moat.yaml).\n",
+            target.host
+        );
+    }
+    Refusal {
+        status: StatusCode::FORBIDDEN,
+        rule: decision.rule.clone(),
+        body,
+    }
+}
+
+/// Refuses destinations resolving to loopback/link-local/unspecified addresses
+/// unless the run opted in: loopback via `network.host` ports, any of them
+/// via an explicit `host:port` rule.
+pub(crate) async fn check_destination(shared: &Shared, run: &RunEntry, target: &Target) -> Result<(), Refusal> {
+    let addresses = shared.resolver.resolve(&target.host).await.map_err(|e| Refusal {
+        status: StatusCode::BAD_GATEWAY,
+        rule: "resolve".to_string(),
+        body: format!("moat could not resolve {}: {e}\n", target.host),
+    })?;
+    let explicit = run.policy.explicitly_names(&target.host, target.port);
+    let host_port = run.host_ports.contains(&target.port);
+    let refused = addresses.iter().find(|ip| {
+        let ip = ip.to_canonical();
+        is_restricted(ip) && !explicit && !(ip.is_loopback() && host_port)
+    });
+    match refused {
+        None => Ok(()),
+        Some(ip) => Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            rule: format!("restricted address {ip}"),
+            body: format!(
+                "moat blocked {}:{}: it resolves to {ip}, a loopback, link-local or unspecified address.\n\
+                 To allow it, list port {} under network.host in moat.yaml (host services), \
+                 or add `{}:{}` to network.rules.\n",
+                target.host, target.port, target.port, target.host, target.port
+            ),
+        }),
+    }
+}
+
+/// Serves one request for `run` to `target`.
+pub(crate) async fn forward(
+    shared: Arc<Shared>,
+    run: Arc<RunEntry>,
+    target: Arc<Target>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+    let mut trace = start_trace(&run, &target, req.method(), &path_and_query);
+    if !run.is_active() {
+        return refuse(trace, unregistered_refusal(&run.run_id));
+    }
+    let injections = run.injections();
+    let granted = injections.covers(&target.host, target.port);
+    let path = req.uri().path();
+    let decision = run
+        .policy
+        .check_request(&target.host, target.port, granted, req.method().as_str(), path);
+    if !decision.allowed {
+        let refusal = policy_refusal(&decision, &target, req.method(), path);
+        return refuse(trace, refusal);
+    }
+    trace.rule = decision.rule;
+
+    let mut req = req;
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_proxy_headers(&mut parts.headers, upgrade);
+    trace.grants = injections.apply(&target.host, target.port, &mut parts.headers);
+    let uri = format!("{}://{}{path_and_query}", target.scheme(), target.authority());
+    let Ok(uri) = uri.parse() else {
+        return refuse(trace, bad_request(format!("cannot form an upstream URL from {uri}")));
+    };
+    let mut upstream = Request::from_parts(parts, CountingBody::new(body, trace.bytes_out.clone()));
+    *upstream.uri_mut() = uri;
+    *upstream.version_mut() = Version::HTTP_11;
+    upstream.headers_mut().remove(header::HOST);
+
+    match client_upgrade {
+        Some(on_upgrade) => crate::upgrade::forward_upgrade(&shared, &target, upstream, on_upgrade, trace).await,
+        None => send_pooled(&shared, upstream, trace).await,
+    }
+}
+
+async fn send_pooled(
+    shared: &Shared,
+    upstream: Request<CountingBody<Incoming>>,
+    mut trace: PendingTrace,
+) -> Response<ProxyBody> {
+    let timeout = shared.timeouts.upstream_response;
+    let result = tokio::time::timeout(timeout, shared.client.request(upstream)).await;
+    let response = match result {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return refuse(trace, upstream_failure(&e)),
+        Err(_) => {
+            return refuse(
+                trace,
+                gateway_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("no response headers within {timeout:?}"),
+                ),
+            );
+        }
+    };
+    trace.status = Some(response.status().as_u16());
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, TracedBody::new(body, trace).boxed_unsync())
+}
+
+fn upstream_failure(error: &hyper_util::client::legacy::Error) -> Refusal {
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let _ = write!(detail, ": {cause}");
+        source = cause.source();
+    }
+    gateway_error(StatusCode::BAD_GATEWAY, detail)
+}
+
+pub(crate) fn gateway_error(status: StatusCode, detail: String) -> Refusal {
+    Refusal {
+        status,
+        rule: "upstream".to_string(),
+        body: format!("moat proxy: upstream request failed: {detail}\n"),
+    }
+}
+
+fn bad_request(detail: String) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        rule: "request".to_string(),
+        body: format!("moat proxy: {detail}\n"),
+    }
+}
+
+pub(crate) fn unregistered_refusal(run_id: &str) -> Refusal {
+    Refusal {
+        status: StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        rule: "auth".to_string(),
+        body: format!("moat proxy: run {run_id} is no longer registered\n"),
+    }
+}
+
+/// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` header.
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && header_has_token(req.headers(), &header::CONNECTION, "upgrade")
+}
+
+fn header_has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes `Proxy-Authorization`, `Proxy-Connection` and hop-by-hop headers
+/// (keeping `Connection`/`Upgrade` for an upgrade).
+fn strip_proxy_headers(headers: &mut HeaderMap, upgrade: bool) {
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove("proxy-connection");
+    strip_hop_by_hop(headers, upgrade);
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if !upgrade {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    headers.remove("keep-alive");
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::TRAILER);
+    let te_trailers_only = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers_only {
+        headers.remove(header::TE);
+    }
+}

@@ -1,0 +1,202 @@
+//! Credential injection rules and applying them to one request's headers
+//! (proxy.md § Injection): replace a recognised placeholder, or inject when
+//! the client sent nothing; never touch a credential the client chose itself.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProxyError;
+use crate::policy::HostPattern;
+
+/// One credential to add to requests for matching hosts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectionRule {
+    /// Exact host, `host:port`, or `*.suffix` (without a port: 80 and 443).
+    pub host_pattern: String,
+    /// e.g. `Authorization`, `x-api-key`.
+    pub header_name: String,
+    /// The secret header value, e.g. `Bearer …`.
+    pub header_value: String,
+    /// The fake credential the container holds; replaced when seen in the header.
+    #[serde(default)]
+    pub placeholder: Option<String>,
+    /// Name of the grant this credential comes from (recorded in the trace).
+    pub grant: String,
+}
+
+impl std::fmt::Debug for InjectionRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InjectionRule")
+            .field("host_pattern", &self.host_pattern)
+            .field("header_name", &self.header_name)
+            .field("header_value", &"<redacted>")
+            .field("placeholder", &self.placeholder.as_ref().map(|_| "<redacted>"))
+            .field("grant", &self.grant)
+            .finish()
+    }
+}
+
+/// A validated rule ready to apply.
+pub(crate) struct CompiledInjection {
+    pattern: HostPattern,
+    header: HeaderName,
+    value: HeaderValue,
+    placeholder: Option<String>,
+    pub(crate) grant: String,
+}
+
+/// A run's current set of injection rules (one immutable snapshot).
+#[derive(Default)]
+pub(crate) struct InjectionSet {
+    rules: Vec<CompiledInjection>,
+}
+
+impl InjectionSet {
+    pub(crate) fn compile(rules: &[InjectionRule]) -> Result<Self, ProxyError> {
+        let rules = rules.iter().map(compile_rule).collect::<Result<_, _>>()?;
+        Ok(Self { rules })
+    }
+
+    /// Whether any rule targets this host (such hosts are allowed in strict mode).
+    pub(crate) fn covers(&self, host: &str, port: u16) -> bool {
+        self.rules.iter().any(|r| r.pattern.matches(host, port))
+    }
+
+    /// Applies every matching rule to `headers`; returns the grants injected.
+    pub(crate) fn apply(&self, host: &str, port: u16, headers: &mut HeaderMap) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|r| r.pattern.matches(host, port))
+            .filter(|r| r.apply(headers))
+            .map(|r| r.grant.clone())
+            .collect()
+    }
+
+    /// Placeholders (and secrets) to redact from traced URLs.
+    pub(crate) fn redactable_strings(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.placeholder.as_deref().into_iter().chain(r.value.to_str().ok()))
+    }
+}
+
+fn compile_rule(rule: &InjectionRule) -> Result<CompiledInjection, ProxyError> {
+    let invalid = |reason: String| ProxyError::InvalidInjection {
+        host: rule.host_pattern.clone(),
+        grant: rule.grant.clone(),
+        reason,
+    };
+    let header = HeaderName::from_bytes(rule.header_name.as_bytes())
+        .map_err(|e| invalid(format!("header name {:?}: {e}", rule.header_name)))?;
+    let mut value =
+        HeaderValue::from_str(&rule.header_value).map_err(|e| invalid(format!("header value for {header}: {e}")))?;
+    value.set_sensitive(true);
+    let placeholder = rule.placeholder.clone().filter(|p| !p.is_empty());
+    Ok(CompiledInjection {
+        pattern: HostPattern::parse(&rule.host_pattern)?,
+        header,
+        value,
+        placeholder,
+        grant: rule.grant.clone(),
+    })
+}
+
+impl CompiledInjection {
+    /// Sets the header if absent or carrying the placeholder; true if it did.
+    fn apply(&self, headers: &mut HeaderMap) -> bool {
+        let replace = match headers.get(&self.header) {
+            None => true,
+            Some(sent) => self.is_placeholder(sent.as_bytes()),
+        };
+        if replace {
+            headers.insert(self.header.clone(), self.value.clone());
+        }
+        replace
+    }
+
+    /// Recognises the placeholder verbatim, or inside a `Basic` credential
+    /// (git sends `Basic base64(user:placeholder)`).
+    fn is_placeholder(&self, sent: &[u8]) -> bool {
+        let Some(placeholder) = &self.placeholder else {
+            return false;
+        };
+        let needle = placeholder.as_bytes();
+        contains(sent, needle) || decoded_basic(sent).is_some_and(|d| contains(&d, needle))
+    }
+}
+
+fn decoded_basic(value: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (scheme, credential) = text.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("basic")
+        .then(|| BASE64.decode(credential.trim()).ok())
+        .flatten()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(host: &str, placeholder: Option<&str>) -> InjectionRule {
+        InjectionRule {
+            host_pattern: host.to_string(),
+            header_name: "Authorization".to_string(),
+            header_value: "Bearer real-value-for-tests".to_string(),
+            placeholder: placeholder.map(str::to_string),
+            grant: "github".to_string(),
+        }
+    }
+
+    fn apply(rules: &[InjectionRule], host: &str, sent: Option<&str>) -> (Vec<String>, Option<String>) {
+        let set = InjectionSet::compile(rules).unwrap();
+        let mut headers = HeaderMap::new();
+        if let Some(sent) = sent {
+            headers.insert("authorization", HeaderValue::from_str(sent).unwrap());
+        }
+        let grants = set.apply(host, 443, &mut headers);
+        let value = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
+        (grants, value)
+    }
+
+    #[test]
+    fn injects_when_absent_and_only_for_matching_hosts() {
+        let rules = [rule("api.example.com", None)];
+        let (grants, value) = apply(&rules, "api.example.com", None);
+        assert_eq!(grants, ["github"]);
+        assert_eq!(value.as_deref(), Some("Bearer real-value-for-tests"));
+        assert_eq!(apply(&rules, "evil.example.com", None), (vec![], None));
+    }
+
+    #[test]
+    fn replaces_placeholder_plain_and_inside_basic() {
+        let rules = [rule("*.example.com", Some("fake-placeholder-1234"))];
+        let (_, value) = apply(&rules, "a.example.com", Some("token fake-placeholder-1234"));
+        assert_eq!(value.as_deref(), Some("Bearer real-value-for-tests"));
+        let basic = format!("Basic {}", BASE64.encode("x-access-token:fake-placeholder-1234"));
+        let (grants, value) = apply(&rules, "a.example.com", Some(&basic));
+        assert_eq!(grants, ["github"]);
+        assert_eq!(value.as_deref(), Some("Bearer real-value-for-tests"));
+    }
+
+    #[test]
+    fn leaves_a_client_chosen_credential_alone() {
+        let rules = [rule("api.example.com", Some("fake-placeholder-1234"))];
+        let (grants, value) = apply(&rules, "api.example.com", Some("Bearer users-own"));
+        assert!(grants.is_empty());
+        assert_eq!(value.as_deref(), Some("Bearer users-own"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let text = format!("{:?}", rule("api.example.com", Some("fake-placeholder-1234")));
+        assert!(!text.contains("real-value"));
+        assert!(!text.contains("fake-placeholder"));
+    }
+}

@@ -1,0 +1,392 @@
+//! Network policy: host patterns, method/path rules (first match wins), and
+//! the allow/deny decision for a CONNECT or a request (proxy.md § Network policy).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProxyError;
+
+/// Whether hosts without a matching rule are allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Everything allowed (and traced) unless a rule denies it.
+    #[default]
+    Permissive,
+    /// Only hosts matched by a rule, or by one of the run's injections.
+    Strict,
+}
+
+/// A run's network policy as configured (`network.rules` in moat.yaml).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    pub mode: PolicyMode,
+    #[serde(default)]
+    pub rules: Vec<HostRule>,
+}
+
+/// One `network.rules` entry: a host pattern, optionally refined by
+/// `allow|deny METHOD /path/glob` rules evaluated in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRule {
+    pub host_pattern: String,
+    #[serde(default)]
+    pub method_path_rules: Vec<String>,
+}
+
+// === impl HostPattern ===
+
+/// A parsed host pattern: exact name or `*.suffix` (not the apex), with an
+/// optional port; without a port it matches 80 and 443.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HostPattern {
+    host: HostMatch,
+    port: Option<u16>,
+    text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostMatch {
+    Exact(String),
+    /// Stored with the leading dot: `.example.com`.
+    Suffix(String),
+}
+
+impl HostPattern {
+    pub(crate) fn parse(pattern: &str) -> Result<Self, ProxyError> {
+        let invalid = |reason: &str| ProxyError::InvalidHostPattern {
+            pattern: pattern.to_string(),
+            reason: reason.to_string(),
+        };
+        let (host, port) = split_host_port(pattern.trim()).ok_or_else(|| invalid("bad port"))?;
+        let host = normalize_host(host);
+        let host = match host.strip_prefix("*.") {
+            Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => HostMatch::Suffix(format!(".{suffix}")),
+            Some(_) => return Err(invalid("wildcard needs a suffix, as in *.example.com")),
+            None if host.is_empty() => return Err(invalid("empty host")),
+            None if host.contains('*') => {
+                return Err(invalid("only a leading *. wildcard is supported"));
+            }
+            None => HostMatch::Exact(host),
+        };
+        Ok(Self {
+            host,
+            port,
+            text: pattern.trim().to_string(),
+        })
+    }
+
+    /// Whether `host` (already normalized) on `port` matches.
+    pub(crate) fn matches(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            Some(p) => p == port,
+            None => port == 80 || port == 443,
+        };
+        port_ok
+            && match &self.host {
+                HostMatch::Exact(name) => name == host,
+                HostMatch::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            }
+    }
+
+    /// True for an exact host with an explicit port (an explicit opt-in that
+    /// may reach loopback or link-local addresses).
+    pub(crate) fn is_explicit_host_port(&self) -> bool {
+        matches!(self.host, HostMatch::Exact(_)) && self.port.is_some()
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Lowercases and strips a trailing dot and IPv6 brackets.
+pub(crate) fn normalize_host(host: &str) -> String {
+    let host = host.trim_end_matches('.');
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.to_ascii_lowercase()
+}
+
+/// Splits `host[:port]`, `[v6][:port]`; `None` if a port is present but invalid.
+fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((addr, port));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => Some((host, Some(port.parse().ok()?))),
+        _ => Some((text, None)),
+    }
+}
+
+// === impl MethodPathRule ===
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug)]
+struct MethodPathRule {
+    verdict: Verdict,
+    /// `None` means any method (`*`).
+    method: Option<String>,
+    path_segments: Vec<String>,
+    text: String,
+}
+
+impl MethodPathRule {
+    fn parse(host: &str, rule: &str) -> Result<Self, ProxyError> {
+        let invalid = |reason: &str| ProxyError::InvalidMethodPathRule {
+            host: host.to_string(),
+            rule: rule.to_string(),
+            reason: reason.to_string(),
+        };
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        let [verdict, method, path] = words[..] else {
+            return Err(invalid("expected `allow|deny METHOD /path`"));
+        };
+        let verdict = match verdict.to_ascii_lowercase().as_str() {
+            "allow" => Verdict::Allow,
+            "deny" => Verdict::Deny,
+            _ => return Err(invalid("must start with allow or deny")),
+        };
+        if !path.starts_with('/') {
+            return Err(invalid("path must start with /"));
+        }
+        let method = (method != "*").then(|| method.to_ascii_uppercase());
+        Ok(Self {
+            verdict,
+            method,
+            path_segments: path_segments(path).map(str::to_string).collect(),
+            text: words.join(" "),
+        })
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        let method_ok = self.method.as_deref().is_none_or(|m| m == method);
+        let segments: Vec<&str> = path_segments(path).collect();
+        let pattern: Vec<&str> = self.path_segments.iter().map(String::as_str).collect();
+        method_ok && glob_segments(&pattern, &segments)
+    }
+}
+
+fn path_segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+/// `**` matches any number of segments, `*` within a segment any characters.
+fn glob_segments(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|skip| glob_segments(rest, &path[skip..])),
+        Some((first, rest)) => path
+            .split_first()
+            .is_some_and(|(seg, tail)| glob_chars(first, seg) && glob_segments(rest, tail)),
+    }
+}
+
+fn glob_chars(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            text.starts_with(prefix)
+                && (prefix.len()..=text.len()).any(|i| text.is_char_boundary(i) && glob_chars(rest, &text[i..]))
+        }
+    }
+}
+
+// === impl CompiledPolicy ===
+
+struct CompiledHostRule {
+    pattern: HostPattern,
+    method_path_rules: Vec<MethodPathRule>,
+}
+
+/// A validated policy plus the host patterns of the run's injections.
+pub(crate) struct CompiledPolicy {
+    mode: PolicyMode,
+    rules: Vec<CompiledHostRule>,
+}
+
+/// The outcome of a policy check, with the rule that decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub allowed: bool,
+    /// Human-readable name of the deciding rule.
+    pub rule: String,
+}
+
+impl CompiledPolicy {
+    pub(crate) fn compile(policy: &NetworkPolicy) -> Result<Self, ProxyError> {
+        let rules = policy
+            .rules
+            .iter()
+            .map(|rule| {
+                let pattern = HostPattern::parse(&rule.host_pattern)?;
+                let method_path_rules = rule
+                    .method_path_rules
+                    .iter()
+                    .map(|r| MethodPathRule::parse(&rule.host_pattern, r))
+                    .collect::<Result<_, _>>()?;
+                Ok(CompiledHostRule {
+                    pattern,
+                    method_path_rules,
+                })
+            })
+            .collect::<Result<_, ProxyError>>()?;
+        Ok(Self {
+            mode: policy.mode,
+            rules,
+        })
+    }
+
+    /// Host-level check (on CONNECT). `granted` says whether one of the
+    /// run's injection rules matches the host.
+    pub(crate) fn check_host(&self, host: &str, port: u16, granted: bool) -> Decision {
+        match self.host_rule(host, port) {
+            Some(rule) => allow(format!("network.rules host {}", rule.pattern.as_str())),
+            None => self.unmatched(granted),
+        }
+    }
+
+    /// Full check of one request: host, then the host rule's method/path rules.
+    pub(crate) fn check_request(&self, host: &str, port: u16, granted: bool, method: &str, path: &str) -> Decision {
+        let Some(rule) = self.host_rule(host, port) else {
+            return self.unmatched(granted);
+        };
+        let host_text = rule.pattern.as_str();
+        match rule.method_path_rules.iter().find(|r| r.matches(method, path)) {
+            Some(r) if r.verdict == Verdict::Allow => allow(format!("{host_text}: {}", r.text)),
+            Some(r) => deny(format!("{host_text}: {}", r.text)),
+            None if rule.method_path_rules.iter().any(|r| r.verdict == Verdict::Allow) => {
+                deny(format!("{host_text}: no allow rule matches {method} {path}"))
+            }
+            None => allow(format!("network.rules host {host_text}")),
+        }
+    }
+
+    /// Whether an explicit `host:port` rule names this destination.
+    pub(crate) fn explicitly_names(&self, host: &str, port: u16) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.pattern.is_explicit_host_port() && r.pattern.matches(host, port))
+    }
+
+    fn host_rule(&self, host: &str, port: u16) -> Option<&CompiledHostRule> {
+        self.rules.iter().find(|r| r.pattern.matches(host, port))
+    }
+
+    fn unmatched(&self, granted: bool) -> Decision {
+        match (self.mode, granted) {
+            (PolicyMode::Permissive, _) => allow("permissive".to_string()),
+            (PolicyMode::Strict, true) => allow("strict: host of an injected grant".to_string()),
+            (PolicyMode::Strict, false) => deny("strict: no network.rules entry matches this host".to_string()),
+        }
+    }
+}
+
+fn allow(rule: String) -> Decision {
+    Decision { allowed: true, rule }
+}
+
+fn deny(rule: String) -> Decision {
+    Decision { allowed: false, rule }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(text: &str) -> HostPattern {
+        HostPattern::parse(text).unwrap()
+    }
+
+    #[test]
+    fn host_patterns_match_exact_port_and_suffix() {
+        assert!(pattern("api.example.com").matches("api.example.com", 443));
+        assert!(pattern("api.example.com").matches("api.example.com", 80));
+        assert!(!pattern("api.example.com").matches("api.example.com", 8443));
+        assert!(pattern("api.example.com:8443").matches("api.example.com", 8443));
+        assert!(!pattern("api.example.com:8443").matches("api.example.com", 443));
+        assert!(pattern("*.example.com").matches("a.b.example.com", 443));
+        assert!(!pattern("*.example.com").matches("example.com", 443));
+        assert!(!pattern("*.example.com").matches("badexample.com", 443));
+        assert!(pattern("API.Example.com.").matches("api.example.com", 443));
+        assert!(pattern("[::1]:8080").matches("::1", 8080));
+    }
+
+    #[test]
+    fn malformed_host_patterns_are_rejected() {
+        for bad in ["", "*.", "a.*.com", "host:notaport", "*"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn path_globs() {
+        let rule = MethodPathRule::parse("h", "allow GET /repos/**").unwrap();
+        assert!(rule.matches("GET", "/repos"));
+        assert!(rule.matches("GET", "/repos/a/b/c"));
+        assert!(!rule.matches("POST", "/repos/a"));
+        assert!(!rule.matches("GET", "/reposx"));
+        let rule = MethodPathRule::parse("h", "deny * /admin/*").unwrap();
+        assert!(rule.matches("DELETE", "/admin/users"));
+        assert!(!rule.matches("GET", "/admin/users/1"));
+        let rule = MethodPathRule::parse("h", "allow get /v1/*.json").unwrap();
+        assert!(rule.matches("GET", "/v1/models.json"));
+        assert!(!rule.matches("GET", "/v1/models.txt"));
+        assert!(MethodPathRule::parse("h", "permit GET /").is_err());
+        assert!(MethodPathRule::parse("h", "allow GET repos").is_err());
+    }
+
+    fn strict(rules: &[(&str, &[&str])]) -> CompiledPolicy {
+        let rules = rules
+            .iter()
+            .map(|(host, mp)| HostRule {
+                host_pattern: host.to_string(),
+                method_path_rules: mp.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect();
+        CompiledPolicy::compile(&NetworkPolicy {
+            mode: PolicyMode::Strict,
+            rules,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn strict_mode_allows_only_ruled_or_granted_hosts() {
+        let policy = strict(&[("api.example.com", &[])]);
+        assert!(policy.check_host("api.example.com", 443, false).allowed);
+        assert!(!policy.check_host("other.example.com", 443, false).allowed);
+        assert!(policy.check_host("other.example.com", 443, true).allowed);
+    }
+
+    #[test]
+    fn method_path_rules_first_match_wins() {
+        let policy = strict(&[("api.example.com", &["deny * /repos/secret/**", "allow GET /repos/**"])]);
+        let check = |m, p| policy.check_request("api.example.com", 443, false, m, p);
+        assert!(check("GET", "/repos/public").allowed);
+        let denied = check("GET", "/repos/secret/x");
+        assert!(!denied.allowed);
+        assert!(denied.rule.contains("deny * /repos/secret/**"), "{}", denied.rule);
+        assert!(!check("POST", "/repos/public").allowed);
+    }
+
+    #[test]
+    fn deny_only_rules_leave_other_requests_allowed() {
+        let policy = strict(&[("api.example.com", &["deny DELETE /**"])]);
+        assert!(policy.check_request("api.example.com", 443, false, "GET", "/x").allowed);
+        assert!(
+            !policy
+                .check_request("api.example.com", 443, false, "DELETE", "/x")
+                .allowed
+        );
+    }
+}

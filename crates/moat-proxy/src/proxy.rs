@@ -1,0 +1,225 @@
+//! The proxy as a whole: shared state, the public handle, and the accept
+//! loop. Each accepted connection goes: local-address check → HTTP/1.1
+//! server → per request: authenticate the run → CONNECT (→ [`crate::tunnel`])
+//! or an absolute-form URL (→ [`crate::forward`]).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::body::ProxyBody;
+use crate::ca::CertificateAuthority;
+use crate::config::{ProxyConfig, ProxyTimeouts};
+use crate::error::ProxyError;
+use crate::forward::{Target, check_destination, forward, local_response, policy_refusal, refuse, start_trace};
+use crate::injection::InjectionRule;
+use crate::policy::normalize_host;
+use crate::registry::{Registry, RunEntry, RunRegistration, RunTraceSummary};
+use crate::resolve::Resolver;
+use crate::token::presented_secret;
+use crate::upstream::{UpstreamClient, UpstreamConnector, build_client};
+
+/// Pause after a failed accept (e.g. out of file descriptors) before retrying.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) ca: Arc<CertificateAuthority>,
+    pub(crate) resolver: Arc<Resolver>,
+    pub(crate) connector: UpstreamConnector,
+    pub(crate) client: UpstreamClient,
+    pub(crate) timeouts: ProxyTimeouts,
+    accept_local_addrs: Vec<IpAddr>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Builds proxies.
+pub struct Proxy;
+
+impl Proxy {
+    /// Validates `config` (loads trust roots) and builds a proxy using `ca`
+    /// for interception. Nothing listens until [`ProxyHandle::serve`].
+    pub fn new(config: ProxyConfig, ca: Arc<CertificateAuthority>) -> Result<ProxyHandle, ProxyError> {
+        let resolver = Arc::new(Resolver::new(&config.resolve_overrides, config.timeouts.resolve));
+        let connector = UpstreamConnector::new(&config, resolver.clone())?;
+        let client = build_client(connector.clone(), config.timeouts.pool_idle);
+        let shared = Shared {
+            registry: Registry::default(),
+            ca,
+            resolver,
+            connector,
+            client,
+            timeouts: config.timeouts,
+            accept_local_addrs: config.accept_local_addrs.iter().map(|ip| ip.to_canonical()).collect(),
+            shutdown: watch::channel(false).0,
+        };
+        Ok(ProxyHandle(Arc::new(shared)))
+    }
+}
+
+/// A cheap-to-clone handle on a running proxy.
+#[derive(Clone)]
+pub struct ProxyHandle(Arc<Shared>);
+
+impl std::fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyHandle").finish_non_exhaustive()
+    }
+}
+
+impl ProxyHandle {
+    /// Makes a run visible to the proxy, fully built (policy, injections,
+    /// trace writer). Must be called inside a Tokio runtime.
+    pub fn register_run(&self, registration: RunRegistration) -> Result<(), ProxyError> {
+        self.0.registry.register(registration)
+    }
+
+    /// Forgets a run: its token stops working, open tunnels refuse further
+    /// requests, and its trace is flushed and closed.
+    pub fn unregister_run(&self, run_id: &str) -> Result<RunTraceSummary, ProxyError> {
+        self.0.registry.unregister(run_id)
+    }
+
+    /// Replaces a run's injection rules; applies to open tunnels from their
+    /// next request.
+    pub fn update_injections(&self, run_id: &str, rules: Vec<InjectionRule>) -> Result<(), ProxyError> {
+        self.0.registry.update_injections(run_id, &rules)
+    }
+
+    /// Accepts connections on `listener` until [`ProxyHandle::shutdown`].
+    /// May run on several listeners at once.
+    pub async fn serve(&self, listener: TcpListener) -> Result<(), ProxyError> {
+        let mut shutdown = self.0.shutdown.subscribe();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            };
+            match accepted {
+                Ok((stream, peer)) => self.spawn_connection(stream, peer),
+                Err(e) => {
+                    tracing::warn!("proxy accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                }
+            }
+        }
+    }
+
+    /// Stops every `serve` loop; established connections finish on their own.
+    pub fn shutdown(&self) {
+        self.0.shutdown.send_replace(true);
+    }
+
+    fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr) {
+        if !self.accepts_local_address(&stream) {
+            tracing::warn!(%peer, "closing proxy connection that arrived on a non-allowed local address");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let shared = self.0.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle_client_request(shared.clone(), req));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "proxy client connection ended: {e}");
+            }
+        });
+    }
+
+    fn accepts_local_address(&self, stream: &TcpStream) -> bool {
+        let allowed = &self.0.accept_local_addrs;
+        allowed.is_empty()
+            || stream
+                .local_addr()
+                .is_ok_and(|local| allowed.contains(&local.ip().to_canonical()))
+    }
+}
+
+/// One request on a client's proxy connection.
+async fn handle_client_request(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let Some(run) = authenticate(&shared, &req) else {
+        return Ok(proxy_auth_required());
+    };
+    let response = if req.method() == Method::CONNECT {
+        crate::tunnel::open(shared, run, req).await
+    } else {
+        forward_absolute(shared, run, req).await
+    };
+    Ok(response)
+}
+
+fn authenticate(shared: &Shared, req: &Request<Incoming>) -> Option<Arc<RunEntry>> {
+    let value = req.headers().get(header::PROXY_AUTHORIZATION)?;
+    let secret = presented_secret(value.as_bytes())?;
+    shared.registry.authenticate(&secret)
+}
+
+/// `407` with the challenge git and libcurl need in order to retry with credentials.
+fn proxy_auth_required() -> Response<ProxyBody> {
+    let mut response = local_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "auth",
+        "moat proxy: missing or unknown run token in Proxy-Authorization\n".to_string(),
+    );
+    response.headers_mut().insert(
+        header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"moat\""),
+    );
+    response
+}
+
+/// A plain `http://` (or `https://`) absolute-form request.
+async fn forward_absolute(shared: Arc<Shared>, run: Arc<RunEntry>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let Some(target) = absolute_target(&req) else {
+        return local_response(
+            StatusCode::BAD_REQUEST,
+            "request",
+            "moat proxy: expected CONNECT or an absolute http:// URL\n".to_string(),
+        );
+    };
+    if let Err(refusal) = check_host_and_destination(&shared, &run, &target, req.method()).await {
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        return refuse(start_trace(&run, &target, req.method(), path), refusal);
+    }
+    forward(shared, run, Arc::new(target), req).await
+}
+
+fn absolute_target<B>(req: &Request<B>) -> Option<Target> {
+    let uri = req.uri();
+    let tls = match uri.scheme_str()? {
+        "http" => false,
+        "https" => true,
+        _ => return None,
+    };
+    let host = normalize_host(uri.host()?);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Some(Target { tls, host, port })
+}
+
+/// Host-level policy and the resolved-address check, before any upstream traffic.
+pub(crate) async fn check_host_and_destination(
+    shared: &Shared,
+    run: &RunEntry,
+    target: &Target,
+    method: &Method,
+) -> Result<(), crate::forward::Refusal> {
+    let granted = run.injections().covers(&target.host, target.port);
+    let decision = run.policy.check_host(&target.host, target.port, granted);
+    if !decision.allowed {
+        return Err(policy_refusal(&decision, target, method, ""));
+    }
+    check_destination(shared, run, target).await
+}

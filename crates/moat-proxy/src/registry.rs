@@ -1,0 +1,135 @@
+//! The runs the proxy serves: registration (visible only once complete),
+//! token lookup in constant time, live injection snapshots, unregistration.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::error::ProxyError;
+use crate::injection::{InjectionRule, InjectionSet};
+use crate::policy::{CompiledPolicy, NetworkPolicy};
+use crate::token::ProxyToken;
+use crate::trace::{TraceRecord, TraceSink};
+
+/// Everything the proxy needs to serve one run.
+#[derive(Clone, Debug)]
+pub struct RunRegistration {
+    pub run_id: String,
+    pub token: ProxyToken,
+    pub policy: NetworkPolicy,
+    pub injections: Vec<InjectionRule>,
+    /// The run's `network.jsonl`, appended to.
+    pub trace_path: PathBuf,
+    /// Host ports (`network.host`) reachable on loopback / link-local addresses.
+    pub host_ports: Vec<u16>,
+}
+
+/// What is known about a run when it is unregistered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunTraceSummary {
+    /// Trace records dropped because the writer fell behind.
+    pub dropped_records: u64,
+}
+
+/// A registered run as the data path sees it.
+pub(crate) struct RunEntry {
+    pub(crate) run_id: String,
+    token: ProxyToken,
+    pub(crate) policy: CompiledPolicy,
+    injections: RwLock<Arc<InjectionSet>>,
+    pub(crate) host_ports: Vec<u16>,
+    trace: TraceSink,
+    active: AtomicBool,
+}
+
+impl RunEntry {
+    /// The current injection snapshot (looked up per inner request).
+    pub(crate) fn injections(&self) -> Arc<InjectionSet> {
+        self.injections.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// False once the run was unregistered; open tunnels stop serving it.
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn trace(&self, record: TraceRecord) {
+        self.trace.record(record);
+    }
+}
+
+/// All registered runs.
+#[derive(Default)]
+pub(crate) struct Registry {
+    runs: RwLock<Vec<Arc<RunEntry>>>,
+}
+
+impl Registry {
+    /// Validates and registers a run; it becomes visible atomically, fully built.
+    pub(crate) fn register(&self, registration: RunRegistration) -> Result<(), ProxyError> {
+        let policy = CompiledPolicy::compile(&registration.policy)?;
+        let injections = InjectionSet::compile(&registration.injections)?;
+        if self.find_by_id(&registration.run_id).is_some() {
+            return Err(ProxyError::DuplicateRun(registration.run_id));
+        }
+        let trace = TraceSink::open(&registration.run_id, &registration.trace_path)?;
+        let entry = Arc::new(RunEntry {
+            run_id: registration.run_id,
+            token: registration.token,
+            policy,
+            injections: RwLock::new(Arc::new(injections)),
+            host_ports: registration.host_ports,
+            trace,
+            active: AtomicBool::new(true),
+        });
+        let mut runs = self.runs.write().unwrap_or_else(|p| p.into_inner());
+        if runs.iter().any(|r| r.run_id == entry.run_id) {
+            return Err(ProxyError::DuplicateRun(entry.run_id.clone()));
+        }
+        runs.push(entry);
+        Ok(())
+    }
+
+    /// Removes a run; its open tunnels refuse further requests and its trace
+    /// writer drains and closes.
+    pub(crate) fn unregister(&self, run_id: &str) -> Result<RunTraceSummary, ProxyError> {
+        let mut runs = self.runs.write().unwrap_or_else(|p| p.into_inner());
+        let index = runs
+            .iter()
+            .position(|r| r.run_id == run_id)
+            .ok_or_else(|| ProxyError::UnknownRun(run_id.to_string()))?;
+        let entry = runs.swap_remove(index);
+        entry.active.store(false, Ordering::Release);
+        Ok(RunTraceSummary {
+            dropped_records: entry.trace.dropped(),
+        })
+    }
+
+    /// Replaces a run's injection rules; open tunnels see them on their next request.
+    pub(crate) fn update_injections(&self, run_id: &str, rules: &[InjectionRule]) -> Result<(), ProxyError> {
+        let compiled = InjectionSet::compile(rules)?;
+        let entry = self
+            .find_by_id(run_id)
+            .ok_or_else(|| ProxyError::UnknownRun(run_id.to_string()))?;
+        *entry.injections.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(compiled);
+        Ok(())
+    }
+
+    /// The run whose token equals `secret`. Every run's token is compared in
+    /// constant time, so timing reveals neither which run matched nor how much.
+    pub(crate) fn authenticate(&self, secret: &[u8]) -> Option<Arc<RunEntry>> {
+        let runs = self.runs.read().unwrap_or_else(|p| p.into_inner());
+        let mut found = None;
+        for run in runs.iter() {
+            if run.token.matches(secret) {
+                found = Some(run.clone());
+            }
+        }
+        found
+    }
+
+    fn find_by_id(&self, run_id: &str) -> Option<Arc<RunEntry>> {
+        let runs = self.runs.read().unwrap_or_else(|p| p.into_inner());
+        runs.iter().find(|r| r.run_id == run_id).cloned()
+    }
+}

@@ -1,0 +1,244 @@
+//! The per-run request trace (`network.jsonl`, proxy.md § Trace): one JSON
+//! record per request, sent through a bounded channel to one writer task per
+//! run so a slow disk never stalls the data path; drops are counted and
+//! reported when the run's trace closes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::io::{AsyncWriteExt as _, BufWriter};
+use tokio::sync::mpsc;
+
+use crate::error::ProxyError;
+
+/// Records buffered per run before new ones are dropped.
+const TRACE_CHANNEL_CAPACITY: usize = 4096;
+
+/// Text that replaces a secret in traced values.
+pub(crate) const REDACTED: &str = "[REDACTED]";
+
+/// One proxied (or refused) request as written to `network.jsonl`.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceRecord {
+    pub time: DateTime<Utc>,
+    pub request_id: String,
+    pub method: String,
+    /// Full URL with userinfo, placeholders, secrets and token-like query values redacted.
+    pub url: String,
+    pub host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub duration_ms: f64,
+    /// Request body bytes sent upstream.
+    pub bytes_out: u64,
+    /// Response body bytes returned to the client.
+    pub bytes_in: u64,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    pub rule: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The final record written when a trace closed after dropping records.
+#[derive(Serialize)]
+struct DropSummary {
+    time: DateTime<Utc>,
+    trace_records_dropped: u64,
+}
+
+/// The sending side of one run's trace.
+#[derive(Clone)]
+pub(crate) struct TraceSink {
+    tx: mpsc::Sender<TraceRecord>,
+    drops: Arc<AtomicU64>,
+}
+
+impl TraceSink {
+    /// Opens (appending) `path` and starts its writer task.
+    pub(crate) fn open(run_id: &str, path: &Path) -> Result<Self, ProxyError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ProxyError::NoRuntime(run_id.to_string()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| ProxyError::TraceOpen {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (tx, rx) = mpsc::channel(TRACE_CHANNEL_CAPACITY);
+        let drops = Arc::new(AtomicU64::new(0));
+        let writer = TraceWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::new(tokio::fs::File::from_std(file)),
+            drops: drops.clone(),
+        };
+        runtime.spawn(writer.run(rx));
+        Ok(Self { tx, drops })
+    }
+
+    /// Queues a record; counts it as dropped if the writer is behind.
+    pub(crate) fn record(&self, record: TraceRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records dropped so far.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.drops.load(Ordering::Relaxed)
+    }
+}
+
+struct TraceWriter {
+    path: PathBuf,
+    out: BufWriter<tokio::fs::File>,
+    drops: Arc<AtomicU64>,
+}
+
+impl TraceWriter {
+    async fn run(mut self, mut rx: mpsc::Receiver<TraceRecord>) {
+        while let Some(record) = rx.recv().await {
+            self.write_line(&record).await;
+            if rx.is_empty() {
+                self.flush().await;
+            }
+        }
+        let dropped = self.drops.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(path = %self.path.display(), dropped, "trace records were dropped");
+            let summary = DropSummary {
+                time: Utc::now(),
+                trace_records_dropped: dropped,
+            };
+            self.write_line(&summary).await;
+        }
+        self.flush().await;
+    }
+
+    async fn write_line(&mut self, value: &impl Serialize) {
+        let mut line = match serde_json::to_vec(value) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), "cannot encode trace record: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        if let Err(e) = self.out.write_all(&line).await {
+            self.drops.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(path = %self.path.display(), "cannot write trace record: {e}");
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Err(e) = self.out.flush().await {
+            tracing::warn!(path = %self.path.display(), "cannot flush trace: {e}");
+        }
+    }
+}
+
+/// Query parameter names whose values are redacted from traced URLs.
+const SENSITIVE_QUERY_WORDS: &[&str] = &[
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "auth",
+    "sig",
+    "credential",
+];
+
+/// Redacts `secrets` (placeholders, injected values) and token-like query
+/// values from a URL's path and query.
+pub(crate) fn redact_path_and_query<'a>(path_and_query: &str, secrets: impl Iterator<Item = &'a str>) -> String {
+    let mut text = path_and_query.to_string();
+    for secret in secrets.filter(|s| !s.is_empty()) {
+        text = text.replace(secret, REDACTED);
+    }
+    match text.split_once('?') {
+        None => text,
+        Some((path, query)) => format!("{path}?{}", redact_query(query)),
+    }
+}
+
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_sensitive_name(name) => format!("{name}={REDACTED}"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn is_sensitive_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SENSITIVE_QUERY_WORDS.iter().any(|w| name.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_secrets_and_sensitive_query_values() {
+        let url = redact_path_and_query(
+            "/v1/fake-ph-123/x?access_token=abc&page=2&sig=zz",
+            ["fake-ph-123"].into_iter(),
+        );
+        assert_eq!(url, "/v1/[REDACTED]/x?access_token=[REDACTED]&page=2&sig=[REDACTED]");
+    }
+
+    #[tokio::test]
+    async fn records_are_appended_as_json_lines() {
+        let path = std::env::temp_dir().join(format!("moat-trace-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sink = TraceSink::open("run-1", &path).unwrap();
+        for i in 0..3 {
+            sink.record(TraceRecord {
+                time: Utc::now(),
+                request_id: format!("r{i}"),
+                method: "GET".into(),
+                url: "https://h/".into(),
+                host: "h".into(),
+                status: Some(200),
+                duration_ms: 1.0,
+                bytes_out: 0,
+                bytes_in: 5,
+                decision: "allow",
+                rule: "permissive".into(),
+                grants: vec![],
+                error: None,
+            });
+        }
+        drop(sink);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().count() == 3 {
+                let ids: Vec<String> = text
+                    .lines()
+                    .map(|l| {
+                        serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                            .as_str()
+                            .unwrap()
+                            .to_string()
+                    })
+                    .collect();
+                assert_eq!(ids, ["r0", "r1", "r2"]);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "trace not written: {text}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -1,0 +1,74 @@
+//! Protocol upgrades (WebSocket): the upgrade request, credentials already
+//! injected, goes over a dedicated HTTP/1.1 connection to the target; on
+//! `101` both sides are spliced byte for byte and the trace is recorded when
+//! the splice ends.
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::body::{CountingBody, ProxyBody, TracedBody};
+use crate::forward::{PendingTrace, Target, gateway_error, refuse};
+use crate::proxy::Shared;
+
+/// Sends an upgrade request and, on `101`, splices client and upstream.
+pub(crate) async fn forward_upgrade(
+    shared: &Shared,
+    target: &Target,
+    upstream: Request<CountingBody<Incoming>>,
+    client_upgrade: OnUpgrade,
+    mut trace: PendingTrace,
+) -> Response<ProxyBody> {
+    let timeout = shared.timeouts.upstream_response;
+    let exchange = async {
+        let stream = shared
+            .connector
+            .connect_http1(&target.host, target.port, target.tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!("upgraded upstream connection ended: {e}");
+            }
+        });
+        sender.send_request(upstream).await.map_err(|e| e.to_string())
+    };
+    let mut response = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(detail)) => return refuse(trace, gateway_error(StatusCode::BAD_GATEWAY, detail)),
+        Err(_) => {
+            let detail = format!("upgrade response not received within {timeout:?}");
+            return refuse(trace, gateway_error(StatusCode::GATEWAY_TIMEOUT, detail));
+        }
+    };
+    trace.status = Some(response.status().as_u16());
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = response.into_parts();
+        return Response::from_parts(parts, TracedBody::new(body, trace).boxed_unsync());
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    tokio::spawn(splice(client_upgrade, upstream_upgrade, trace));
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, crate::body::local_body(""))
+}
+
+async fn splice(client: OnUpgrade, upstream: OnUpgrade, trace: PendingTrace) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => return trace.finish(0, Some(format!("upgrade failed: {e}"))),
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((to_upstream, to_client)) => {
+            trace.add_bytes_out(to_upstream);
+            trace.finish(to_client, None);
+        }
+        Err(e) => trace.finish(0, Some(format!("upgraded stream failed: {e}"))),
+    }
+}

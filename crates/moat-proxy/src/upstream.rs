@@ -1,0 +1,246 @@
+//! The upstream side: one shared hyper-util pooled client for every run and
+//! tunnel, over a connector that resolves through [`Resolver`], dials with a
+//! timeout, and verifies TLS against the system roots plus an optional extra
+//! root (ALPN h2/http1.1). Also dedicated HTTP/1.1 connections for upgrades.
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::body::CountingBody;
+use crate::config::ProxyConfig;
+use crate::error::ProxyError;
+use crate::policy::normalize_host;
+use crate::resolve::Resolver;
+use crate::tls::{ALPN_H1, ALPN_H2, crypto_provider};
+
+/// The shared upstream client: pooled by scheme + authority.
+pub(crate) type UpstreamClient = Client<UpstreamConnector, CountingBody<hyper::body::Incoming>>;
+
+/// Builds the pooled client over `connector`.
+pub(crate) fn build_client(connector: UpstreamConnector, pool_idle: Duration) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool_idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Dials upstream servers. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct UpstreamConnector {
+    resolver: Arc<Resolver>,
+    /// Offers h2 and http/1.1.
+    tls: TlsConnector,
+    /// Offers only http/1.1 (for upgrades, which need HTTP/1.1).
+    tls_http1: TlsConnector,
+    connect_timeout: Duration,
+}
+
+impl UpstreamConnector {
+    pub(crate) fn new(config: &ProxyConfig, resolver: Arc<Resolver>) -> Result<Self, ProxyError> {
+        let roots = Arc::new(upstream_roots(config)?);
+        let client_config = |alpn: Vec<Vec<u8>>| -> Result<TlsConnector, ProxyError> {
+            let mut tls = ClientConfig::builder_with_provider(crypto_provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ProxyError::UpstreamTls(e.to_string()))?
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            tls.alpn_protocols = alpn;
+            Ok(TlsConnector::from(Arc::new(tls)))
+        };
+        Ok(Self {
+            resolver,
+            tls: client_config(vec![ALPN_H2.to_vec(), ALPN_H1.to_vec()])?,
+            tls_http1: client_config(vec![ALPN_H1.to_vec()])?,
+            connect_timeout: config.timeouts.upstream_connect,
+        })
+    }
+
+    /// A fresh connection speaking HTTP/1.1 (TLS when `tls`), outside the pool.
+    pub(crate) async fn connect_http1(&self, host: &str, port: u16, tls: bool) -> io::Result<UpstreamStream> {
+        let connector = tls.then_some(&self.tls_http1);
+        self.connect(host, port, connector).await
+    }
+
+    async fn connect(&self, host: &str, port: u16, tls: Option<&TlsConnector>) -> io::Result<UpstreamStream> {
+        let timeout = self.connect_timeout;
+        let attempt = async {
+            let tcp = self.dial(host, port).await?;
+            match tls {
+                None => Ok(UpstreamStream::Plain(tcp)),
+                Some(connector) => {
+                    let name = ServerName::try_from(host.to_string())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                    let stream = connector.connect(name, tcp).await?;
+                    Ok(UpstreamStream::Tls(Box::new(stream)))
+                }
+            }
+        };
+        tokio::time::timeout(timeout, attempt).await.map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {host}:{port} timed out after {timeout:?}"),
+            )
+        })?
+    }
+
+    /// Connects to the first reachable resolved address.
+    async fn dial(&self, host: &str, port: u16) -> io::Result<TcpStream> {
+        let addresses = self.resolver.resolve(host).await?;
+        let mut last_error = None;
+        for ip in addresses.iter() {
+            match TcpStream::connect(SocketAddr::new(*ip, port)).await {
+                Ok(tcp) => {
+                    tcp.set_nodelay(true)?;
+                    return Ok(tcp);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
+    }
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .map(normalize_host)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
+            let https = uri.scheme_str() == Some("https");
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let tls = https.then_some(&this.tls);
+            this.connect(&host, port, tls).await.map(TokioIo::new)
+        })
+    }
+}
+
+fn upstream_roots(config: &ProxyConfig) -> Result<rustls::RootCertStore, ProxyError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if config.use_system_roots {
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            tracing::warn!("skipping a system root certificate: {error}");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(native.certs);
+        tracing::debug!(added, ignored, "loaded system root certificates");
+    }
+    if let Some(path) = &config.extra_root_ca {
+        let pem = fs::read(path).map_err(|source| ProxyError::ExtraRootRead {
+            path: path.clone(),
+            source,
+        })?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ProxyError::ExtraRootInvalid {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(ProxyError::ExtraRootInvalid {
+                path: path.clone(),
+                detail: "no CERTIFICATE block could be used".to_string(),
+            });
+        }
+    }
+    if roots.is_empty() {
+        return Err(ProxyError::NoUpstreamRoots);
+    }
+    Ok(roots)
+}
+
+// === impl UpstreamStream ===
+
+/// A plain or TLS connection to an upstream server.
+pub(crate) enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            Self::Plain(_) => Connected::new(),
+            Self::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) => Connected::new().negotiated_h2(),
+            Self::Tls(_) => Connected::new(),
+        }
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
