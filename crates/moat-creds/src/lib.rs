@@ -15,6 +15,7 @@ pub mod providers;
 pub mod sealed;
 pub mod secrets;
 pub mod store;
+pub mod validate;
 
 #[cfg(test)]
 mod test_support;
@@ -31,3 +32,4 @@ pub use provider_file::ProviderFileError;
 pub use providers::{ProviderError, Providers};
 pub use secrets::{SecretError, SecretResolver, resolve_secret};
 pub use store::{CredentialStore, StoreError};
+pub use validate::{ValidationError, ValidationOptions, ValidationOutcome};
