@@ -16,12 +16,15 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::api::{ApiError, AttachEvent, CreateRunResponse, Health, RunSpec, RunView, StopRequest};
+use crate::reaper::{SweepReport, SweepRequest};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Run creation may create a network (30 s bound) and a container.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A sweep may wait for another (150 s) and take up to 2 minutes itself.
+const REAP_TIMEOUT: Duration = Duration::from_secs(300);
 /// A graceful stop waits for the grace period and the kill.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -86,6 +89,12 @@ impl DaemonClient {
     pub async fn stop_run(&self, id: &RunId, kill: bool) -> Result<RunView, ClientError> {
         let path = format!("/v1/runs/{id}/stop");
         self.call(Method::POST, &path, Some(&StopRequest { kill }), STOP_TIMEOUT)
+            .await
+    }
+
+    /// Asks for a sweep now (waits for one in progress first).
+    pub async fn reap(&self, request: &SweepRequest) -> Result<SweepReport, ClientError> {
+        self.call(Method::POST, "/v1/maintenance/reap", Some(request), REAP_TIMEOUT)
             .await
     }
 

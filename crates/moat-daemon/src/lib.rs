@@ -11,8 +11,10 @@ pub mod info;
 mod lines;
 mod logfile;
 pub mod output;
+pub mod reaper;
 pub mod reconcile;
 pub mod registry;
+pub mod runtimes;
 pub mod server;
 pub mod spawn;
 pub mod state;
@@ -79,7 +81,17 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
         tracing::info!("restored {restored} run(s) from the previous daemon");
     }
     tokio::spawn(daemon.registry().clone().persist_loop());
-    tokio::spawn(idle::watch(daemon.clone(), || async {}));
+    tokio::spawn(reaper::periodic(daemon.clone()));
+    let idle_daemon = daemon.clone();
+    tokio::spawn(idle::watch(daemon.clone(), move || {
+        let daemon = idle_daemon.clone();
+        async move {
+            daemon
+                .reaper()
+                .sweep(&daemon, &reaper::SweepRequest::default(), "idle")
+                .await;
+        }
+    }));
     tokio::spawn(shutdown_on_signal(daemon.clone()));
     server::serve(daemon.clone(), listener).await;
 

@@ -20,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream_shim::channel_stream;
 
 use crate::api::{API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateRunResponse, Health, RunSpec, StopRequest};
+use crate::reaper::SweepRequest;
 use crate::state::Daemon;
 use crate::supervisor::{self, RunError};
 
@@ -74,6 +75,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
         },
         (&Method::POST, ["v1", "runs", id, "stop"]) => stop(&daemon, id, req).await,
         (&Method::GET, ["v1", "runs", id, "attach"]) => attach(&daemon, id),
+        (&Method::POST, ["v1", "maintenance", "reap"]) => reap(&daemon, req).await,
         (&Method::POST, ["v1", "shutdown"]) => {
             daemon.begin_shutdown();
             json(StatusCode::ACCEPTED, &serde_json::json!({"shutting_down": true}))
@@ -96,7 +98,7 @@ fn health(daemon: &Daemon) -> Health {
         proxy_port: daemon.proxy_port(),
         live_runs: daemon.registry().len(),
         started_at: daemon.started_at(),
-        last_sweep: None,
+        last_sweep: daemon.reaper().last_report().and_then(|r| serde_json::to_value(r).ok()),
     }
 }
 
@@ -113,6 +115,15 @@ async fn create(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => run_error(e),
     }
+}
+
+async fn reap(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
+    let request: SweepRequest = match read_json(req).await {
+        Ok(request) => request,
+        Err(reject) => return reject.into_response(),
+    };
+    let report = daemon.reaper().sweep(daemon, &request, "on demand").await;
+    json(StatusCode::OK, &report)
 }
 
 async fn stop(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Body> {

@@ -13,6 +13,7 @@ use moat_core::store::RunStore;
 use moat_runtime::{Runtime, RuntimeError};
 use tokio_util::sync::CancellationToken;
 
+use crate::reaper::Reaper;
 use crate::registry::Registry;
 
 /// Where the daemon gets runtimes from (Docker/Apple in production, a fake
@@ -34,6 +35,9 @@ pub struct DaemonConfig {
     pub idle_timeout: Duration,
     /// Time between periodic orphan sweeps.
     pub reap_interval: Duration,
+    /// An orphan is removed when seen again at least this long after its
+    /// first sighting.
+    pub second_sighting_after: Duration,
     /// Grace period of a graceful stop before the container is killed.
     pub stop_grace: Duration,
 }
@@ -44,6 +48,7 @@ impl DaemonConfig {
             home,
             idle_timeout: Duration::from_secs(300),
             reap_interval: Duration::from_secs(600),
+            second_sighting_after: crate::reaper::decide::SECOND_SIGHTING_AFTER,
             stop_grace: Duration::from_secs(10),
         }
     }
@@ -59,6 +64,7 @@ struct Inner {
     config: DaemonConfig,
     store: RunStore,
     registry: Arc<Registry>,
+    reaper: Reaper,
     runtimes: Arc<dyn Runtimes>,
     shutdown: CancellationToken,
     shutting_down: AtomicBool,
@@ -71,11 +77,13 @@ impl Daemon {
     pub fn new(config: DaemonConfig, runtimes: Arc<dyn Runtimes>, proxy_port: Option<u16>) -> Self {
         let store = RunStore::new(config.home.clone());
         let registry = Arc::new(Registry::new(config.home.runs_json()));
+        let reaper = Reaper::load(&config.home.reaper_json());
         Daemon {
             inner: Arc::new(Inner {
                 config,
                 store,
                 registry,
+                reaper,
                 runtimes,
                 shutdown: CancellationToken::new(),
                 shutting_down: AtomicBool::new(false),
@@ -100,6 +108,10 @@ impl Daemon {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
+    }
+
+    pub fn reaper(&self) -> &Reaper {
+        &self.inner.reaper
     }
 
     pub fn runtimes(&self) -> &Arc<dyn Runtimes> {

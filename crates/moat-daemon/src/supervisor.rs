@@ -17,6 +17,7 @@ use moat_runtime::{ContainerSpec, Mount, NetworkSpec, Runtime, RuntimeError, lab
 
 use crate::api::{AttachEvent, RunSpec};
 use crate::lines::LineSplitter;
+use crate::reaper::SweepRequest;
 use crate::registry::RunHandle;
 use crate::state::Daemon;
 
@@ -140,7 +141,7 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
         labels: labels::for_run(&home_label, id.as_str(), labels::role::NETWORK),
         internal: false,
     };
-    runtime.create_network(&network_spec).await?;
+    create_network(daemon, runtime, &network_spec).await?;
     let container_spec = container_spec(daemon, handle, &network_name);
     let container_id = runtime.create_container(&container_spec).await?;
     handle.update(daemon.store(), |m| {
@@ -155,6 +156,27 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
     })?;
     daemon.registry().persist_soon();
     Ok(())
+}
+
+/// Creates the run's network; when that times out or runs out of address
+/// space, sweeps orphans and retries once.
+async fn create_network(daemon: &Daemon, runtime: &dyn Runtime, spec: &NetworkSpec) -> Result<(), RunError> {
+    match runtime.create_network(spec).await {
+        Ok(_) => Ok(()),
+        Err(e @ (RuntimeError::Timeout { .. } | RuntimeError::AddressSpaceExhausted { .. })) => {
+            tracing::warn!(
+                "creating network {} failed ({e}); sweeping orphans and retrying once",
+                spec.name
+            );
+            daemon
+                .reaper()
+                .sweep(daemon, &SweepRequest::default(), "network create failed")
+                .await;
+            runtime.create_network(spec).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn container_spec(daemon: &Daemon, handle: &RunHandle, network: &str) -> ContainerSpec {

@@ -13,7 +13,7 @@ pub use moat_core::logs::Stream as OutputStreamKind;
 
 use crate::RuntimeResult;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     Docker,

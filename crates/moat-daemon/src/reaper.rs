@@ -1,0 +1,412 @@
+//! The reaper (daemon-and-reaper.md §5): sweeps every available runtime for
+//! moat objects whose run is not live and removes them. Single-flight,
+//! bounded, reported in `daemon/reaper.json` and `/v1/health`.
+
+pub mod decide;
+pub mod live;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use moat_core::RunId;
+use moat_core::atomic::write_atomic;
+use moat_runtime::{Runtime, RuntimeKind, labels};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::output::lock;
+use crate::state::Daemon;
+use decide::{Candidate, Decision, KeepReason, ObjectKey, ObjectKind, SweepInput};
+
+/// Bound on one whole sweep.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on waiting for another sweep to finish.
+const SINGLE_FLIGHT_WAIT: Duration = Duration::from_secs(150);
+/// Removals in flight at once.
+const REMOVAL_CONCURRENCY: usize = 4;
+/// Sweep reports kept in `reaper.json`.
+const HISTORY: usize = 10;
+/// First retry delay after a failed removal; doubles per failure.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// What a caller asks of a sweep.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRequest {
+    /// Kinds to sweep; empty = all.
+    #[serde(default)]
+    pub kinds: Vec<ObjectKind>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Skip the two-sweep wait (never the liveness check).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What one sweep found and did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub trigger: String,
+    pub dry_run: bool,
+    pub force: bool,
+    pub runtimes: Vec<RuntimeSweep>,
+    /// Set when the sweep hit its overall bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One runtime's part of a sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeSweep {
+    pub runtime: RuntimeKind,
+    pub candidates: usize,
+    /// Candidates kept because their run is live.
+    pub live: usize,
+    /// Removed (or, in a dry run, reclaimable) objects.
+    pub removed: Vec<ObjectKey>,
+    /// Orphans waiting for their second sighting.
+    pub awaiting_second_sighting: usize,
+    /// Kept for another reason (foreign home or attachment).
+    pub protected: usize,
+    pub failed: Vec<FailedRemoval>,
+    /// Listing errors (the kind was not swept).
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedRemoval {
+    pub object: ObjectKey,
+    pub error: String,
+    /// Consecutive failures of this object.
+    pub failures: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct FailureRecord {
+    count: u32,
+    retry_after: DateTime<Utc>,
+}
+
+/// Persisted across daemons: first sightings, failure back-off, history.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ReaperFile {
+    #[serde(default, with = "keyed")]
+    first_seen: BTreeMap<ObjectKey, DateTime<Utc>>,
+    #[serde(default, with = "keyed")]
+    failures: BTreeMap<ObjectKey, FailureRecord>,
+    #[serde(default)]
+    sweeps: VecDeque<SweepReport>,
+}
+
+/// The reaper's state; sweeps hold its lock (single flight).
+pub struct Reaper {
+    state: Mutex<ReaperFile>,
+    last: std::sync::Mutex<Option<SweepReport>>,
+}
+
+impl Reaper {
+    /// Loads `reaper.json` (missing or unreadable = a fresh start).
+    pub fn load(path: &std::path::Path) -> Self {
+        let file: ReaperFile = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| match serde_json::from_slice(&bytes) {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    tracing::warn!("ignoring unreadable {}: {e}", path.display());
+                    None
+                }
+            })
+            .unwrap_or_default();
+        let last = file.sweeps.back().cloned();
+        Reaper {
+            state: Mutex::new(file),
+            last: std::sync::Mutex::new(last),
+        }
+    }
+
+    /// The most recent sweep's report.
+    pub fn last_report(&self) -> Option<SweepReport> {
+        lock(&self.last).clone()
+    }
+
+    /// Runs one sweep over every available runtime; waits for a sweep in
+    /// progress first.
+    pub async fn sweep(&self, daemon: &Daemon, request: &SweepRequest, trigger: &str) -> SweepReport {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let mut report = SweepReport {
+            started_at,
+            trigger: trigger.to_string(),
+            dry_run: request.dry_run,
+            force: request.force,
+            ..Default::default()
+        };
+        let Ok(mut state) = tokio::time::timeout(SINGLE_FLIGHT_WAIT, self.state.lock()).await else {
+            report.error = Some(format!("another sweep did not finish within {SINGLE_FLIGHT_WAIT:?}"));
+            return report;
+        };
+        match tokio::time::timeout(SWEEP_TIMEOUT, sweep_all(daemon, request, &mut state)).await {
+            Ok(runtimes) => report.runtimes = runtimes,
+            Err(_) => report.error = Some(format!("the sweep timed out after {SWEEP_TIMEOUT:?}")),
+        }
+        report.duration_ms = clock.elapsed().as_millis() as u64;
+        if !request.dry_run {
+            state.sweeps.push_back(report.clone());
+            while state.sweeps.len() > HISTORY {
+                state.sweeps.pop_front();
+            }
+            *lock(&self.last) = Some(report.clone());
+            persist(daemon, &state);
+        }
+        report
+    }
+}
+
+/// Sweeps after start-up reconciliation, then every `reap_interval`, until
+/// the daemon shuts down.
+pub async fn periodic(daemon: Daemon) {
+    let mut trigger = "startup";
+    loop {
+        daemon.reaper().sweep(&daemon, &SweepRequest::default(), trigger).await;
+        trigger = "periodic";
+        tokio::select! {
+            _ = tokio::time::sleep(daemon.config().reap_interval) => {}
+            _ = daemon.shutdown_token().cancelled() => return,
+        }
+    }
+}
+
+fn persist(daemon: &Daemon, state: &ReaperFile) {
+    let path = daemon.home().reaper_json();
+    let result = serde_json::to_vec_pretty(state)
+        .map_err(std::io::Error::other)
+        .and_then(|json| write_atomic(&path, &json, 0o600));
+    if let Err(e) = result {
+        tracing::error!("writing {} failed: {e}", path.display());
+    }
+}
+
+async fn sweep_all(daemon: &Daemon, request: &SweepRequest, state: &mut ReaperFile) -> Vec<RuntimeSweep> {
+    let mut sweeps = Vec::new();
+    let mut all_candidates = Vec::new();
+    for runtime in daemon.runtimes().available().await {
+        let (candidates, errors) = list_candidates(runtime.as_ref(), &request.kinds).await;
+        // The live set is taken after listing, never before.
+        let live = live::live_set(
+            daemon.registry().all().iter().map(|h| h.id()),
+            &live::scan_run_dirs(daemon.store()),
+        );
+        let now = Utc::now();
+        let home = daemon.home().label();
+        let input = SweepInput {
+            candidates: &candidates,
+            live: &live,
+            first_seen: &state.first_seen,
+            now,
+            force: request.force,
+            second_sighting_after: chrono::Duration::from_std(daemon.config().second_sighting_after)
+                .unwrap_or(chrono::Duration::MAX),
+            home: &home,
+        };
+        let decisions = decide::decide(&input);
+        let mut sweep = summarise(runtime.kind(), &candidates, &decisions, errors);
+        let to_remove: Vec<&Candidate> = candidates
+            .iter()
+            .zip(&decisions)
+            .filter(|(c, d)| **d == Decision::Remove && !backing_off(state, &c.key, now))
+            .map(|(c, _)| c)
+            .collect();
+        if request.dry_run {
+            sweep.removed = to_remove.iter().map(|c| c.key.clone()).collect();
+        } else {
+            remove_all(runtime.clone(), &to_remove, state, &mut sweep).await;
+        }
+        all_candidates.extend(candidates);
+        sweeps.push(sweep);
+    }
+    if !request.dry_run {
+        state.first_seen = decide::next_first_seen(&all_candidates, &state.first_seen, Utc::now());
+    }
+    sweeps
+}
+
+fn backing_off(state: &ReaperFile, key: &ObjectKey, now: DateTime<Utc>) -> bool {
+    state.failures.get(key).is_some_and(|f| f.retry_after > now)
+}
+
+fn summarise(
+    runtime: RuntimeKind,
+    candidates: &[Candidate],
+    decisions: &[Decision],
+    errors: Vec<String>,
+) -> RuntimeSweep {
+    let count = |pred: &dyn Fn(&Decision) -> bool| decisions.iter().filter(|d| pred(d)).count();
+    RuntimeSweep {
+        runtime,
+        candidates: candidates.len(),
+        live: count(&|d| *d == Decision::Keep(KeepReason::Live)),
+        removed: Vec::new(),
+        awaiting_second_sighting: count(&|d| *d == Decision::Keep(KeepReason::AwaitingSecondSighting)),
+        protected: count(&|d| {
+            matches!(
+                d,
+                Decision::Keep(KeepReason::ForeignHome | KeepReason::ForeignAttachment(_) | KeepReason::NotARunObject)
+            )
+        }),
+        failed: Vec::new(),
+        errors,
+    }
+}
+
+/// Removes containers first (a network cannot go while they are attached),
+/// then networks, then volumes; a few at a time.
+async fn remove_all(
+    runtime: Arc<dyn Runtime>,
+    targets: &[&Candidate],
+    state: &mut ReaperFile,
+    sweep: &mut RuntimeSweep,
+) {
+    for kind in [ObjectKind::Container, ObjectKind::Network, ObjectKind::Volume] {
+        let batch: Vec<ObjectKey> = targets
+            .iter()
+            .filter(|c| c.key.kind == kind)
+            .map(|c| c.key.clone())
+            .collect();
+        let results: Vec<(ObjectKey, Result<(), String>)> = futures_util::stream::iter(batch)
+            .map(|key| {
+                let runtime = runtime.clone();
+                async move {
+                    let result = remove_one(runtime.as_ref(), &key).await.map_err(|e| e.to_string());
+                    (key, result)
+                }
+            })
+            .buffer_unordered(REMOVAL_CONCURRENCY)
+            .collect()
+            .await;
+        for (key, result) in results {
+            record_removal(state, sweep, key, result);
+        }
+    }
+    sweep.removed.sort();
+}
+
+async fn remove_one(runtime: &dyn Runtime, key: &ObjectKey) -> Result<(), moat_runtime::RuntimeError> {
+    match key.kind {
+        ObjectKind::Container => runtime.remove_container(&key.name).await,
+        ObjectKind::Network => runtime.remove_network(&key.name).await,
+        ObjectKind::Volume => runtime.remove_volume(&key.name).await,
+    }
+}
+
+fn record_removal(state: &mut ReaperFile, sweep: &mut RuntimeSweep, key: ObjectKey, result: Result<(), String>) {
+    match result {
+        Ok(()) => {
+            tracing::info!("reaped {key}");
+            state.failures.remove(&key);
+            sweep.removed.push(key);
+        }
+        Err(error) => {
+            let record = state.failures.entry(key.clone()).or_insert(FailureRecord {
+                count: 0,
+                retry_after: Utc::now(),
+            });
+            record.count += 1;
+            let backoff = FAILURE_BACKOFF
+                .saturating_mul(1 << record.count.min(8))
+                .min(MAX_FAILURE_BACKOFF);
+            record.retry_after = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
+            tracing::warn!("reaping {key} failed ({} time(s)): {error}", record.count);
+            sweep.failed.push(FailedRemoval {
+                object: key,
+                error,
+                failures: record.count,
+            });
+        }
+    }
+}
+
+async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> (Vec<Candidate>, Vec<String>) {
+    let wanted = |kind| kinds.is_empty() || kinds.contains(&kind);
+    let kind = runtime.kind();
+    let mut candidates = Vec::new();
+    let mut errors = Vec::new();
+    if wanted(ObjectKind::Container) {
+        match runtime.list_containers().await {
+            Ok(list) => candidates.extend(list.into_iter().filter_map(|c| {
+                let run_id = label_run(&c.labels).or_else(|| decide::run_of_container(&c.name));
+                candidate(kind, ObjectKind::Container, c.name, run_id, &c.labels, Vec::new())
+            })),
+            Err(e) => errors.push(format!("listing containers: {e}")),
+        }
+    }
+    if wanted(ObjectKind::Network) {
+        match runtime.list_networks().await {
+            Ok(list) => candidates.extend(list.into_iter().filter_map(|n| {
+                let run_id = label_run(&n.labels).or_else(|| RunId::from_network_name(&n.name));
+                candidate(kind, ObjectKind::Network, n.name, run_id, &n.labels, n.containers)
+            })),
+            Err(e) => errors.push(format!("listing networks: {e}")),
+        }
+    }
+    if wanted(ObjectKind::Volume) {
+        match runtime.list_volumes().await {
+            Ok(list) => candidates.extend(list.into_iter().filter_map(|v| {
+                let run_id = label_run(&v.labels);
+                candidate(kind, ObjectKind::Volume, v.name, run_id, &v.labels, Vec::new())
+            })),
+            Err(e) => errors.push(format!("listing volumes: {e}")),
+        }
+    }
+    (candidates, errors)
+}
+
+fn label_run(object_labels: &BTreeMap<String, String>) -> Option<RunId> {
+    object_labels.get(labels::RUN_ID).and_then(|id| id.parse().ok())
+}
+
+/// Objects carrying moat's managed label, or (unlabelled) a run's name.
+fn candidate(
+    runtime: RuntimeKind,
+    kind: ObjectKind,
+    name: String,
+    run_id: Option<RunId>,
+    object_labels: &BTreeMap<String, String>,
+    attached: Vec<String>,
+) -> Option<Candidate> {
+    let managed = object_labels.get(labels::MANAGED).is_some_and(|v| v == "true");
+    if !managed && run_id.is_none() {
+        return None;
+    }
+    let home = object_labels.get(labels::HOME).cloned();
+    Some(Candidate {
+        key: ObjectKey { runtime, kind, name },
+        run_id,
+        home,
+        attached,
+    })
+}
+
+/// Serialises maps keyed by [`ObjectKey`] as lists of pairs (JSON object
+/// keys must be strings).
+mod keyed {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ObjectKey;
+
+    pub fn serialize<V: Serialize, S: Serializer>(map: &BTreeMap<ObjectKey, V>, s: S) -> Result<S::Ok, S::Error> {
+        map.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<ObjectKey, V>, D::Error> {
+        Ok(Vec::<(ObjectKey, V)>::deserialize(d)?.into_iter().collect())
+    }
+}

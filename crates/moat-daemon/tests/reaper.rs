@@ -1,0 +1,211 @@
+//! The reaper against the in-memory fake runtime: what it removes, what it
+//! never touches, the two-sweep rule, dry runs, failures and the report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use moat_core::{MoatHome, RunId, RunMetadata, RunState};
+use moat_daemon::reaper::SweepRequest;
+use moat_daemon::reaper::decide::ObjectKind;
+use moat_daemon::registry::RunHandle;
+use moat_daemon::{Daemon, DaemonConfig, Runtimes, api::RunSpec};
+use moat_runtime::fake::{FakeErrorKind, FakeOp, FakeRuntime};
+use moat_runtime::{ContainerInfo, ContainerStatus, NetworkInfo, Runtime, RuntimeError, labels};
+
+struct FakeRuntimes(FakeRuntime);
+
+#[async_trait]
+impl Runtimes for FakeRuntimes {
+    async fn get(&self, _kind: &str) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        Ok(Arc::new(self.0.clone()))
+    }
+    async fn available(&self) -> Vec<Arc<dyn Runtime>> {
+        vec![Arc::new(self.0.clone())]
+    }
+}
+
+struct Fixture {
+    root: std::path::PathBuf,
+    fake: FakeRuntime,
+    daemon: Daemon,
+}
+
+impl Fixture {
+    fn new(second_sighting_after: Duration) -> Self {
+        let root = std::env::temp_dir().join(format!("moat-reaper-test-{}", RunId::generate()));
+        let home = MoatHome::new(&root);
+        std::fs::create_dir_all(home.daemon_dir()).unwrap();
+        let fake = FakeRuntime::new();
+        let mut config = DaemonConfig::new(home);
+        config.second_sighting_after = second_sighting_after;
+        let daemon = Daemon::new(config, Arc::new(FakeRuntimes(fake.clone())), None);
+        Fixture { root, fake, daemon }
+    }
+
+    fn home_label(&self) -> String {
+        self.daemon.home().label()
+    }
+
+    /// A network and a container of `run`, labelled with `home`.
+    fn objects_of(&self, run: &RunId, home: &str) {
+        self.fake.insert_network(NetworkInfo {
+            id: format!("net-{run}"),
+            name: run.network_name(),
+            labels: labels::for_run(home, run.as_str(), labels::role::NETWORK),
+            subnet: None,
+            gateway: None,
+            internal: false,
+            containers: Vec::new(),
+        });
+        self.container(run.as_str(), run.network_name(), labels::for_run(home, run.as_str(), labels::role::MAIN));
+    }
+
+    fn container(&self, name: &str, network: String, labels: BTreeMap<String, String>) {
+        self.fake.insert_container(ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.to_string(),
+            image: "img".into(),
+            status: ContainerStatus::Running,
+            exit_code: None,
+            labels,
+            networks: vec![network],
+            created_at: None,
+        });
+    }
+
+    /// A run the daemon supervises.
+    fn live_run(&self) -> RunId {
+        let id = RunId::generate();
+        let meta = RunMetadata::new(id.clone(), self.root.clone(), "img".into(), "fake".into());
+        self.daemon.store().create(&meta).unwrap();
+        self.daemon.registry().lock().insert(id.clone(), RunHandle::new(RunSpec::default(), meta));
+        id
+    }
+
+    /// A finished run whose record stays (terminal, lock free).
+    fn dead_run(&self) -> RunId {
+        let id = RunId::generate();
+        let mut meta = RunMetadata::new(id.clone(), self.root.clone(), "img".into(), "fake".into());
+        meta.state = RunState::Exited;
+        self.daemon.store().create(&meta).unwrap();
+        id
+    }
+
+    fn names(&self) -> (Vec<String>, Vec<String>) {
+        let mut containers: Vec<_> = self.fake.containers().into_iter().map(|c| c.name).collect();
+        let mut networks: Vec<_> = self.fake.networks().into_iter().map(|n| n.name).collect();
+        containers.sort();
+        networks.sort();
+        (containers, networks)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn forced() -> SweepRequest {
+    SweepRequest { force: true, ..Default::default() }
+}
+
+#[tokio::test]
+async fn orphans_go_while_live_runs_foreign_homes_and_foreign_attachments_stay() {
+    let fx = Fixture::new(Duration::from_secs(60));
+    let home = fx.home_label();
+    let live = fx.live_run();
+    fx.objects_of(&live, &home);
+    let dead = fx.dead_run();
+    fx.objects_of(&dead, &home);
+    let vanished_record = RunId::generate();
+    fx.objects_of(&vanished_record, &home);
+    let other_home = RunId::generate();
+    fx.objects_of(&other_home, "ffffffffffff");
+    // A network of a dead run with somebody else's container attached.
+    let shared = fx.dead_run();
+    fx.objects_of(&shared, &home);
+    fx.container("postgres", shared.network_name(), BTreeMap::new());
+
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+
+    let (containers, networks) = fx.names();
+    let mut expect_containers = vec![live.to_string(), other_home.to_string(), "postgres".to_string()];
+    expect_containers.sort();
+    let mut expect_networks = vec![live.network_name(), other_home.network_name(), shared.network_name()];
+    expect_networks.sort();
+    assert_eq!(containers, expect_containers);
+    assert_eq!(networks, expect_networks);
+    let sweep = &report.runtimes[0];
+    // dead, vanished_record and shared's own container + 2 networks.
+    assert_eq!(sweep.removed.len(), 5, "{:?}", sweep.removed);
+    assert_eq!(sweep.live, 2);
+    assert!(sweep.failed.is_empty());
+}
+
+#[tokio::test]
+async fn an_orphan_is_removed_only_on_a_second_sighting() {
+    let fx = Fixture::new(Duration::from_millis(200));
+    let dead = fx.dead_run();
+    fx.objects_of(&dead, &fx.home_label());
+    let first = fx.daemon.reaper().sweep(&fx.daemon, &SweepRequest::default(), "test").await;
+    assert!(first.runtimes[0].removed.is_empty());
+    assert_eq!(first.runtimes[0].awaiting_second_sighting, 2);
+    let early = fx.daemon.reaper().sweep(&fx.daemon, &SweepRequest::default(), "test").await;
+    assert!(early.runtimes[0].removed.is_empty(), "removed before the second-sighting delay");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = fx.daemon.reaper().sweep(&fx.daemon, &SweepRequest::default(), "test").await;
+    assert_eq!(second.runtimes[0].removed.len(), 2);
+    assert_eq!(fx.names(), (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn a_dry_run_counts_but_removes_nothing_and_kinds_filter() {
+    let fx = Fixture::new(Duration::from_secs(60));
+    let dead = fx.dead_run();
+    fx.objects_of(&dead, &fx.home_label());
+    let dry = SweepRequest { dry_run: true, force: true, ..Default::default() };
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &dry, "test").await;
+    assert_eq!(report.runtimes[0].removed.len(), 2);
+    assert_eq!(fx.names().1.len(), 1);
+    assert_eq!(fx.fake.call_count(FakeOp::RemoveNetwork), 0);
+
+    let containers_only = SweepRequest { kinds: vec![ObjectKind::Container], force: true, ..Default::default() };
+    fx.daemon.reaper().sweep(&fx.daemon, &containers_only, "test").await;
+    assert_eq!(fx.names(), (vec![], vec![dead.network_name()]));
+}
+
+#[tokio::test]
+async fn failed_removals_are_reported_backed_off_and_persisted() {
+    let fx = Fixture::new(Duration::from_secs(60));
+    let dead = fx.dead_run();
+    fx.objects_of(&dead, &fx.home_label());
+    fx.fake.fail_next(FakeOp::RemoveNetwork, FakeErrorKind::Other, 1);
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+    let sweep = &report.runtimes[0];
+    assert_eq!(sweep.failed.len(), 1);
+    assert_eq!(sweep.failed[0].object.name, dead.network_name());
+    assert_eq!(sweep.failed[0].failures, 1);
+    // Backing off: the next sweep does not retry at once.
+    let again = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+    assert!(again.runtimes[0].removed.is_empty() && again.runtimes[0].failed.is_empty());
+    assert_eq!(fx.fake.call_count(FakeOp::RemoveNetwork), 1);
+
+    let persisted: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.daemon.home().reaper_json()).unwrap()).unwrap();
+    assert_eq!(persisted["sweeps"].as_array().unwrap().len(), 2);
+    assert_eq!(fx.daemon.reaper().last_report(), Some(again));
+}
+
+#[tokio::test]
+async fn a_slow_listing_never_blocks_forever() {
+    let fx = Fixture::new(Duration::from_secs(60));
+    fx.fake.delay(FakeOp::ListNetworks, Duration::from_secs(3600));
+    tokio::time::pause();
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+    let errors = &report.runtimes[0].errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("timed out"), "{errors:?}");
+}
