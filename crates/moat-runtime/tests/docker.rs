@@ -419,3 +419,23 @@ async fn logs_of_a_missing_container_are_not_found() {
     let mut none = docker.list_containers().await.unwrap().into_iter();
     assert!(none.all(|c| c.name != missing));
 }
+
+#[tokio::test]
+async fn a_socket_nobody_listens_on_is_unavailable() {
+    let dir = std::env::temp_dir().join(format!("moat-test-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("docker.sock");
+    let _ = std::fs::remove_file(&socket);
+    // Binding then dropping the listener leaves a socket file that refuses.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+
+    let docker = DockerRuntime::new(DockerOptions {
+        endpoint: Some(socket.display().to_string()),
+        ..DockerOptions::default()
+    })
+    .unwrap();
+    let err = docker.ping().await.unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(matches!(err, RuntimeError::Unavailable { .. }), "{err}");
+    assert!(docker.endpoint().starts_with("unix:///"), "{}", docker.endpoint());
+}
