@@ -17,9 +17,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::{
-    Capabilities, ContainerInfo, ContainerSpec, ContainerStatus, ExecOutput, ImageInfo,
-    NetworkInfo, NetworkSpec, OutputChunk, OutputStream, OutputStreamKind, Runtime, RuntimeError,
-    RuntimeKind, RuntimeResult, Timeouts, VolumeInfo, VolumeSpec, bounded, labels,
+    Capabilities, ContainerInfo, ContainerSpec, ContainerStatus, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec,
+    OutputChunk, OutputStream, OutputStreamKind, Runtime, RuntimeError, RuntimeKind, RuntimeResult, Timeouts,
+    VolumeInfo, VolumeSpec, bounded, labels,
 };
 
 /// Exit code recorded when a running container is stopped (killed).
@@ -85,14 +85,12 @@ impl FakeOp {
         match self {
             FakeOp::WaitContainer => None,
             FakeOp::CreateNetwork => Some(timeouts.network_create),
-            FakeOp::ListImages
-            | FakeOp::ListContainers
-            | FakeOp::ListNetworks
-            | FakeOp::ListVolumes => Some(timeouts.list),
-            FakeOp::RemoveImage
-            | FakeOp::RemoveContainer
-            | FakeOp::RemoveNetwork
-            | FakeOp::RemoveVolume => Some(timeouts.remove),
+            FakeOp::ListImages | FakeOp::ListContainers | FakeOp::ListNetworks | FakeOp::ListVolumes => {
+                Some(timeouts.list)
+            }
+            FakeOp::RemoveImage | FakeOp::RemoveContainer | FakeOp::RemoveNetwork | FakeOp::RemoveVolume => {
+                Some(timeouts.remove)
+            }
             _ => Some(timeouts.call),
         }
     }
@@ -182,10 +180,7 @@ impl FakeContainer {
     }
 
     fn has_exited(&self) -> bool {
-        matches!(
-            self.info.status,
-            ContainerStatus::Exited | ContainerStatus::Dead
-        )
+        matches!(self.info.status, ContainerStatus::Exited | ContainerStatus::Dead)
     }
 
     /// Applies a scripted exit whose time has come.
@@ -299,10 +294,7 @@ impl State {
 }
 
 fn not_found(what: String) -> RuntimeError {
-    RuntimeError::NotFound {
-        runtime: KIND,
-        what,
-    }
+    RuntimeError::NotFound { runtime: KIND, what }
 }
 
 fn in_use(what: String, detail: String) -> RuntimeError {
@@ -391,10 +383,7 @@ impl FakeRuntime {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every call made so far, in order.
@@ -459,9 +448,7 @@ impl FakeRuntime {
     /// daemon). A `Running` one runs until stopped or [`Self::exit_container`].
     pub fn insert_container(&self, info: ContainerInfo) {
         let id = info.id.clone();
-        self.lock()
-            .containers
-            .insert(id, FakeContainer::new(info, None));
+        self.lock().containers.insert(id, FakeContainer::new(info, None));
     }
 
     /// Adds a network as if it already existed; its `containers` field is
@@ -624,19 +611,16 @@ impl Runtime for FakeRuntime {
     }
 
     async fn image_exists(&self, image: &str) -> RuntimeResult<bool> {
-        self.call(FakeOp::ImageExists, image, |s| Ok(s.has_image(image)))
-            .await
+        self.call(FakeOp::ImageExists, image, |s| Ok(s.has_image(image))).await
     }
 
     async fn list_images(&self) -> RuntimeResult<Vec<ImageInfo>> {
-        self.call(FakeOp::ListImages, "", |s| Ok(s.images.clone()))
-            .await
+        self.call(FakeOp::ListImages, "", |s| Ok(s.images.clone())).await
     }
 
     async fn remove_image(&self, image: &str) -> RuntimeResult<()> {
         self.call(FakeOp::RemoveImage, image, |s| {
-            s.images
-                .retain(|i| i.id != image && !i.tags.iter().any(|t| t == image));
+            s.images.retain(|i| i.id != image && !i.tags.iter().any(|t| t == image));
             Ok(())
         })
         .await
@@ -670,8 +654,7 @@ impl Runtime for FakeRuntime {
                 created_at: Some(Utc::now()),
             };
             let script = s.script_for(spec);
-            s.containers
-                .insert(id.clone(), FakeContainer::new(info, script));
+            s.containers.insert(id.clone(), FakeContainer::new(info, script));
             Ok(id)
         })
         .await
@@ -721,30 +704,21 @@ impl Runtime for FakeRuntime {
     async fn wait_container(&self, id: &str) -> RuntimeResult<Option<i64>> {
         let key = self
             .call(FakeOp::WaitContainer, id, |s| {
-                s.container_key(id)
-                    .ok_or_else(|| not_found(format!("container {id}")))
+                s.container_key(id).ok_or_else(|| not_found(format!("container {id}")))
             })
             .await?;
         self.wait_for_exit(&key).await
     }
 
     async fn inspect_container(&self, id: &str) -> RuntimeResult<ContainerInfo> {
-        self.call(FakeOp::InspectContainer, id, |s| {
-            Ok(s.container_mut(id)?.info.clone())
-        })
-        .await
+        self.call(FakeOp::InspectContainer, id, |s| Ok(s.container_mut(id)?.info.clone()))
+            .await
     }
 
-    async fn logs(
-        &self,
-        id: &str,
-        follow: bool,
-        since: Option<DateTime<Utc>>,
-    ) -> RuntimeResult<OutputStream> {
+    async fn logs(&self, id: &str, follow: bool, since: Option<DateTime<Utc>>) -> RuntimeResult<OutputStream> {
         let key = self
             .call(FakeOp::Logs, id, |s| {
-                s.container_key(id)
-                    .ok_or_else(|| not_found(format!("container {id}")))
+                s.container_key(id).ok_or_else(|| not_found(format!("container {id}")))
             })
             .await?;
         let cursor = LogCursor {
@@ -829,10 +803,7 @@ impl Runtime for FakeRuntime {
             let Some(key) = s.network_key(name) else {
                 return Ok(());
             };
-            let attached = s
-                .network_view(&key)
-                .map(|n| n.containers)
-                .unwrap_or_default();
+            let attached = s.network_view(&key).map(|n| n.containers).unwrap_or_default();
             if !attached.is_empty() {
                 return Err(in_use(
                     format!("network {name}"),
@@ -867,12 +838,10 @@ impl Runtime for FakeRuntime {
 
     async fn create_volume(&self, spec: &VolumeSpec) -> RuntimeResult<()> {
         self.call(FakeOp::CreateVolume, &spec.name, |s| {
-            s.volumes
-                .entry(spec.name.clone())
-                .or_insert_with(|| VolumeInfo {
-                    name: spec.name.clone(),
-                    labels: spec.labels.clone(),
-                });
+            s.volumes.entry(spec.name.clone()).or_insert_with(|| VolumeInfo {
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+            });
             Ok(())
         })
         .await
@@ -888,11 +857,7 @@ impl Runtime for FakeRuntime {
 
     async fn list_volumes(&self) -> RuntimeResult<Vec<VolumeInfo>> {
         self.call(FakeOp::ListVolumes, "", |s| {
-            Ok(s.volumes
-                .values()
-                .filter(|v| is_managed(&v.labels))
-                .cloned()
-                .collect())
+            Ok(s.volumes.values().filter(|v| is_managed(&v.labels)).cloned().collect())
         })
         .await
     }
@@ -966,10 +931,7 @@ mod tests {
         stream
             .map(|chunk| {
                 let chunk = chunk.unwrap();
-                (
-                    chunk.stream,
-                    String::from_utf8(chunk.data.to_vec()).unwrap(),
-                )
+                (chunk.stream, String::from_utf8(chunk.data.to_vec()).unwrap())
             })
             .collect()
             .await
@@ -982,20 +944,13 @@ mod tests {
         fake.remove_network("nope").await.unwrap();
         fake.remove_volume("nope").await.unwrap();
         fake.remove_image("nope").await.unwrap();
-        assert!(
-            fake.inspect_container("nope")
-                .await
-                .unwrap_err()
-                .is_not_found()
-        );
+        assert!(fake.inspect_container("nope").await.unwrap_err().is_not_found());
     }
 
     #[tokio::test]
     async fn network_with_attached_container_is_in_use_until_it_is_removed() {
         let fake = fake_with_image();
-        fake.create_network(&net_spec("moat-run_0123456789ab"))
-            .await
-            .unwrap();
+        fake.create_network(&net_spec("moat-run_0123456789ab")).await.unwrap();
         let id = fake
             .create_container(&run_spec("run_0123456789ab", Some("moat-run_0123456789ab")))
             .await
@@ -1003,10 +958,7 @@ mod tests {
         let listed = fake.list_networks().await.unwrap();
         assert_eq!(listed[0].containers, vec!["run_0123456789ab".to_string()]);
 
-        let err = fake
-            .remove_network("moat-run_0123456789ab")
-            .await
-            .unwrap_err();
+        let err = fake.remove_network("moat-run_0123456789ab").await.unwrap_err();
         assert!(matches!(err, RuntimeError::InUse { .. }), "{err}");
 
         fake.remove_container(&id).await.unwrap();
@@ -1034,10 +986,7 @@ mod tests {
     async fn scripted_failures_apply_exactly_the_given_number_of_times() {
         let fake = FakeRuntime::new();
         fake.fail_next(FakeOp::Ping, FakeErrorKind::Unavailable, 2);
-        assert!(matches!(
-            fake.ping().await,
-            Err(RuntimeError::Unavailable { .. })
-        ));
+        assert!(matches!(fake.ping().await, Err(RuntimeError::Unavailable { .. })));
         assert!(fake.ping().await.is_err());
         fake.ping().await.unwrap();
         assert_eq!(fake.call_count(FakeOp::Ping), 3);
@@ -1046,9 +995,7 @@ mod tests {
     #[tokio::test]
     async fn calls_are_recorded_with_their_targets() {
         let fake = fake_with_image();
-        fake.create_network(&net_spec("moat-run_0123456789ab"))
-            .await
-            .unwrap();
+        fake.create_network(&net_spec("moat-run_0123456789ab")).await.unwrap();
         fake.remove_container("run_0123456789ab").await.unwrap();
         assert_eq!(
             fake.calls(),
@@ -1089,9 +1036,7 @@ mod tests {
         assert!(fake.networks().is_empty());
 
         fake.delay(FakeOp::CreateNetwork, Duration::from_secs(2));
-        fake.create_network(&net_spec("moat-run_0123456789ab"))
-            .await
-            .unwrap();
+        fake.create_network(&net_spec("moat-run_0123456789ab")).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -1163,9 +1108,7 @@ mod tests {
             .await
             .unwrap();
         fake.start_container(&id).await.unwrap();
-        fake.stop_container(&id, Duration::from_secs(1))
-            .await
-            .unwrap();
+        fake.stop_container(&id, Duration::from_secs(1)).await.unwrap();
         assert_eq!(
             fake.wait_container("run_0123456789ab").await.unwrap(),
             Some(STOPPED_EXIT_CODE)

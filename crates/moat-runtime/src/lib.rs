@@ -3,6 +3,7 @@
 //! labels, the per-run subnet pool and runtime selection. Knows nothing of
 //! runs' policy or credentials (runtime.md).
 
+pub mod apple;
 pub mod base_image;
 pub mod docker;
 pub mod error;
