@@ -12,6 +12,7 @@ pub mod keystore;
 pub mod provider;
 mod provider_file;
 pub mod providers;
+pub mod run_grants;
 pub mod sealed;
 pub mod secrets;
 pub mod store;
@@ -30,6 +31,7 @@ pub use provider::{
 };
 pub use provider_file::ProviderFileError;
 pub use providers::{ProviderError, Providers};
+pub use run_grants::{RunGrantError, RunGrants, resolve_run_grants};
 pub use secrets::{SecretError, SecretResolver, resolve_secret};
 pub use store::{CredentialStore, StoreError};
 pub use validate::{ValidationError, ValidationOptions, ValidationOutcome};

@@ -58,6 +58,7 @@ pub enum StoreError {
 /// The credentials of one profile (or of the default profile).
 #[derive(Debug)]
 pub struct CredentialStore {
+    profile: Option<String>,
     credentials_dir: PathBuf,
     dir: PathBuf,
     keys: Box<dyn KeyStore>,
@@ -82,10 +83,16 @@ impl CredentialStore {
             }
         };
         Ok(CredentialStore {
+            profile: profile.map(str::to_owned),
             credentials_dir,
             dir,
             keys,
         })
+    }
+
+    /// The profile this store serves (`None` = default).
+    pub fn profile(&self) -> Option<&str> {
+        self.profile.as_deref()
     }
 
     /// The directory holding this profile's `.enc` files.
@@ -134,6 +141,12 @@ impl CredentialStore {
         serde_json::from_slice(&plaintext)
             .map(Some)
             .map_err(|source| StoreError::Malformed { path, source })
+    }
+
+    /// The redacted view of one credential (`moat grant show`), or `None`
+    /// if it was never granted.
+    pub fn summary(&self, provider: &str) -> Result<Option<CredentialSummary>, StoreError> {
+        Ok(self.load(provider)?.map(|c| c.summary(provider)))
     }
 
     /// Every credential of this profile, redacted, sorted by provider. A

@@ -61,6 +61,20 @@ pub enum ValidationOutcome {
     NotSupported,
 }
 
+impl std::fmt::Display for ValidationOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValidationOutcome::Valid => f.write_str("valid"),
+            ValidationOutcome::Rejected { status } => write!(f, "rejected (HTTP {status})"),
+            ValidationOutcome::UnexpectedStatus { status } => {
+                write!(f, "unexpected answer (HTTP {status})")
+            }
+            ValidationOutcome::Unreachable(reason) => write!(f, "not checked: {reason}"),
+            ValidationOutcome::NotSupported => f.write_str("not checked: no validation endpoint"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ValidationError {
     #[error("invalid validation URL {url:?}: {reason}")]
@@ -271,6 +285,16 @@ fn add_pem_roots(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), Validation
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_read_well() {
+        assert_eq!(
+            ValidationOutcome::Rejected { status: 401 }.to_string(),
+            "rejected (HTTP 401)"
+        );
+        let offline = ValidationOutcome::Unreachable("cannot connect to a:443".into());
+        assert_eq!(offline.to_string(), "not checked: cannot connect to a:443");
+    }
 
     #[test]
     fn statuses_are_classified() {

@@ -218,3 +218,16 @@ fn open_uses_the_file_backend_by_default() {
         .unwrap();
     assert!(home.home.credentials_dir().join(".key").exists());
 }
+
+#[test]
+fn show_gives_one_redacted_summary() {
+    let home = TempHome::new();
+    let store = store(&home.home, None);
+    assert_eq!(store.summary("github").unwrap(), None);
+    store
+        .save("github", &Credential::new(FAKE_TOKEN, CredentialKind::Token))
+        .unwrap();
+    let shown = store.summary("github").unwrap().unwrap();
+    assert_eq!(shown.provider, "github");
+    assert_eq!(shown.details.unwrap().token, "…7e2a");
+}

@@ -1,0 +1,57 @@
+//! What a run's `grants:` turn into: the injection rules for the proxy, the
+//! placeholder environment for the container and the hosts strict policy
+//! must allow. The daemon calls this once per run with the user's profile.
+
+use crate::provider::InjectionSpec;
+use crate::providers::{ProviderError, Providers};
+use crate::store::{CredentialStore, StoreError};
+
+/// Everything the daemon needs from the credential side for one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunGrants {
+    pub injections: Vec<InjectionSpec>,
+    /// Placeholder variables only; never a token.
+    pub env: Vec<(String, String)>,
+    /// Host patterns the grants inject into.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunGrantError {
+    #[error(transparent)]
+    UnknownProvider(#[from] ProviderError),
+    #[error("{provider} is not granted{profile}; run `moat grant {provider}` first")]
+    NotGranted { provider: String, profile: String },
+    #[error("the {provider} credential expired; run `moat grant {provider}` again")]
+    Expired { provider: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Resolves `grants` (provider names, duplicates ignored) against the store.
+pub fn resolve_run_grants(
+    store: &CredentialStore,
+    providers: &Providers,
+    grants: &[String],
+) -> Result<RunGrants, RunGrantError> {
+    let mut resolved = RunGrants::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for name in grants {
+        if seen.contains(&name.as_str()) {
+            continue;
+        }
+        seen.push(name);
+        let provider = providers.require(name)?;
+        let credential = store.load(name)?.ok_or_else(|| RunGrantError::NotGranted {
+            provider: name.clone(),
+            profile: store.profile().map(|p| format!(" in profile {p}")).unwrap_or_default(),
+        })?;
+        if credential.is_expired(chrono::Utc::now()) {
+            return Err(RunGrantError::Expired { provider: name.clone() });
+        }
+        resolved.injections.extend(provider.injections(&credential));
+        resolved.env.extend(provider.container_env());
+        resolved.hosts.extend(provider.hosts());
+    }
+    Ok(resolved)
+}
