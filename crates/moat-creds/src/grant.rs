@@ -44,7 +44,7 @@ pub enum GrantError {
 pub struct TokenSources {
     pub gh_program: PathBuf,
     pub gh_timeout: Duration,
-    /// Skip the host environment (tests, or `--no-env`).
+    /// Whether the host environment is consulted (tests turn it off).
     pub use_env: bool,
 }
 

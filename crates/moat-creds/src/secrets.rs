@@ -100,6 +100,7 @@ impl SecretResolver {
             program: &self.op_program,
             install_hint: OP_INSTALL_HINT,
             failure_hint: OP_FAILURE_HINT,
+            appends_newline: false,
         };
         self.run(uri, &cli, &["read", "--no-newline", uri])
     }
@@ -112,6 +113,7 @@ impl SecretResolver {
             program: &self.aws_program,
             install_hint: AWS_INSTALL_HINT,
             failure_hint: AWS_FAILURE_HINT,
+            appends_newline: true,
         };
         let args = [
             "ssm",
@@ -142,7 +144,10 @@ impl SecretResolver {
                 hint: cli.failure_hint,
             });
         }
-        Ok(strip_line_ending(&output.stdout).to_owned())
+        if cli.appends_newline {
+            return Ok(strip_line_ending(&output.stdout).to_owned());
+        }
+        Ok(output.stdout)
     }
 }
 
@@ -150,6 +155,9 @@ struct Cli<'a> {
     program: &'a std::path::Path,
     install_hint: &'static str,
     failure_hint: &'static str,
+    /// Whether the CLI prints a newline after the value (`aws --output
+    /// text` does; `op read --no-newline` does not).
+    appends_newline: bool,
 }
 
 fn resolve_env(uri: &str, var: &str) -> Result<String, SecretError> {
