@@ -12,6 +12,7 @@
 
 mod create;
 pub mod errors;
+mod follow;
 pub mod parse;
 pub mod runner;
 
@@ -23,16 +24,15 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::{
-    Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec, OutputChunk,
-    OutputStream, OutputStreamKind, Runtime, RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo,
-    VolumeSpec,
+    Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec, OutputStream, Runtime,
+    RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo, VolumeSpec,
 };
 
 pub use parse::{AppleContainer, Attachment};
 pub use runner::{ByteStream, CommandOutput, CommandRunner, ProcessRunner, ScriptedReply, ScriptedRunner};
 
+use follow::{follow_logs, stdout_chunk};
 use parse::ParseError;
-use runner::command_line;
 
 const KIND: RuntimeKind = RuntimeKind::Apple;
 
@@ -569,75 +569,5 @@ impl Runtime for AppleRuntime {
     /// Always empty: moat creates no volumes on Apple.
     async fn list_volumes(&self) -> RuntimeResult<Vec<VolumeInfo>> {
         Ok(Vec::new())
-    }
-}
-
-// === logs --follow ===
-
-fn stdout_chunk(data: bytes::Bytes) -> OutputChunk {
-    OutputChunk {
-        stream: OutputStreamKind::Stdout,
-        data,
-    }
-}
-
-/// `container logs --follow` never ends by itself: read it while polling
-/// `inspect`, and once the container has stopped, read what is left for
-/// [`AppleOptions::log_drain`] and end.
-fn follow_logs(runtime: AppleRuntime, id: String, lines: ByteStream) -> OutputStream {
-    let next_poll = Instant::now() + runtime.options.poll_interval;
-    let state = FollowState {
-        runtime,
-        id,
-        lines,
-        next_poll,
-        drain_until: None,
-    };
-    Box::pin(futures_util::stream::unfold(Some(state), |state| async move {
-        let mut state = state?;
-        match state.next_chunk().await {
-            Some(Ok(chunk)) => Some((Ok(chunk), Some(state))),
-            Some(Err(err)) => Some((Err(err), None)),
-            None => None,
-        }
-    }))
-}
-
-struct FollowState {
-    runtime: AppleRuntime,
-    id: String,
-    lines: ByteStream,
-    next_poll: Instant,
-    /// Set once the container has stopped.
-    drain_until: Option<Instant>,
-}
-
-impl FollowState {
-    async fn next_chunk(&mut self) -> Option<RuntimeResult<OutputChunk>> {
-        use futures_util::StreamExt;
-        loop {
-            if let Some(until) = self.drain_until {
-                let read = tokio::time::timeout_at(until, self.lines.next()).await;
-                return read.ok().flatten().map(|r| r.map(stdout_chunk));
-            }
-            tokio::select! {
-                read = self.lines.next() => return read.map(|r| r.map(stdout_chunk)),
-                _ = tokio::time::sleep_until(self.next_poll) => self.poll().await,
-            }
-        }
-    }
-
-    async fn poll(&mut self) {
-        let options = &self.runtime.options;
-        self.next_poll = Instant::now() + options.poll_interval;
-        match self.runtime.has_exited(&self.id).await {
-            Ok(true) => self.drain_until = Some(Instant::now() + options.log_drain),
-            Ok(false) => {}
-            Err(err) => tracing::warn!(
-                "following logs of {}: {} failed ({err}); still following",
-                self.id,
-                command_line(&strings(&["inspect", &self.id]))
-            ),
-        }
     }
 }
