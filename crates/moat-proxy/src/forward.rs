@@ -161,15 +161,15 @@ pub(crate) fn policy_refusal(decision: &Decision, target: &Target, method: &Meth
         decision.rule
     );
     if decision.rule.starts_with("strict") {
-        let _ = write!(
+        let _ = writeln!(
             body,
-            "To allow it, run with `moat run --allow-host {}` or add the host to network.rules in moat.yaml.\n",
+            "To allow it, run with `moat run --allow-host {}` or add the host to network.rules in moat.yaml.",
             target.host
         );
     } else {
-        let _ = write!(
+        let _ = writeln!(
             body,
-            "To allow it, change the method/path rules for {} in network.rules (moat.yaml).\n",
+            "To allow it, change the method/path rules for {} in network.rules (moat.yaml).",
             target.host
         );
     }

@@ -3,7 +3,7 @@
 //! network policy, and a per-run request trace (design: proxy.md).
 //!
 //! The proxy knows nothing about containers: the daemon builds a
-//! [`CertificateAuthority`] and a [`Proxy`], serves listeners with
+//! [`CertificateAuthority`] and a [`ProxyHandle`], serves listeners with
 //! [`ProxyHandle::serve`], and registers each run with its token, policy,
 //! injections and trace path.
 
@@ -29,7 +29,7 @@ pub use config::{ProxyConfig, ProxyTimeouts};
 pub use error::{CaError, ProxyError};
 pub use injection::InjectionRule;
 pub use policy::{HostRule, NetworkPolicy, PolicyMode};
-pub use proxy::{Proxy, ProxyHandle};
+pub use proxy::ProxyHandle;
 pub use registry::{RunRegistration, RunTraceSummary};
 pub use token::ProxyToken;
 pub use trace::TraceRecord;

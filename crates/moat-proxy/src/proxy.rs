@@ -43,13 +43,14 @@ pub(crate) struct Shared {
     shutdown: watch::Sender<bool>,
 }
 
-/// Builds proxies.
-pub struct Proxy;
+/// A cheap-to-clone handle on the proxy: register runs, serve listeners.
+#[derive(Clone)]
+pub struct ProxyHandle(Arc<Shared>);
 
-impl Proxy {
+impl ProxyHandle {
     /// Validates `config` (loads trust roots) and builds a proxy using `ca`
     /// for interception. Nothing listens until [`ProxyHandle::serve`].
-    pub fn new(config: ProxyConfig, ca: Arc<CertificateAuthority>) -> Result<ProxyHandle, ProxyError> {
+    pub fn new(config: ProxyConfig, ca: Arc<CertificateAuthority>) -> Result<Self, ProxyError> {
         let resolver = Arc::new(Resolver::new(&config.resolve_overrides, config.timeouts.resolve));
         let connector = UpstreamConnector::new(&config, resolver.clone())?;
         let client = build_client(connector.clone(), config.timeouts.pool_idle);
@@ -63,13 +64,9 @@ impl Proxy {
             accept_local_addrs: config.accept_local_addrs.iter().map(|ip| ip.to_canonical()).collect(),
             shutdown: watch::channel(false).0,
         };
-        Ok(ProxyHandle(Arc::new(shared)))
+        Ok(Self(Arc::new(shared)))
     }
 }
-
-/// A cheap-to-clone handle on a running proxy.
-#[derive(Clone)]
-pub struct ProxyHandle(Arc<Shared>);
 
 impl std::fmt::Debug for ProxyHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -8,10 +8,14 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::body::{CountingBody, ProxyBody, TracedBody};
 use crate::forward::{PendingTrace, Target, gateway_error, refuse};
 use crate::proxy::Shared;
+
+/// Bytes read per step when splicing an upgraded connection.
+const SPLICE_BUFFER: usize = 16 * 1024;
 
 /// Sends an upgrade request and, on `101`, splices client and upstream.
 pub(crate) async fn forward_upgrade(
@@ -62,13 +66,38 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade, trace: PendingTrace) {
         Ok(pair) => pair,
         Err(e) => return trace.finish(0, Some(format!("upgrade failed: {e}"))),
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((to_upstream, to_client)) => {
-            trace.add_bytes_out(to_upstream);
-            trace.finish(to_client, None);
+    let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
+    let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
+    let (to_upstream, to_client) = tokio::join!(pump(client_read, upstream_write), pump(upstream_read, client_write));
+    trace.add_bytes_out(to_upstream.bytes);
+    let error = to_upstream.error.or(to_client.error);
+    trace.finish(to_client.bytes, error);
+}
+
+/// What one direction of a splice carried, and how it ended.
+struct Pumped {
+    bytes: u64,
+    error: Option<String>,
+}
+
+/// Copies until end of stream, then shuts the writer down. A peer that
+/// vanishes without a TLS close_notify counts as an ordinary end.
+async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) -> Pumped {
+    let mut buffer = vec![0u8; SPLICE_BUFFER];
+    let mut bytes = 0u64;
+    let error = loop {
+        match from.read(&mut buffer).await {
+            Ok(0) => break None,
+            Ok(n) => {
+                if let Err(e) = to.write_all(&buffer[..n]).await {
+                    break Some(format!("upgraded stream write failed: {e}"));
+                }
+                bytes += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break None,
+            Err(e) => break Some(format!("upgraded stream read failed: {e}")),
         }
-        Err(e) => trace.finish(0, Some(format!("upgraded stream failed: {e}"))),
-    }
+    };
+    let _ = to.shutdown().await;
+    Pumped { bytes, error }
 }

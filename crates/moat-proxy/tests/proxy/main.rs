@@ -1,0 +1,10 @@
+//! Integration tests of the proxy over loopback: a local HTTPS upstream with
+//! its own CA, public-looking names pointed at it through resolve overrides.
+
+mod auth;
+mod curl;
+mod injection;
+mod policy;
+mod streaming;
+mod support;
+mod trace;

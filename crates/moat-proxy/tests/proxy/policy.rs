@@ -1,0 +1,148 @@
+//! Network policy: strict mode, method/path rules, resolved-address checks,
+//! and redirects passed through rather than followed.
+
+use http::StatusCode;
+use moat_proxy::{HostRule, NetworkPolicy, PolicyMode, ProxyToken, RunRegistration};
+
+use crate::support::{TestProxy, body_text, get, injection};
+
+fn strict(rules: Vec<HostRule>) -> NetworkPolicy {
+    NetworkPolicy {
+        mode: PolicyMode::Strict,
+        rules,
+    }
+}
+
+fn host_rule(pattern: String, method_path_rules: &[&str]) -> HostRule {
+    HostRule {
+        host_pattern: pattern,
+        method_path_rules: method_path_rules.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn strict_mode_blocks_unlisted_hosts_and_explains_how_to_allow() {
+    let proxy = TestProxy::start("strict").await;
+    let up = &proxy.upstream;
+    let policy = strict(vec![host_rule(up.pattern("api.example.test"), &[])]);
+    let grant = injection(&up.pattern("other.example.test"), "x-api-key", "k", None, "other");
+    let run = proxy.register("run", policy, vec![grant]);
+    let client = proxy.client(&run.token);
+
+    let (response, tunnel) = client.connect(&up.authority("evil.example.test")).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(tunnel.is_none());
+    let body = body_text(response).await;
+    assert!(body.contains("strict"), "{body}");
+    assert!(body.contains("moat run --allow-host evil.example.test"), "{body}");
+    assert!(body.contains("network.rules"), "{body}");
+
+    for host in ["api.example.test", "other.example.test"] {
+        let mut tunnel = client.tunnel(&up.authority(host), false).await;
+        tunnel.echo(get(host, "/", &[])).await;
+    }
+    let records = run.trace_records(3).await;
+    let denied = records.iter().find(|r| r["decision"] == "deny").unwrap();
+    assert_eq!(denied["host"], "evil.example.test");
+    assert_eq!(denied["status"], 403);
+}
+
+#[tokio::test]
+async fn method_path_rules_first_match_wins() {
+    let proxy = TestProxy::start("methodpath").await;
+    let up = &proxy.upstream;
+    let rules = ["deny * /repos/secret/**", "allow GET /repos/**"];
+    let policy = strict(vec![host_rule(up.pattern("api.example.test"), &rules)]);
+    let run = proxy.register("run", policy, vec![]);
+    let mut tunnel = proxy
+        .client(&run.token)
+        .tunnel(&up.authority("api.example.test"), false)
+        .await;
+    tunnel.echo(get("api.example.test", "/repos/public/x", &[])).await;
+
+    let response = tunnel.send(get("api.example.test", "/repos/secret/key", &[])).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(body_text(response).await.contains("deny * /repos/secret/**"));
+
+    let post = http::Request::post("/repos/public/x")
+        .header("host", "api.example.test")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = tunnel.send(post).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        body_text(response)
+            .await
+            .contains("no allow rule matches POST /repos/public/x")
+    );
+}
+
+#[tokio::test]
+async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
+    let proxy = TestProxy::start("restricted").await;
+    let up = &proxy.upstream;
+    let token = ProxyToken::generate();
+    proxy
+        .handle
+        .register_run(RunRegistration {
+            run_id: "no-host-ports".into(),
+            token: token.clone(),
+            policy: NetworkPolicy::default(),
+            injections: vec![],
+            trace_path: proxy.dir.join("no-host-ports.jsonl"),
+            host_ports: vec![],
+        })
+        .unwrap();
+    let client = proxy.client(&token);
+    for authority in [
+        up.authority("api.example.test"),
+        "metadata.example.test:80".to_string(),
+        "169.254.169.254:80".to_string(),
+        "localhost:22".to_string(),
+    ] {
+        let (response, tunnel) = client.connect(&authority).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{authority}");
+        assert!(tunnel.is_none());
+        let body = body_text(response).await;
+        assert!(body.contains("network.host"), "{authority}: {body}");
+    }
+
+    // The same upstream is reachable for a run listing the port, or naming host:port.
+    let explicit = format!("api.example.test:{}", up.addr.port());
+    let allowed = NetworkPolicy {
+        mode: PolicyMode::Permissive,
+        rules: vec![host_rule(explicit, &[])],
+    };
+    let token = ProxyToken::generate();
+    proxy
+        .handle
+        .register_run(RunRegistration {
+            run_id: "explicit".into(),
+            token: token.clone(),
+            policy: allowed,
+            injections: vec![],
+            trace_path: proxy.dir.join("explicit.jsonl"),
+            host_ports: vec![],
+        })
+        .unwrap();
+    let mut tunnel = proxy
+        .client(&token)
+        .tunnel(&up.authority("api.example.test"), false)
+        .await;
+    tunnel.echo(get("api.example.test", "/", &[])).await;
+    let (response, _) = proxy.client(&token).connect(&up.authority("other.example.test")).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn redirects_are_returned_not_followed() {
+    let proxy = TestProxy::start("redirect").await;
+    let run = proxy.register("run", NetworkPolicy::default(), vec![]);
+    let mut tunnel = proxy
+        .client(&run.token)
+        .tunnel(&proxy.upstream.authority("api.example.test"), false)
+        .await;
+    let response = tunnel.send(get("api.example.test", "/redirect", &[])).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()["location"], "https://other.example.test/");
+}
