@@ -213,8 +213,8 @@ impl AppleRuntime {
         parse::parse_containers("list", &stdout).map_err(parse_failure)
     }
 
-    /// Whether the container is no longer running (or gone). Poll errors
-    /// count as "still running" and are reported to the caller.
+    /// Whether the container is no longer running (or gone); other
+    /// `inspect` failures are returned.
     async fn has_exited(&self, id: &str) -> RuntimeResult<bool> {
         match self.inspect(id).await {
             Ok(container) => Ok(!container.info.status.is_running()),
@@ -444,7 +444,7 @@ impl Runtime for AppleRuntime {
         let mut args = strings(&["exec", id]);
         args.extend(command.iter().cloned());
         let output = self.invoke(&args, self.timeouts().call).await?;
-        if !output.success() {
+        if !output.success() && errors::is_cli_error(&output) {
             let err = errors::classify(&args, &format!("container {id}"), &output);
             if !matches!(err, RuntimeError::Other { .. }) {
                 return Err(err);

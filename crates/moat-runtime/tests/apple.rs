@@ -508,3 +508,31 @@ async fn what_the_cli_cannot_do_is_refused_clearly() {
     assert!(rt.list_volumes().await.unwrap().is_empty());
     assert_eq!(rt.capabilities(), moat_runtime::Capabilities::default());
 }
+
+#[tokio::test]
+async fn exec_passes_the_command_status_through() {
+    let runner = ScriptedRunner::new();
+    runner
+        .once(&["exec"], ScriptedReply::ok("hi\n"))
+        .once(
+            &["exec"],
+            ScriptedReply {
+                output: moat_runtime::apple::CommandOutput {
+                    status: 127,
+                    stdout: String::new(),
+                    stderr: "sh: 1: frobnicate: not found\n".to_string(),
+                },
+                takes: Duration::ZERO,
+            },
+        )
+        .once(&["exec"], ScriptedReply::fail(fixture!("err-inspect-not-found.txt")));
+    let rt = runtime(&runner);
+    let command = ["sh".to_string(), "-c".to_string(), "echo hi".to_string()];
+    let ok = rt.exec("run_0123456789ab", &command).await.unwrap();
+    assert_eq!((ok.exit_code, ok.stdout), (Some(0), b"hi\n".to_vec()));
+    let missing_program = rt.exec("run_0123456789ab", &command).await.unwrap();
+    assert_eq!(missing_program.exit_code, Some(127));
+    let err = rt.exec("run_000000000000", &command).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(runner.invocations()[0].join(" "), "exec run_0123456789ab sh -c echo hi");
+}

@@ -47,6 +47,14 @@ pub fn is_apiserver_down(output: &CommandOutput) -> bool {
     !output.success() && contains_any(&output.stderr, APISERVER_DOWN)
 }
 
+/// Whether a failure is the CLI's own (`Error: …` as the last line, or the
+/// apiserver being down) rather than the output of a command run in the
+/// container, which may say "not found" too (`sh: foo: not found`).
+pub fn is_cli_error(output: &CommandOutput) -> bool {
+    let last_line = output.stderr.lines().rev().map(str::trim).find(|l| !l.is_empty());
+    is_apiserver_down(output) || last_line.is_some_and(|line| line.starts_with("Error: "))
+}
+
 /// Stderr on one line, for error messages.
 pub fn one_line(stderr: &str) -> String {
     stderr
@@ -155,6 +163,15 @@ mod tests {
             RuntimeError::Unavailable { .. }
         ));
         assert!(!is_apiserver_down(&failed(fixture!("err-inspect-not-found.txt"))));
+    }
+
+    #[test]
+    fn cli_errors_are_told_apart_from_command_output() {
+        assert!(is_cli_error(&failed(fixture!("err-inspect-not-found.txt"))));
+        assert!(is_cli_error(&failed(fixture!("err-network-delete-in-use.txt"))));
+        assert!(is_cli_error(&failed(fixture!("err-apiserver-not-running.txt"))));
+        assert!(!is_cli_error(&failed("sh: 1: frobnicate: not found\n")));
+        assert!(!is_cli_error(&failed("")));
     }
 
     #[test]
