@@ -164,7 +164,8 @@ impl FakeRuntime {
         Self::with_config(timeouts, capabilities)
     }
 
-    /// A runtime that reports `capabilities` (e.g. to imitate Apple's).
+    /// A runtime that reports `capabilities` (e.g. to imitate Apple's);
+    /// without `exit_codes`, `wait_container` answers `None` like Apple's.
     pub fn with_config(timeouts: Timeouts, capabilities: Capabilities) -> Self {
         FakeRuntime {
             shared: Arc::new(Shared {
@@ -356,7 +357,8 @@ impl FakeRuntime {
                 let mut state = self.lock();
                 let container = state.container_mut(key)?;
                 if container.has_exited() {
-                    return Ok(container.info.exit_code);
+                    let reported = self.shared.capabilities.exit_codes;
+                    return Ok(container.info.exit_code.filter(|_| reported));
                 }
             }
             wait_for_change(&mut changed, exits_at).await;

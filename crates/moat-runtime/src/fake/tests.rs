@@ -264,3 +264,16 @@ async fn logs_without_follow_end_at_current_output() {
     let recent = collect_text(fake.logs(&id, false, Some(cutoff)).await.unwrap()).await;
     assert_eq!(recent, vec![(OutputStreamKind::Stdout, "b".to_string())]);
 }
+
+#[tokio::test]
+async fn without_exit_code_capability_wait_reports_none() {
+    let fake = FakeRuntime::with_config(Timeouts::default(), Capabilities::default());
+    fake.add_image("debian:bookworm-slim");
+    let id = fake
+        .create_container(&run_spec("run_0123456789ab", None))
+        .await
+        .unwrap();
+    fake.start_container(&id).await.unwrap();
+    assert!(fake.exit_container(&id, 9));
+    assert_eq!(fake.wait_container(&id).await.unwrap(), None);
+}
