@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const API_VERSION: u32 = 1;
 
 /// Features this daemon offers, reported by `/v1/health`.
-pub const CAPABILITIES: &[&str] = &["runs", "attach", "stop", "idle-shutdown"];
+pub const CAPABILITIES: &[&str] = &["runs", "attach", "stop", "idle-shutdown", "reap", "proxy"];
 
 /// Everything the daemon needs to create a run. Carries no secret values.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -47,6 +47,15 @@ pub struct RunSpec {
     pub secret_names: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Network policy the proxy enforces for this run.
+    #[serde(default)]
+    pub policy: moat_proxy::NetworkPolicy,
+    /// Host ports (`network.host`) the run may reach.
+    #[serde(default)]
+    pub host_ports: Vec<u16>,
+    /// Credential profile the grants come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -98,6 +98,12 @@ impl DaemonClient {
             .await
     }
 
+    /// Tells the daemon credentials changed so live runs pick it up.
+    pub async fn refresh_grants(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::POST, "/v1/grants/refresh", None::<&()>, CALL_TIMEOUT)
+            .await
+    }
+
     pub async fn shutdown(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::POST, "/v1/shutdown", None::<&()>, CALL_TIMEOUT).await
     }

@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod client;
+pub mod egress;
+pub mod grants;
 pub mod idle;
 pub mod info;
 mod lines;
@@ -40,6 +42,8 @@ pub enum DaemonError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Spawn(#[from] SpawnError),
+    #[error("{0}")]
+    Egress(#[from] egress::EgressError),
     #[error("another daemon (pid {0}) is serving this MOAT_HOME")]
     AlreadyRunning(u32),
 }
@@ -60,7 +64,11 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     refuse_if_another_daemon_answers(&socket).await?;
     raise_open_files_limit();
 
-    let daemon = Daemon::new(config, runtimes, None);
+    let egress = match &config.egress {
+        Some(egress_config) => Some(start_egress(&home, egress_config.clone()).await?),
+        None => None,
+    };
+    let daemon = Daemon::new(config, runtimes, egress);
     let info = DaemonInfo {
         pid: std::process::id(),
         socket: socket.clone(),
@@ -97,6 +105,18 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
 
     finish(&daemon, &info);
     Ok(())
+}
+
+/// Starts the proxy, keeping the previous daemon's port: running
+/// containers have it baked into their proxy settings.
+async fn start_egress(
+    home: &moat_core::MoatHome,
+    mut config: egress::EgressConfig,
+) -> Result<Arc<egress::Egress>, DaemonError> {
+    if let Some(previous) = DaemonInfo::read(&home.daemon_json()).and_then(|info| info.proxy_port) {
+        config.preferred_port = previous;
+    }
+    Ok(egress::Egress::start(home, config).await?)
 }
 
 async fn refuse_if_another_daemon_answers(socket: &std::path::Path) -> Result<(), DaemonError> {

@@ -13,7 +13,8 @@ use moat_runtime::{ContainerStatus, Runtime};
 
 use crate::registry::{PersistedRun, RunHandle};
 use crate::state::Daemon;
-use crate::supervisor::{cleanup, supervise};
+use crate::supervisor::{cleanup, reattach_proxy, supervise};
+use moat_proxy::ProxyToken;
 
 /// How long to wait before retrying a runtime that is down.
 const RUNTIME_RETRY: Duration = Duration::from_secs(30);
@@ -42,7 +43,11 @@ pub fn restore(daemon: &Daemon) -> usize {
 /// the two when both are readable.
 fn restored_handle(daemon: &Daemon, run: PersistedRun) -> Arc<RunHandle> {
     let meta = daemon.store().load(&run.meta.id).unwrap_or(run.meta);
-    RunHandle::new(run.spec, meta)
+    let handle = RunHandle::new(run.spec, meta);
+    if let Some(token) = run.proxy_token.as_deref().and_then(ProxyToken::parse) {
+        handle.set_proxy_token(token);
+    }
+    handle
 }
 
 async fn settle(daemon: Daemon, handle: Arc<RunHandle>) {
@@ -89,6 +94,9 @@ async fn readopt(daemon: Daemon, runtime: Arc<dyn Runtime>, handle: Arc<RunHandl
     match runtime.inspect_container(&container).await {
         Ok(info) if info.status != ContainerStatus::Created => {
             tracing::info!(run = %meta.id, "re-adopting container {container} ({:?})", info.status);
+            if let Err(e) = reattach_proxy(&daemon, runtime.as_ref(), &handle).await {
+                tracing::warn!(run = %meta.id, "the run's proxy could not be restored: {e}");
+            }
             let since = last_output_time(&daemon, &handle);
             supervise(daemon, runtime, handle, since).await;
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use moat_core::atomic::write_atomic;
 use moat_core::store::{RunStore, StoreError};
 use moat_core::{RunId, RunMetadata};
+use moat_proxy::ProxyToken;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -28,6 +29,9 @@ pub struct RunHandle {
     pub spec: RunSpec,
     meta: Mutex<RunMetadata>,
     pub output: OutputHub,
+    /// The run's proxy token; persisted (containers have it baked into
+    /// their proxy settings), never logged.
+    proxy_token: Mutex<Option<ProxyToken>>,
     cleanup_claimed: AtomicBool,
     /// Signalled when the run leaves the registry.
     pub done: Notify,
@@ -39,6 +43,7 @@ impl RunHandle {
             spec,
             meta: Mutex::new(meta),
             output: OutputHub::default(),
+            proxy_token: Mutex::new(None),
             cleanup_claimed: AtomicBool::new(false),
             done: Notify::new(),
         })
@@ -61,6 +66,14 @@ impl RunHandle {
         store.save(&next)?;
         *meta = next.clone();
         Ok(next)
+    }
+
+    pub fn proxy_token(&self) -> Option<ProxyToken> {
+        lock(&self.proxy_token).clone()
+    }
+
+    pub fn set_proxy_token(&self, token: ProxyToken) {
+        *lock(&self.proxy_token) = Some(token);
     }
 
     /// True for exactly one caller: whoever tears the run down.
@@ -87,6 +100,8 @@ impl RunHandle {
 pub struct PersistedRun {
     pub spec: RunSpec,
     pub meta: RunMetadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -167,6 +182,7 @@ impl Registry {
             .map(|h| PersistedRun {
                 spec: h.spec.clone(),
                 meta: h.metadata(),
+                proxy_token: h.proxy_token().map(|t| t.as_str().to_string()),
             })
             .collect();
         let file = RunsFile {

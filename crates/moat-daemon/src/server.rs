@@ -76,6 +76,10 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
         (&Method::POST, ["v1", "runs", id, "stop"]) => stop(&daemon, id, req).await,
         (&Method::GET, ["v1", "runs", id, "attach"]) => attach(&daemon, id),
         (&Method::POST, ["v1", "maintenance", "reap"]) => reap(&daemon, req).await,
+        (&Method::POST, ["v1", "grants", "refresh"]) => {
+            let updated = crate::grants::refresh_live_runs(&daemon);
+            json(StatusCode::OK, &serde_json::json!({"updated_runs": updated}))
+        }
         (&Method::POST, ["v1", "shutdown"]) => {
             daemon.begin_shutdown();
             json(StatusCode::ACCEPTED, &serde_json::json!({"shutting_down": true}))
@@ -271,7 +275,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
 
 fn run_error(e: RunError) -> Response<Body> {
     let status = match &e {
-        RunError::MissingWorkspace(_) | RunError::UnknownImage { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        RunError::MissingWorkspace(_) | RunError::UnknownImage { .. } | RunError::Grant(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         RunError::NotLive(_) => StatusCode::NOT_FOUND,
         RunError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         RunError::Runtime(moat_runtime::RuntimeError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,

@@ -13,6 +13,7 @@ use moat_core::store::RunStore;
 use moat_runtime::{Runtime, RuntimeError};
 use tokio_util::sync::CancellationToken;
 
+use crate::egress::{Egress, EgressConfig};
 use crate::reaper::Reaper;
 use crate::registry::Registry;
 
@@ -40,6 +41,9 @@ pub struct DaemonConfig {
     pub second_sighting_after: Duration,
     /// Grace period of a graceful stop before the container is killed.
     pub stop_grace: Duration,
+    /// The proxy's settings; `None` runs without a proxy (tests of
+    /// lifecycle logic).
+    pub egress: Option<EgressConfig>,
 }
 
 impl DaemonConfig {
@@ -50,6 +54,7 @@ impl DaemonConfig {
             reap_interval: Duration::from_secs(600),
             second_sighting_after: crate::reaper::decide::SECOND_SIGHTING_AFTER,
             stop_grace: Duration::from_secs(10),
+            egress: Some(EgressConfig::default()),
         }
     }
 }
@@ -70,11 +75,11 @@ struct Inner {
     shutting_down: AtomicBool,
     attached_clients: AtomicUsize,
     started_at: DateTime<Utc>,
-    proxy_port: Option<u16>,
+    egress: Option<Arc<Egress>>,
 }
 
 impl Daemon {
-    pub fn new(config: DaemonConfig, runtimes: Arc<dyn Runtimes>, proxy_port: Option<u16>) -> Self {
+    pub fn new(config: DaemonConfig, runtimes: Arc<dyn Runtimes>, egress: Option<Arc<Egress>>) -> Self {
         let store = RunStore::new(config.home.clone());
         let registry = Arc::new(Registry::new(config.home.runs_json()));
         let reaper = Reaper::load(&config.home.reaper_json());
@@ -89,7 +94,7 @@ impl Daemon {
                 shutting_down: AtomicBool::new(false),
                 attached_clients: AtomicUsize::new(0),
                 started_at: Utc::now(),
-                proxy_port,
+                egress,
             }),
         }
     }
@@ -123,7 +128,12 @@ impl Daemon {
     }
 
     pub fn proxy_port(&self) -> Option<u16> {
-        self.inner.proxy_port
+        self.inner.egress.as_ref().map(|e| e.port())
+    }
+
+    /// The proxy, when this daemon runs one (tests may run without).
+    pub fn egress(&self) -> Option<&Arc<Egress>> {
+        self.inner.egress.as_ref()
     }
 
     /// Cancelled when the daemon begins shutting down.

@@ -13,13 +13,18 @@ use moat_core::lock::FileLock;
 use moat_core::logs::LogWriter;
 use moat_core::paths::run_files;
 use moat_core::{RunId, RunMetadata, RunState};
-use moat_runtime::{ContainerSpec, Mount, NetworkSpec, Runtime, RuntimeError, labels};
+use moat_proxy::{PolicyMode, ProxyToken};
+use moat_runtime::{ContainerSpec, Mount, NetworkInfo, NetworkSpec, Runtime, RuntimeError, labels};
+use std::net::IpAddr;
 
 use crate::api::{AttachEvent, RunSpec};
+use crate::egress::{Egress, EgressError, PROXY_HOST, PROXY_VARIABLES};
+use crate::grants::{self, GrantError};
 use crate::lines::LineSplitter;
 use crate::reaper::SweepRequest;
 use crate::registry::RunHandle;
 use crate::state::Daemon;
+use moat_creds::RunGrants;
 
 /// Where the workspace appears in the container.
 pub const WORKSPACE_TARGET: &str = "/workspace";
@@ -44,6 +49,10 @@ pub enum RunError {
     Registry(#[from] crate::registry::RegistryError),
     #[error("{0}")]
     Lock(#[from] moat_core::lock::LockError),
+    #[error("{0}")]
+    Egress(#[from] EgressError),
+    #[error("{0}")]
+    Grant(#[from] GrantError),
 }
 
 impl RunError {
@@ -54,6 +63,7 @@ impl RunError {
                 "build the local base image with `scripts/base-image.sh` (or `--image moat-base:bookworm`), or `docker build` your own".into(),
             ),
             RunError::MissingWorkspace(_) => Some("pass an existing directory: `moat run PATH`".into()),
+            RunError::Grant(e) => e.hint(),
             RunError::ShuttingDown => Some("retry: the next command starts a new daemon".into()),
             RunError::Runtime(RuntimeError::Unavailable { .. }) => {
                 Some("start the container runtime (e.g. `systemctl start docker`) and check `moat doctor`".into())
@@ -133,16 +143,21 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
             runtime: runtime.kind().to_string(),
         });
     }
+    let grants = grants::resolve(daemon.home(), spec)?;
     let home_label = daemon.home().label();
     let network_name = id.network_name();
     handle.update(daemon.store(), |m| m.network = Some(network_name.clone()))?;
     let network_spec = NetworkSpec {
         name: network_name.clone(),
         labels: labels::for_run(&home_label, id.as_str(), labels::role::NETWORK),
-        internal: false,
+        internal: spec.policy.mode == PolicyMode::Strict,
     };
-    create_network(daemon, runtime, &network_spec).await?;
-    let container_spec = container_spec(daemon, handle, &network_name);
+    let network = create_network(daemon, runtime, &network_spec).await?;
+    let proxy = match daemon.egress() {
+        Some(egress) => Some(attach_proxy(daemon, egress, handle, &network, grants).await?),
+        None => None,
+    };
+    let container_spec = container_spec(daemon, handle, &network_name, proxy);
     let container_id = runtime.create_container(&container_spec).await?;
     handle.update(daemon.store(), |m| {
         m.container_id = Some(container_id.clone());
@@ -160,9 +175,9 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
 
 /// Creates the run's network; when that times out or runs out of address
 /// space, sweeps orphans and retries once.
-async fn create_network(daemon: &Daemon, runtime: &dyn Runtime, spec: &NetworkSpec) -> Result<(), RunError> {
+async fn create_network(daemon: &Daemon, runtime: &dyn Runtime, spec: &NetworkSpec) -> Result<NetworkInfo, RunError> {
     match runtime.create_network(spec).await {
-        Ok(_) => Ok(()),
+        Ok(network) => Ok(network),
         Err(e @ (RuntimeError::Timeout { .. } | RuntimeError::AddressSpaceExhausted { .. })) => {
             tracing::warn!(
                 "creating network {} failed ({e}); sweeping orphans and retrying once",
@@ -172,14 +187,61 @@ async fn create_network(daemon: &Daemon, runtime: &dyn Runtime, spec: &NetworkSp
                 .reaper()
                 .sweep(daemon, &SweepRequest::default(), "network create failed")
                 .await;
-            runtime.create_network(spec).await?;
-            Ok(())
+            Ok(runtime.create_network(spec).await?)
         }
         Err(e) => Err(e.into()),
     }
 }
 
-fn container_spec(daemon: &Daemon, handle: &RunHandle, network: &str) -> ContainerSpec {
+/// What a container needs to reach the proxy.
+struct ProxyAttachment {
+    env: Vec<(String, String)>,
+    gateway: IpAddr,
+    ca_mount: Mount,
+}
+
+/// Registers the run with the proxy (complete before its container starts)
+/// and listens on its network's gateway.
+async fn attach_proxy(
+    daemon: &Daemon,
+    egress: &Egress,
+    handle: &RunHandle,
+    network: &NetworkInfo,
+    grants: RunGrants,
+) -> Result<ProxyAttachment, RunError> {
+    let id = handle.id();
+    let token = handle.proxy_token().unwrap_or_else(ProxyToken::generate);
+    handle.set_proxy_token(token.clone());
+    daemon.registry().persist_soon();
+    let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
+    egress.register(&id, &token, &handle.spec, grants::injection_rules(&grants), &trace_path)?;
+    let gateway = egress
+        .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
+        .await?;
+    let mut env = egress.container_env(&token);
+    env.extend(grants.env);
+    Ok(ProxyAttachment {
+        env,
+        gateway,
+        ca_mount: egress.ca_mount(),
+    })
+}
+
+/// Re-registers a re-adopted run with this daemon's proxy under the token
+/// its container already has; grants revoked meanwhile are dropped.
+pub async fn reattach_proxy(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -> Result<(), RunError> {
+    let (Some(egress), Some(network)) = (daemon.egress(), handle.metadata().network) else {
+        return Ok(());
+    };
+    if handle.proxy_token().is_none() {
+        return Ok(());
+    }
+    let grants = grants::resolve_remaining(daemon.home(), &handle.spec)?;
+    let network = runtime.inspect_network(&network).await?;
+    attach_proxy(daemon, egress, handle, &network, grants).await.map(|_| ())
+}
+
+fn container_spec(daemon: &Daemon, handle: &RunHandle, network: &str, proxy: Option<ProxyAttachment>) -> ContainerSpec {
     let spec = &handle.spec;
     let id = handle.id();
     let mut labels = spec.labels.clone();
@@ -190,16 +252,30 @@ fn container_spec(daemon: &Daemon, handle: &RunHandle, network: &str) -> Contain
         read_only: false,
     }];
     mounts.extend(spec.mounts.iter().cloned());
+    // moat owns the proxy variables; user attempts were warned about by the CLI.
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .filter(|(k, _)| !PROXY_VARIABLES.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let mut extra_hosts = Vec::new();
+    if let Some(proxy) = proxy {
+        env.extend(proxy.env);
+        mounts.push(proxy.ca_mount);
+        extra_hosts.push((PROXY_HOST.to_string(), proxy.gateway.to_string()));
+    }
     ContainerSpec {
         name: id.to_string(),
         image: spec.image.clone(),
         command: spec.command.clone(),
-        env: spec.env.clone(),
+        env,
         mounts,
         working_dir: Some(WORKSPACE_TARGET.to_string()),
         user: workspace_owner(&spec.workspace),
         network: Some(network.to_string()),
         labels,
+        extra_hosts,
         memory_bytes: spec.memory_bytes,
         cpus: spec.cpus,
         dns: spec.dns.clone(),
@@ -336,6 +412,9 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
         exit_code: meta.exit_code,
         failure: meta.failure.clone(),
     });
+    if let Some(egress) = daemon.egress() {
+        egress.release(&meta.id);
+    }
     daemon.registry().remove(&meta.id);
 }
 

@@ -45,6 +45,7 @@ impl Fixture {
         fake.add_image("img");
         let mut config = DaemonConfig::new(home);
         config.idle_timeout = idle_timeout;
+        config.egress = None;
         let daemon = Daemon::new(config, Arc::new(FakeRuntimes(fake.clone())), None);
         Fixture { root, fake, daemon }
     }

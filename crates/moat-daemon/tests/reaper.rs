@@ -59,7 +59,11 @@ impl Fixture {
             internal: false,
             containers: Vec::new(),
         });
-        self.container(run.as_str(), run.network_name(), labels::for_run(home, run.as_str(), labels::role::MAIN));
+        self.container(
+            run.as_str(),
+            run.network_name(),
+            labels::for_run(home, run.as_str(), labels::role::MAIN),
+        );
     }
 
     fn container(&self, name: &str, network: String, labels: BTreeMap<String, String>) {
@@ -80,7 +84,10 @@ impl Fixture {
         let id = RunId::generate();
         let meta = RunMetadata::new(id.clone(), self.root.clone(), "img".into(), "fake".into());
         self.daemon.store().create(&meta).unwrap();
-        self.daemon.registry().lock().insert(id.clone(), RunHandle::new(RunSpec::default(), meta));
+        self.daemon
+            .registry()
+            .lock()
+            .insert(id.clone(), RunHandle::new(RunSpec::default(), meta));
         id
     }
 
@@ -109,7 +116,10 @@ impl Drop for Fixture {
 }
 
 fn forced() -> SweepRequest {
-    SweepRequest { force: true, ..Default::default() }
+    SweepRequest {
+        force: true,
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -150,13 +160,28 @@ async fn an_orphan_is_removed_only_on_a_second_sighting() {
     let fx = Fixture::new(Duration::from_millis(200));
     let dead = fx.dead_run();
     fx.objects_of(&dead, &fx.home_label());
-    let first = fx.daemon.reaper().sweep(&fx.daemon, &SweepRequest::default(), "test").await;
+    let first = fx
+        .daemon
+        .reaper()
+        .sweep(&fx.daemon, &SweepRequest::default(), "test")
+        .await;
     assert!(first.runtimes[0].removed.is_empty());
     assert_eq!(first.runtimes[0].awaiting_second_sighting, 2);
-    let early = fx.daemon.reaper().sweep(&fx.daemon, &SweepRequest::default(), "test").await;
-    assert!(early.runtimes[0].removed.is_empty(), "removed before the second-sighting delay");
+    let early = fx
+        .daemon
+        .reaper()
+        .sweep(&fx.daemon, &SweepRequest::default(), "test")
+        .await;
+    assert!(
+        early.runtimes[0].removed.is_empty(),
+        "removed before the second-sighting delay"
+    );
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let second = fx.daemon.reaper().sweep(&fx.daemon, &SweepRequest::default(), "test").await;
+    let second = fx
+        .daemon
+        .reaper()
+        .sweep(&fx.daemon, &SweepRequest::default(), "test")
+        .await;
     assert_eq!(second.runtimes[0].removed.len(), 2);
     assert_eq!(fx.names(), (vec![], vec![]));
 }
@@ -166,13 +191,21 @@ async fn a_dry_run_counts_but_removes_nothing_and_kinds_filter() {
     let fx = Fixture::new(Duration::from_secs(60));
     let dead = fx.dead_run();
     fx.objects_of(&dead, &fx.home_label());
-    let dry = SweepRequest { dry_run: true, force: true, ..Default::default() };
+    let dry = SweepRequest {
+        dry_run: true,
+        force: true,
+        ..Default::default()
+    };
     let report = fx.daemon.reaper().sweep(&fx.daemon, &dry, "test").await;
     assert_eq!(report.runtimes[0].removed.len(), 2);
     assert_eq!(fx.names().1.len(), 1);
     assert_eq!(fx.fake.call_count(FakeOp::RemoveNetwork), 0);
 
-    let containers_only = SweepRequest { kinds: vec![ObjectKind::Container], force: true, ..Default::default() };
+    let containers_only = SweepRequest {
+        kinds: vec![ObjectKind::Container],
+        force: true,
+        ..Default::default()
+    };
     fx.daemon.reaper().sweep(&fx.daemon, &containers_only, "test").await;
     assert_eq!(fx.names(), (vec![], vec![dead.network_name()]));
 }

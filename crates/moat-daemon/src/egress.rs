@@ -1,0 +1,240 @@
+//! The run-facing side of the proxy (proxy.md, "Where it listens"): one
+//! proxy for all runs on a stable port, listening on loopback and on the
+//! gateway address of each run's network (never on the LAN), the per-run
+//! registration, and what a container needs to use it (proxy variables, the
+//! `moat-proxy` host name, CA trust).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use moat_core::{MoatHome, RunId};
+use moat_proxy::{CertificateAuthority, InjectionRule, ProxyConfig, ProxyHandle, ProxyToken, RunRegistration};
+use moat_runtime::Mount;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::api::RunSpec;
+use crate::output::lock;
+
+/// Host name containers use for the proxy.
+pub const PROXY_HOST: &str = "moat-proxy";
+/// Where the CA certificate directory is mounted in containers.
+pub const CA_MOUNT_DIR: &str = "/etc/moat/ca";
+/// The CA certificate inside containers.
+pub const CA_CERT_IN_CONTAINER: &str = "/etc/moat/ca/ca.crt";
+/// Proxy variables a user may not set: moat owns them.
+pub const PROXY_VARIABLES: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+/// Trust variables pointing tools at the moat CA.
+const TRUST_VARIABLES: &[&str] = &[
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "CURL_CA_BUNDLE",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("proxy CA in {dir}: {source}")]
+    Ca { dir: PathBuf, source: moat_proxy::CaError },
+    #[error("starting the proxy: {0}")]
+    Proxy(#[from] moat_proxy::ProxyError),
+    #[error("binding the proxy on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("network {network} has no gateway address for the proxy to listen on")]
+    NoGateway { network: String },
+}
+
+/// Settings for the proxy, from `config.yaml`.
+#[derive(Clone, Debug, Default)]
+pub struct EgressConfig {
+    /// Port to keep (previous daemon's, or configured); 0 = any.
+    pub preferred_port: u16,
+    pub extra_root_ca: Option<PathBuf>,
+    pub resolve_overrides: HashMap<String, IpAddr>,
+}
+
+/// The running proxy and its per-run listeners.
+pub struct Egress {
+    proxy: ProxyHandle,
+    port: u16,
+    ca_public_dir: PathBuf,
+    gateway_listeners: Mutex<HashMap<RunId, JoinHandle<()>>>,
+}
+
+impl Egress {
+    /// Creates (or loads) the CA, starts the proxy on loopback, and keeps the
+    /// preferred port when it is free.
+    pub async fn start(home: &MoatHome, config: EgressConfig) -> Result<Arc<Self>, EgressError> {
+        let ca = CertificateAuthority::load_or_create(&home.ca_dir()).map_err(|source| EgressError::Ca {
+            dir: home.ca_dir(),
+            source,
+        })?;
+        let proxy_config = ProxyConfig {
+            extra_root_ca: config.extra_root_ca,
+            resolve_overrides: config.resolve_overrides,
+            ..ProxyConfig::default()
+        };
+        let proxy = ProxyHandle::new(proxy_config, Arc::new(ca))?;
+        let listener = bind_loopback(config.preferred_port).await?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| EgressError::Bind {
+                addr: loopback(0),
+                source,
+            })?
+            .port();
+        let serving = proxy.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serving.serve(listener).await {
+                tracing::error!("the proxy's loopback listener stopped: {e}");
+            }
+        });
+        Ok(Arc::new(Egress {
+            proxy,
+            port,
+            ca_public_dir: home.ca_public_dir(),
+            gateway_listeners: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn proxy(&self) -> &ProxyHandle {
+        &self.proxy
+    }
+
+    /// Makes the run known to the proxy under `token`. Complete before the
+    /// container starts, so a fast container never meets a half-registered run.
+    pub fn register(
+        &self,
+        run_id: &RunId,
+        token: &ProxyToken,
+        spec: &RunSpec,
+        injections: Vec<InjectionRule>,
+        trace_path: &Path,
+    ) -> Result<(), EgressError> {
+        self.proxy.register_run(RunRegistration {
+            run_id: run_id.to_string(),
+            token: token.clone(),
+            policy: spec.policy.clone(),
+            injections,
+            trace_path: trace_path.to_path_buf(),
+            host_ports: spec.host_ports.clone(),
+        })?;
+        Ok(())
+    }
+
+    /// Listens on the run network's gateway (where its containers reach the
+    /// host) on the proxy's port.
+    pub async fn listen_on_gateway(
+        &self,
+        run_id: &RunId,
+        network: &str,
+        gateway: Option<&str>,
+    ) -> Result<IpAddr, EgressError> {
+        let ip: IpAddr = gateway
+            .and_then(|g| g.split('/').next())
+            .and_then(|g| g.parse().ok())
+            .ok_or_else(|| EgressError::NoGateway {
+                network: network.to_string(),
+            })?;
+        let addr = SocketAddr::new(ip, self.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| EgressError::Bind { addr, source })?;
+        let serving = self.proxy.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = serving.serve(listener).await {
+                tracing::warn!("the proxy listener on {addr} stopped: {e}");
+            }
+        });
+        if let Some(previous) = lock(&self.gateway_listeners).insert(run_id.clone(), task) {
+            previous.abort();
+        }
+        Ok(ip)
+    }
+
+    /// Forgets the run: its token stops working and its listener closes.
+    pub fn release(&self, run_id: &RunId) {
+        if let Some(task) = lock(&self.gateway_listeners).remove(run_id) {
+            task.abort();
+        }
+        match self.proxy.unregister_run(run_id.as_str()) {
+            Ok(summary) if summary.dropped_records > 0 => {
+                tracing::warn!(run = %run_id, "{} trace record(s) were dropped (slow disk)", summary.dropped_records)
+            }
+            _ => {}
+        }
+    }
+
+    /// Replaces a live run's injection rules (revoked or refreshed grants).
+    pub fn update_injections(&self, run_id: &RunId, rules: Vec<InjectionRule>) {
+        if let Err(e) = self.proxy.update_injections(run_id.as_str(), rules) {
+            tracing::warn!(run = %run_id, "updating injections failed: {e}");
+        }
+    }
+
+    /// Environment a container needs to use the proxy and trust its CA.
+    pub fn container_env(&self, token: &ProxyToken) -> Vec<(String, String)> {
+        let url = format!("http://moat:{}@{PROXY_HOST}:{}", token.as_str(), self.port);
+        let mut env: Vec<(String, String)> = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+            .iter()
+            .map(|k| (k.to_string(), url.clone()))
+            .collect();
+        env.extend(
+            ["NO_PROXY", "no_proxy"]
+                .iter()
+                .map(|k| (k.to_string(), "localhost,127.0.0.1".to_string())),
+        );
+        env.extend(
+            TRUST_VARIABLES
+                .iter()
+                .map(|k| (k.to_string(), CA_CERT_IN_CONTAINER.to_string())),
+        );
+        env
+    }
+
+    /// Read-only mount of the CA's public directory.
+    pub fn ca_mount(&self) -> Mount {
+        Mount {
+            source: self.ca_public_dir.display().to_string(),
+            target: CA_MOUNT_DIR.to_string(),
+            read_only: true,
+        }
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+async fn bind_loopback(preferred: u16) -> Result<TcpListener, EgressError> {
+    if preferred != 0 {
+        match TcpListener::bind(loopback(preferred)).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => tracing::warn!(
+                "proxy port {preferred} is taken ({e}); using another (running containers keep the old one)"
+            ),
+        }
+    }
+    TcpListener::bind(loopback(0))
+        .await
+        .map_err(|source| EgressError::Bind {
+            addr: loopback(0),
+            source,
+        })
+}

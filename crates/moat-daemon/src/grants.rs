@@ -1,0 +1,92 @@
+//! Grants of a run: resolved from the credential store into the proxy's
+//! injection rules and the placeholder variables the container sees. Run at
+//! creation, on re-adoption (secrets are never persisted) and when a
+//! credential changes (`moat revoke` takes effect on live runs).
+
+use moat_core::MoatHome;
+use moat_creds::{CredentialStore, InjectionSpec, Providers, RunGrantError, RunGrants, resolve_run_grants};
+use moat_proxy::InjectionRule;
+
+use crate::api::RunSpec;
+use crate::state::Daemon;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0}")]
+    Resolve(#[from] RunGrantError),
+    #[error("{0}")]
+    Store(#[from] moat_creds::StoreError),
+    #[error("{0}")]
+    Providers(#[from] moat_creds::ProviderError),
+}
+
+impl GrantError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            GrantError::Resolve(RunGrantError::NotGranted { provider, .. }) => {
+                Some(format!("run `moat grant {provider}` first"))
+            }
+            GrantError::Resolve(RunGrantError::Expired { provider }) => {
+                Some(format!("renew it with `moat grant {provider}`"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Resolves every grant of the run; a missing grant is an error.
+pub fn resolve(home: &MoatHome, spec: &RunSpec) -> Result<RunGrants, GrantError> {
+    if spec.grants.is_empty() {
+        return Ok(RunGrants::default());
+    }
+    let store = CredentialStore::open(home, spec.profile.as_deref())?;
+    let providers = Providers::load(home)?;
+    Ok(resolve_run_grants(&store, &providers, &spec.grants)?)
+}
+
+/// Resolves the grants that still exist (revoked ones are dropped).
+pub fn resolve_remaining(home: &MoatHome, spec: &RunSpec) -> Result<RunGrants, GrantError> {
+    let store = CredentialStore::open(home, spec.profile.as_deref())?;
+    let providers = Providers::load(home)?;
+    let remaining: Vec<String> = spec
+        .grants
+        .iter()
+        .filter(|name| matches!(store.load(name), Ok(Some(_))))
+        .cloned()
+        .collect();
+    Ok(resolve_run_grants(&store, &providers, &remaining)?)
+}
+
+pub fn injection_rules(grants: &RunGrants) -> Vec<InjectionRule> {
+    grants.injections.iter().map(rule).collect()
+}
+
+fn rule(spec: &InjectionSpec) -> InjectionRule {
+    InjectionRule {
+        host_pattern: spec.host_pattern.clone(),
+        header_name: spec.header_name.clone(),
+        header_value: spec.header_value.clone(),
+        placeholder: spec.placeholder.clone(),
+        grant: spec.grant.clone(),
+    }
+}
+
+/// Re-reads the credentials of every live run that has grants and swaps
+/// its injection snapshot; returns how many runs were updated.
+pub fn refresh_live_runs(daemon: &Daemon) -> usize {
+    let Some(egress) = daemon.egress() else { return 0 };
+    let mut updated = 0;
+    for handle in daemon.registry().all() {
+        if handle.spec.grants.is_empty() {
+            continue;
+        }
+        match resolve_remaining(daemon.home(), &handle.spec) {
+            Ok(grants) => {
+                egress.update_injections(&handle.id(), injection_rules(&grants));
+                updated += 1;
+            }
+            Err(e) => tracing::warn!(run = %handle.id(), "refreshing grants failed: {e}"),
+        }
+    }
+    updated
+}
