@@ -7,29 +7,28 @@
 mod convert;
 pub mod endpoint;
 mod errors;
+mod images;
+mod output;
 mod pool;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::API_DEFAULT_VERSION;
 use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions, ListNetworksOptions,
-    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
-    StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions,
+    LogsOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions, StopContainerOptions,
+    WaitContainerOptions,
 };
-use bollard::{API_DEFAULT_VERSION, container::LogOutput};
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use crate::subnet::SubnetPool;
 use crate::{
-    Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec, OutputChunk,
-    OutputStream, OutputStreamKind, Runtime, RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo,
-    VolumeSpec, bounded, labels,
+    Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec, OutputStream, Runtime,
+    RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo, VolumeSpec, bounded, labels,
 };
 
 pub use endpoint::{DockerEndpoint, EndpointEnv, EndpointSource};
@@ -102,36 +101,6 @@ impl DockerRuntime {
         self.pool.subnets()
     }
 
-    /// Imports a root filesystem tarball as image `reference` (`docker
-    /// import`), applying Dockerfile-style `changes` (`CMD …`, `ENV …`).
-    pub async fn import_image(
-        &self,
-        rootfs_tar: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-        reference: &str,
-        changes: &[String],
-        limit: Duration,
-    ) -> RuntimeResult<()> {
-        let op = format!("import image {reference}");
-        let (repo, tag) = split_reference(reference);
-        let options = CreateImageOptions {
-            from_src: Some("-".to_string()),
-            repo: Some(repo.to_string()),
-            tag: Some(tag.to_string()),
-            changes: changes.to_vec(),
-            ..Default::default()
-        };
-        bounded(DOCKER, &op, limit, async {
-            let docker = self.client().await?;
-            let body = bollard::body_try_stream(rootfs_tar);
-            docker
-                .create_image(Some(options), Some(body), None)
-                .try_for_each(|_| async { Ok(()) })
-                .await
-                .map_err(|e| map_error(&op, &format!("image {reference}"), e))
-        })
-        .await
-    }
-
     /// The client, after agreeing an API version with the engine (the
     /// engine may be older than bollard's default version).
     async fn client(&self) -> RuntimeResult<&Docker> {
@@ -168,14 +137,6 @@ fn connect(endpoint: &DockerEndpoint) -> RuntimeResult<Docker> {
     connected.map_err(|e| map_error("connect", &format!("engine at {address}"), e))
 }
 
-/// `repo:tag`, the tag defaulting to `latest`; a registry port is not a tag.
-fn split_reference(reference: &str) -> (&str, &str) {
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => (reference, "latest"),
-    }
-}
-
 fn managed_filter() -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![format!("{}=true", labels::MANAGED)])])
 }
@@ -184,20 +145,6 @@ fn missing_is_ok(result: RuntimeResult<()>) -> RuntimeResult<()> {
     match result {
         Err(err) if err.is_not_found() => Ok(()),
         other => other,
-    }
-}
-
-fn log_chunk(output: LogOutput) -> Option<OutputChunk> {
-    match output {
-        LogOutput::StdOut { message } | LogOutput::Console { message } => Some(OutputChunk {
-            stream: OutputStreamKind::Stdout,
-            data: message,
-        }),
-        LogOutput::StdErr { message } => Some(OutputChunk {
-            stream: OutputStreamKind::Stderr,
-            data: message,
-        }),
-        LogOutput::StdIn { .. } => None,
     }
 }
 
@@ -415,7 +362,7 @@ impl Runtime for DockerRuntime {
         let chunks = docker
             .logs(id, Some(options))
             .map_err(move |e| map_error(&op, &what, e))
-            .try_filter_map(|output| async move { Ok(log_chunk(output)) });
+            .try_filter_map(|output| async move { Ok(output::log_chunk(output)) });
         Ok(Box::pin(chunks))
     }
 
@@ -424,37 +371,9 @@ impl Runtime for DockerRuntime {
         let what = format!("container {id}");
         bounded(DOCKER, &op, self.timeouts.call, async {
             let docker = self.client().await?;
-            let fail = |e| map_error(&op, &what, e);
-            let config = CreateExecOptions {
-                cmd: Some(command.to_vec()),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            };
-            let exec_id = docker.create_exec(id, config).await.map_err(fail)?.id;
-            let started = docker
-                .start_exec(&exec_id, Some(StartExecOptions::default()))
+            output::exec(docker, id, command)
                 .await
-                .map_err(fail)?;
-            let mut output = ExecOutput {
-                exit_code: None,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            };
-            if let StartExecResults::Attached { output: mut chunks, .. } = started {
-                while let Some(chunk) = chunks.next().await {
-                    match log_chunk(chunk.map_err(fail)?) {
-                        Some(OutputChunk {
-                            stream: OutputStreamKind::Stderr,
-                            data,
-                        }) => output.stderr.extend_from_slice(&data),
-                        Some(OutputChunk { data, .. }) => output.stdout.extend_from_slice(&data),
-                        None => {}
-                    }
-                }
-            }
-            output.exit_code = docker.inspect_exec(&exec_id).await.map_err(fail)?.exit_code;
-            Ok(output)
+                .map_err(|e| map_error(&op, &what, e))
         })
         .await
     }
@@ -611,14 +530,6 @@ impl DockerRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn references_split_into_repo_and_tag() {
-        assert_eq!(split_reference("moat-base:bookworm"), ("moat-base", "bookworm"));
-        assert_eq!(split_reference("moat-base"), ("moat-base", "latest"));
-        assert_eq!(split_reference("localhost:5000/img"), ("localhost:5000/img", "latest"));
-        assert_eq!(split_reference("localhost:5000/img:v1"), ("localhost:5000/img", "v1"));
-    }
 
     #[test]
     fn unsupported_schemes_are_unavailable_with_a_reason() {

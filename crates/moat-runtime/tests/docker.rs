@@ -26,9 +26,17 @@ use tokio::sync::OnceCell;
 // === Harness ===
 
 /// The engine, or `None` (test skipped) when it is unreachable outside CI.
-#[allow(clippy::print_stderr)]
 async fn engine() -> Option<DockerRuntime> {
-    let reachable = match DockerRuntime::new(DockerOptions::default()) {
+    engine_with(Timeouts::default()).await
+}
+
+#[allow(clippy::print_stderr)]
+async fn engine_with(timeouts: Timeouts) -> Option<DockerRuntime> {
+    let options = DockerOptions {
+        timeouts,
+        ..DockerOptions::default()
+    };
+    let reachable = match DockerRuntime::new(options) {
         Ok(runtime) => runtime.ping().await.map(|()| runtime),
         Err(err) => Err(err),
     };
@@ -147,7 +155,15 @@ async fn networks_are_created_from_the_pool_listed_and_removed() {
 #[tokio::test]
 #[allow(clippy::print_stderr)]
 async fn forty_networks_at_once_fit_in_moats_pool() {
-    let Some(docker) = engine().await else { return };
+    // Removals queue up in the engine (≈200 ms each, longer when other
+    // tests keep it busy): allow more than the default 5 s per removal.
+    let timeouts = Timeouts {
+        remove: Duration::from_secs(30),
+        ..Timeouts::default()
+    };
+    let Some(docker) = engine_with(timeouts).await else {
+        return;
+    };
     let home = test_home("forty");
     with_cleanup(&docker, &home, async {
         let specs: Vec<NetworkSpec> = (0..40)
