@@ -53,6 +53,8 @@ pub fn unique_dir(label: &str) -> PathBuf {
 /// A local HTTPS server with its own CA.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// The same routes over plain HTTP, on the same address.
+    pub plain_addr: SocketAddr,
     pub ca_pem_path: PathBuf,
 }
 
@@ -104,7 +106,17 @@ impl Upstream {
         let listener = bind_loopback().await;
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve_upstream(listener, TlsAcceptor::from(Arc::new(config))));
-        Self { addr, ca_pem_path }
+        let plain = match TcpListener::bind((addr.ip(), 80)).await {
+            Ok(listener) => listener,
+            Err(_) => TcpListener::bind((addr.ip(), 0)).await.unwrap(),
+        };
+        let plain_addr = plain.local_addr().unwrap();
+        tokio::spawn(serve_plain_upstream(plain));
+        Self {
+            addr,
+            plain_addr,
+            ca_pem_path,
+        }
     }
 }
 
@@ -136,6 +148,18 @@ async fn serve_upstream(listener: TcpListener, acceptor: TlsAcceptor) {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), service_fn(upstream_route))
+                .await;
+        });
+    }
+}
+
+async fn serve_plain_upstream(listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { return };
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service_fn(upstream_route))
                 .await;
         });
     }
@@ -285,7 +309,7 @@ impl TestProxy {
                 policy,
                 injections,
                 trace_path: trace_path.clone(),
-                host_ports: vec![self.upstream.addr.port()],
+                host_ports: vec![self.upstream.addr.port(), self.upstream.plain_addr.port()],
             })
             .unwrap();
         TestRun { token, trace_path }
@@ -380,6 +404,25 @@ impl Tunnel {
 }
 
 impl ProxyClient {
+    /// Sends an absolute-form request (plain `http://`) on a fresh proxy connection.
+    pub async fn absolute(&self, url: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+        let tcp = TcpStream::connect(self.proxy).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(connection);
+        let uri: http::Uri = url.parse().unwrap();
+        let mut req = Request::get(url).header("host", uri.authority().unwrap().as_str());
+        if let Some(auth) = &self.auth {
+            req = req.header("proxy-authorization", auth);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        sender
+            .send_request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap()
+    }
+
     /// Sends CONNECT; returns the proxy's response (and the raw tunnel on 200).
     pub async fn connect(&self, authority: &str) -> (Response<Incoming>, Option<hyper::upgrade::Upgraded>) {
         let tcp = TcpStream::connect(self.proxy).await.unwrap();
