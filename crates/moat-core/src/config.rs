@@ -19,13 +19,11 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 pub use global::{GlobalConfig, LoadedGlobal, SubnetPool, load_global};
-pub use network::{
-    HostRule, NetworkConfig, NetworkPolicy, RequestRule, RuleAction, check_host_pattern,
-};
+pub use network::{HostRule, NetworkConfig, NetworkPolicy, RequestRule, RuleAction, check_host_pattern};
 pub use project::{
-    AGENT_FILE, ContainerConfig, HooksConfig, LoadedProject, PROJECT_FILE, ProjectConfig,
-    ServiceConfig, SnapshotConfig, SnapshotExclude, SnapshotRetention, SnapshotTriggers, Ulimit,
-    load_project, load_project_file,
+    AGENT_FILE, ContainerConfig, HooksConfig, LoadedProject, PROJECT_FILE, ProjectConfig, ServiceConfig,
+    SnapshotConfig, SnapshotExclude, SnapshotRetention, SnapshotTriggers, Ulimit, check_run_name, load_project,
+    load_project_file,
 };
 pub use shapes::{CommandSpec, Mount, MountMode, RuntimeKind, SecretRef, parse_mount};
 pub use values::{format_duration, parse_duration};
@@ -35,28 +33,22 @@ pub use values::{format_duration, parse_duration};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The YAML is malformed or a value has the wrong shape.
     #[error("{}", Problem::render(path, std::slice::from_ref(problem)))]
     Parse { path: PathBuf, problem: Problem },
     /// The file parsed but some fields break a rule.
     #[error("{}", Problem::render(path, problems))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 impl ConfigError {
     /// The file the error is about.
     pub fn path(&self) -> &Path {
         match self {
-            ConfigError::Read { path, .. }
-            | ConfigError::Parse { path, .. }
-            | ConfigError::Invalid { path, .. } => path,
+            ConfigError::Read { path, .. } | ConfigError::Parse { path, .. } | ConfigError::Invalid { path, .. } => {
+                path
+            }
         }
     }
 }
@@ -124,13 +116,10 @@ fn decode<T: DeserializeOwned>(path: &Path, text: &str) -> Result<(T, Vec<String
     // An empty file (or one holding only comments) means "all defaults".
     let text = if text.trim().is_empty() { "{}" } else { text };
     let de = serde_yaml::Deserializer::from_str(text);
-    let value =
-        serde_ignored::deserialize(de, |key| unknown.push(key_path(&key))).map_err(|e| {
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                problem: problem_from_yaml(&e),
-            }
-        })?;
+    let value = serde_ignored::deserialize(de, |key| unknown.push(key_path(&key))).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        problem: problem_from_yaml(&e),
+    })?;
     Ok((value, unknown))
 }
 
@@ -144,9 +133,7 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
             parent if parent.is_empty() => key.clone(),
             parent => format!("{parent}.{key}"),
         },
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_path(parent),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 

@@ -11,8 +11,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("moat-config-{}", moat_core::RunId::generate()));
+        let dir = std::env::temp_dir().join(format!("moat-config-{}", moat_core::RunId::generate()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -133,10 +132,7 @@ fn per_value_rules_name_the_field_and_line() {
             "name: \"open\n",
             "found unexpected end of stream, while scanning a quoted scalar (line 2)",
         ),
-        (
-            "env:\n  - a\n",
-            "env: invalid type: sequence, expected a map (line 2)",
-        ),
+        ("env:\n  - a\n", "env: invalid type: sequence, expected a map (line 2)"),
     ];
     for (text, expected) in cases {
         assert_eq!(project_error(text), expected, "for {text:?}");
@@ -182,9 +178,8 @@ base_image: must not be empty";
 
 #[test]
 fn unknown_keys_are_warnings_with_their_full_path() {
-    let loaded = load(
-        "netwrok: 1\nclaude: {x: 1}\ncontainer:\n  memroy: 1\nmounts:\n  - {source: a, target: /a, mdoe: ro}\n",
-    );
+    let loaded =
+        load("netwrok: 1\nclaude: {x: 1}\ncontainer:\n  memroy: 1\nmounts:\n  - {source: a, target: /a, mdoe: ro}\n");
     let path = loaded.path.clone().unwrap();
     let got: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
     let p = path.display();
@@ -275,10 +270,7 @@ snapshots:
     assert_eq!(c.network.host, [11434]);
     assert_eq!(c.command.as_ref().unwrap().argv(), ["npm", "start"]);
     assert_eq!(c.container.memory, Some(16384));
-    assert_eq!(
-        c.container.ulimits["memlock"],
-        Ulimit { soft: -1, hard: -1 }
-    );
+    assert_eq!(c.container.ulimits["memlock"], Ulimit { soft: -1, hard: -1 });
     assert!(!c.services["postgres"].wait());
     assert_eq!(c.snapshots.retention.max_count, 10);
     let warned: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
@@ -374,10 +366,7 @@ fn malformed_global_config_is_a_clear_error() {
             "subnet_prefix: 31\n",
             "subnet_prefix: must be between the pool's /16 and /30, got /31",
         ),
-        (
-            "reap_interval: 0s\n",
-            "reap_interval: must be greater than 0",
-        ),
+        ("reap_interval: 0s\n", "reap_interval: must be greater than 0"),
         (
             "proxy_port: -1\n",
             "proxy_port: invalid type: integer `-1`, expected u16 (line 1)",
@@ -391,10 +380,6 @@ fn malformed_global_config_is_a_clear_error() {
         let (_dir, home) = home_with(Some(text));
         let err = load_global(&home).unwrap_err().to_string();
         let path = home.config_file();
-        assert_eq!(
-            err,
-            format!("{}: {expected}", path.display()),
-            "for {text:?}"
-        );
+        assert_eq!(err, format!("{}: {expected}", path.display()), "for {text:?}");
     }
 }

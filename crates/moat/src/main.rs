@@ -1,3 +1,24 @@
-fn main() {
-    println!("Hello, world!");
+//! The `moat` binary: parse the arguments, run the command, turn the outcome
+//! into an exit code (cli.md, "Output conventions"). Usage errors exit 2
+//! (clap), moat's errors 1, `run`/`exec` the workload's own code.
+
+mod cli;
+mod commands;
+mod context;
+mod printer;
+mod report;
+mod resolve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let printer = printer::Printer::from_env();
+    report::init_tracing();
+    match commands::run(cli, &printer) {
+        Ok(status) => status.into(),
+        Err(err) => report::report(&printer, &err),
+    }
 }

@@ -23,22 +23,13 @@ pub struct GlobalConfig {
     /// Port the credential proxy listens on; 0 picks a free one.
     pub proxy_port: u16,
     /// The daemon exits after this long with no live run and no client.
-    #[serde(
-        deserialize_with = "values::duration",
-        serialize_with = "values::serialize_duration"
-    )]
+    #[serde(deserialize_with = "values::duration", serialize_with = "values::serialize_duration")]
     pub idle_timeout: Duration,
     /// How often the daemon's reaper sweeps for orphans.
-    #[serde(
-        deserialize_with = "values::duration",
-        serialize_with = "values::serialize_duration"
-    )]
+    #[serde(deserialize_with = "values::duration", serialize_with = "values::serialize_duration")]
     pub reap_interval: Duration,
     /// Bound on creating one run's network.
-    #[serde(
-        deserialize_with = "values::duration",
-        serialize_with = "values::serialize_duration"
-    )]
+    #[serde(deserialize_with = "values::duration", serialize_with = "values::serialize_duration")]
     pub network_create_timeout: Duration,
     /// Address range per-run networks are carved from.
     pub subnet_pool: SubnetPool,
@@ -97,8 +88,7 @@ impl Default for SubnetPool {
 impl std::str::FromStr for SubnetPool {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid =
-            || format!("invalid subnet {text:?}: expected an IPv4 CIDR like \"10.213.0.0/16\"");
+        let invalid = || format!("invalid subnet {text:?}: expected an IPv4 CIDR like \"10.213.0.0/16\"");
         let (addr, len) = text.split_once('/').ok_or_else(invalid)?;
         let base: Ipv4Addr = addr.parse().map_err(|_| invalid())?;
         let prefix_len: u8 = len.parse().ok().filter(|&l| l <= 32).ok_or_else(invalid)?;
@@ -197,10 +187,7 @@ impl GlobalConfig {
 
     /// How many per-run networks the pool holds.
     pub fn subnet_count(&self) -> u32 {
-        let bits = u32::from(
-            self.subnet_prefix
-                .saturating_sub(self.subnet_pool.prefix_len),
-        );
+        let bits = u32::from(self.subnet_prefix.saturating_sub(self.subnet_pool.prefix_len));
         1u32.checked_shl(bits).unwrap_or(u32::MAX)
     }
 }

@@ -82,11 +82,8 @@ pub struct RequestRule {
 impl std::str::FromStr for RequestRule {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid = || {
-            format!(
-                "invalid rule {text:?}: expected \"allow|deny METHOD /path\", like \"allow GET /repos/**\""
-            )
-        };
+        let invalid =
+            || format!("invalid rule {text:?}: expected \"allow|deny METHOD /path\", like \"allow GET /repos/**\"");
         let parts: Vec<&str> = text.split_whitespace().collect();
         let [action, method, path] = parts.as_slice() else {
             return Err(invalid());
@@ -128,8 +125,7 @@ impl<'de> Deserialize<'de> for RequestRule {
 pub fn check_host_pattern(host: &str) -> Result<String, String> {
     let host = host.trim().to_ascii_lowercase();
     let label_ok = |label: &str| {
-        label == "*"
-            || (!label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        label == "*" || (!label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
     };
     if host.is_empty() || !host.split('.').all(label_ok) {
         return Err(format!(
@@ -198,27 +194,15 @@ mod tests {
 
     #[test]
     fn request_rules_reject_other_shapes() {
-        for bad in [
-            "allow GET",
-            "permit GET /",
-            "allow GET repos",
-            "allow G3T /",
-            "",
-        ] {
+        for bad in ["allow GET", "permit GET /", "allow GET repos", "allow G3T /", ""] {
             let err = bad.parse::<RequestRule>().unwrap_err();
-            assert!(
-                err.contains("expected \"allow|deny METHOD /path\""),
-                "{bad}: {err}"
-            );
+            assert!(err.contains("expected \"allow|deny METHOD /path\""), "{bad}: {err}");
         }
     }
 
     #[test]
     fn host_patterns() {
-        assert_eq!(
-            check_host_pattern("API.example.com").unwrap(),
-            "api.example.com"
-        );
+        assert_eq!(check_host_pattern("API.example.com").unwrap(), "api.example.com");
         assert!(check_host_pattern("*.*.amazonaws.com").is_ok());
         for bad in ["https://x.com", "x.com/path", "", "a..b", "x.com:443"] {
             assert!(check_host_pattern(bad).is_err(), "{bad}");

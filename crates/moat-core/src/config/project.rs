@@ -96,10 +96,7 @@ pub struct ProjectConfig {
 #[serde(default)]
 pub struct ContainerConfig {
     /// Memory limit in MB.
-    #[serde(
-        deserialize_with = "memory_mb",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "memory_mb", skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
     #[serde(deserialize_with = "cpus", skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
@@ -170,10 +167,7 @@ pub struct ServiceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Memory limit of the service container in MB.
-    #[serde(
-        deserialize_with = "memory_mb",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "memory_mb", skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
     /// Wait for the service to be ready before starting (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,40 +270,22 @@ impl ProjectConfig {
         self.check_mount_targets(&mut problems);
         self.check_ulimits(&mut problems);
         self.check_services(&mut problems);
-        if self
-            .base_image
-            .as_deref()
-            .is_some_and(|i| i.trim().is_empty())
-        {
+        if self.base_image.as_deref().is_some_and(|i| i.trim().is_empty()) {
             problems.push(Problem::new("base_image", "must not be empty"));
         }
         problems
     }
 
     fn check_name(&self, problems: &mut Vec<Problem>) {
-        let Some(name) = &self.name else { return };
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        if name.is_empty() || !name.chars().all(allowed) {
-            problems.push(Problem::new(
-                "name",
-                format!("{name:?} may use only letters, digits, '-', '_' and '.'"),
-            ));
-        } else if name.starts_with("run_") {
-            problems.push(Problem::new(
-                "name",
-                format!("{name:?} must not start with \"run_\" (reserved for run ids)"),
-            ));
+        if let Some(Err(message)) = self.name.as_deref().map(check_run_name) {
+            problems.push(Problem::new("name", message));
         }
     }
 
     fn check_env(&self, problems: &mut Vec<Problem>) {
         for key in self.env.keys().chain(self.secrets.keys()) {
             if !is_env_name(key) {
-                let section = if self.env.contains_key(key) {
-                    "env"
-                } else {
-                    "secrets"
-                };
+                let section = if self.env.contains_key(key) { "env" } else { "secrets" };
                 problems.push(Problem::new(
                     format!("{section}.{key}"),
                     "not a valid environment variable name",
@@ -326,10 +302,7 @@ impl ProjectConfig {
 
     fn check_mount_targets(&self, problems: &mut Vec<Problem>) {
         for (i, mount) in self.mounts.iter().enumerate() {
-            if let Some(first) = self.mounts[..i]
-                .iter()
-                .position(|m| m.target == mount.target)
-            {
+            if let Some(first) = self.mounts[..i].iter().position(|m| m.target == mount.target) {
                 problems.push(Problem::new(
                     format!("mounts[{i}].target"),
                     format!("{:?} is already mounted by mounts[{first}]", mount.target),
@@ -344,20 +317,14 @@ impl ProjectConfig {
             if !ULIMIT_NAMES.contains(&name.as_str()) {
                 problems.push(Problem::new(
                     field,
-                    format!(
-                        "unknown ulimit; expected one of {}",
-                        ULIMIT_NAMES.join(", ")
-                    ),
+                    format!("unknown ulimit; expected one of {}", ULIMIT_NAMES.join(", ")),
                 ));
             } else if limit.soft < -1 || limit.hard < -1 {
                 problems.push(Problem::new(field, "limits must be -1 (unlimited) or more"));
             } else if unlimited_as_max(limit.soft) > unlimited_as_max(limit.hard) {
                 problems.push(Problem::new(
                     field,
-                    format!(
-                        "soft limit {} exceeds hard limit {}",
-                        limit.soft, limit.hard
-                    ),
+                    format!("soft limit {} exceeds hard limit {}", limit.soft, limit.hard),
                 ));
             }
         }
@@ -377,6 +344,19 @@ impl ProjectConfig {
                 ));
             }
         }
+    }
+}
+
+/// Checks a run name (`name:` or `--name`): letters, digits, `-`, `_`, `.`,
+/// and not `run_…`, which addresses runs by id.
+pub fn check_run_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || !name.chars().all(allowed) {
+        Err(format!("{name:?} may use only letters, digits, '-', '_' and '.'"))
+    } else if name.starts_with("run_") {
+        Err(format!("{name:?} must not start with \"run_\" (reserved for run ids)"))
+    } else {
+        Ok(())
     }
 }
 

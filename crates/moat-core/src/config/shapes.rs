@@ -39,9 +39,7 @@ impl std::str::FromStr for RuntimeKind {
         match s {
             "docker" => Ok(RuntimeKind::Docker),
             "apple" => Ok(RuntimeKind::Apple),
-            _ => Err(format!(
-                "invalid runtime {s:?}: expected \"docker\" or \"apple\""
-            )),
+            _ => Err(format!("invalid runtime {s:?}: expected \"docker\" or \"apple\"")),
         }
     }
 }
@@ -98,9 +96,7 @@ pub fn parse_mount(text: &str) -> Result<Mount, String> {
         [source, target] => (*source, *target, MountMode::Rw),
         [source, target, mode] => (*source, *target, mode.parse()?),
         _ => {
-            return Err(format!(
-                "invalid mount {text:?}: expected \"source:target[:ro|rw]\""
-            ));
+            return Err(format!("invalid mount {text:?}: expected \"source:target[:ro|rw]\""));
         }
     };
     if source.is_empty() {
@@ -283,10 +279,7 @@ pub enum SecretRef {
     /// `op://VAULT/ITEM/FIELD`: 1Password (`uri` is the whole reference).
     OnePassword { uri: String },
     /// `ssm:///PATH` or `ssm://REGION/PATH`: AWS SSM Parameter Store.
-    Ssm {
-        region: Option<String>,
-        path: String,
-    },
+    Ssm { region: Option<String>, path: String },
 }
 
 impl std::str::FromStr for SecretRef {
@@ -305,9 +298,7 @@ impl std::str::FromStr for SecretRef {
                 Ok(SecretRef::OnePassword { uri: text.into() })
             }
             "op" => Err(invalid("expected op://VAULT/ITEM/FIELD")),
-            "ssm" => {
-                parse_ssm(rest).ok_or_else(|| invalid("expected ssm:///PATH or ssm://REGION/PATH"))
-            }
+            "ssm" => parse_ssm(rest).ok_or_else(|| invalid("expected ssm:///PATH or ssm://REGION/PATH")),
             _ => Err(invalid(&format!(
                 "unsupported scheme {scheme:?}; expected env://, op:// or ssm://"
             ))),

@@ -12,15 +12,9 @@ use serde::{Deserialize, Serializer};
 /// Parses `500ms`, `30s`, `5m`, `1h` (one number and one unit).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let invalid = || {
-        format!(
-            "invalid duration {text:?}: expected a number and a unit (ms, s, m, h), like \"30s\""
-        )
-    };
+    let invalid = || format!("invalid duration {text:?}: expected a number and a unit (ms, s, m, h), like \"30s\"");
     let number: u64 = number.parse().map_err(|_| invalid())?;
     let millis_per_unit = match unit {
         "ms" => 1,
@@ -177,9 +171,7 @@ impl<'de> Deserialize<'de> for PortValue {
     }
 }
 
-pub(super) fn port_map<'de, D: Deserializer<'de>>(
-    de: D,
-) -> Result<BTreeMap<String, u16>, D::Error> {
+pub(super) fn port_map<'de, D: Deserializer<'de>>(de: D) -> Result<BTreeMap<String, u16>, D::Error> {
     let ports = BTreeMap::<String, PortValue>::deserialize(de)?;
     Ok(ports.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
@@ -232,9 +224,7 @@ impl Visitor<'_> for ScalarVisitor {
     }
 }
 
-pub(super) fn scalar_map<'de, D: Deserializer<'de>>(
-    de: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
+pub(super) fn scalar_map<'de, D: Deserializer<'de>>(de: D) -> Result<BTreeMap<String, String>, D::Error> {
     let map = BTreeMap::<String, ScalarString>::deserialize(de)?;
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
@@ -247,9 +237,7 @@ pub(super) fn display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::
 /// Whether `name` can be an environment variable name.
 pub(super) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+    chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 

@@ -1,0 +1,450 @@
+//! Command-line arguments (clap types only; no logic). Commands, flags and
+//! help follow cli.md; values that can be checked without side effects
+//! (mounts, env pairs, host patterns) are checked here so that a bad flag is
+//! a usage error (exit 2).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use moat_core::config::{self, HostRule, Mount};
+use moat_core::env_vars;
+
+/// Run AI coding agents (or any command) in isolated containers, with
+/// credentials injected by a proxy so the agent never holds a real token.
+#[derive(Debug, Parser)]
+#[command(
+    name = "moat",
+    version,
+    max_term_width = 100,
+    after_help = "Runs are addressed by full id, id prefix (run_…) or name; without one, \
+                  commands use the most recently created run.\n\
+                  State lives in MOAT_HOME (default ~/.moat)."
+)]
+pub struct Cli {
+    /// Credential profile to use.
+    #[arg(
+        long,
+        global = true,
+        env = env_vars::MOAT_PROFILE,
+        value_name = "NAME",
+        display_order = 900
+    )]
+    pub profile: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new container with PATH mounted at /workspace.
+    #[command(after_help = "Exits with the container's exit code. Flags override moat.yaml.\n\n\
+                            Examples:\n  moat run -- npm test\n  moat run -g github ./project\n  \
+                            moat run --dry-run --json")]
+    Run(RunArgs),
+    /// Re-attach to a live run's output or terminal (the run goes on when you detach).
+    Attach(AttachArgs),
+    /// List runs, newest first.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show runtimes, live runs, disk used and health warnings.
+    Status(StatusArgs),
+    /// Print a run's output.
+    Logs(LogsArgs),
+    /// Stop a live run.
+    Stop(StopArgs),
+    /// Delete a finished run's record (output, traces, audit log).
+    #[command(visible_alias = "rm")]
+    Destroy(DestroyArgs),
+    /// Run a command inside a live run's container.
+    Exec(ExecArgs),
+    /// Show the requests a run made through the proxy.
+    Trace(TraceArgs),
+    /// Verify a run's audit log (hash chain and signature).
+    Audit(AuditArgs),
+    /// Store a credential for a provider, or list/show stored ones.
+    Grant(GrantArgs),
+    /// Delete a stored credential.
+    Revoke(RevokeArgs),
+    /// Remove finished runs' records and ask the daemon to reap orphans.
+    Clean(CleanArgs),
+    /// System-wide maintenance.
+    System(SystemArgs),
+    /// Diagnose the runtime, the daemon, the reaper and credentials.
+    Doctor(DoctorArgs),
+    /// Manage the moat daemon (one per MOAT_HOME, started on demand).
+    Daemon(DaemonArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  moat completions bash > ~/.local/share/bash-completion/completions/moat")]
+    Completions(CompletionsArgs),
+    /// Print moat's version.
+    Version(VersionArgs),
+}
+
+/// A run reference: full id, id prefix (`run_…`) or name.
+pub const RUN_HELP: &str = "Run id, id prefix (run_…) or name; defaults to the most recently created run";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    Docker,
+    Apple,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    Strict,
+    Permissive,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Workspace directory, mounted at /workspace.
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub path: PathBuf,
+
+    /// Command and arguments (after `--`); default: `command:` from moat.yaml.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+
+    /// Inject a credential (repeatable; adds to moat.yaml's grants).
+    #[arg(short = 'g', long = "grant", value_name = "PROVIDER")]
+    pub grants: Vec<String>,
+
+    /// Set an environment variable; KEY alone copies it from this shell (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    pub env: Vec<(String, Option<String>)>,
+
+    /// Mount a host path: SRC:DST[:ro|rw] (repeatable).
+    #[arg(short = 'm', long = "mount", value_name = "SRC:DST[:ro]", value_parser = config::parse_mount)]
+    pub mounts: Vec<Mount>,
+
+    /// Name the run (address it by name later).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Container runtime [default: auto-detect].
+    #[arg(long, value_enum, value_name = "RUNTIME")]
+    pub runtime: Option<RuntimeArg>,
+
+    /// Image to run [default: debian:bookworm-slim].
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// Rebuild the image even if a cached one exists.
+    #[arg(long)]
+    pub rebuild: bool,
+
+    /// Keep the container after it exits (for inspection).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Start the run and return; follow it with `moat logs -f` or `moat attach`.
+    #[arg(short = 'd', long, conflicts_with = "interactive")]
+    pub detach: bool,
+
+    /// Connect stdin and a terminal.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Network policy: strict (only allowed hosts and granted credentials' hosts) or permissive.
+    #[arg(long, value_enum, value_name = "POLICY", hide_possible_values = true)]
+    pub policy: Option<PolicyArg>,
+
+    /// Also allow this host (pattern like *.example.com; repeatable).
+    #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_rule)]
+    pub allow_hosts: Vec<HostRule>,
+
+    /// Load and check the configuration, print the resolved run, create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// With --dry-run: print the resolved run as JSON.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Run id, id prefix (run_…) or name.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Show every run, not only live runs and the most recent ones.
+    #[arg(short, long)]
+    pub all: bool,
+
+    /// Print JSON (one array, snake_case keys) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[arg(value_name = "RUN", help = RUN_HELP)]
+    pub run: Option<String>,
+
+    /// Print only the last N lines.
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
+
+    /// Keep printing new output until the run ends.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Prefix each line with its time (RFC 3339, UTC).
+    #[arg(short, long)]
+    pub timestamps: bool,
+
+    /// Print records as JSON lines ({"ts","stream","line"}) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[arg(value_name = "RUN", help = RUN_HELP)]
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[arg(value_name = "RUN", help = RUN_HELP)]
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run id, id prefix (run_…) or name.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Command and arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+
+    /// Connect stdin and a terminal.
+    #[arg(short, long)]
+    pub interactive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[arg(value_name = "RUN", help = RUN_HELP)]
+    pub run: Option<String>,
+
+    /// Show proxied network requests (the default and only trace for now).
+    #[arg(long)]
+    pub network: bool,
+
+    /// Include request and response headers (credentials redacted).
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Print JSON lines instead of a table.
+    #[arg(long, conflicts_with = "har")]
+    pub json: bool,
+
+    /// Write the requests as an HTTP Archive to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub har: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditAction>,
+
+    #[arg(value_name = "RUN", help = RUN_HELP)]
+    pub run: Option<String>,
+
+    /// Also write the verified log and its signature to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Verify an exported audit log.
+    Verify {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct GrantArgs {
+    #[command(subcommand)]
+    pub action: Option<GrantAction>,
+
+    /// Provider to store a credential for (github, anthropic, openai, npm, ...).
+    #[arg(value_name = "PROVIDER", required = true)]
+    pub provider: Option<String>,
+
+    /// Host the credential is for, where the provider needs one (npm, ssh).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantAction {
+    /// List stored credentials (never their values).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one stored credential's metadata (never its value).
+    Show {
+        #[arg(value_name = "PROVIDER")]
+        provider: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[arg(value_name = "PROVIDER")]
+    pub provider: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+
+    /// Print what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemArgs {
+    #[command(subcommand)]
+    pub command: SystemCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Ask the daemon to sweep orphaned containers, networks and volumes now.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only networks.
+    #[arg(long)]
+    pub networks: bool,
+
+    /// Only containers.
+    #[arg(long)]
+    pub containers: bool,
+
+    /// Only volumes.
+    #[arg(long)]
+    pub volumes: bool,
+
+    /// Report what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also remove objects of runs that look live but have no owner.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(subcommand)]
+    pub command: DaemonCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Show whether the daemon runs, its pid, socket, uptime and live runs.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the daemon (live runs keep running; they are adopted on restart).
+    Stop,
+    /// Stop the daemon and start a new one.
+    Restart,
+    /// Run the daemon in the foreground (what the CLI spawns).
+    #[command(hide = true)]
+    Run,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_env_pair(text: &str) -> Result<(String, Option<String>), String> {
+    let (key, value) = match text.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_string())),
+        None => (text, None),
+    };
+    let valid = key.chars().next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && key.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(format!("{key:?} is not a valid environment variable name"));
+    }
+    Ok((key.to_string(), value))
+}
+
+fn parse_host_rule(text: &str) -> Result<HostRule, String> {
+    Ok(HostRule {
+        host: config::check_host_pattern(text)?,
+        requests: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env_pair("A=b=c"), Ok(("A".into(), Some("b=c".into()))));
+        assert_eq!(parse_env_pair("HOME"), Ok(("HOME".into(), None)));
+        assert!(parse_env_pair("1A=x").is_err());
+        assert!(parse_env_pair("=x").is_err());
+    }
+}

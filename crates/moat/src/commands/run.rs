@@ -1,0 +1,67 @@
+//! `moat run [PATH] [-- CMD…]`: resolve the run from flags, moat.yaml,
+//! the environment and config.yaml, then start it through the daemon and
+//! exit with the container's code. `--dry-run` stops after resolving and
+//! prints the result, creating nothing.
+
+use std::io::Write;
+
+use anyhow::{Context as _, Result};
+use moat_core::config;
+
+use crate::cli::RunArgs;
+use crate::context::{Context, ExitStatus, not_yet_available};
+use crate::report::CliError;
+use crate::resolve::{self, EnvDefaults, ResolvedRun, Sources};
+
+pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitStatus> {
+    let resolved = prepare(ctx, &args)?;
+    if args.dry_run {
+        print_dry_run(ctx, &resolved, args.json)
+    } else {
+        start(ctx, resolved)
+    }
+}
+
+/// Loads and checks every source without side effects.
+fn prepare(ctx: &Context, args: &RunArgs) -> Result<ResolvedRun> {
+    let workspace = std::fs::canonicalize(&args.path).with_context(|| format!("workspace {}", args.path.display()))?;
+    if !workspace.is_dir() {
+        return Err(CliError::new(format!("workspace {}: not a directory", workspace.display())).into());
+    }
+    let project = config::load_project(&workspace)?;
+    let global = config::load_global(&ctx.home()?)?;
+    for warning in project.warnings.iter().chain(&global.warnings) {
+        ctx.printer.warning(warning);
+    }
+    let host_var = |name: &str| std::env::var(name).ok();
+    let resolved = resolve::resolve(&Sources {
+        args,
+        workspace: &workspace,
+        project: &project.config,
+        config_file: project.path.as_deref(),
+        global: &global.config,
+        env: &EnvDefaults::from_env(),
+        profile: ctx.profile.as_deref(),
+        host_var: &host_var,
+    })?;
+    Ok(resolved)
+}
+
+fn print_dry_run(ctx: &Context, run: &ResolvedRun, json: bool) -> Result<ExitStatus> {
+    let mut out = ctx.printer.stdout();
+    if json {
+        serde_json::to_writer_pretty(&mut out, run)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(serde_yaml::to_string(run)?.as_bytes())?;
+    }
+    out.flush()?;
+    ctx.printer.status("dry run: nothing was created");
+    Ok(ExitStatus::Success)
+}
+
+/// Asks the daemon to create and start the run, follows it and returns the
+/// container's exit code. Provided by the daemon client work.
+fn start(_ctx: &Context, _run: ResolvedRun) -> Result<ExitStatus> {
+    not_yet_available("run")
+}

@@ -1,0 +1,107 @@
+//! All of the CLI's output goes through [`Printer`]: data (listings, `--json`,
+//! a run's stdout) to stdout; moat's own messages (errors, warnings, hints,
+//! progress) to stderr. Colour only on a terminal, never with `NO_COLOR`.
+
+use std::fmt::Display;
+use std::io::{self, BufWriter, IsTerminal, Stdout, Write};
+
+use moat_core::env_vars;
+
+/// A terminal colour; rendered only when the stream is a colour terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Red,
+    Green,
+    Yellow,
+    Cyan,
+    Dim,
+    Bold,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Red => "1;31",
+            Style::Green => "32",
+            Style::Yellow => "1;33",
+            Style::Cyan => "1;36",
+            Style::Dim => "2",
+            Style::Bold => "1",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Printer {
+    stdout_color: bool,
+    stderr_color: bool,
+}
+
+impl Printer {
+    /// Colour where the stream is a terminal and `NO_COLOR` is unset.
+    pub fn from_env() -> Self {
+        let allowed = std::env::var_os(env_vars::NO_COLOR).is_none_or(|v| v.is_empty())
+            && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+        Printer {
+            stdout_color: allowed && io::stdout().is_terminal(),
+            stderr_color: allowed && io::stderr().is_terminal(),
+        }
+    }
+
+    /// Buffered stdout for listings; flush it when done (errors such as a
+    /// closed pipe surface there).
+    pub fn stdout(&self) -> BufWriter<Stdout> {
+        BufWriter::new(io::stdout())
+    }
+
+    /// `text` in `style` when stdout shows colour.
+    pub fn paint_stdout(&self, style: Style, text: &str) -> String {
+        paint(self.stdout_color, style, text)
+    }
+
+    /// A line of moat's own output on stderr.
+    pub fn status(&self, message: impl Display) {
+        let _ = writeln!(io::stderr(), "{message}");
+    }
+
+    pub fn warning(&self, message: impl Display) {
+        self.labelled("warning", Style::Yellow, &message.to_string());
+    }
+
+    pub fn error(&self, message: impl Display) {
+        self.labelled("error", Style::Red, &message.to_string());
+    }
+
+    pub fn hint(&self, message: impl Display) {
+        self.labelled("hint", Style::Cyan, &message.to_string());
+    }
+
+    /// `label: line` for every line of `message`, so multi-line errors
+    /// (one config problem per line) stay greppable.
+    fn labelled(&self, label: &str, style: Style, message: &str) {
+        let label = paint(self.stderr_color, style, &format!("{label}:"));
+        let mut err = io::stderr().lock();
+        for line in message.lines() {
+            let _ = writeln!(err, "{label} {line}");
+        }
+    }
+}
+
+fn paint(enabled: bool, style: Style, text: &str) -> String {
+    if enabled {
+        format!("\x1b[{}m{text}\x1b[0m", style.code())
+    } else {
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paints_only_when_enabled() {
+        assert_eq!(paint(false, Style::Red, "x"), "x");
+        assert_eq!(paint(true, Style::Red, "x"), "\x1b[1;31mx\x1b[0m");
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `moat` binary on a temporary MOAT_HOME with
+//! fabricated runs (no daemon, no runtime).
+
+mod cli {
+    pub mod help;
+    pub mod run_dry_run;
+    pub mod store_commands;
+    pub mod support;
+}
