@@ -104,6 +104,14 @@ pub struct PersistedRun {
     pub proxy_token: Option<String>,
 }
 
+/// The spec minus the values of `secrets:` (their names stay): secret
+/// values never reach `runs.json`.
+fn without_secret_values(spec: &RunSpec) -> RunSpec {
+    let mut spec = spec.clone();
+    spec.env.retain(|(name, _)| !spec.secret_names.contains(name));
+    spec
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct RunsFile {
     version: u32,
@@ -180,7 +188,7 @@ impl Registry {
             .all()
             .iter()
             .map(|h| PersistedRun {
-                spec: h.spec.clone(),
+                spec: without_secret_values(&h.spec),
                 meta: h.metadata(),
                 proxy_token: h.proxy_token().map(|t| t.as_str().to_string()),
             })

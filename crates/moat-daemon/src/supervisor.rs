@@ -19,6 +19,7 @@ use std::net::IpAddr;
 
 use crate::api::{AttachEvent, RunSpec};
 use crate::egress::{Egress, EgressError, PROXY_HOST, PROXY_VARIABLES};
+use crate::fault;
 use crate::grants::{self, GrantError};
 use crate::lines::LineSplitter;
 use crate::reaper::SweepRequest;
@@ -89,6 +90,7 @@ pub async fn create_run(daemon: &Daemon, spec: RunSpec) -> Result<RunId, RunErro
         let _ = handle.update(daemon.store(), |m| fail(m, &e.to_string()));
         return Err(e);
     }
+    fault::point("after-registry-write").await;
     match provision(daemon, runtime.as_ref(), &handle).await {
         Ok(()) => {
             drop(creation_lock);
@@ -153,6 +155,7 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
         internal: spec.policy.mode == PolicyMode::Strict,
     };
     let network = create_network(daemon, runtime, &network_spec).await?;
+    fault::point("after-network-create").await;
     let proxy = match daemon.egress() {
         Some(egress) => Some(attach_proxy(daemon, egress, handle, &network, grants).await?),
         None => None,
@@ -163,6 +166,7 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
         m.container_id = Some(container_id.clone());
         m.state = RunState::Created;
     })?;
+    fault::point("after-container-create").await;
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
     runtime.start_container(&container_id).await?;
     handle.update(daemon.store(), |m| {
@@ -170,6 +174,7 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
         m.started_at = Some(Utc::now());
     })?;
     daemon.registry().persist_soon();
+    fault::point("after-start").await;
     Ok(())
 }
 
