@@ -196,7 +196,8 @@ async fn bootstrap(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        // Its own process group, so an abandoned build stops apt too.
+        .process_group(0)
         .spawn()
         .map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => BaseImageError::MmdebstrapMissing {
@@ -204,6 +205,9 @@ async fn bootstrap(
             },
             _ => io_error(recipe, Path::new("mmdebstrap"), source),
         })?;
+    let group = ProcessGroupGuard {
+        pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
+    };
     let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
     if let Some(stderr) = child.stderr.take() {
         let mut lines = BufReader::new(stderr).lines();
@@ -221,6 +225,7 @@ async fn bootstrap(
         .wait()
         .await
         .map_err(|source| io_error(recipe, Path::new("mmdebstrap"), source))?;
+    group.disarm();
     if status.success() {
         return Ok(());
     }
@@ -237,6 +242,32 @@ fn io_error(recipe: &BaseImageRecipe, path: &Path, source: io::Error) -> BaseIma
         tag: recipe.tag.clone(),
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Asks mmdebstrap's process group to stop (SIGTERM) when the build is
+/// abandoned (timeout, cancellation), so mmdebstrap removes its own
+/// temporary root instead of being killed outright.
+struct ProcessGroupGuard {
+    pgid: Option<i32>,
+}
+
+impl ProcessGroupGuard {
+    fn disarm(mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid.filter(|pgid| *pgid > 0) {
+            // SAFETY: kill(2) with a negative pid signals that process
+            // group; it touches no memory of ours.
+            let result = unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            if result != 0 {
+                tracing::warn!(pgid, err = %io::Error::last_os_error(), "could not stop mmdebstrap");
+            }
+        }
     }
 }
 

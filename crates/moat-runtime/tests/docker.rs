@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use moat_runtime::base_image::{
-    BaseImageOutcome, BaseImageRecipe, DEFAULT_LOCAL_BASE_IMAGE, SilentReporter, ensure_base_image,
+    BaseImageError, BaseImageOutcome, BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE,
+    SilentReporter, ensure_base_image,
 };
 use moat_runtime::docker::{DockerOptions, DockerRuntime};
 use moat_runtime::subnet::{Ipv4Subnet, SubnetPool};
@@ -454,4 +455,86 @@ async fn a_socket_nobody_listens_on_is_unavailable() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(matches!(err, RuntimeError::Unavailable { .. }), "{err}");
     assert!(docker.endpoint().starts_with("unix:///"), "{}", docker.endpoint());
+}
+
+// === Base image builds that cannot succeed ===
+
+/// Records progress events.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<BaseImageProgress>>);
+
+impl BaseImageReporter for Recorder {
+    fn on_progress(&self, progress: BaseImageProgress) {
+        self.0.lock().unwrap().push(progress);
+    }
+}
+
+fn doomed_recipe(tag: &str, mirror: String, timeout: Duration) -> BaseImageRecipe {
+    BaseImageRecipe {
+        mirror,
+        timeout,
+        ..BaseImageRecipe::bookworm(tag)
+    }
+}
+
+fn mmdebstrap_installed() -> bool {
+    std::process::Command::new("mmdebstrap")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_base_image_from_an_unreachable_mirror_fails_with_mmdebstrap_output() {
+    let Some(docker) = engine().await else { return };
+    let tag = format!("{}:never", test_home("unreachable-mirror"));
+    // Port 9 (discard) on loopback: nothing listens, connections are refused.
+    let recipe = doomed_recipe(&tag, "http://127.0.0.1:9/debian".into(), Duration::from_secs(120));
+    let recorder = Recorder::default();
+    let err = ensure_base_image(&docker, &recipe, &recorder).await.unwrap_err();
+    if mmdebstrap_installed() {
+        assert!(matches!(err, BaseImageError::Bootstrap { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("127.0.0.1:9"), "{message}");
+        assert!(
+            message.contains("E: "),
+            "the error carries mmdebstrap's output: {message}"
+        );
+        let events = recorder.0.lock().unwrap();
+        assert!(
+            matches!(events.first(), Some(BaseImageProgress::Bootstrapping { .. })),
+            "{events:?}"
+        );
+    } else {
+        assert!(err.to_string().contains("apt-get install mmdebstrap"), "{err}");
+    }
+    assert!(!docker.image_exists(&tag).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_base_image_build_that_hangs_times_out_and_stops_mmdebstrap() {
+    let Some(docker) = engine().await else { return };
+    if !mmdebstrap_installed() {
+        return;
+    }
+    // A mirror that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror = format!("http://{}/debian", listener.local_addr().unwrap());
+    let silent_mirror = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let tag = format!("{}:never", test_home("silent-mirror"));
+    let recipe = doomed_recipe(&tag, mirror, Duration::from_secs(3));
+    let started = Instant::now();
+    let err = ensure_base_image(&docker, &recipe, &SilentReporter).await.unwrap_err();
+    let elapsed = started.elapsed();
+    silent_mirror.abort();
+
+    assert!(matches!(err, BaseImageError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("timed out after 3s"), "{err}");
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+    assert!(!docker.image_exists(&tag).await.unwrap());
 }
