@@ -322,6 +322,104 @@ async fn exec_returns_exit_code_and_output_and_stop_kills_after_grace() {
     .await;
 }
 
+#[tokio::test]
+async fn mounts_user_limits_and_extra_hosts_are_applied() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let Some(docker) = engine().await else { return };
+    let image = base_image(&docker).await;
+    let home = test_home("spec");
+    let workspace = std::env::temp_dir().join(&home);
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::fs::set_permissions(&workspace, std::fs::Permissions::from_mode(0o777)).unwrap();
+    with_cleanup(&docker, &home, async {
+        let script = "id -u; id -g; pwd; touch made-here; getent hosts moat-proxy; \
+                      cat /sys/fs/cgroup/memory.max 2>/dev/null \
+                      || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+        let mut spec = shell(&home, "shaped", image, script);
+        spec.mounts = vec![moat_runtime::Mount {
+            source: workspace.display().to_string(),
+            target: "/workspace".into(),
+            read_only: false,
+        }];
+        spec.working_dir = Some("/workspace".into());
+        spec.user = Some("1234:2345".into());
+        spec.extra_hosts = vec![("moat-proxy".into(), "10.213.0.1".into())];
+        spec.memory_bytes = Some(256 << 20);
+        spec.cpus = Some(0.5);
+        let id = docker.create_container(&spec).await.unwrap();
+        docker.start_container(&id).await.unwrap();
+        assert_eq!(docker.wait_container(&id).await.unwrap(), Some(0));
+
+        let output: Vec<_> = docker
+            .logs(&id, false, None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let stdout: String = output
+            .iter()
+            .filter(|c| c.stream == OutputStreamKind::Stdout)
+            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+            .collect();
+        let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+        assert_eq!(lines[..3], ["1234", "2345", "/workspace"], "{stdout}");
+        assert!(
+            lines[3].starts_with("10.213.0.1") && lines[3].ends_with("moat-proxy"),
+            "{stdout}"
+        );
+        assert_eq!(lines[4], (256u64 << 20).to_string(), "{stdout}");
+        let made = std::fs::metadata(workspace.join("made-here")).unwrap();
+        assert_eq!((made.uid(), made.gid()), (1234, 2345));
+    })
+    .await;
+    std::fs::remove_dir_all(&workspace).unwrap();
+}
+
+#[tokio::test]
+async fn tty_output_is_stdout_and_since_skips_earlier_output() {
+    let Some(docker) = engine().await else { return };
+    let image = base_image(&docker).await;
+    let home = test_home("tty");
+    with_cleanup(&docker, &home, async {
+        let mut spec = shell(&home, "tty", image, "echo early; sleep 2.5; echo late");
+        spec.tty = true;
+        let id = docker.create_container(&spec).await.unwrap();
+        docker.start_container(&id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let between = chrono::Utc::now();
+        assert_eq!(docker.wait_container(&id).await.unwrap(), Some(0));
+
+        let all: Vec<_> = docker
+            .logs(&id, false, None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(all.iter().all(|c| c.stream == OutputStreamKind::Stdout));
+        let text: String = all
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+            .collect();
+        assert_eq!(text, "early\r\nlate\r\n", "a TTY turns \\n into \\r\\n");
+        let later: Vec<_> = docker
+            .logs(&id, false, Some(between))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let text: String = later
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+            .collect();
+        assert_eq!(text, "late\r\n");
+    })
+    .await;
+}
+
 // === Volumes and idempotent removals ===
 
 #[tokio::test]
