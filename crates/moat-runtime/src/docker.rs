@@ -25,6 +25,7 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
+use crate::select::Probe;
 use crate::subnet::SubnetPool;
 use crate::{
     Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec, OutputStream, Runtime,
@@ -86,6 +87,19 @@ impl DockerRuntime {
             timeouts: options.timeouts,
             pool: pool::NetworkPool::new(options.subnet_pool),
         })
+    }
+
+    /// Connects and pings, for runtime selection: `Available`, or
+    /// `Unavailable` with the reason.
+    pub async fn probe(options: DockerOptions) -> Probe {
+        let pinged = match DockerRuntime::new(options) {
+            Ok(docker) => docker.ping().await,
+            Err(err) => Err(err),
+        };
+        match pinged {
+            Ok(()) => Probe::Available,
+            Err(err) => Probe::Unavailable(err.to_string()),
+        }
     }
 
     /// Where the engine is and how that was decided.

@@ -18,6 +18,7 @@ use moat_runtime::base_image::{
     SilentReporter, ensure_base_image,
 };
 use moat_runtime::docker::{DockerOptions, DockerRuntime};
+use moat_runtime::select::Probe;
 use moat_runtime::subnet::{Ipv4Subnet, SubnetPool};
 use moat_runtime::{
     ContainerSpec, ContainerStatus, NetworkSpec, OutputStreamKind, Runtime, RuntimeError, Timeouts, VolumeSpec, labels,
@@ -464,6 +465,7 @@ async fn the_base_image_is_present_afterwards_and_reported_as_such() {
     let listed = docker.list_images().await.unwrap();
     assert!(listed.iter().any(|i| i.tags.iter().any(|t| t == image)));
     assert!(docker.endpoint().contains("API 1."), "{}", docker.endpoint());
+    assert_eq!(DockerRuntime::probe(DockerOptions::default()).await, Probe::Available);
 }
 
 // === Engines that are missing or wedged (no Docker needed) ===
@@ -550,7 +552,16 @@ async fn a_socket_nobody_listens_on_is_unavailable() {
     })
     .unwrap();
     let err = docker.ping().await.unwrap_err();
+    let probe = DockerRuntime::probe(DockerOptions {
+        endpoint: Some(socket.display().to_string()),
+        ..DockerOptions::default()
+    })
+    .await;
     std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        matches!(probe, Probe::Unavailable(ref reason) if reason.contains("unavailable")),
+        "{probe:?}"
+    );
     assert!(matches!(err, RuntimeError::Unavailable { .. }), "{err}");
     assert!(docker.endpoint().starts_with("unix:///"), "{}", docker.endpoint());
 }

@@ -56,3 +56,29 @@ pub async fn exec(docker: &Docker, id: &str, command: &[String]) -> Result<ExecO
     output.exit_code = docker.inspect_exec(&exec_id).await?.exit_code;
     Ok(output)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn frames_keep_their_stream_and_tty_output_is_stdout() {
+        let data = Bytes::from_static(b"x\n");
+        let tagged = |output| log_chunk(output).map(|chunk: OutputChunk| chunk.stream);
+        assert_eq!(
+            tagged(LogOutput::StdOut { message: data.clone() }),
+            Some(OutputStreamKind::Stdout)
+        );
+        assert_eq!(
+            tagged(LogOutput::StdErr { message: data.clone() }),
+            Some(OutputStreamKind::Stderr)
+        );
+        assert_eq!(
+            tagged(LogOutput::Console { message: data.clone() }),
+            Some(OutputStreamKind::Stdout)
+        );
+        assert_eq!(tagged(LogOutput::StdIn { message: data }), None);
+    }
+}
