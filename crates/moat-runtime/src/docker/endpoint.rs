@@ -36,14 +36,16 @@ pub struct DockerEndpoint {
 }
 
 impl DockerEndpoint {
-    /// Whether the engine runs in a VM on this machine (Docker Desktop,
-    /// Colima, Rancher Desktop), where containers reach the host through
-    /// `host.docker.internal` rather than a bridge gateway.
+    /// Whether the engine runs in a VM on this machine (any engine off
+    /// Linux; Docker Desktop, Colima, Rancher Desktop on Linux), where
+    /// containers reach the host through `host.docker.internal` rather than
+    /// a bridge gateway.
     pub fn is_desktop_vm(&self) -> bool {
-        matches!(
-            self.source,
-            EndpointSource::Socket(COLIMA | RANCHER_DESKTOP | DOCKER_DESKTOP)
-        )
+        !cfg!(target_os = "linux")
+            || matches!(
+                self.source,
+                EndpointSource::Socket(COLIMA | RANCHER_DESKTOP | DOCKER_DESKTOP)
+            )
     }
 }
 
@@ -87,6 +89,7 @@ pub fn candidate_sockets(env: &EndpointEnv) -> Vec<(PathBuf, &'static str)> {
         sockets.push((home.join(".colima/default/docker.sock"), COLIMA));
         sockets.push((home.join(".rd/docker.sock"), RANCHER_DESKTOP));
         sockets.push((home.join(".docker/run/docker.sock"), DOCKER_DESKTOP));
+        sockets.push((home.join(".docker/desktop/docker.sock"), DOCKER_DESKTOP));
     }
     sockets
 }
@@ -152,7 +155,7 @@ mod tests {
         let endpoint = discover(&env(), |_| true).unwrap();
         assert_eq!(endpoint.address, "unix:///var/run/docker.sock");
         assert_eq!(endpoint.source, EndpointSource::Socket("Docker"));
-        assert!(!endpoint.is_desktop_vm());
+        assert_eq!(endpoint.is_desktop_vm(), !cfg!(target_os = "linux"));
     }
 
     #[test]
@@ -167,6 +170,8 @@ mod tests {
         assert!(colima.is_desktop_vm());
         let desktop = discover(&env(), only("/home/ada/.docker/run/docker.sock")).unwrap();
         assert_eq!(desktop.source, EndpointSource::Socket("Docker Desktop"));
+        let linux_desktop = discover(&env(), only("/home/ada/.docker/desktop/docker.sock")).unwrap();
+        assert!(linux_desktop.is_desktop_vm());
     }
 
     #[test]
