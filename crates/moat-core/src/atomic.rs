@@ -41,10 +41,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 
 /// Creates `dir` (and parents) with mode 0700, tightening it if it exists.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = fs::metadata(dir)?;
     if meta.permissions().mode() & 0o777 != 0o700 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -82,10 +79,7 @@ mod tests {
         write_atomic(&path, b"one", 0o600).unwrap();
         write_atomic(&path, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -141,12 +141,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_json() {
-        let mut meta = RunMetadata::new(
-            RunId::generate(),
-            "/w".into(),
-            "img".into(),
-            "docker".into(),
-        );
+        let mut meta = RunMetadata::new(RunId::generate(), "/w".into(), "img".into(), "docker".into());
         meta.name = Some("demo".into());
         meta.state = RunState::Exited;
         meta.exit_code = Some(7);

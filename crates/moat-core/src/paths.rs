@@ -29,9 +29,7 @@ impl MoatHome {
         if let Some(dir) = std::env::var_os(env_vars::MOAT_HOME).filter(|v| !v.is_empty()) {
             return Ok(Self::new(absolute(PathBuf::from(dir))));
         }
-        let home = std::env::var_os("HOME")
-            .filter(|v| !v.is_empty())
-            .ok_or(NoHome)?;
+        let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or(NoHome)?;
         Ok(Self::new(PathBuf::from(home).join(".moat")))
     }
 
@@ -118,9 +116,7 @@ fn absolute(path: PathBuf) -> PathBuf {
     if path.is_absolute() {
         return path;
     }
-    std::env::current_dir()
-        .map(|cwd| cwd.join(&path))
-        .unwrap_or(path)
+    std::env::current_dir().map(|cwd| cwd.join(&path)).unwrap_or(path)
 }
 
 #[cfg(test)]

@@ -22,10 +22,7 @@ pub enum StoreError {
     #[error("no runs yet")]
     Empty,
     #[error("{path}: corrupt run metadata: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -114,10 +111,7 @@ impl RunStore {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
-                return Err(StoreError::Io {
-                    path: dir,
-                    source: e,
-                });
+                return Err(StoreError::Io { path: dir, source: e });
             }
         };
         Ok(entries
@@ -141,9 +135,7 @@ impl RunStore {
             })
             .collect();
         entries.sort_by(|a, b| match (a, b) {
-            (RunEntry::Readable(a), RunEntry::Readable(b)) => {
-                b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id))
-            }
+            (RunEntry::Readable(a), RunEntry::Readable(b)) => b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)),
             (RunEntry::Readable(_), RunEntry::Unreadable { .. }) => std::cmp::Ordering::Less,
             (RunEntry::Unreadable { .. }, RunEntry::Readable(_)) => std::cmp::Ordering::Greater,
             (a, b) => a.id().cmp(b.id()),
@@ -170,19 +162,13 @@ impl RunStore {
     pub fn resolve(&self, query: Option<&str>, unique: bool) -> Result<RunId, StoreError> {
         let entries = self.list()?;
         let Some(query) = query else {
-            return entries
-                .first()
-                .map(|e| e.id().clone())
-                .ok_or(StoreError::Empty);
+            return entries.first().map(|e| e.id().clone()).ok_or(StoreError::Empty);
         };
         if let Some(entry) = entries.iter().find(|e| e.id().as_str() == query) {
             return Ok(entry.id().clone());
         }
         let matches: Vec<&RunEntry> = if query.starts_with("run_") {
-            entries
-                .iter()
-                .filter(|e| e.id().as_str().starts_with(query))
-                .collect()
+            entries.iter().filter(|e| e.id().as_str().starts_with(query)).collect()
         } else {
             entries
                 .iter()

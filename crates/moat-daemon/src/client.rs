@@ -51,6 +51,11 @@ impl ClientError {
         }
     }
 
+    /// The daemon refused because it is exiting; a new one can be started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.status() == Some(StatusCode::SERVICE_UNAVAILABLE) && self.to_string().contains("shutting down")
+    }
+
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ClientError::Api(_, status) => Some(*status),

@@ -23,10 +23,7 @@ pub enum RuntimeError {
         after: Duration,
     },
     #[error("{runtime} is unavailable: {reason}")]
-    Unavailable {
-        runtime: RuntimeKind,
-        reason: String,
-    },
+    Unavailable { runtime: RuntimeKind, reason: String },
     #[error("{runtime}: no free subnet in moat's pool {pool} for {network}")]
     AddressSpaceExhausted {
         runtime: RuntimeKind,

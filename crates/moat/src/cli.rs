@@ -35,6 +35,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether this invocation is the daemon itself (`moat daemon run`).
+    pub fn is_daemon_process(&self) -> bool {
+        matches!(
+            &self.command,
+            Command::Daemon(DaemonArgs {
+                command: DaemonCommand::Run
+            })
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a new container with PATH mounted at /workspace.

@@ -5,6 +5,8 @@
 mod cli;
 mod commands;
 mod context;
+mod launch;
+mod live;
 mod printer;
 mod report;
 mod resolve;
@@ -16,7 +18,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let printer = printer::Printer::from_env();
-    report::init_tracing();
+    report::init_tracing(cli.is_daemon_process());
     match commands::run(cli, &printer) {
         Ok(status) => status.into(),
         Err(err) => report::report(&printer, &err),

@@ -69,12 +69,17 @@ fn hint_for(err: &anyhow::Error) -> Option<String> {
 }
 
 /// Diagnostics from moat's libraries go to stderr, filtered by `MOAT_LOG`
-/// (default: warnings only).
-pub fn init_tracing() {
-    let filter = std::env::var(env_vars::MOAT_LOG).unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt()
+/// (default: warnings only; the daemon, whose stderr is `daemon.log`,
+/// logs at info with timestamps).
+pub fn init_tracing(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = std::env::var(env_vars::MOAT_LOG).unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(io::stderr)
-        .without_time()
-        .try_init();
+        .with_writer(io::stderr);
+    let _ = if daemon {
+        builder.try_init()
+    } else {
+        builder.without_time().try_init()
+    };
 }

@@ -1,16 +1,125 @@
 //! `moat daemon status|stop|restart|run`: manage the daemon of this
 //! MOAT_HOME (`run` is what the CLI spawns, hidden from help).
 
-use anyhow::Result;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+use moat_core::MoatHome;
+use moat_core::config::{self, GlobalConfig};
+use moat_daemon::runtimes::SystemRuntimes;
+use moat_daemon::spawn::process_alive;
+use moat_daemon::{DaemonClient, DaemonConfig, egress::EgressConfig};
 
 use crate::cli::{DaemonArgs, DaemonCommand};
-use crate::context::{Context, ExitStatus, not_yet_available};
+use crate::context::{Context, ExitStatus};
+use crate::live;
+use crate::report::CliError;
 
-pub fn daemon(_ctx: &Context, args: &DaemonArgs) -> Result<ExitStatus> {
+/// Bound on a daemon exiting after it was asked to.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+pub fn daemon(ctx: &Context, args: &DaemonArgs) -> Result<ExitStatus> {
+    let home = ctx.home()?;
     match args.command {
-        DaemonCommand::Status { .. } => not_yet_available("daemon status"),
-        DaemonCommand::Stop => not_yet_available("daemon stop"),
-        DaemonCommand::Restart => not_yet_available("daemon restart"),
-        DaemonCommand::Run => not_yet_available("daemon run"),
+        DaemonCommand::Status { json } => live::block_on(status(&home, json)),
+        DaemonCommand::Stop => live::block_on(async {
+            stop(ctx, &home).await?;
+            Ok(ExitStatus::Success)
+        }),
+        DaemonCommand::Restart => live::block_on(async {
+            stop(ctx, &home).await?;
+            let client = live::daemon(&home).await?;
+            let health = client.health().await.map_err(live::client_error)?;
+            ctx.printer.status(format!("daemon restarted (pid {})", health.pid));
+            Ok(ExitStatus::Success)
+        }),
+        DaemonCommand::Run => run_foreground(&home),
     }
+}
+
+async fn status(home: &MoatHome, json: bool) -> Result<ExitStatus> {
+    let client = DaemonClient::new(home.daemon_socket());
+    let health = client.health().await.ok();
+    if json {
+        let value =
+            serde_json::json!({ "running": health.is_some(), "socket": home.daemon_socket(), "health": health });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitStatus::Success);
+    }
+    let Some(health) = health else {
+        println!("daemon: not running (it starts on demand)");
+        return Ok(ExitStatus::Success);
+    };
+    let uptime = (Utc::now() - health.started_at).to_std().unwrap_or_default();
+    println!("daemon: running");
+    println!("pid: {}", health.pid);
+    println!("version: {} (API {})", health.version, health.api_version);
+    println!("socket: {}", home.daemon_socket().display());
+    if let Some(port) = health.proxy_port {
+        println!("proxy port: {port}");
+    }
+    println!("uptime: {}s", uptime.as_secs());
+    println!("live runs: {}", health.live_runs);
+    if let Some(sweep) = &health.last_sweep {
+        println!("last sweep: {}", sweep["started_at"].as_str().unwrap_or("?"));
+    }
+
+    Ok(ExitStatus::Success)
+}
+
+/// Asks the daemon to exit and waits until its process is gone.
+async fn stop(ctx: &Context, home: &MoatHome) -> Result<()> {
+    let client = DaemonClient::new(home.daemon_socket());
+    let Ok(health) = client.health().await else {
+        ctx.printer.status("daemon: not running");
+        return Ok(());
+    };
+    client.shutdown().await.map_err(live::client_error)?;
+    let deadline = Instant::now() + STOP_WAIT;
+    while process_alive(health.pid) {
+        if Instant::now() > deadline {
+            return Err(CliError::new(format!(
+                "the daemon (pid {}) did not exit within {STOP_WAIT:?}",
+                health.pid
+            ))
+            .with_hint(format!("kill it: `kill {}`", health.pid))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ctx.printer.status(format!(
+        "daemon stopped (pid {}); live runs go on and are adopted by the next daemon",
+        health.pid
+    ));
+    Ok(())
+}
+
+/// The daemon process itself: settings from `config.yaml`, then serve until
+/// shutdown.
+fn run_foreground(home: &MoatHome) -> Result<ExitStatus> {
+    let global = config::load_global(home)?.config;
+    let config = daemon_config(home, &global);
+    let runtimes = Arc::new(SystemRuntimes::new(&global).context("configuring runtimes")?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the daemon's async runtime")?;
+    runtime.block_on(moat_daemon::run(config, runtimes))?;
+    // Supervision tasks end with the runtime; the next daemon re-adopts runs.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(ExitStatus::Success)
+}
+
+fn daemon_config(home: &MoatHome, global: &GlobalConfig) -> DaemonConfig {
+    let mut config = DaemonConfig::new(home.clone());
+    config.idle_timeout = global.idle_timeout;
+    config.reap_interval = global.reap_interval;
+    config.egress = Some(EgressConfig {
+        preferred_port: global.proxy_port,
+        extra_root_ca: global.extra_ca_file.clone(),
+        resolve_overrides: global.resolve.iter().map(|(host, ip)| (host.clone(), *ip)).collect(),
+    });
+    config
 }

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use moat_core::config;
 
 use crate::cli::RunArgs;
-use crate::context::{Context, ExitStatus, not_yet_available};
+use crate::context::{Context, ExitStatus};
 use crate::report::CliError;
 use crate::resolve::{self, EnvDefaults, ResolvedRun, Sources};
 
@@ -61,7 +61,7 @@ fn print_dry_run(ctx: &Context, run: &ResolvedRun, json: bool) -> Result<ExitSta
 }
 
 /// Asks the daemon to create and start the run, follows it and returns the
-/// container's exit code. Provided by the daemon client work.
-fn start(_ctx: &Context, _run: ResolvedRun) -> Result<ExitStatus> {
-    not_yet_available("run")
+/// container's exit code.
+fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
+    crate::launch::start(ctx, run)
 }

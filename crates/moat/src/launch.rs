@@ -1,0 +1,211 @@
+//! Starting a resolved run: pick the runtime, make sure a local base image
+//! exists (built with progress when it is moat's own), resolve `secrets:`
+//! on the host, turn everything into the daemon's `RunSpec`, create the run
+//! through the daemon, then follow it (or print its id with `-d`).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use moat_core::config::NetworkConfig;
+use moat_daemon::api::RunSpec;
+use moat_daemon::egress::PROXY_VARIABLES;
+use moat_runtime::base_image::{
+    BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE, ensure_base_image,
+};
+use moat_runtime::docker::{DockerOptions, DockerRuntime};
+use moat_runtime::select::{Probe, SelectionInput, select_runtime};
+use moat_runtime::{Runtime, RuntimeKind, Timeouts};
+
+use crate::context::{Context, ExitStatus};
+use crate::live;
+use crate::report::CliError;
+use crate::resolve::ResolvedRun;
+
+/// Creates the run through the daemon and follows it to its end.
+pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
+    let home = ctx.home()?;
+    live::block_on(async {
+        let runtime = choose_runtime(&run).await?;
+        if runtime == RuntimeKind::Docker && run.image == DEFAULT_LOCAL_BASE_IMAGE {
+            build_local_base_image().await?;
+        }
+        let spec = run_spec(ctx, &run, runtime)?;
+        let client = live::daemon(&home).await?;
+        let created = match client.create_run(&spec).await {
+            // The daemon decided to exit while we asked: ask its successor.
+            Err(e) if e.is_shutting_down() => live::daemon(&home).await?.create_run(&spec).await,
+            other => other,
+        }
+        .map_err(live::client_error)?;
+        if run.detach {
+            println!("{}", created.run_id);
+            return Ok(ExitStatus::Success);
+        }
+        ctx.printer
+            .status(format!("{} started (Ctrl-C stops it)", created.run_id));
+        live::follow(&client, &created.run_id, &ctx.printer, true).await
+    })
+}
+
+/// The resolved runtime, or the detected one (runtime.md, "Selection").
+async fn choose_runtime(run: &ResolvedRun) -> Result<RuntimeKind> {
+    let docker = match DockerRuntime::new(DockerOptions {
+        timeouts: probe_timeouts(),
+        ..DockerOptions::default()
+    }) {
+        Ok(docker) => match docker.ping().await {
+            Ok(()) => Probe::Available,
+            Err(e) => Probe::Unavailable(e.to_string()),
+        },
+        Err(e) => Probe::Unavailable(e.to_string()),
+    };
+    let apple = Probe::Unavailable("Apple containers need macOS 26 on Apple silicon".into());
+    let input = SelectionInput {
+        flag: run.runtime.map(|kind| kind.as_str()),
+        config: None,
+        env: None,
+        os: std::env::consts::OS,
+        arch: std::env::consts::ARCH,
+        docker,
+        apple,
+    };
+    select_runtime(&input).map_err(|e| {
+        CliError::new(e.to_string())
+            .with_hint("start Docker (`systemctl start docker`), or check `moat doctor`")
+            .into()
+    })
+}
+
+fn probe_timeouts() -> Timeouts {
+    let quick = Duration::from_secs(5);
+    Timeouts {
+        call: quick,
+        network_create: quick,
+        list: quick,
+        remove: quick,
+    }
+}
+
+/// Builds moat's local base image from Debian packages when it is missing
+/// (no registry needed), with a spinner on a terminal.
+async fn build_local_base_image() -> Result<()> {
+    let docker = DockerRuntime::new(DockerOptions::default()).context("connecting to Docker")?;
+    let reporter = SpinnerReporter::new();
+    let recipe = BaseImageRecipe::bookworm(DEFAULT_LOCAL_BASE_IMAGE);
+    let outcome = ensure_base_image(&docker, &recipe, &reporter).await;
+    reporter.finish();
+    outcome.map(|_| ()).map_err(|e| {
+        CliError::new(format!(
+            "cannot build the local base image {DEFAULT_LOCAL_BASE_IMAGE}: {e}"
+        ))
+        .with_hint("run `scripts/setup.sh`, or pass --image with an image you have")
+        .into()
+    })
+}
+
+/// Shows base-image build progress (a spinner on a terminal, plain lines
+/// otherwise).
+struct SpinnerReporter {
+    bar: ProgressBar,
+}
+
+impl SpinnerReporter {
+    fn new() -> Self {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        SpinnerReporter { bar }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl BaseImageReporter for SpinnerReporter {
+    fn on_progress(&self, progress: BaseImageProgress) {
+        let line = match progress {
+            BaseImageProgress::Bootstrapping { suite, mirror } => {
+                format!("building the local base image {DEFAULT_LOCAL_BASE_IMAGE} (Debian {suite} from {mirror})")
+            }
+            BaseImageProgress::BootstrapLine(line) => line,
+            BaseImageProgress::Importing { tag } => format!("importing {tag}"),
+            BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({:.0?})", elapsed),
+        };
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.set_message(line);
+        }
+    }
+}
+
+/// The daemon's view of the run: no secret value leaves the host except
+/// inside the container's environment, and moat's proxy variables win.
+fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<RunSpec> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (key, value) in &run.env {
+        if PROXY_VARIABLES.contains(&key.as_str()) {
+            ctx.printer
+                .warning(format!("{key} is ignored: moat sets the proxy variables itself"));
+            continue;
+        }
+        env.push((key.clone(), value.clone()));
+    }
+    let mut secret_names = Vec::new();
+    for (name, reference) in &run.secrets {
+        let value = moat_creds::resolve_secret(&reference.to_string()).with_context(|| format!("secrets.{name}"))?;
+        env.push((name.clone(), value));
+        secret_names.push(name.clone());
+    }
+    let mounts = run
+        .mounts
+        .iter()
+        .filter(|m| !(m.target == "/workspace" && m.source == run.workspace))
+        .map(|m| moat_runtime::Mount {
+            source: m.source.display().to_string(),
+            target: m.target.clone(),
+            read_only: m.read_only,
+        })
+        .collect();
+    Ok(RunSpec {
+        name: run.name.clone(),
+        workspace: run.workspace.clone(),
+        image: run.image.clone(),
+        command: run.command.clone(),
+        env,
+        mounts,
+        runtime: runtime.as_str().to_string(),
+        keep: run.keep,
+        interactive: run.interactive,
+        memory_bytes: run.container.memory.map(|mb| (mb as i64).saturating_mul(1024 * 1024)),
+        cpus: run.container.cpus,
+        dns: run.container.dns.iter().map(|ip| ip.to_string()).collect(),
+        grants: run.grants.clone(),
+        secret_names,
+        labels: Default::default(),
+        policy: network_policy(&run.network),
+        host_ports: run.network.host.clone(),
+        profile: run.profile.clone(),
+    })
+}
+
+fn network_policy(network: &NetworkConfig) -> moat_proxy::NetworkPolicy {
+    let mode = match network.policy {
+        moat_core::config::NetworkPolicy::Permissive => moat_proxy::PolicyMode::Permissive,
+        moat_core::config::NetworkPolicy::Strict => moat_proxy::PolicyMode::Strict,
+    };
+    let rules = network
+        .rules
+        .iter()
+        .map(|rule| moat_proxy::HostRule {
+            host_pattern: rule.host.clone(),
+            method_path_rules: rule.requests.iter().map(|r| r.to_string()).collect(),
+        })
+        .collect();
+    moat_proxy::NetworkPolicy { mode, rules }
+}
