@@ -210,6 +210,65 @@ async fn forty_networks_at_once_fit_in_moats_pool() {
     .await;
 }
 
+/// A runtime whose pool is the two /28 blocks of `base` (a /27).
+async fn engine_with_pool(base: &str) -> Option<DockerRuntime> {
+    engine().await?;
+    let options = DockerOptions {
+        subnet_pool: SubnetPool::parse(base, 28).unwrap(),
+        ..DockerOptions::default()
+    };
+    Some(DockerRuntime::new(options).unwrap())
+}
+
+fn network_spec(home: &str, what: &str) -> NetworkSpec {
+    NetworkSpec {
+        name: name(home, what),
+        labels: run_labels(home, labels::role::NETWORK),
+        internal: false,
+    }
+}
+
+#[tokio::test]
+async fn used_blocks_are_skipped_and_a_full_pool_is_reported() {
+    let Some(docker) = engine_with_pool("10.214.7.0/27").await else {
+        return;
+    };
+    let home = test_home("fullpool");
+    with_cleanup(&docker, &home, async {
+        let first = docker.create_network(&network_spec(&home, "a")).await.unwrap();
+        let second = docker.create_network(&network_spec(&home, "b")).await.unwrap();
+        assert_eq!(first.subnet.as_deref(), Some("10.214.7.0/28"));
+        assert_eq!(second.subnet.as_deref(), Some("10.214.7.16/28"));
+        let err = docker.create_network(&network_spec(&home, "c")).await.unwrap_err();
+        assert!(matches!(err, RuntimeError::AddressSpaceExhausted { .. }), "{err}");
+        assert!(err.to_string().contains("10.214.7.0/27"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_runtimes_racing_for_one_block_both_get_a_subnet() {
+    let Some(left) = engine_with_pool("10.214.8.0/27").await else {
+        return;
+    };
+    let Some(right) = engine_with_pool("10.214.8.0/27").await else {
+        return;
+    };
+    let home = test_home("race");
+    with_cleanup(&left, &home, async {
+        // Both list an empty pool and pick the same block; the loser is
+        // told the subnet overlaps and moves on to the next block.
+        let (left_spec, right_spec) = (network_spec(&home, "left"), network_spec(&home, "right"));
+        let (a, b) = tokio::join!(left.create_network(&left_spec), right.create_network(&right_spec));
+        let subnets: BTreeSet<String> = [a.unwrap().subnet.unwrap(), b.unwrap().subnet.unwrap()].into();
+        assert_eq!(
+            subnets,
+            BTreeSet::from(["10.214.8.0/28".to_string(), "10.214.8.16/28".to_string()])
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn removing_a_network_with_a_running_container_is_in_use() {
     let Some(docker) = engine().await else { return };
