@@ -374,7 +374,7 @@ pub struct PruneArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Also remove objects of runs that look live but have no owner.
+    /// Remove orphans at once instead of on their second sighting (live runs are never touched).
     #[arg(long)]
     pub force: bool,
 }

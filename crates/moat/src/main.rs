@@ -7,6 +7,7 @@ mod commands;
 mod context;
 mod launch;
 mod live;
+mod maintenance;
 mod printer;
 mod report;
 mod resolve;

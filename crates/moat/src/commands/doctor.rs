@@ -1,10 +1,173 @@
-//! `moat doctor`: runtime, daemon, reaper and credential health.
+//! `moat doctor`: which runtime and socket moat found (or why none), the
+//! daemon's state, its last sweeps, how many orphaned objects could be
+//! reclaimed (a dry run) and how, and the health of stored credentials.
+
+use std::io::Write;
 
 use anyhow::Result;
+use moat_core::MoatHome;
+use moat_daemon::DaemonClient;
+use moat_daemon::reaper::{SweepReport, SweepRequest};
+use moat_runtime::Runtime;
+use moat_runtime::docker::{DockerOptions, DockerRuntime};
+use serde::Serialize;
 
 use crate::cli::DoctorArgs;
-use crate::context::{Context, ExitStatus, not_yet_available};
+use crate::context::{Context, ExitStatus};
+use crate::{live, maintenance};
 
-pub fn doctor(_ctx: &Context, _args: &DoctorArgs) -> Result<ExitStatus> {
-    not_yet_available("doctor")
+#[derive(Serialize)]
+struct Diagnosis {
+    runtime: RuntimeCheck,
+    daemon: Option<moat_daemon::api::Health>,
+    /// Dry run: what a forced sweep would remove now.
+    reclaimable: Option<SweepReport>,
+    credentials: Vec<moat_creds::CredentialSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RuntimeCheck {
+    kind: &'static str,
+    endpoint: Option<String>,
+    found_via: Option<String>,
+    available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+pub fn doctor(ctx: &Context, args: &DoctorArgs) -> Result<ExitStatus> {
+    let home = ctx.home()?;
+    let diagnosis = live::block_on(diagnose(ctx, &home))?;
+    let mut out = ctx.printer.stdout();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &diagnosis)?;
+        writeln!(out)?;
+    } else {
+        print(&diagnosis, &mut out)?;
+    }
+    out.flush()?;
+    Ok(if diagnosis.runtime.available {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+async fn diagnose(ctx: &Context, home: &MoatHome) -> Result<Diagnosis> {
+    let runtime = check_docker().await;
+    let (daemon, reclaimable) = if runtime.available {
+        let dry_run = SweepRequest {
+            dry_run: true,
+            force: true,
+            ..Default::default()
+        };
+        let report = maintenance::sweep(home, &ctx.printer, &dry_run).await.ok();
+        (DaemonClient::new(home.daemon_socket()).health().await.ok(), report)
+    } else {
+        (DaemonClient::new(home.daemon_socket()).health().await.ok(), None)
+    };
+    let (credentials, credentials_error) = match moat_creds::CredentialStore::open(home, ctx.profile.as_deref()) {
+        Ok(store) => match store.list() {
+            Ok(list) => (list, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    Ok(Diagnosis {
+        runtime,
+        daemon,
+        reclaimable,
+        credentials,
+        credentials_error,
+    })
+}
+
+async fn check_docker() -> RuntimeCheck {
+    let mut check = RuntimeCheck {
+        kind: "docker",
+        endpoint: None,
+        found_via: None,
+        available: false,
+        problem: None,
+    };
+    match DockerRuntime::new(DockerOptions::default()) {
+        Ok(docker) => {
+            check.endpoint = Some(docker.docker_endpoint().address.clone());
+            check.found_via = Some(docker.docker_endpoint().source.to_string());
+            match docker.ping().await {
+                Ok(()) => check.available = true,
+                Err(e) => check.problem = Some(e.to_string()),
+            }
+        }
+        Err(e) => check.problem = Some(e.to_string()),
+    }
+    check
+}
+
+fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
+    let rt = &d.runtime;
+    match (&rt.endpoint, rt.available) {
+        (Some(endpoint), true) => writeln!(
+            out,
+            "runtime: docker at {endpoint} (found via {})",
+            rt.found_via.as_deref().unwrap_or("?")
+        )?,
+        (Some(endpoint), false) => writeln!(
+            out,
+            "runtime: docker at {endpoint} does not answer: {}",
+            rt.problem.as_deref().unwrap_or("?")
+        )?,
+        (None, _) => writeln!(out, "runtime: none found: {}", rt.problem.as_deref().unwrap_or("?"))?,
+    }
+    match &d.daemon {
+        Some(h) => writeln!(
+            out,
+            "daemon: running, pid {}, version {}, {} live run(s), proxy port {}",
+            h.pid,
+            h.version,
+            h.live_runs,
+            h.proxy_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+        )?,
+        None => writeln!(out, "daemon: not running (starts on demand)")?,
+    }
+    if let Some(sweep) = d.daemon.as_ref().and_then(|h| h.last_sweep.as_ref()) {
+        writeln!(
+            out,
+            "last sweep: {} ({}), {} ms",
+            sweep["started_at"].as_str().unwrap_or("?"),
+            sweep["trigger"].as_str().unwrap_or("?"),
+            sweep["duration_ms"]
+        )?;
+    }
+    if let Some(report) = &d.reclaimable {
+        for sweep in &report.runtimes {
+            let count = |kind| sweep.removed.iter().filter(|k| k.kind == kind).count();
+            use moat_daemon::reaper::decide::ObjectKind::{Container, Network, Volume};
+            writeln!(
+                out,
+                "reclaimable on {}: {} container(s), {} network(s), {} volume(s)",
+                sweep.runtime,
+                count(Container),
+                count(Network),
+                count(Volume)
+            )?;
+            if !sweep.removed.is_empty() {
+                writeln!(out, "  reclaim them with: moat system prune --force")?;
+            }
+        }
+    }
+    if let Some(error) = &d.credentials_error {
+        writeln!(out, "credentials: {error}")?;
+    } else {
+        let broken = d.credentials.iter().filter(|c| c.error.is_some()).count();
+        writeln!(
+            out,
+            "credentials: {} stored, {} unreadable",
+            d.credentials.len(),
+            broken
+        )?;
+    }
+    Ok(())
 }

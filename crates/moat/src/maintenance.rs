@@ -1,0 +1,69 @@
+//! Sweeps on request (`moat system prune`, `moat clean`, `moat doctor`):
+//! asked of the daemon, which is single-flight with its own sweeps; run in
+//! this process only when no daemon can be started.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use moat_core::MoatHome;
+use moat_core::config;
+use moat_daemon::reaper::{SweepReport, SweepRequest};
+use moat_daemon::runtimes::SystemRuntimes;
+use moat_daemon::{Daemon, DaemonConfig};
+
+use crate::live;
+use crate::printer::Printer;
+
+/// Sweeps through the daemon, or in-process when it cannot be started.
+pub async fn sweep(home: &MoatHome, printer: &Printer, request: &SweepRequest) -> Result<SweepReport> {
+    match moat_daemon::ensure_running(home).await {
+        Ok(client) => client.reap(request).await.map_err(live::client_error),
+        Err(e) => {
+            printer.warning(format!("no daemon ({e}); sweeping in this process"));
+            let global = config::load_global(home)?.config;
+            let runtimes = Arc::new(SystemRuntimes::new(&global).context("configuring runtimes")?);
+            let mut daemon_config = DaemonConfig::new(home.clone());
+            daemon_config.egress = None;
+            let daemon = Daemon::new(daemon_config, runtimes, None);
+            Ok(daemon.reaper().sweep(&daemon, request, "in-process (no daemon)").await)
+        }
+    }
+}
+
+/// Prints a sweep report for people.
+pub fn print_report(report: &SweepReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let verb = if report.dry_run { "would remove" } else { "removed" };
+    if report.runtimes.is_empty() {
+        writeln!(out, "no runtime is available to sweep")?;
+    }
+    for sweep in &report.runtimes {
+        writeln!(
+            out,
+            "{}: {} candidate(s), {} of live runs, {} {verb}, {} awaiting a second sighting, {} protected, {} failed",
+            sweep.runtime,
+            sweep.candidates,
+            sweep.live,
+            sweep.removed.len(),
+            sweep.awaiting_second_sighting,
+            sweep.protected,
+            sweep.failed.len()
+        )?;
+        for key in &sweep.removed {
+            writeln!(out, "  {verb} {} {}", key.kind, key.name)?;
+        }
+        for failed in &sweep.failed {
+            writeln!(
+                out,
+                "  failed {} {}: {} ({} time(s))",
+                failed.object.kind, failed.object.name, failed.error, failed.failures
+            )?;
+        }
+        for error in &sweep.errors {
+            writeln!(out, "  error: {error}")?;
+        }
+    }
+    if let Some(error) = &report.error {
+        writeln!(out, "error: {error}")?;
+    }
+    writeln!(out, "took {} ms", report.duration_ms)
+}
