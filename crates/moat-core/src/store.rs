@@ -122,18 +122,7 @@ impl RunStore {
 
     /// Every run, newest first; unreadable ones last.
     pub fn list(&self) -> Result<Vec<RunEntry>, StoreError> {
-        let mut entries: Vec<RunEntry> = self
-            .ids()?
-            .into_iter()
-            .map(|id| match self.load(&id) {
-                Ok(meta) => RunEntry::Readable(Box::new(meta)),
-                Err(e) => RunEntry::Unreadable {
-                    dir: self.run_dir(&id),
-                    id,
-                    reason: e.to_string(),
-                },
-            })
-            .collect();
+        let mut entries = self.load_entries(self.ids()?);
         entries.sort_by(|a, b| match (a, b) {
             (RunEntry::Readable(a), RunEntry::Readable(b)) => b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)),
             (RunEntry::Readable(_), RunEntry::Unreadable { .. }) => std::cmp::Ordering::Less,
@@ -141,6 +130,43 @@ impl RunStore {
             (a, b) => a.id().cmp(b.id()),
         });
         Ok(entries)
+    }
+
+    /// Loads the metadata of `ids`, spread over a few threads when there are
+    /// many: listing a large home is one open/read/close per run, and the
+    /// waits overlap well.
+    fn load_entries(&self, ids: Vec<RunId>) -> Vec<RunEntry> {
+        const MIN_PER_THREAD: usize = 128;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(ids.len() / MIN_PER_THREAD)
+            .max(1);
+        if threads == 1 {
+            return ids.into_iter().map(|id| self.entry(id)).collect();
+        }
+        let chunk = ids.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = ids
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(|id| self.entry(id.clone())).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    }
+
+    fn entry(&self, id: RunId) -> RunEntry {
+        match self.load(&id) {
+            Ok(meta) => RunEntry::Readable(Box::new(meta)),
+            Err(e) => RunEntry::Unreadable {
+                dir: self.run_dir(&id),
+                id,
+                reason: e.to_string(),
+            },
+        }
     }
 
     /// Deletes a run's directory and everything in it.
@@ -186,5 +212,32 @@ impl RunStore {
                 matches: many.iter().map(|e| e.id().to_string()).collect(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::RunState;
+
+    #[test]
+    fn listing_many_runs_keeps_every_run_in_order() {
+        let root = std::env::temp_dir().join(format!("moat-store-{}", RunId::generate()));
+        let store = RunStore::new(MoatHome::new(&root));
+        let base = chrono::Utc::now();
+        let mut created = Vec::new();
+        for i in 0..600 {
+            let mut meta = RunMetadata::new(RunId::generate(), "/w".into(), "img".into(), "docker".into());
+            meta.created_at = base - chrono::Duration::seconds(i);
+            meta.state = RunState::Exited;
+            store.create(&meta).unwrap();
+            created.push(meta.id);
+        }
+        std::fs::write(store.run_dir(&created[7]).join(run_files::METADATA), "{").unwrap();
+        let listed: Vec<RunId> = store.list().unwrap().iter().map(|e| e.id().clone()).collect();
+        let mut expected: Vec<RunId> = created.iter().filter(|id| **id != created[7]).cloned().collect();
+        expected.push(created[7].clone());
+        assert_eq!(listed, expected);
+        std::fs::remove_dir_all(root).unwrap();
     }
 }
