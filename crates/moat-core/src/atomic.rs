@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Suffix of temp files; readers skip files ending in it.
 pub const TEMP_SUFFIX: &str = ".tmp";
@@ -18,7 +19,11 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(format!(".{}{TEMP_SUFFIX}", std::process::id()));
+    // Unique per write: concurrent writers of one file (threads or
+    // processes) must never share a temp file.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
+    tmp_name.push(format!(".{}.{sequence}{TEMP_SUFFIX}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -80,6 +85,28 @@ mod tests {
         write_atomic(&path, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_do_not_collide() {
+        let dir = temp_dir();
+        let path = dir.join("state.json");
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(&path, format!("writer {i}").as_bytes(), 0o600).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert!(fs::read_to_string(&path).unwrap().starts_with("writer "));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file is left behind");
         fs::remove_dir_all(dir).unwrap();
     }
 

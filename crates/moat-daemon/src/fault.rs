@@ -1,7 +1,11 @@
-//! Crash points for fault-injection tests, compiled into debug builds only:
-//! `MOAT_FAULT=<point>:kill` makes the daemon SIGKILL itself at that step of
-//! run creation, `MOAT_FAULT=<point>:pause` holds it there for a few seconds
-//! (so a test can kill the CLI meanwhile). Release builds ignore it.
+//! Crash points for fault-injection tests, compiled into debug builds only.
+//! A run whose spec carries the label `dev.moat.fault=<point>:kill` makes the
+//! daemon SIGKILL itself at that step of the run's creation;
+//! `<point>:pause` holds the creation there for a few seconds (so a test can
+//! kill the CLI meanwhile). The CLI sets the label from `MOAT_FAULT` in
+//! debug builds. Release builds ignore both.
+
+use crate::api::RunSpec;
 
 /// Names of the crash points, in the order run creation reaches them.
 pub const POINTS: &[&str] = &[
@@ -11,13 +15,15 @@ pub const POINTS: &[&str] = &[
     "after-start",
 ];
 
-/// Environment variable naming the crash point.
+/// Environment variable the CLI reads the crash point from.
 pub const ENV: &str = "MOAT_FAULT";
 
+/// Run label carrying the crash point to the daemon.
+pub const LABEL: &str = "dev.moat.fault";
+
 #[cfg(debug_assertions)]
-pub async fn point(name: &str) {
-    let Ok(spec) = std::env::var(ENV) else { return };
-    let Some((point, action)) = spec.split_once(':') else {
+pub async fn point(name: &str, spec: &RunSpec) {
+    let Some((point, action)) = spec.labels.get(LABEL).and_then(|v| v.split_once(':')) else {
         return;
     };
     if point != name {
@@ -37,4 +43,4 @@ pub async fn point(name: &str) {
 }
 
 #[cfg(not(debug_assertions))]
-pub async fn point(_name: &str) {}
+pub async fn point(_name: &str, _spec: &RunSpec) {}

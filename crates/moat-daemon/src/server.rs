@@ -111,7 +111,16 @@ async fn create(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
         Ok(spec) => spec,
         Err(reject) => return reject.into_response(),
     };
-    match supervisor::create_run(daemon, spec).await {
+    // A client that disconnects (killed CLI) must not cancel the creation:
+    // it runs in its own task, which outlives this request.
+    let creating = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { supervisor::create_run(&daemon, spec).await }
+    });
+    let Ok(created) = creating.await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "run creation panicked".into(), None);
+    };
+    match created {
         Ok(run_id) => {
             let state = daemon.registry().get(&run_id).map(|h| h.metadata().state);
             let state = state.unwrap_or(moat_core::RunState::Exited);
@@ -139,7 +148,19 @@ async fn stop(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Bod
         Ok(handle) => handle,
         Err(reject) => return reject.into_response(),
     };
-    match supervisor::stop_run(daemon, &handle.id(), request.kill).await {
+    let stopping = tokio::spawn({
+        let daemon = daemon.clone();
+        let id = handle.id();
+        async move { supervisor::stop_run(&daemon, &id, request.kill).await }
+    });
+    let Ok(stopped) = stopping.await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stopping the run panicked".into(),
+            None,
+        );
+    };
+    match stopped {
         Ok(()) => json(StatusCode::ACCEPTED, &handle.view()),
         Err(e) => run_error(e),
     }

@@ -90,7 +90,7 @@ pub async fn create_run(daemon: &Daemon, spec: RunSpec) -> Result<RunId, RunErro
         let _ = handle.update(daemon.store(), |m| fail(m, &e.to_string()));
         return Err(e);
     }
-    fault::point("after-registry-write").await;
+    fault::point("after-registry-write", &handle.spec).await;
     match provision(daemon, runtime.as_ref(), &handle).await {
         Ok(()) => {
             drop(creation_lock);
@@ -155,7 +155,7 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
         internal: spec.policy.mode == PolicyMode::Strict,
     };
     let network = create_network(daemon, runtime, &network_spec).await?;
-    fault::point("after-network-create").await;
+    fault::point("after-network-create", spec).await;
     let proxy = match daemon.egress() {
         Some(egress) => Some(attach_proxy(daemon, egress, handle, &network, grants).await?),
         None => None,
@@ -166,7 +166,7 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
         m.container_id = Some(container_id.clone());
         m.state = RunState::Created;
     })?;
-    fault::point("after-container-create").await;
+    fault::point("after-container-create", spec).await;
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
     runtime.start_container(&container_id).await?;
     handle.update(daemon.store(), |m| {
@@ -174,7 +174,7 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
         m.started_at = Some(Utc::now());
     })?;
     daemon.registry().persist_soon();
-    fault::point("after-start").await;
+    fault::point("after-start", spec).await;
     Ok(())
 }
 

@@ -187,11 +187,23 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         dns: run.container.dns.iter().map(|ip| ip.to_string()).collect(),
         grants: run.grants.clone(),
         secret_names,
-        labels: Default::default(),
+        labels: fault_label(),
         policy: network_policy(&run.network),
         host_ports: run.network.host.clone(),
         profile: run.profile.clone(),
     })
+}
+
+/// In debug builds, `MOAT_FAULT` asks the daemon to crash or pause at a
+/// step of this run's creation (fault-injection tests).
+fn fault_label() -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    if cfg!(debug_assertions)
+        && let Ok(fault) = std::env::var(moat_daemon::fault::ENV)
+    {
+        labels.insert(moat_daemon::fault::LABEL.to_string(), fault);
+    }
+    labels
 }
 
 fn network_policy(network: &NetworkConfig) -> moat_proxy::NetworkPolicy {

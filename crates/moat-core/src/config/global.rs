@@ -28,6 +28,10 @@ pub struct GlobalConfig {
     /// How often the daemon's reaper sweeps for orphans.
     #[serde(deserialize_with = "values::duration", serialize_with = "values::serialize_duration")]
     pub reap_interval: Duration,
+    /// An orphan is removed only when a later sweep, at least this long
+    /// after the first, still finds it (absorbs asynchronous teardown).
+    #[serde(deserialize_with = "values::duration", serialize_with = "values::serialize_duration")]
+    pub reap_second_sighting: Duration,
     /// Bound on creating one run's network.
     #[serde(deserialize_with = "values::duration", serialize_with = "values::serialize_duration")]
     pub network_create_timeout: Duration,
@@ -58,6 +62,7 @@ impl Default for GlobalConfig {
             proxy_port: 0,
             idle_timeout: Duration::from_secs(5 * 60),
             reap_interval: Duration::from_secs(10 * 60),
+            reap_second_sighting: Duration::from_secs(60),
             network_create_timeout: Duration::from_secs(30),
             subnet_pool: SubnetPool::default(),
             subnet_prefix: 28,

@@ -116,6 +116,7 @@ fn daemon_config(home: &MoatHome, global: &GlobalConfig) -> DaemonConfig {
     let mut config = DaemonConfig::new(home.clone());
     config.idle_timeout = global.idle_timeout;
     config.reap_interval = global.reap_interval;
+    config.second_sighting_after = global.reap_second_sighting;
     config.egress = Some(EgressConfig {
         preferred_port: global.proxy_port,
         extra_root_ca: global.extra_ca_file.clone(),

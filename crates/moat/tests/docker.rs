@@ -1,0 +1,8 @@
+//! End-to-end tests through the real `moat` binary, its daemon and the real
+//! Docker engine.
+
+mod docker {
+    pub mod lifecycle;
+    pub mod reaper;
+    pub mod support;
+}

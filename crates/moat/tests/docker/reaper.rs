@@ -1,0 +1,259 @@
+//! The reaper end to end: runs whose creation is cut short by a SIGKILL of
+//! the daemon or of the CLI at each step leave nothing behind after a sweep,
+//! while a live run beside them is untouched; another home's objects and a
+//! network with a foreign container survive; 100 orphans are swept.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use moat_daemon::fault::POINTS;
+
+use super::support::{Home, kill9, objects_of, text};
+
+/// Short reaper timings so a test needs seconds, not minutes.
+const FAST_REAPER: &str = "reap_interval: 2s\nreap_second_sighting: 1s\n";
+
+fn fast_home() -> Option<Home> {
+    let home = Home::new()?;
+    std::fs::create_dir_all(home.home()).unwrap();
+    std::fs::write(home.home().join("config.yaml"), FAST_REAPER).unwrap();
+    Some(home)
+}
+
+fn start_live_run(home: &Home) -> String {
+    let out = home.run(&["run", "-d", "--name", "live", "--", "sleep", "120"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+fn container_running(name: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", name])
+        .output()
+        .unwrap();
+    text(&out.stdout).trim() == "true"
+}
+
+/// The id of the run that is not `live_id`.
+fn other_run(home: &Home, live_id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(run) = home.runs().into_iter().find(|r| r["id"] != live_id) {
+            return run["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the faulted run was never recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Objects of `run_id` are all gone within `within`; a daemon is kept up
+/// (it is what sweeps) by asking it for its status.
+fn assert_all_gone(home: &Home, run_id: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = objects_of(run_id);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "objects of {run_id} remain: {left:?}");
+        std::thread::sleep(Duration::from_millis(250));
+        let _ = home.run(&["doctor", "--json"]);
+    }
+}
+
+fn stop_live(home: &Home, live: &str) {
+    let out = home.run(&["stop", live]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_daemon_killed_at_any_step_of_creation_leaks_nothing_and_spares_live_runs() {
+    let Some(home) = fast_home() else { return };
+    let live = start_live_run(&home);
+    for point in POINTS {
+        let faulted = home
+            .moat()
+            .env("MOAT_FAULT", format!("{point}:kill"))
+            .args(["run", "--", "sleep", "1"])
+            .output()
+            .unwrap();
+        assert_ne!(
+            faulted.status.code(),
+            Some(0),
+            "{point}: the CLI cannot succeed when its daemon dies"
+        );
+        let run_id = other_run(&home, &live);
+        // The next command that needs the daemon starts a new one, which
+        // reconciles and sweeps.
+        let _ = home.run(&["doctor", "--json"]);
+        assert_all_gone(&home, &run_id, Duration::from_secs(20));
+        let meta = home.wait_cleaned(&run_id, Duration::from_secs(20));
+        assert!(
+            meta["state"] == "failed" || meta["state"] == "exited",
+            "{point}: {meta}"
+        );
+        assert!(container_running(&live), "{point}: the live run was disturbed");
+        let destroyed = home.run(&["destroy", &run_id]);
+        assert!(destroyed.status.success(), "{point}: {}", text(&destroyed.stderr));
+    }
+    stop_live(&home, &live);
+}
+
+#[test]
+fn a_cli_killed_at_any_step_of_creation_leaks_nothing_and_spares_live_runs() {
+    let Some(home) = fast_home() else { return };
+    let live = start_live_run(&home);
+    for point in POINTS {
+        let mut cli = home
+            .moat()
+            .env("MOAT_FAULT", format!("{point}:pause"))
+            .args(["run", "--", "sleep", "1"])
+            .spawn()
+            .unwrap();
+        let run_id = other_run(&home, &live);
+        std::thread::sleep(Duration::from_millis(500));
+        kill9(cli.id());
+        let _ = cli.wait();
+        assert_all_gone(&home, &run_id, Duration::from_secs(20));
+        let meta = home.wait_cleaned(&run_id, Duration::from_secs(20));
+        assert_eq!(
+            meta["exit_code"], 0,
+            "{point}: the run finishes under the daemon: {meta}"
+        );
+        assert!(container_running(&live), "{point}: the live run was disturbed");
+        home.run(&["destroy", &run_id]);
+    }
+    stop_live(&home, &live);
+}
+
+#[test]
+fn another_homes_objects_and_networks_with_foreign_containers_survive_sweeps() {
+    let Some(home) = fast_home() else { return };
+    let tag = format!("{}{}", std::process::id(), super::support::unique());
+    let foreign_run = format!("run_{:0>12}", &tag[tag.len().saturating_sub(12)..]);
+    let foreign_net = format!("moat-{foreign_run}");
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
+    };
+    docker(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.254.255.0/28",
+        "--label",
+        "dev.moat.managed=true",
+        "--label",
+        &format!("dev.moat.run-id={foreign_run}"),
+        "--label",
+        "dev.moat.home=0123456789ab",
+        &foreign_net,
+    ]);
+
+    // A network of a dead run of this home with somebody else's container.
+    let dead = home.run(&["run", "--keep", "--", "true"]);
+    assert!(dead.status.success(), "{}", text(&dead.stderr));
+    let dead_id = home.only_run()["id"].as_str().unwrap().to_string();
+    let dead_net = format!("moat-{dead_id}");
+    let bystander = format!("bystander-{tag}");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &bystander,
+        "--network",
+        &dead_net,
+        super::support::IMAGE,
+        "sleep",
+        "120",
+    ]);
+    // Destroying the record makes the kept container and the network orphans.
+    assert!(home.run(&["destroy", &dead_id]).status.success());
+
+    for _ in 0..3 {
+        let out = home.run(&["system", "prune", "--force"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let exists = |kind: &str, name: &str| {
+        Command::new("docker")
+            .args([kind, "inspect", name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(exists("network", &foreign_net), "another home's network was removed");
+    assert!(
+        exists("network", &dead_net),
+        "a network with a foreign container was removed"
+    );
+    assert!(container_running(&bystander), "the foreign container was disturbed");
+    assert!(
+        !exists("container", &dead_id),
+        "the dead run's own container is reclaimable"
+    );
+
+    docker(&["rm", "-f", &bystander]);
+    docker(&["network", "rm", &foreign_net]);
+    let out = home.run(&["system", "prune", "--force"]);
+    assert!(out.status.success());
+    assert!(
+        !exists("network", &dead_net),
+        "once alone, the dead run's network is reclaimed"
+    );
+}
+
+#[test]
+fn a_sweep_removes_a_hundred_orphaned_networks() {
+    let Some(home) = fast_home() else { return };
+    let label = home_label(&home.home());
+    let names: Vec<String> = (0..100)
+        .map(|i| format!("moat-run_{:06x}{:06x}", std::process::id() & 0xffffff, i))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let run_id = name.trim_start_matches("moat-");
+        // Explicit subnets: Docker's default pools hold only ~30 networks.
+        let subnet = format!("10.254.{}.{}/28", i / 16, (i % 16) * 16);
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "create",
+                "--subnet",
+                &subnet,
+                "--label",
+                "dev.moat.managed=true",
+                "--label",
+                &format!("dev.moat.run-id={run_id}"),
+                "--label",
+                &format!("dev.moat.home={label}"),
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let started = Instant::now();
+    let out = home.run(&["system", "prune", "--force", "--networks"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("100 removed"), "{report}");
+    let left = Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.moat.home={label}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(text(&left.stdout).trim().is_empty());
+    eprintln!("swept 100 orphaned networks in {took:?}");
+}
+
+/// The `dev.moat.home` label of a MOAT_HOME, as `moat doctor --json` does not
+/// expose it: the same short hash moat computes.
+fn home_label(path: &std::path::Path) -> String {
+    moat_core::MoatHome::new(path).label()
+}

@@ -1,0 +1,165 @@
+//! Shared by the Docker end-to-end tests: a temporary MOAT_HOME driving the
+//! real `moat` binary, and Docker-side checks. In CI (`CI=true`) a missing
+//! Docker engine fails the tests; elsewhere they are skipped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const IMAGE: &str = "moat-base:bookworm";
+
+/// A temporary MOAT_HOME and workspace, with the daemon stopped and every
+/// runtime object of its runs checked gone on drop.
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    pub fn new() -> Option<Self> {
+        if !docker_available() {
+            return None;
+        }
+        let root = std::env::temp_dir().join(format!("moat-e2e-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(root.join("ws")).unwrap();
+        Some(Home { root })
+    }
+
+    pub fn moat(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_moat"));
+        command
+            .env("MOAT_HOME", self.root.join("home"))
+            .env("MOAT_BASE_IMAGE", IMAGE)
+            .env_remove("MOAT_FAULT")
+            .env("NO_COLOR", "1")
+            .current_dir(self.root.join("ws"))
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.moat().args(args).output().unwrap()
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.moat()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.root.join("home")
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.home().join("daemon/daemon.json")).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["pid"].as_u64().map(|p| p as u32)
+    }
+
+    pub fn proxy_port(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.home().join("daemon/daemon.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["proxy_port"].as_u64()
+    }
+
+    pub fn runs(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["list", "--json"]);
+        assert!(
+            out.status.success(),
+            "moat list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn only_run(&self) -> serde_json::Value {
+        let runs = self.runs();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        runs[0].clone()
+    }
+
+    pub fn metadata(&self, run_id: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.home().join("runs").join(run_id).join("metadata.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Waits until the run's metadata says it was cleaned up.
+    pub fn wait_cleaned(&self, run_id: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let meta = self.metadata(run_id);
+            if meta.get("cleaned_at").is_some() {
+                return meta;
+            }
+            assert!(Instant::now() < deadline, "run {run_id} was not cleaned up: {meta}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_for_run(&self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(run) = self.runs().first()
+                && run["state"] == "running"
+            {
+                return run["id"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no run became running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        // Nothing of this home may outlive it: no daemon of it runs again.
+        let _ = self.moat().args(["system", "prune", "--force"]).output();
+        let _ = self.moat().args(["daemon", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+pub fn docker_available() -> bool {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("Docker (with the {IMAGE} image from scripts/setup.sh) is required in CI");
+        }
+        eprintln!("skipping: no Docker engine with {IMAGE} (run scripts/setup.sh)");
+    }
+    ok
+}
+
+/// Runtime objects (containers, networks) carrying this run's label.
+pub fn objects_of(run_id: &str) -> Vec<String> {
+    let filter = format!("label=dev.moat.run-id={run_id}");
+    let mut names = Vec::new();
+    for args in [
+        vec!["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+        vec!["network", "ls", "--filter", &filter, "--format", "{{.Name}}"],
+    ] {
+        let out = Command::new("docker").args(&args).output().unwrap();
+        names.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
+    }
+    names
+}
+
+pub fn kill9(pid: u32) {
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
