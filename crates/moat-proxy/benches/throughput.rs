@@ -8,7 +8,8 @@
 //! and a fresh upstream connection).
 //!
 //! Run: `cargo bench -p moat-proxy --bench throughput -- [--seconds N]
-//!       [--upstream-dir DIR] [--upstream-port PORT] [--external ...]`
+//!       [--upstream-dir DIR] [--upstream-port PORT] [--external ...]`;
+//! `--prepare-upstream` only writes the upstream CA to `--upstream-dir`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -53,6 +54,8 @@ struct Options {
     upstream_dir: Option<PathBuf>,
     upstream_port: u16,
     externals: Vec<External>,
+    /// Only create the upstream CA in `upstream_dir`, then exit.
+    prepare_only: bool,
 }
 
 struct External {
@@ -67,6 +70,7 @@ fn parse_options() -> Result<Options, Error> {
         upstream_dir: None,
         upstream_port: 0,
         externals: Vec::new(),
+        prepare_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,6 +80,7 @@ fn parse_options() -> Result<Options, Error> {
             "--upstream-dir" => options.upstream_dir = Some(PathBuf::from(value()?)),
             "--upstream-port" => options.upstream_port = value()?.parse()?,
             "--external" => options.externals.push(parse_external(&value()?)?),
+            "--prepare-upstream" => options.prepare_only = true,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -223,9 +228,11 @@ impl ClientSetup {
     }
 }
 
-async fn request(sender: &mut SendRequest<Empty<Bytes>>, host: &str) -> Result<(), Error> {
+async fn request(sender: &mut SendRequest<Empty<Bytes>>, authority: &str) -> Result<(), Error> {
     sender.ready().await?;
-    let req = Request::get("/v1/messages").header("host", host).body(Empty::new())?;
+    let req = Request::get("/v1/messages")
+        .header("host", authority)
+        .body(Empty::new())?;
     let response = sender.send_request(req).await?;
     if response.status() != StatusCode::OK {
         return Err(format!("status {}", response.status()).into());
@@ -332,7 +339,7 @@ async fn worker(
                 Some(sender) => sender,
                 None => setup.connect(&host).await?,
             };
-            request(&mut sender, &host).await?;
+            request(&mut sender, &format!("{host}:{}", setup.upstream_port)).await?;
             if matches!(scenario, Scenario::KeepAlive(_)) {
                 kept = Some(sender);
             }
@@ -385,6 +392,11 @@ fn main() -> Result<(), Error> {
     let scratch = std::env::temp_dir().join(format!("moat-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let upstream_dir = options.upstream_dir.clone().unwrap_or_else(|| scratch.join("upstream"));
+    if options.prepare_only {
+        let (_, ca) = upstream_tls(&upstream_dir)?;
+        println!("{}", ca.display());
+        return Ok(());
+    }
 
     // Upstream, proxy and load generator each get their own runtime (threads).
     let upstream_rt = runtime("upstream", 2)?;

@@ -6,16 +6,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::io::{AsyncWriteExt as _, BufWriter};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 use crate::error::ProxyError;
 
 /// Records buffered per run before new ones are dropped.
 const TRACE_CHANNEL_CAPACITY: usize = 4096;
+
+/// Records taken from the channel at once.
+const RECEIVE_BATCH: usize = 256;
+/// Pending bytes that trigger a write without waiting.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Longest a record waits in memory before it is written.
+const FLUSH_DELAY: Duration = Duration::from_millis(50);
 
 /// Text that replaces a secret in traced values.
 pub(crate) const REDACTED: &str = "[REDACTED]";
@@ -75,7 +83,7 @@ impl TraceSink {
         let drops = Arc::new(AtomicU64::new(0));
         let writer = TraceWriter {
             path: path.to_path_buf(),
-            out: BufWriter::new(tokio::fs::File::from_std(file)),
+            out: tokio::fs::File::from_std(file),
             drops: drops.clone(),
         };
         runtime.spawn(writer.run(rx));
@@ -97,18 +105,49 @@ impl TraceSink {
 
 struct TraceWriter {
     path: PathBuf,
-    out: BufWriter<tokio::fs::File>,
+    out: tokio::fs::File,
     drops: Arc<AtomicU64>,
 }
 
 impl TraceWriter {
+    /// Encodes records as they come and writes them out in batches: when
+    /// [`WRITE_BATCH_BYTES`] are pending, or [`FLUSH_DELAY`] after the first
+    /// unwritten record, so a busy run costs one write per batch.
     async fn run(mut self, mut rx: mpsc::Receiver<TraceRecord>) {
-        while let Some(record) = rx.recv().await {
-            self.write_line(&record).await;
-            if rx.is_empty() {
-                self.flush().await;
+        let mut batch = Vec::with_capacity(RECEIVE_BATCH);
+        let mut pending = Vec::new();
+        let mut flush_at: Option<tokio::time::Instant> = None;
+        loop {
+            let receive = rx.recv_many(&mut batch, RECEIVE_BATCH);
+            let received = match flush_at {
+                None => receive.await,
+                Some(at) => match tokio::time::timeout_at(at, receive).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        self.write_out(&mut pending).await;
+                        flush_at = None;
+                        continue;
+                    }
+                },
+            };
+            if received == 0 {
+                break;
+            }
+            for record in batch.drain(..) {
+                self.encode(&record, &mut pending);
+            }
+            if pending.len() >= WRITE_BATCH_BYTES {
+                self.write_out(&mut pending).await;
+                flush_at = None;
+            } else if flush_at.is_none() {
+                flush_at = Some(tokio::time::Instant::now() + FLUSH_DELAY);
             }
         }
+        self.report_drops(&mut pending);
+        self.write_out(&mut pending).await;
+    }
+
+    fn report_drops(&self, pending: &mut Vec<u8>) {
         let dropped = self.drops.load(Ordering::Relaxed);
         if dropped > 0 {
             tracing::warn!(path = %self.path.display(), dropped, "trace records were dropped");
@@ -116,30 +155,29 @@ impl TraceWriter {
                 time: Utc::now(),
                 trace_records_dropped: dropped,
             };
-            self.write_line(&summary).await;
-        }
-        self.flush().await;
-    }
-
-    async fn write_line(&mut self, value: &impl Serialize) {
-        let mut line = match serde_json::to_vec(value) {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), "cannot encode trace record: {e}");
-                return;
-            }
-        };
-        line.push(b'\n');
-        if let Err(e) = self.out.write_all(&line).await {
-            self.drops.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(path = %self.path.display(), "cannot write trace record: {e}");
+            self.encode(&summary, pending);
         }
     }
 
-    async fn flush(&mut self) {
-        if let Err(e) = self.out.flush().await {
-            tracing::warn!(path = %self.path.display(), "cannot flush trace: {e}");
+    fn encode(&self, value: &impl Serialize, pending: &mut Vec<u8>) {
+        match serde_json::to_writer(&mut *pending, value) {
+            Ok(()) => pending.push(b'\n'),
+            Err(e) => tracing::warn!(path = %self.path.display(), "cannot encode trace record: {e}"),
         }
+    }
+
+    async fn write_out(&mut self, pending: &mut Vec<u8>) {
+        if pending.is_empty() {
+            return;
+        }
+        let written = self.out.write_all(pending).await;
+        let flushed = self.out.flush().await;
+        if let Err(e) = written.and(flushed) {
+            let lines = pending.iter().filter(|b| **b == b'\n').count() as u64;
+            self.drops.fetch_add(lines, Ordering::Relaxed);
+            tracing::warn!(path = %self.path.display(), "cannot write trace records: {e}");
+        }
+        pending.clear();
     }
 }
 
