@@ -165,12 +165,3 @@ fn a_missing_workspace_is_an_error() {
     assert!(out.stderr.starts_with("error: workspace "), "{}", out.stderr);
     assert!(out.stderr.contains("No such file or directory"), "{}", out.stderr);
 }
-
-#[test]
-fn run_without_dry_run_is_not_available_yet() {
-    let home = TestHome::new();
-    std::fs::create_dir_all(home.path("ws")).unwrap();
-    let out = home.moat(&["run", home.path("ws").to_str().unwrap(), "--", "true"]);
-    out.failure(1);
-    assert_eq!(out.stderr, "error: moat run is not yet available\n");
-}
