@@ -16,6 +16,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use crate::body::{CountingBody, ProxyBody, TracedBody, local_body};
+use crate::injection::InjectionSet;
 use crate::policy::Decision;
 use crate::proxy::Shared;
 use crate::registry::RunEntry;
@@ -103,8 +104,18 @@ impl PendingTrace {
 
 /// Begins the trace of a request to `target`.
 pub(crate) fn start_trace(run: &Arc<RunEntry>, target: &Target, method: &Method, path_and_query: &str) -> PendingTrace {
+    start_trace_with(run, &run.injections(), target, method, path_and_query)
+}
+
+/// [`start_trace`] with the injection snapshot already in hand.
+fn start_trace_with(
+    run: &Arc<RunEntry>,
+    injections: &InjectionSet,
+    target: &Target,
+    method: &Method,
+    path_and_query: &str,
+) -> PendingTrace {
     static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
-    let injections = run.injections();
     let path = redact_path_and_query(path_and_query, injections.redactable_strings());
     PendingTrace {
         run: run.clone(),
@@ -218,11 +229,11 @@ pub(crate) async fn forward(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string();
-    let mut trace = start_trace(&run, &target, req.method(), &path_and_query);
+    let injections = run.injections();
+    let mut trace = start_trace_with(&run, &injections, &target, req.method(), &path_and_query);
     if !run.is_active() {
         return refuse(trace, unregistered_refusal(&run.run_id));
     }
-    let injections = run.injections();
     let granted = injections.covers(&target.host, target.port);
     let path = req.uri().path();
     let decision = run

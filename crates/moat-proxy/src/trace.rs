@@ -16,13 +16,13 @@ use tokio::sync::mpsc;
 use crate::error::ProxyError;
 
 /// Records buffered per run before new ones are dropped.
-const TRACE_CHANNEL_CAPACITY: usize = 4096;
+const TRACE_CHANNEL_CAPACITY: usize = 16 * 1024;
 
 /// Records taken from the channel at once.
 const RECEIVE_BATCH: usize = 256;
-/// Pending bytes that trigger a write without waiting.
+/// Pending bytes written out without waiting for the batch to end.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
-/// Longest a record waits in memory before it is written.
+/// How long records accumulate after the first before they are written.
 const FLUSH_DELAY: Duration = Duration::from_millis(50);
 
 /// Text that replaces a secret in traced values.
@@ -110,38 +110,27 @@ struct TraceWriter {
 }
 
 impl TraceWriter {
-    /// Encodes records as they come and writes them out in batches: when
-    /// [`WRITE_BATCH_BYTES`] are pending, or [`FLUSH_DELAY`] after the first
-    /// unwritten record, so a busy run costs one write per batch.
+    /// Waits for a record, lets more accumulate for [`FLUSH_DELAY`] while
+    /// nobody is woken per record, then encodes and writes them together:
+    /// a busy run costs one wake-up and one write per batch.
     async fn run(mut self, mut rx: mpsc::Receiver<TraceRecord>) {
         let mut batch = Vec::with_capacity(RECEIVE_BATCH);
         let mut pending = Vec::new();
-        let mut flush_at: Option<tokio::time::Instant> = None;
-        loop {
-            let receive = rx.recv_many(&mut batch, RECEIVE_BATCH);
-            let received = match flush_at {
-                None => receive.await,
-                Some(at) => match tokio::time::timeout_at(at, receive).await {
-                    Ok(received) => received,
-                    Err(_) => {
-                        self.write_out(&mut pending).await;
-                        flush_at = None;
-                        continue;
-                    }
-                },
-            };
-            if received == 0 {
-                break;
+        while rx.recv_many(&mut batch, RECEIVE_BATCH).await > 0 {
+            tokio::time::sleep(FLUSH_DELAY).await;
+            loop {
+                for record in batch.drain(..) {
+                    self.encode(&record, &mut pending);
+                }
+                if pending.len() >= WRITE_BATCH_BYTES {
+                    self.write_out(&mut pending).await;
+                }
+                match rx.try_recv() {
+                    Ok(record) => batch.push(record),
+                    Err(_) => break,
+                }
             }
-            for record in batch.drain(..) {
-                self.encode(&record, &mut pending);
-            }
-            if pending.len() >= WRITE_BATCH_BYTES {
-                self.write_out(&mut pending).await;
-                flush_at = None;
-            } else if flush_at.is_none() {
-                flush_at = Some(tokio::time::Instant::now() + FLUSH_DELAY);
-            }
+            self.write_out(&mut pending).await;
         }
         self.report_drops(&mut pending);
         self.write_out(&mut pending).await;
@@ -197,7 +186,7 @@ const SENSITIVE_QUERY_WORDS: &[&str] = &[
 /// values from a URL's path and query.
 pub(crate) fn redact_path_and_query<'a>(path_and_query: &str, secrets: impl Iterator<Item = &'a str>) -> String {
     let mut text = path_and_query.to_string();
-    for secret in secrets.filter(|s| !s.is_empty()) {
+    for secret in secrets.filter(|s| !s.is_empty() && path_and_query.contains(s)) {
         text = text.replace(secret, REDACTED);
     }
     match text.split_once('?') {
@@ -235,48 +224,64 @@ mod tests {
         assert_eq!(url, "/v1/[REDACTED]/x?access_token=[REDACTED]&page=2&sig=[REDACTED]");
     }
 
+    fn record(id: usize) -> TraceRecord {
+        TraceRecord {
+            time: Utc::now(),
+            request_id: format!("r{id}"),
+            method: "GET".into(),
+            url: "https://h/".into(),
+            host: "h".into(),
+            status: Some(200),
+            duration_ms: 1.0,
+            bytes_out: 0,
+            bytes_in: 5,
+            decision: "allow",
+            rule: "permissive".into(),
+            grants: vec![],
+            error: None,
+        }
+    }
+
+    async fn wait_for_lines(path: &Path, count: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= count {
+                return text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            }
+            assert!(std::time::Instant::now() < deadline, "trace not written: {text}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_drops_and_reports_the_count() {
+        let path = std::env::temp_dir().join(format!("moat-trace-drops-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sink = TraceSink::open("run-drops", &path).unwrap();
+        // The writer cannot run while this loop holds the (single) thread.
+        for i in 0..TRACE_CHANNEL_CAPACITY + 10 {
+            sink.record(record(i));
+        }
+        assert_eq!(sink.dropped(), 10);
+        drop(sink);
+        let lines = wait_for_lines(&path, TRACE_CHANNEL_CAPACITY + 1).await;
+        assert_eq!(lines.last().unwrap()["trace_records_dropped"], 10);
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[tokio::test]
     async fn records_are_appended_as_json_lines() {
         let path = std::env::temp_dir().join(format!("moat-trace-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let sink = TraceSink::open("run-1", &path).unwrap();
         for i in 0..3 {
-            sink.record(TraceRecord {
-                time: Utc::now(),
-                request_id: format!("r{i}"),
-                method: "GET".into(),
-                url: "https://h/".into(),
-                host: "h".into(),
-                status: Some(200),
-                duration_ms: 1.0,
-                bytes_out: 0,
-                bytes_in: 5,
-                decision: "allow",
-                rule: "permissive".into(),
-                grants: vec![],
-                error: None,
-            });
+            sink.record(record(i));
         }
         drop(sink);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if text.lines().count() == 3 {
-                let ids: Vec<String> = text
-                    .lines()
-                    .map(|l| {
-                        serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
-                            .as_str()
-                            .unwrap()
-                            .to_string()
-                    })
-                    .collect();
-                assert_eq!(ids, ["r0", "r1", "r2"]);
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "trace not written: {text}");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let lines = wait_for_lines(&path, 3).await;
+        let ids: Vec<&str> = lines.iter().map(|l| l["request_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["r0", "r1", "r2"]);
         std::fs::remove_file(&path).unwrap();
     }
 }
