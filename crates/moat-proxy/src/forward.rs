@@ -247,6 +247,7 @@ pub(crate) async fn forward(
 
     let mut req = req;
     let upgrade = is_upgrade(&req);
+    let client_version = req.version();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_proxy_headers(&mut parts.headers, upgrade);
@@ -262,17 +263,22 @@ pub(crate) async fn forward(
 
     match client_upgrade {
         Some(on_upgrade) => crate::upgrade::forward_upgrade(&shared, &target, upstream, on_upgrade, trace).await,
-        None => send_pooled(&shared, upstream, trace).await,
+        None => send_pooled(&shared, client_version, upstream, trace).await,
     }
 }
 
 async fn send_pooled(
     shared: &Shared,
+    client_version: Version,
     upstream: Request<CountingBody<Incoming>>,
     mut trace: PendingTrace,
 ) -> Response<ProxyBody> {
     let timeout = shared.timeouts.upstream_response;
-    let result = tokio::time::timeout(timeout, shared.client.request(upstream)).await;
+    let result = tokio::time::timeout(
+        timeout,
+        shared.clients.for_client_version(client_version).request(upstream),
+    )
+    .await;
     let response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => return refuse(trace, upstream_failure(&e)),

@@ -26,7 +26,7 @@ use crate::policy::normalize_host;
 use crate::registry::{Registry, RunEntry, RunRegistration, RunTraceSummary};
 use crate::resolve::Resolver;
 use crate::token::presented_secret;
-use crate::upstream::{UpstreamClient, UpstreamConnector, build_client};
+use crate::upstream::{UpstreamClients, UpstreamConnector};
 
 /// Pause after a failed accept (e.g. out of file descriptors) before retrying.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -37,7 +37,7 @@ pub(crate) struct Shared {
     pub(crate) ca: Arc<CertificateAuthority>,
     pub(crate) resolver: Arc<Resolver>,
     pub(crate) connector: UpstreamConnector,
-    pub(crate) client: UpstreamClient,
+    pub(crate) clients: UpstreamClients,
     pub(crate) timeouts: ProxyTimeouts,
     accept_local_addrs: Vec<IpAddr>,
     shutdown: watch::Sender<bool>,
@@ -53,13 +53,13 @@ impl ProxyHandle {
     pub fn new(config: ProxyConfig, ca: Arc<CertificateAuthority>) -> Result<Self, ProxyError> {
         let resolver = Arc::new(Resolver::new(&config.resolve_overrides, config.timeouts.resolve));
         let connector = UpstreamConnector::new(&config, resolver.clone())?;
-        let client = build_client(connector.clone(), config.timeouts.pool_idle);
+        let clients = UpstreamClients::new(&connector, config.timeouts.pool_idle);
         let shared = Shared {
             registry: Registry::default(),
             ca,
             resolver,
             connector,
-            client,
+            clients,
             timeouts: config.timeouts,
             accept_local_addrs: config.accept_local_addrs.iter().map(|ip| ip.to_canonical()).collect(),
             shutdown: watch::channel(false).0,

@@ -1,5 +1,5 @@
-//! The upstream side: one shared hyper-util pooled client for every run and
-//! tunnel, over a connector that resolves through [`Resolver`], dials with a
+//! The upstream side: hyper-util pooled clients shared by every run and
+//! tunnel (keyed by authority, one per client protocol), over a connector that resolves through [`Resolver`], dials with a
 //! timeout, and verifies TLS against the system roots plus an optional extra
 //! root (ALPN h2/http1.1). Also dedicated HTTP/1.1 connections for upgrades.
 
@@ -33,8 +33,8 @@ use crate::tls::{ALPN_H1, ALPN_H2, crypto_provider};
 /// The shared upstream client: pooled by scheme + authority.
 pub(crate) type UpstreamClient = Client<UpstreamConnector, CountingBody<hyper::body::Incoming>>;
 
-/// Builds the pooled client over `connector`.
-pub(crate) fn build_client(connector: UpstreamConnector, pool_idle: Duration) -> UpstreamClient {
+/// Builds a pooled client over `connector`.
+fn build_client(connector: UpstreamConnector, pool_idle: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool_idle)
         .pool_timer(TokioTimer::new())
@@ -42,14 +42,42 @@ pub(crate) fn build_client(connector: UpstreamConnector, pool_idle: Duration) ->
         .build(connector)
 }
 
+/// The shared pools, one per client protocol: a client speaking HTTP/2 is
+/// served over upstream HTTP/2 where the server offers it; an HTTP/1.1 client
+/// over upstream HTTP/1.1 (no multiplexing layer on the hot path).
+pub(crate) struct UpstreamClients {
+    http1: UpstreamClient,
+    http2: UpstreamClient,
+}
+
+impl UpstreamClients {
+    pub(crate) fn new(connector: &UpstreamConnector, pool_idle: Duration) -> Self {
+        Self {
+            http1: build_client(connector.offering_h2(false), pool_idle),
+            http2: build_client(connector.offering_h2(true), pool_idle),
+        }
+    }
+
+    /// The pool for requests that arrived over `version`.
+    pub(crate) fn for_client_version(&self, version: http::Version) -> &UpstreamClient {
+        if version == http::Version::HTTP_2 {
+            &self.http2
+        } else {
+            &self.http1
+        }
+    }
+}
+
 /// Dials upstream servers. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct UpstreamConnector {
     resolver: Arc<Resolver>,
     /// Offers h2 and http/1.1.
-    tls: TlsConnector,
-    /// Offers only http/1.1 (for upgrades, which need HTTP/1.1).
+    tls_h2: TlsConnector,
+    /// Offers only http/1.1 (HTTP/1.1 clients, upgrades).
     tls_http1: TlsConnector,
+    /// Whether pooled TLS connections offer h2.
+    offer_h2: bool,
     connect_timeout: Duration,
 }
 
@@ -67,10 +95,19 @@ impl UpstreamConnector {
         };
         Ok(Self {
             resolver,
-            tls: client_config(vec![ALPN_H2.to_vec(), ALPN_H1.to_vec()])?,
+            tls_h2: client_config(vec![ALPN_H2.to_vec(), ALPN_H1.to_vec()])?,
             tls_http1: client_config(vec![ALPN_H1.to_vec()])?,
+            offer_h2: true,
             connect_timeout: config.timeouts.upstream_connect,
         })
+    }
+
+    /// The same connector, offering h2 on pooled TLS connections or not.
+    fn offering_h2(&self, offer_h2: bool) -> Self {
+        Self {
+            offer_h2,
+            ..self.clone()
+        }
     }
 
     /// A fresh connection speaking HTTP/1.1 (TLS when `tls`), outside the pool.
@@ -136,7 +173,7 @@ impl tower_service::Service<Uri> for UpstreamConnector {
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
             let https = uri.scheme_str() == Some("https");
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let tls = https.then_some(&this.tls);
+            let tls = https.then_some(if this.offer_h2 { &this.tls_h2 } else { &this.tls_http1 });
             this.connect(&host, port, tls).await.map(TokioIo::new)
         })
     }

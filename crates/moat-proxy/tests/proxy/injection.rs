@@ -127,6 +127,7 @@ async fn proxy_headers_are_stripped_before_forwarding() {
     let seen = tunnel.echo(get("api.example.test", "/", &sent)).await;
     assert!(seen["headers"].get("proxy-authorization").is_none(), "{seen}");
     assert!(seen["headers"].get("proxy-connection").is_none(), "{seen}");
+    assert_eq!(seen["version"], "HTTP/1.1", "HTTP/1.1 clients use upstream HTTP/1.1");
 }
 
 #[tokio::test]

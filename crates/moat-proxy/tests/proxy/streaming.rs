@@ -62,6 +62,7 @@ async fn http2_requests_are_intercepted_and_injected() {
         let seen = tunnel.echo(get_h2(&authority, "/v1/messages")).await;
         assert_eq!(seen["headers"]["x-api-key"], "h2-key", "{seen}");
         assert_eq!(seen["path"], "/v1/messages");
+        assert_eq!(seen["version"], "HTTP/2.0", "HTTP/2 clients use the upstream's HTTP/2");
     }
 }
 
