@@ -93,7 +93,7 @@ fn per_value_rules_name_the_field_and_line() {
         ),
         (
             "network:\n  rules:\n    - https://x.com\n",
-            "network.rules[0]: invalid host pattern \"https://x.com\": expected a host name like \"api.example.com\" or \"*.example.com\" (line 3)",
+            "network.rules[0]: invalid host pattern \"https://x.com\": expected a host name like \"api.example.com\", \"*.example.com\" or \"api.example.com:8443\" (line 3)",
         ),
         (
             "network:\n  rules:\n    - {a.com: [], b.com: []}\n",

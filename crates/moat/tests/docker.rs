@@ -3,6 +3,8 @@
 
 mod docker {
     pub mod lifecycle;
+    pub mod proxy;
     pub mod reaper;
     pub mod support;
+    pub mod upstream;
 }

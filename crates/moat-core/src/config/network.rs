@@ -121,16 +121,28 @@ impl<'de> Deserialize<'de> for RequestRule {
     }
 }
 
-/// Checks a host pattern: DNS labels of letters, digits and `-`, or `*`.
+/// Checks a host pattern: DNS labels of letters, digits and `-`, or `*`,
+/// optionally followed by `:port` (without a port, 80 and 443 match).
 pub fn check_host_pattern(host: &str) -> Result<String, String> {
     let host = host.trim().to_ascii_lowercase();
+    let invalid = || {
+        format!(
+            "invalid host pattern {host:?}: expected a host name like \"api.example.com\", \"*.example.com\" \
+             or \"api.example.com:8443\""
+        )
+    };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host.as_str(), None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Err(invalid());
+    }
     let label_ok = |label: &str| {
         label == "*" || (!label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
     };
-    if host.is_empty() || !host.split('.').all(label_ok) {
-        return Err(format!(
-            "invalid host pattern {host:?}: expected a host name like \"api.example.com\" or \"*.example.com\""
-        ));
+    if name.is_empty() || !name.split('.').all(label_ok) {
+        return Err(invalid());
     }
     Ok(host)
 }
@@ -204,7 +216,13 @@ mod tests {
     fn host_patterns() {
         assert_eq!(check_host_pattern("API.example.com").unwrap(), "api.example.com");
         assert!(check_host_pattern("*.*.amazonaws.com").is_ok());
-        for bad in ["https://x.com", "x.com/path", "", "a..b", "x.com:443"] {
+        assert_eq!(
+            check_host_pattern("api.example.com:8443").unwrap(),
+            "api.example.com:8443"
+        );
+        assert!(check_host_pattern("api.example.com:0").is_err());
+        assert!(check_host_pattern("api.example.com:http").is_err());
+        for bad in ["https://x.com", "x.com/path", "", "a..b", "x.com:"] {
             assert!(check_host_pattern(bad).is_err(), "{bad}");
         }
     }

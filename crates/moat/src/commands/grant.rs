@@ -1,10 +1,183 @@
-//! `moat grant`: store, list and show credentials.
+//! `moat grant PROVIDER` stores a credential (from the provider's usual
+//! sources, a prompt, or standard input), validated against the provider's
+//! API when the network allows; `moat grant list|show` print stored
+//! credentials with the token redacted to its last four characters.
 
-use anyhow::Result;
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
 
-use crate::cli::GrantArgs;
-use crate::context::{Context, ExitStatus, not_yet_available};
+use anyhow::{Context as _, Result};
+use moat_core::config;
+use moat_creds::{
+    CredentialStore, CredentialSummary, Provider, Providers, TokenPrompt, ValidationOptions, ValidationOutcome,
+};
 
-pub fn grant(_ctx: &Context, _args: &GrantArgs) -> Result<ExitStatus> {
-    not_yet_available("grant")
+use crate::cli::{GrantAction, GrantArgs};
+use crate::context::{Context, ExitStatus};
+use crate::live;
+use crate::report::CliError;
+
+/// Bound on validating a grant against the provider's API.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
+    let home = ctx.home()?;
+    let store = CredentialStore::open(&home, ctx.profile.as_deref())?;
+    match (&args.action, &args.provider) {
+        (Some(GrantAction::List { json }), _) => list(ctx, &store, *json),
+        (Some(GrantAction::Show { provider, json }), _) => show(ctx, &store, provider, *json),
+        (None, Some(provider)) => store_grant(ctx, &home, &store, provider),
+        (None, None) => Err(CliError::new("name a provider: `moat grant github`").into()),
+    }
+}
+
+fn store_grant(ctx: &Context, home: &moat_core::MoatHome, store: &CredentialStore, name: &str) -> Result<ExitStatus> {
+    let providers = Providers::load(home)?;
+    let provider = providers.require(name)?;
+    let granted = provider.acquire_token(&TerminalPrompt)?;
+    ctx.printer.status(format!("token for {name} from {}", granted.source));
+    let credential = granted.into_credential();
+    let global = config::load_global(home)?.config;
+    let extra_root_pem = match &global.extra_ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("extra_ca_file {}", path.display()))?),
+        None => None,
+    };
+    let options = ValidationOptions {
+        extra_root_pem,
+        timeout: VALIDATION_TIMEOUT,
+        ..ValidationOptions::default()
+    };
+    let outcome = live::block_on(async { Ok(provider.validate(&credential, &options).await?) })?;
+    match outcome {
+        ValidationOutcome::Valid => ctx.printer.status(format!("{name} accepted the token")),
+        ValidationOutcome::Rejected { status } => {
+            return Err(
+                CliError::new(format!("{name} rejected the token (HTTP {status}); nothing was stored"))
+                    .with_hint("check the token (expired? missing scopes?) and run `moat grant` again")
+                    .into(),
+            );
+        }
+        ValidationOutcome::UnexpectedStatus { status } => ctx.printer.warning(format!(
+            "{name} answered HTTP {status} when checking the token; storing it anyway"
+        )),
+        ValidationOutcome::Unreachable(why) => ctx.printer.warning(format!(
+            "could not check the token with {name} ({why}); storing it anyway"
+        )),
+        ValidationOutcome::NotSupported => {}
+    }
+    store.save(name, &credential)?;
+    ctx.printer
+        .status(format!("granted {name}; use it with `moat run --grant {name}`"));
+    notify_daemon(ctx, home);
+    Ok(ExitStatus::Success)
+}
+
+/// Tells a running daemon (never starting one) that credentials changed,
+/// so live runs pick the change up on their next request.
+pub fn notify_daemon(ctx: &Context, home: &moat_core::MoatHome) {
+    let client = moat_daemon::DaemonClient::new(home.daemon_socket());
+    let refreshed = live::block_on(async { Ok(client.refresh_grants().await) });
+    if let Ok(Err(e)) = refreshed
+        && !matches!(e, moat_daemon::ClientError::NotRunning(_))
+    {
+        ctx.printer
+            .warning(format!("live runs may keep the old credential: {e}"));
+    }
+}
+
+fn list(ctx: &Context, store: &CredentialStore, json: bool) -> Result<ExitStatus> {
+    let summaries = store.list()?;
+    let mut out = ctx.printer.stdout();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &summaries)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:<16} {:<12} {:<12} {:<22} SOURCE",
+            "PROVIDER", "TOKEN", "KIND", "GRANTED"
+        )?;
+        for summary in &summaries {
+            writeln!(out, "{}", row(summary))?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitStatus::Success)
+}
+
+fn row(summary: &CredentialSummary) -> String {
+    match (&summary.details, &summary.error) {
+        (Some(d), _) => format!(
+            "{:<16} {:<12} {:<12} {:<22} {}",
+            summary.provider,
+            d.token,
+            serde_json::to_value(d.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            d.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            d.metadata.source.as_deref().unwrap_or("-")
+        ),
+        (None, error) => format!(
+            "{:<16} unreadable: {}",
+            summary.provider,
+            error.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
+fn show(ctx: &Context, store: &CredentialStore, provider: &str, json: bool) -> Result<ExitStatus> {
+    let Some(summary) = store.summary(provider)? else {
+        return Err(CliError::new(format!("no credential for {provider}"))
+            .with_hint(format!("grant one with `moat grant {provider}`"))
+            .into());
+    };
+    let mut out = ctx.printer.stdout();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:<16} {:<12} {:<12} {:<22} SOURCE",
+            "PROVIDER", "TOKEN", "KIND", "GRANTED"
+        )?;
+        writeln!(out, "{}", row(&summary))?;
+    }
+    out.flush()?;
+    Ok(ExitStatus::Success)
+}
+
+/// Asks on the terminal without echo, or reads the first line of standard
+/// input when it is not a terminal (`echo "$TOKEN" | moat grant x`).
+struct TerminalPrompt;
+
+impl TokenPrompt for TerminalPrompt {
+    fn ask_token(&self, provider: &Provider) -> std::io::Result<Option<String>> {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            let mut line = String::new();
+            stdin.lock().read_line(&mut line)?;
+            let token = line.trim().to_string();
+            return Ok((!token.is_empty()).then_some(token));
+        }
+        eprint!("{} token (input hidden): ", provider.name());
+        let token = read_without_echo(&stdin)?;
+        eprintln!();
+        Ok((!token.is_empty()).then_some(token))
+    }
+}
+
+fn read_without_echo(stdin: &std::io::Stdin) -> std::io::Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let original = tcgetattr(stdin).map_err(std::io::Error::from)?;
+    let mut silent = original.clone();
+    silent.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(stdin, SetArg::TCSANOW, &silent).map_err(std::io::Error::from)?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let restored = tcsetattr(stdin, SetArg::TCSANOW, &original).map_err(std::io::Error::from);
+    read?;
+    restored?;
+    Ok(line.trim().to_string())
 }
