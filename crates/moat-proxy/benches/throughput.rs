@@ -8,7 +8,7 @@
 //! and a fresh upstream connection).
 //!
 //! Run: `cargo bench -p moat-proxy --bench throughput -- [--seconds N]
-//!       [--upstream-dir DIR] [--upstream-port PORT] [--external ...]`;
+//!       [--upstream-dir DIR] [--upstream-port PORT] [--threads C,P,U] [--external ...]`;
 //! `--prepare-upstream` only writes the upstream CA to `--upstream-dir`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -54,6 +54,7 @@ struct Options {
     upstream_dir: Option<PathBuf>,
     upstream_port: u16,
     externals: Vec<External>,
+    threads: Threads,
     /// Only create the upstream CA in `upstream_dir`, then exit.
     prepare_only: bool,
 }
@@ -71,6 +72,11 @@ fn parse_options() -> Result<Options, Error> {
         upstream_port: 0,
         externals: Vec::new(),
         prepare_only: false,
+        threads: Threads {
+            client: 2,
+            proxy: 2,
+            upstream: 2,
+        },
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -80,12 +86,33 @@ fn parse_options() -> Result<Options, Error> {
             "--upstream-dir" => options.upstream_dir = Some(PathBuf::from(value()?)),
             "--upstream-port" => options.upstream_port = value()?.parse()?,
             "--external" => options.externals.push(parse_external(&value()?)?),
+            "--threads" => options.threads = parse_threads(&value()?)?,
             "--prepare-upstream" => options.prepare_only = true,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
     Ok(options)
+}
+
+/// Worker threads of the three runtimes.
+struct Threads {
+    client: usize,
+    proxy: usize,
+    upstream: usize,
+}
+
+/// `CLIENT,PROXY,UPSTREAM`, e.g. `2,1,1`.
+fn parse_threads(text: &str) -> Result<Threads, Error> {
+    let counts: Vec<usize> = text.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    let [client, proxy, upstream] = counts[..] else {
+        return Err("--threads wants CLIENT,PROXY,UPSTREAM".into());
+    };
+    Ok(Threads {
+        client,
+        proxy,
+        upstream,
+    })
 }
 
 /// `NAME=http://host:port,/path/to/ca.pem`
@@ -399,9 +426,9 @@ fn main() -> Result<(), Error> {
     }
 
     // Upstream, proxy and load generator each get their own runtime (threads).
-    let upstream_rt = runtime("upstream", 2)?;
-    let proxy_rt = runtime("moat-proxy", 2)?;
-    let client_rt = runtime("client", 2)?;
+    let upstream_rt = runtime("upstream", options.threads.upstream)?;
+    let proxy_rt = runtime("moat-proxy", options.threads.proxy)?;
+    let client_rt = runtime("client", options.threads.client)?;
 
     let (server_tls, upstream_ca) = upstream_tls(&upstream_dir)?;
     let upstream_listener = upstream_rt.block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, options.upstream_port)))?;
@@ -437,9 +464,13 @@ fn main() -> Result<(), Error> {
     }
 
     println!(
-        "moat proxy benchmark: upstream {upstream_addr}, {} s per scenario, {} CPUs",
+        "moat proxy benchmark: upstream {upstream_addr}, {} s per scenario, {} CPUs, \
+         runtime threads client/proxy/upstream {}/{}/{}",
         options.seconds,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        options.threads.client,
+        options.threads.proxy,
+        options.threads.upstream,
     );
     let scenarios = [
         Scenario::KeepAlive(1),
