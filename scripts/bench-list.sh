@@ -7,7 +7,7 @@ set -euo pipefail
 runs=${1:-1000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --quiet --release -p moat --manifest-path "$root/Cargo.toml"
-bin=$root/target/release/moat
+bin=${CARGO_TARGET_DIR:-$root/target}/release/moat
 
 MOAT_HOME=$(mktemp -d)
 export MOAT_HOME NO_COLOR=1
@@ -43,7 +43,7 @@ done
 echo "fabricated $runs runs in $MOAT_HOME" >&2
 
 if command -v hyperfine >/dev/null; then
-  hyperfine --shell=none --warmup 5 --runs 50 \
+  hyperfine --shell=none --warmup 10 --runs 200 \
     "$bin list --all" "$bin list" "$bin list --all --json"
 else
   for args in "list --all" "list" "list --all --json"; do

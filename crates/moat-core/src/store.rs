@@ -34,6 +34,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// Reads a file expected to be a few KiB. Unlike `fs::read` it skips the
+/// `statx` for a size hint: one syscall fewer per run when listing.
+fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(8 * 1024);
+    fs::File::open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// One entry of a listing.
 #[derive(Debug)]
 pub enum RunEntry {
@@ -94,7 +103,7 @@ impl RunStore {
 
     pub fn load(&self, id: &RunId) -> Result<RunMetadata, StoreError> {
         let path = self.run_dir(id).join(run_files::METADATA);
-        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+        let bytes = read_small(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::NotFound(id.to_string()),
             _ => StoreError::Io {
                 path: path.clone(),
