@@ -335,4 +335,36 @@ mod tests {
         assert!(!Arc::ptr_eq(&one, &other));
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_requests_share_one_minting() {
+        let dir = temp_dir("single-flight");
+        let ca = Arc::new(CertificateAuthority::load_or_create(&dir).unwrap());
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let ca = ca.clone();
+                tokio::spawn(async move { ca.server_config_for("fresh.example.test").await.unwrap() })
+            })
+            .collect();
+        let mut configs = Vec::new();
+        for task in tasks {
+            configs.push(task.await.unwrap());
+        }
+        assert!(configs.iter().all(|c| Arc::ptr_eq(c, &configs[0])));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded() {
+        let dir = temp_dir("bounded");
+        let ca = CertificateAuthority::load_or_create(&dir)
+            .unwrap()
+            .with_leaf_cache_capacity(2);
+        let first = ca.server_config_for("a.example.test").await.unwrap();
+        ca.server_config_for("b.example.test").await.unwrap();
+        ca.server_config_for("c.example.test").await.unwrap();
+        let again = ca.server_config_for("a.example.test").await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &again), "a.example.test should have been evicted");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

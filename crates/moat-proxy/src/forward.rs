@@ -244,6 +244,11 @@ pub(crate) async fn forward(
         return refuse(trace, refusal);
     }
     trace.rule = decision.rule;
+    // Re-checked per request (a cache hit): a pooled connection may be
+    // re-dialled after the name's addresses changed since CONNECT.
+    if let Err(refusal) = check_destination(&shared, &run, &target).await {
+        return refuse(trace, refusal);
+    }
 
     let mut req = req;
     let upgrade = is_upgrade(&req);

@@ -6,6 +6,34 @@
 //! [`CertificateAuthority`] and a [`ProxyHandle`], serves listeners with
 //! [`ProxyHandle::serve`], and registers each run with its token, policy,
 //! injections and trace path.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use moat_proxy::{CertificateAuthority, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunRegistration};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let ca = Arc::new(CertificateAuthority::load_or_create("/home/u/.moat/ca".as_ref())?);
+//! let proxy = ProxyHandle::new(ProxyConfig::default(), ca)?;
+//! let listener = tokio::net::TcpListener::bind("172.30.0.1:0").await?;
+//! tokio::spawn({
+//!     let proxy = proxy.clone();
+//!     async move { proxy.serve(listener).await }
+//! });
+//! let token = ProxyToken::generate(); // the container gets http://moat:<token>@moat-proxy:<port>
+//! proxy.register_run(RunRegistration {
+//!     run_id: "run-1".into(),
+//!     token,
+//!     policy: NetworkPolicy::default(),
+//!     injections: vec![],
+//!     trace_path: "/home/u/.moat/runs/run-1/network.jsonl".into(),
+//!     host_ports: vec![],
+//! })?;
+//! // ... later
+//! let summary = proxy.unregister_run("run-1")?;
+//! # let _ = summary;
+//! # Ok(())
+//! # }
+//! ```
 
 mod body;
 mod ca;

@@ -20,7 +20,7 @@ use crate::body::ProxyBody;
 use crate::ca::CertificateAuthority;
 use crate::config::{ProxyConfig, ProxyTimeouts};
 use crate::error::ProxyError;
-use crate::forward::{Target, check_destination, forward, local_response, policy_refusal, refuse, start_trace};
+use crate::forward::{Target, check_destination, forward, local_response, policy_refusal};
 use crate::injection::InjectionRule;
 use crate::policy::normalize_host;
 use crate::registry::{Registry, RunEntry, RunRegistration, RunTraceSummary};
@@ -187,10 +187,7 @@ async fn forward_absolute(shared: Arc<Shared>, run: Arc<RunEntry>, req: Request<
             "moat proxy: expected CONNECT or an absolute http:// URL\n".to_string(),
         );
     };
-    if let Err(refusal) = check_host_and_destination(&shared, &run, &target, req.method()).await {
-        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        return refuse(start_trace(&run, &target, req.method(), path), refusal);
-    }
+    // Host, method/path and destination checks all happen per request in `forward`.
     forward(shared, run, Arc::new(target), req).await
 }
 
