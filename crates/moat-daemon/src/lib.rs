@@ -8,6 +8,7 @@ pub mod api;
 pub mod client;
 pub mod egress;
 pub mod fault;
+pub mod firewall;
 pub mod grants;
 pub mod idle;
 pub mod info;

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use crate::api::{AttachEvent, RunSpec};
 use crate::egress::{Egress, EgressError, PROXY_HOST, PROXY_VARIABLES};
 use crate::fault;
+use crate::firewall;
 use crate::grants::{self, GrantError};
 use crate::lines::LineSplitter;
 use crate::reaper::SweepRequest;
@@ -223,6 +224,9 @@ async fn attach_proxy(
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;
+    if handle.spec.policy.mode == PolicyMode::Strict {
+        close_host_services(&id, network, gateway, egress.port()).await;
+    }
     let mut env = egress.container_env(&token);
     env.extend(grants.env);
     Ok(ProxyAttachment {
@@ -230,6 +234,19 @@ async fn attach_proxy(
         gateway,
         ca_mount: egress.ca_mount(),
     })
+}
+
+/// Strict runs may reach the host only at the proxy port; where iptables
+/// cannot be used, say what stays open.
+async fn close_host_services(id: &RunId, network: &NetworkInfo, gateway: IpAddr, proxy_port: u16) {
+    let interface = firewall::bridge_interface(&network.id);
+    let result = match firewall::release(id).await {
+        Ok(()) => firewall::restrict_host(id, &interface, proxy_port).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(run = %id, "strict run: host services listening on {gateway} stay reachable from the container ({e})");
+    }
 }
 
 /// Re-registers a re-adopted run with this daemon's proxy under the token
@@ -419,6 +436,11 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     });
     if let Some(egress) = daemon.egress() {
         egress.release(&meta.id);
+    }
+    if handle.spec.policy.mode == PolicyMode::Strict
+        && let Err(e) = firewall::release(&meta.id).await
+    {
+        tracing::warn!(run = %meta.id, "removing the run's firewall rules failed: {e}");
     }
     daemon.registry().remove(&meta.id);
 }

@@ -56,7 +56,9 @@ fn strict_policy_allows_the_named_host_and_blocks_everything_else() {
          curl -sS --max-time 10 http://other.moat-test.example:{port}/plain; echo plain=$?; \
          curl -sS --noproxy '*' --connect-timeout 3 --max-time 5 https://{bridge}:{port}/; echo direct=$?; \
          curl -sS --noproxy '*' --connect-timeout 3 --max-time 5 -6 'http://[2001:db8::1]/'; echo ipv6=$?; \
-         curl -sS --noproxy '*' --connect-timeout 3 --max-time 5 http://192.0.2.10/; echo rawip=$?"
+         curl -sS --noproxy '*' --connect-timeout 3 --max-time 5 http://192.0.2.10/; echo rawip=$?; \
+         gw=$(getent hosts moat-proxy | cut -d' ' -f1); \
+         curl -sSk --noproxy '*' --connect-timeout 3 --max-time 5 https://$gw:{port}/; echo gateway=$?"
     );
     let allow = format!("{API_HOST}:{port}");
     let out = home.run(&[
@@ -83,7 +85,9 @@ fn strict_policy_allows_the_named_host_and_blocks_everything_else() {
         stdout.contains("--allow-host") || stdout.contains("network.rules"),
         "the refusal names the rule to add: {stdout}"
     );
-    for direct in ["direct", "ipv6", "rawip"] {
+    // `gateway`: a host service listening on all interfaces, reached through
+    // the run network's gateway (closed by moat's host firewall rule).
+    for direct in ["direct", "ipv6", "rawip", "gateway"] {
         let code = exit_of(&stdout, direct).unwrap_or_else(|| panic!("no {direct}= line: {stdout}"));
         assert!(code != 0, "{direct} egress bypassing the proxy succeeded: {stdout}");
     }

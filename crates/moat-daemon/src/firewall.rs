@@ -1,0 +1,169 @@
+//! Host firewall rules for strict runs (proxy.md, "Network policy"): an
+//! internal network has no route out, but the host keeps the bridge's
+//! gateway address, so a container could still reach every host service
+//! listening there or on all interfaces. Where moat can (iptables present,
+//! enough privilege), it rejects all traffic from the run's bridge to the
+//! host except the proxy port. Rules carry a `moat:<run id>` comment so that
+//! removing them needs nothing but the run id.
+
+use std::time::Duration;
+
+use moat_core::RunId;
+use tokio::process::Command;
+
+/// Bound on one iptables call.
+const IPTABLES_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("iptables is not available: {0}")]
+    Unavailable(String),
+    #[error("iptables {args}: {message}")]
+    Failed { args: String, message: String },
+    #[error("iptables {0} timed out after {IPTABLES_TIMEOUT:?}")]
+    Timeout(String),
+}
+
+/// The Linux interface of a Docker bridge network.
+pub fn bridge_interface(network_id: &str) -> String {
+    format!("br-{}", &network_id[..network_id.len().min(12)])
+}
+
+fn comment(run_id: &RunId) -> String {
+    format!("moat:{run_id}")
+}
+
+/// Rejects traffic from `interface` to the host, except TCP to `proxy_port`.
+pub async fn restrict_host(run_id: &RunId, interface: &str, proxy_port: u16) -> Result<(), FirewallError> {
+    let comment = comment(run_id);
+    let port = proxy_port.to_string();
+    // Inserted in reverse: the ACCEPT ends up above the REJECT.
+    iptables(&[
+        "-I",
+        "INPUT",
+        "-i",
+        interface,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        "REJECT",
+    ])
+    .await?;
+    iptables(&[
+        "-I",
+        "INPUT",
+        "-i",
+        interface,
+        "-p",
+        "tcp",
+        "--dport",
+        &port,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        "ACCEPT",
+    ])
+    .await
+}
+
+/// Removes every rule moat added for `run_id` (none is fine, and so is a
+/// machine without iptables).
+pub async fn release(run_id: &RunId) -> Result<(), FirewallError> {
+    let rules = match iptables_output(&["-S", "INPUT"]).await {
+        Ok(rules) => rules,
+        Err(FirewallError::Unavailable(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let tag = comment(run_id);
+    for rule in rules.lines() {
+        let Some(spec) = rule.strip_prefix("-A ") else { continue };
+        let words = shell_words(spec);
+        if !words.contains(&tag) {
+            continue;
+        }
+        let mut args = vec!["-D"];
+        args.extend(words.iter().map(String::as_str));
+        iptables(&args).await?;
+    }
+    Ok(())
+}
+
+async fn iptables(args: &[&str]) -> Result<(), FirewallError> {
+    iptables_output(args).await.map(|_| ())
+}
+
+async fn iptables_output(args: &[&str]) -> Result<String, FirewallError> {
+    let call = Command::new("iptables").args(args).kill_on_drop(true).output();
+    let output = match tokio::time::timeout(IPTABLES_TIMEOUT, call).await {
+        Err(_) => return Err(FirewallError::Timeout(args.join(" "))),
+        Ok(Err(e)) => return Err(FirewallError::Unavailable(e.to_string())),
+        Ok(Ok(output)) => output,
+    };
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    let message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if message.contains("Permission denied") || message.contains("you must be root") {
+        return Err(FirewallError::Unavailable(message));
+    }
+    Err(FirewallError::Failed {
+        args: args.join(" "),
+        message,
+    })
+}
+
+/// Splits an `iptables -S` rule into arguments, honouring double quotes.
+fn shell_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_split_like_the_shell_would() {
+        let rule = r#"INPUT -i br-0123456789ab -m comment --comment "moat:run_0123456789ab" -j REJECT"#;
+        assert_eq!(
+            shell_words(rule),
+            [
+                "INPUT",
+                "-i",
+                "br-0123456789ab",
+                "-m",
+                "comment",
+                "--comment",
+                "moat:run_0123456789ab",
+                "-j",
+                "REJECT"
+            ]
+        );
+    }
+
+    #[test]
+    fn bridge_interfaces_are_named_after_the_network_id() {
+        assert_eq!(bridge_interface("0123456789abcdef0123"), "br-0123456789ab");
+        assert_eq!(bridge_interface("abc"), "br-abc");
+    }
+}
