@@ -24,6 +24,13 @@ use crate::resolve::ResolvedRun;
 
 /// Creates the run through the daemon and follows it to its end.
 pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
+    if run.interactive {
+        return Err(
+            CliError::new("interactive runs (-i, `interactive: true`) are not available yet")
+                .with_hint("run the command non-interactively, or follow its output with `moat attach`")
+                .into(),
+        );
+    }
     let home = ctx.home()?;
     live::block_on(async {
         let runtime = choose_runtime(&run).await?;
