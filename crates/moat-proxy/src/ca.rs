@@ -164,6 +164,7 @@ impl CertificateAuthority {
             .with_single_cert(chain, key_der)
             .map_err(|e| leaf_error(e.to_string()))?;
         config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_H1.to_vec()];
+        config.ignore_client_order = true;
         Ok(MintedLeaf {
             config: Arc::new(config),
             minted_at: Instant::now(),
