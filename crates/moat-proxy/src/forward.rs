@@ -234,6 +234,14 @@ pub(crate) async fn forward(
     if !run.is_active() {
         return refuse(trace, unregistered_refusal(&run.run_id));
     }
+    if req.method() == Method::CONNECT {
+        let refusal = Refusal {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            rule: "request".to_string(),
+            body: "moat proxy: CONNECT inside an intercepted tunnel is not supported\n".to_string(),
+        };
+        return refuse(trace, refusal);
+    }
     let granted = injections.covers(&target.host, target.port);
     let path = req.uri().path();
     let decision = run
