@@ -26,6 +26,7 @@ pub struct Cli {
         long,
         global = true,
         env = env_vars::MOAT_PROFILE,
+        hide_env_values = true,
         value_name = "NAME",
         display_order = 900
     )]
