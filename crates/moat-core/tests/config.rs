@@ -383,3 +383,11 @@ fn malformed_global_config_is_a_clear_error() {
         assert_eq!(err, format!("{}: {expected}", path.display()), "for {text:?}");
     }
 }
+
+#[test]
+fn keys_left_empty_mean_their_defaults() {
+    // Go users often leave a key with every entry commented out.
+    let loaded = load("grants:\nenv:\nmounts:\nnetwork:\n  rules:\ncontainer:\ncommand:\nports:\nservices:\n");
+    assert_eq!(loaded.config, ProjectConfig::default());
+    assert!(loaded.warnings.is_empty());
+}
