@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use moat_core::RunState;
+use moat_core::logs::tail;
 use moat_core::paths::run_files;
 use moat_runtime::{ContainerStatus, Runtime};
 
@@ -121,10 +122,5 @@ async fn readopt(daemon: Daemon, runtime: Arc<dyn Runtime>, handle: Arc<RunHandl
 /// Time of the last recorded output line, so capture resumes after it.
 fn last_output_time(daemon: &Daemon, handle: &RunHandle) -> Option<DateTime<Utc>> {
     let path = daemon.store().run_dir(&handle.id()).join(run_files::LOGS);
-    let text = std::fs::read_to_string(path).ok()?;
-    let last = text
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str::<moat_core::logs::LogRecord>(line).ok())?;
-    Some(last.ts)
+    tail(&path, 1).ok()?.records.last().map(|record| record.ts)
 }
