@@ -158,3 +158,29 @@ fn bad_input_is_one_clear_line_with_a_hint_and_leaves_nothing() {
     assert!(err.contains("daemon") && err.contains("hint:"), "{err}");
     assert!(broken.runs().is_empty() || broken.only_run()["state"] == "failed");
 }
+
+#[test]
+fn a_wedged_daemon_is_replaced() {
+    let Some(home) = Home::new() else { return };
+    let out = home.run(&["run", "--", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wedged = home.daemon_pid().unwrap();
+    // Alive but not answering: stopped.
+    std::process::Command::new("kill")
+        .args(["-STOP", &wedged.to_string()])
+        .status()
+        .unwrap();
+    let out = home.run(&["run", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let replacement = home.daemon_pid().unwrap();
+    assert_ne!(replacement, wedged);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{wedged}")).exists() && !is_zombie(wedged) {
+        assert!(Instant::now() < deadline, "the wedged daemon was not stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains(") Z "))
+}
