@@ -2,85 +2,21 @@
 //! supervision, cleanup exactly once, failures, idle shutdown, re-adoption,
 //! and the API end to end over a real Unix socket.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use common::{FakeRuntimes, Fixture};
 use futures_util::StreamExt;
-use moat_core::logs::{LogRecord, Stream};
-use moat_core::paths::run_files;
-use moat_core::{MoatHome, RunId, RunState};
-use moat_daemon::api::{AttachEvent, RunSpec};
+use moat_core::logs::Stream;
+use moat_core::{RunId, RunState};
+use moat_daemon::api::AttachEvent;
 use moat_daemon::registry::RunHandle;
-use moat_daemon::{Daemon, DaemonClient, DaemonConfig, Runtimes, supervisor};
+use moat_daemon::{DaemonClient, supervisor};
 use moat_runtime::fake::{FakeErrorKind, FakeOp, FakeRuntime, ScriptedRun};
-use moat_runtime::{ContainerInfo, ContainerStatus, Runtime, RuntimeError};
-
-struct FakeRuntimes(FakeRuntime);
-
-#[async_trait]
-impl Runtimes for FakeRuntimes {
-    async fn get(&self, _kind: &str) -> Result<Arc<dyn Runtime>, RuntimeError> {
-        Ok(Arc::new(self.0.clone()))
-    }
-    async fn available(&self) -> Vec<Arc<dyn Runtime>> {
-        vec![Arc::new(self.0.clone())]
-    }
-}
-
-struct Fixture {
-    root: std::path::PathBuf,
-    fake: FakeRuntime,
-    daemon: Daemon,
-}
-
-impl Fixture {
-    fn new(idle_timeout: Duration) -> Self {
-        let root = std::env::temp_dir().join(format!("moat-daemon-test-{}", RunId::generate()));
-        let home = MoatHome::new(&root);
-        std::fs::create_dir_all(home.daemon_dir()).unwrap();
-        std::fs::create_dir_all(root.join("workspace")).unwrap();
-        let fake = FakeRuntime::new();
-        fake.add_image("img");
-        let mut config = DaemonConfig::new(home);
-        config.idle_timeout = idle_timeout;
-        config.egress = None;
-        let daemon = Daemon::new(config, Arc::new(FakeRuntimes(fake.clone())), None);
-        Fixture { root, fake, daemon }
-    }
-
-    fn spec(&self) -> RunSpec {
-        RunSpec {
-            workspace: self.root.join("workspace"),
-            image: "img".into(),
-            runtime: "fake".into(),
-            command: vec!["work".into()],
-            ..Default::default()
-        }
-    }
-
-    fn logs(&self, id: &RunId) -> Vec<LogRecord> {
-        let text = std::fs::read_to_string(self.daemon.store().run_dir(id).join(run_files::LOGS)).unwrap_or_default();
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-    }
-
-    async fn wait_until_gone(&self, id: &RunId) {
-        for _ in 0..200 {
-            if self.daemon.registry().get(id).is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("run {id} never left the registry");
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
+use moat_runtime::{ContainerInfo, ContainerStatus};
 
 fn script(fake: &FakeRuntime, exit_code: i64, run_for: Duration) {
     fake.script_container(
@@ -95,7 +31,7 @@ fn script(fake: &FakeRuntime, exit_code: i64, run_for: Duration) {
 
 #[tokio::test]
 async fn a_run_is_recorded_and_cleaned_up_exactly_once() {
-    let fx = Fixture::new(Duration::from_secs(300));
+    let fx = Fixture::new(|_| {});
     script(&fx.fake, 7, Duration::from_millis(20));
     let id = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap();
     fx.wait_until_gone(&id).await;
@@ -117,7 +53,7 @@ async fn a_run_is_recorded_and_cleaned_up_exactly_once() {
 
 #[tokio::test]
 async fn the_run_is_persisted_as_creating_before_any_runtime_object_exists() {
-    let fx = Fixture::new(Duration::from_secs(300));
+    let fx = Fixture::new(|_| {});
     script(&fx.fake, 0, Duration::from_secs(60));
     fx.fake.delay(FakeOp::CreateNetwork, Duration::from_millis(300));
     let daemon = fx.daemon.clone();
@@ -136,7 +72,7 @@ async fn the_run_is_persisted_as_creating_before_any_runtime_object_exists() {
 
 #[tokio::test]
 async fn a_failed_creation_is_recorded_and_leaves_nothing() {
-    let fx = Fixture::new(Duration::from_secs(300));
+    let fx = Fixture::new(|_| {});
     fx.fake.fail_next(FakeOp::StartContainer, FakeErrorKind::Other, 1);
     let err = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap_err();
     assert!(err.to_string().contains("start_container"), "{err}");
@@ -153,7 +89,7 @@ async fn a_failed_creation_is_recorded_and_leaves_nothing() {
 
 #[tokio::test]
 async fn an_unknown_image_is_a_clear_error_with_a_hint() {
-    let fx = Fixture::new(Duration::from_secs(300));
+    let fx = Fixture::new(|_| {});
     let mut spec = fx.spec();
     spec.image = "nope:latest".into();
     let err = supervisor::create_run(&fx.daemon, spec).await.unwrap_err();
@@ -164,7 +100,7 @@ async fn an_unknown_image_is_a_clear_error_with_a_hint() {
 
 #[tokio::test]
 async fn idle_shutdown_happens_after_the_idle_timeout() {
-    let fx = Fixture::new(Duration::from_millis(200));
+    let fx = Fixture::new(|c| c.idle_timeout = Duration::from_millis(200));
     let started = std::time::Instant::now();
     tokio::time::timeout(
         Duration::from_secs(5),
@@ -178,7 +114,7 @@ async fn idle_shutdown_happens_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_run_registered_during_the_final_sweep_cancels_idle_shutdown() {
-    let fx = Fixture::new(Duration::from_millis(100));
+    let fx = Fixture::new(|c| c.idle_timeout = Duration::from_millis(100));
     script(&fx.fake, 0, Duration::from_secs(60));
     let daemon = fx.daemon.clone();
     let spec = fx.spec();
@@ -209,7 +145,7 @@ async fn a_run_registered_during_the_final_sweep_cancels_idle_shutdown() {
 
 #[tokio::test]
 async fn a_restarted_daemon_readopts_a_running_container_and_records_its_exit() {
-    let fx = Fixture::new(Duration::from_secs(300));
+    let fx = Fixture::new(|_| {});
     let id = RunId::generate();
     let mut meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
     meta.state = RunState::Running;
@@ -250,7 +186,7 @@ async fn a_restarted_daemon_readopts_a_running_container_and_records_its_exit() 
 
 #[tokio::test]
 async fn a_run_stuck_in_creating_is_undone_on_restart() {
-    let fx = Fixture::new(Duration::from_secs(300));
+    let fx = Fixture::new(|_| {});
     let id = RunId::generate();
     let meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
     fx.daemon.store().create(&meta).unwrap();
@@ -270,7 +206,7 @@ async fn a_run_stuck_in_creating_is_undone_on_restart() {
 
 #[tokio::test]
 async fn the_api_creates_attaches_and_reports_the_exit_over_the_socket() {
-    let fx = Fixture::new(Duration::from_secs(300));
+    let fx = Fixture::new(|_| {});
     script(&fx.fake, 3, Duration::from_millis(300));
     let config = fx.daemon.config().clone();
     let server = tokio::spawn(moat_daemon::run(config, Arc::new(FakeRuntimes(fx.fake.clone()))));

@@ -1,49 +1,30 @@
 //! The reaper against the in-memory fake runtime: what it removes, what it
 //! never touches, the two-sweep rule, dry runs, failures and the report.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use moat_core::{MoatHome, RunId, RunMetadata, RunState};
+use common::Fixture;
+use moat_core::{RunId, RunMetadata, RunState};
+use moat_daemon::api::RunSpec;
 use moat_daemon::reaper::SweepRequest;
 use moat_daemon::reaper::decide::ObjectKind;
 use moat_daemon::registry::RunHandle;
-use moat_daemon::{Daemon, DaemonConfig, Runtimes, api::RunSpec};
-use moat_runtime::fake::{FakeErrorKind, FakeOp, FakeRuntime};
-use moat_runtime::{ContainerInfo, ContainerStatus, NetworkInfo, Runtime, RuntimeError, labels};
+use moat_runtime::fake::{FakeErrorKind, FakeOp};
+use moat_runtime::{ContainerInfo, ContainerStatus, NetworkInfo, labels};
 
-struct FakeRuntimes(FakeRuntime);
-
-#[async_trait]
-impl Runtimes for FakeRuntimes {
-    async fn get(&self, _kind: &str) -> Result<Arc<dyn Runtime>, RuntimeError> {
-        Ok(Arc::new(self.0.clone()))
-    }
-    async fn available(&self) -> Vec<Arc<dyn Runtime>> {
-        vec![Arc::new(self.0.clone())]
-    }
+trait ReaperFixture {
+    fn home_label(&self) -> String;
+    fn objects_of(&self, run: &RunId, home: &str);
+    fn container(&self, name: &str, network: String, labels: BTreeMap<String, String>);
+    fn live_run(&self) -> RunId;
+    fn dead_run(&self) -> RunId;
+    fn names(&self) -> (Vec<String>, Vec<String>);
 }
 
-struct Fixture {
-    root: std::path::PathBuf,
-    fake: FakeRuntime,
-    daemon: Daemon,
-}
-
-impl Fixture {
-    fn new(second_sighting_after: Duration) -> Self {
-        let root = std::env::temp_dir().join(format!("moat-reaper-test-{}", RunId::generate()));
-        let home = MoatHome::new(&root);
-        std::fs::create_dir_all(home.daemon_dir()).unwrap();
-        let fake = FakeRuntime::new();
-        let mut config = DaemonConfig::new(home);
-        config.second_sighting_after = second_sighting_after;
-        let daemon = Daemon::new(config, Arc::new(FakeRuntimes(fake.clone())), None);
-        Fixture { root, fake, daemon }
-    }
-
+impl ReaperFixture for Fixture {
     fn home_label(&self) -> String {
         self.daemon.home().label()
     }
@@ -109,12 +90,6 @@ impl Fixture {
     }
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
 fn forced() -> SweepRequest {
     SweepRequest {
         force: true,
@@ -124,7 +99,7 @@ fn forced() -> SweepRequest {
 
 #[tokio::test]
 async fn orphans_go_while_live_runs_foreign_homes_and_foreign_attachments_stay() {
-    let fx = Fixture::new(Duration::from_secs(60));
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_secs(60));
     let home = fx.home_label();
     let live = fx.live_run();
     fx.objects_of(&live, &home);
@@ -157,7 +132,7 @@ async fn orphans_go_while_live_runs_foreign_homes_and_foreign_attachments_stay()
 
 #[tokio::test]
 async fn an_orphan_is_removed_only_on_a_second_sighting() {
-    let fx = Fixture::new(Duration::from_millis(200));
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_millis(200));
     let dead = fx.dead_run();
     fx.objects_of(&dead, &fx.home_label());
     let first = fx
@@ -188,7 +163,7 @@ async fn an_orphan_is_removed_only_on_a_second_sighting() {
 
 #[tokio::test]
 async fn a_dry_run_counts_but_removes_nothing_and_kinds_filter() {
-    let fx = Fixture::new(Duration::from_secs(60));
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_secs(60));
     let dead = fx.dead_run();
     fx.objects_of(&dead, &fx.home_label());
     let dry = SweepRequest {
@@ -212,7 +187,7 @@ async fn a_dry_run_counts_but_removes_nothing_and_kinds_filter() {
 
 #[tokio::test]
 async fn failed_removals_are_reported_backed_off_and_persisted() {
-    let fx = Fixture::new(Duration::from_secs(60));
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_secs(60));
     let dead = fx.dead_run();
     fx.objects_of(&dead, &fx.home_label());
     fx.fake.fail_next(FakeOp::RemoveNetwork, FakeErrorKind::Other, 1);
@@ -234,7 +209,7 @@ async fn failed_removals_are_reported_backed_off_and_persisted() {
 
 #[tokio::test]
 async fn a_slow_listing_never_blocks_forever() {
-    let fx = Fixture::new(Duration::from_secs(60));
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_secs(60));
     fx.fake.delay(FakeOp::ListNetworks, Duration::from_secs(3600));
     tokio::time::pause();
     let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;

@@ -87,19 +87,30 @@ pub fn notify_daemon(ctx: &Context, home: &moat_core::MoatHome) {
 
 fn list(ctx: &Context, store: &CredentialStore, json: bool) -> Result<ExitStatus> {
     let summaries = store.list()?;
-    let mut out = ctx.printer.stdout();
     if json {
-        serde_json::to_writer_pretty(&mut out, &summaries)?;
-        writeln!(out)?;
+        write_json(ctx, &summaries)
     } else {
-        writeln!(
-            out,
-            "{:<16} {:<12} {:<12} {:<22} SOURCE",
-            "PROVIDER", "TOKEN", "KIND", "GRANTED"
-        )?;
-        for summary in &summaries {
-            writeln!(out, "{}", row(summary))?;
-        }
+        print_table(ctx, &summaries)
+    }
+}
+
+fn write_json(ctx: &Context, value: &impl serde::Serialize) -> Result<ExitStatus> {
+    let mut out = ctx.printer.stdout();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(ExitStatus::Success)
+}
+
+fn print_table(ctx: &Context, summaries: &[CredentialSummary]) -> Result<ExitStatus> {
+    let mut out = ctx.printer.stdout();
+    writeln!(
+        out,
+        "{:<16} {:<12} {:<12} {:<22} SOURCE",
+        "PROVIDER", "TOKEN", "KIND", "GRANTED"
+    )?;
+    for summary in summaries {
+        writeln!(out, "{}", row(summary))?;
     }
     out.flush()?;
     Ok(ExitStatus::Success)
@@ -132,20 +143,11 @@ fn show(ctx: &Context, store: &CredentialStore, provider: &str, json: bool) -> R
             .with_hint(format!("grant one with `moat grant {provider}`"))
             .into());
     };
-    let mut out = ctx.printer.stdout();
     if json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
-        writeln!(out)?;
+        write_json(ctx, &summary)
     } else {
-        writeln!(
-            out,
-            "{:<16} {:<12} {:<12} {:<22} SOURCE",
-            "PROVIDER", "TOKEN", "KIND", "GRANTED"
-        )?;
-        writeln!(out, "{}", row(&summary))?;
+        print_table(ctx, std::slice::from_ref(&summary))
     }
-    out.flush()?;
-    Ok(ExitStatus::Success)
 }
 
 /// Asks on the terminal without echo, or reads the first line of standard
