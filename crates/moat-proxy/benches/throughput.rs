@@ -8,7 +8,8 @@
 //! and a fresh upstream connection).
 //!
 //! Run: `cargo bench -p moat-proxy --bench throughput -- [--seconds N]
-//!       [--upstream-dir DIR] [--upstream-port PORT] [--threads C,P,U] [--external ...]`;
+//!       [--upstream-dir DIR] [--upstream-port PORT] [--threads C,P,U] [--rounds N]
+//!       [--external ...]`;
 //! `--prepare-upstream` only writes the upstream CA to `--upstream-dir`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -55,6 +56,8 @@ struct Options {
     upstream_port: u16,
     externals: Vec<External>,
     threads: Threads,
+    /// Turns each route takes per scenario (the time is split between them).
+    rounds: usize,
     /// Only create the upstream CA in `upstream_dir`, then exit.
     prepare_only: bool,
 }
@@ -72,6 +75,7 @@ fn parse_options() -> Result<Options, Error> {
         upstream_port: 0,
         externals: Vec::new(),
         prepare_only: false,
+        rounds: 5,
         threads: Threads {
             client: 2,
             proxy: 2,
@@ -86,6 +90,7 @@ fn parse_options() -> Result<Options, Error> {
             "--upstream-dir" => options.upstream_dir = Some(PathBuf::from(value()?)),
             "--upstream-port" => options.upstream_port = value()?.parse()?,
             "--external" => options.externals.push(parse_external(&value()?)?),
+            "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
             "--threads" => options.threads = parse_threads(&value()?)?,
             "--prepare-upstream" => options.prepare_only = true,
             "--bench" => {}
@@ -297,6 +302,7 @@ impl Scenario {
     }
 }
 
+#[derive(Default)]
 struct Stats {
     requests: usize,
     errors: usize,
@@ -305,6 +311,13 @@ struct Stats {
 }
 
 impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
+
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
@@ -339,7 +352,6 @@ async fn run_scenario(setup: &ClientSetup, scenario: Scenario, seconds: f64) -> 
             stats.latencies.extend(latencies);
         }
     }
-    stats.latencies.sort_unstable();
     stats
 }
 
@@ -464,9 +476,10 @@ fn main() -> Result<(), Error> {
     }
 
     println!(
-        "moat proxy benchmark: upstream {upstream_addr}, {} s per scenario, {} CPUs, \
+        "moat proxy benchmark: upstream {upstream_addr}, {} s per scenario and route in {} rounds, {} CPUs, \
          runtime threads client/proxy/upstream {}/{}/{}",
         options.seconds,
+        options.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         options.threads.client,
         options.threads.proxy,
@@ -480,14 +493,22 @@ fn main() -> Result<(), Error> {
     ];
     let mut results: HashMap<(String, usize), Stats> = HashMap::new();
     for (index, scenario) in scenarios.iter().enumerate() {
-        for (name, route, ca) in &routes {
-            let setup = ClientSetup {
-                route: route.clone(),
-                tls: client_tls(ca)?,
-                upstream_port: upstream_addr.port(),
-            };
-            let stats = client_rt.block_on(run_scenario(&setup, *scenario, options.seconds));
-            results.insert((name.clone(), index), stats);
+        // Routes take turns in short rounds so that load from elsewhere on
+        // the machine hits all of them alike.
+        let round_seconds = options.seconds / options.rounds as f64;
+        for _ in 0..options.rounds {
+            for (name, route, ca) in &routes {
+                let setup = ClientSetup {
+                    route: route.clone(),
+                    tls: client_tls(ca)?,
+                    upstream_port: upstream_addr.port(),
+                };
+                let stats = client_rt.block_on(run_scenario(&setup, *scenario, round_seconds));
+                results.entry((name.clone(), index)).or_default().merge(stats);
+            }
+        }
+        for stats in results.values_mut() {
+            stats.latencies.sort_unstable();
         }
     }
     print_table(
