@@ -62,9 +62,13 @@ impl OutputHub {
         let _ = self.events.send(output_event(stream, &data));
     }
 
-    /// Records the run's end and tells every attached client.
+    /// Records the run's end and tells every attached client; only the
+    /// first call counts.
     pub fn finish(&self, exit: AttachEvent) {
         let mut state = lock(&self.inner);
+        if state.finished.is_some() {
+            return;
+        }
         state.finished = Some(exit.clone());
         let _ = self.events.send(exit);
     }

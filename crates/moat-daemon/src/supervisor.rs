@@ -344,7 +344,19 @@ pub async fn supervise(
     if let Err(e) = recorded {
         tracing::error!(run = %meta.id, "recording the exit failed: {e}");
     }
+    // Attached clients learn the exit now; nobody waits for the cleanup.
+    announce_exit(&handle);
     cleanup(&daemon, runtime.as_ref(), &handle).await;
+}
+
+/// Tells attached clients how the run ended (once).
+fn announce_exit(handle: &RunHandle) {
+    let meta = handle.metadata();
+    handle.output.finish(AttachEvent::Exit {
+        state: meta.state,
+        exit_code: meta.exit_code,
+        failure: meta.failure,
+    });
 }
 
 async fn capture_output(
@@ -428,12 +440,7 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     for failure in &failures {
         tracing::warn!(run = %meta.id, "cleanup left something for the reaper: {failure}");
     }
-    let meta = handle.metadata();
-    handle.output.finish(AttachEvent::Exit {
-        state: meta.state,
-        exit_code: meta.exit_code,
-        failure: meta.failure.clone(),
-    });
+    announce_exit(handle);
     if let Some(egress) = daemon.egress() {
         egress.release(&meta.id);
     }
