@@ -242,11 +242,11 @@ pub(crate) async fn forward(
         };
         return refuse(trace, refusal);
     }
-    let granted = injections.covers(&target.host, target.port);
+    let implicit = run.implicit_allowance(&injections, &target.host, target.port);
     let path = req.uri().path();
     let decision = run
         .policy
-        .check_request(&target.host, target.port, granted, req.method().as_str(), path);
+        .check_request(&target.host, target.port, implicit, req.method().as_str(), path);
     if !decision.allowed {
         let refusal = policy_refusal(&decision, &target, req.method(), path);
         return refuse(trace, refusal);

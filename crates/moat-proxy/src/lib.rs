@@ -58,6 +58,6 @@ pub use error::{CaError, ProxyError};
 pub use injection::InjectionRule;
 pub use policy::{HostRule, NetworkPolicy, PolicyMode};
 pub use proxy::ProxyHandle;
-pub use registry::{RunRegistration, RunTraceSummary};
+pub use registry::{HOST_SERVICE_NAME, RunRegistration, RunTraceSummary};
 pub use token::ProxyToken;
 pub use trace::TraceRecord;

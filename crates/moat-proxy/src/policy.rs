@@ -246,19 +246,26 @@ impl CompiledPolicy {
         })
     }
 
-    /// Host-level check (on CONNECT). `granted` says whether one of the
-    /// run's injection rules matches the host.
-    pub(crate) fn check_host(&self, host: &str, port: u16, granted: bool) -> Decision {
+    /// Host-level check (on CONNECT). `implicit` names why the run may reach
+    /// the host without a rule (a grant's host, a `network.host` port), if it may.
+    pub(crate) fn check_host(&self, host: &str, port: u16, implicit: Option<&str>) -> Decision {
         match self.host_rule(host, port) {
             Some(rule) => allow(format!("network.rules host {}", rule.pattern.as_str())),
-            None => self.unmatched(granted),
+            None => self.unmatched(implicit),
         }
     }
 
     /// Full check of one request: host, then the host rule's method/path rules.
-    pub(crate) fn check_request(&self, host: &str, port: u16, granted: bool, method: &str, path: &str) -> Decision {
+    pub(crate) fn check_request(
+        &self,
+        host: &str,
+        port: u16,
+        implicit: Option<&str>,
+        method: &str,
+        path: &str,
+    ) -> Decision {
         let Some(rule) = self.host_rule(host, port) else {
-            return self.unmatched(granted);
+            return self.unmatched(implicit);
         };
         let host_text = rule.pattern.as_str();
         match rule.method_path_rules.iter().find(|r| r.matches(method, path)) {
@@ -282,11 +289,11 @@ impl CompiledPolicy {
         self.rules.iter().find(|r| r.pattern.matches(host, port))
     }
 
-    fn unmatched(&self, granted: bool) -> Decision {
-        match (self.mode, granted) {
+    fn unmatched(&self, implicit: Option<&str>) -> Decision {
+        match (self.mode, implicit) {
             (PolicyMode::Permissive, _) => allow("permissive".to_string()),
-            (PolicyMode::Strict, true) => allow("strict: host of an injected grant".to_string()),
-            (PolicyMode::Strict, false) => deny("strict: no network.rules entry matches this host".to_string()),
+            (PolicyMode::Strict, Some(reason)) => allow(format!("strict: {reason}")),
+            (PolicyMode::Strict, None) => deny("strict: no network.rules entry matches this host".to_string()),
         }
     }
 }
@@ -363,15 +370,15 @@ mod tests {
     #[test]
     fn strict_mode_allows_only_ruled_or_granted_hosts() {
         let policy = strict(&[("api.example.com", &[])]);
-        assert!(policy.check_host("api.example.com", 443, false).allowed);
-        assert!(!policy.check_host("other.example.com", 443, false).allowed);
-        assert!(policy.check_host("other.example.com", 443, true).allowed);
+        assert!(policy.check_host("api.example.com", 443, None).allowed);
+        assert!(!policy.check_host("other.example.com", 443, None).allowed);
+        assert!(policy.check_host("other.example.com", 443, Some("grant")).allowed);
     }
 
     #[test]
     fn method_path_rules_first_match_wins() {
         let policy = strict(&[("api.example.com", &["deny * /repos/secret/**", "allow GET /repos/**"])]);
-        let check = |m, p| policy.check_request("api.example.com", 443, false, m, p);
+        let check = |m, p| policy.check_request("api.example.com", 443, None, m, p);
         assert!(check("GET", "/repos/public").allowed);
         let denied = check("GET", "/repos/secret/x");
         assert!(!denied.allowed);
@@ -382,10 +389,10 @@ mod tests {
     #[test]
     fn deny_only_rules_leave_other_requests_allowed() {
         let policy = strict(&[("api.example.com", &["deny DELETE /**"])]);
-        assert!(policy.check_request("api.example.com", 443, false, "GET", "/x").allowed);
+        assert!(policy.check_request("api.example.com", 443, None, "GET", "/x").allowed);
         assert!(
             !policy
-                .check_request("api.example.com", 443, false, "DELETE", "/x")
+                .check_request("api.example.com", 443, None, "DELETE", "/x")
                 .allowed
         );
     }

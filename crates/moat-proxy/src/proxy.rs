@@ -210,8 +210,8 @@ pub(crate) async fn check_host_and_destination(
     target: &Target,
     method: &Method,
 ) -> Result<(), crate::forward::Refusal> {
-    let granted = run.injections().covers(&target.host, target.port);
-    let decision = run.policy.check_host(&target.host, target.port, granted);
+    let implicit = run.implicit_allowance(&run.injections(), &target.host, target.port);
+    let decision = run.policy.check_host(&target.host, target.port, implicit);
     if !decision.allowed {
         return Err(policy_refusal(&decision, target, method, ""));
     }

@@ -11,6 +11,10 @@ use crate::policy::{CompiledPolicy, NetworkPolicy};
 use crate::token::ProxyToken;
 use crate::trace::{TraceRecord, TraceSink};
 
+/// The name containers use for services on the host (the daemon maps it to a
+/// loopback address through [`crate::ProxyConfig::resolve_overrides`]).
+pub const HOST_SERVICE_NAME: &str = "moat-host";
+
 /// Everything the proxy needs to serve one run.
 #[derive(Clone, Debug)]
 pub struct RunRegistration {
@@ -46,6 +50,21 @@ impl RunEntry {
     /// The current injection snapshot (looked up per inner request).
     pub(crate) fn injections(&self) -> Arc<InjectionSet> {
         self.injections.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why the run may reach `host:port` without a `network.rules` entry: a
+    /// grant's host, or a host service (`moat-host`, `localhost`, a loopback
+    /// address) on a `network.host` port.
+    pub(crate) fn implicit_allowance(&self, injections: &InjectionSet, host: &str, port: u16) -> Option<&'static str> {
+        if injections.covers(host, port) {
+            return Some("host of an injected grant");
+        }
+        let host_service = host == HOST_SERVICE_NAME
+            || host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback());
+        (host_service && self.host_ports.contains(&port)).then_some("host service port listed in network.host")
     }
 
     /// False once the run was unregistered; open tunnels stop serving it.

@@ -48,6 +48,25 @@ async fn plain_http_requests_follow_the_same_rules() {
 }
 
 #[tokio::test]
+async fn strict_runs_reach_host_services_only_on_listed_ports() {
+    let proxy = TestProxy::start("host-service").await;
+    let strict = NetworkPolicy {
+        mode: PolicyMode::Strict,
+        rules: vec![],
+    };
+    let run = proxy.register("run", strict, vec![]);
+    let client = proxy.client(&run.token);
+    let listed = proxy.upstream.plain_addr.port();
+    let response = client.absolute(&format!("http://moat-host:{listed}/svc"), &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let unlisted = listed + 1;
+    let response = client.absolute(&format!("http://moat-host:{unlisted}/svc"), &[]).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let records = run.trace_records(2).await;
+    assert_eq!(records[0]["rule"], "strict: host service port listed in network.host");
+}
+
+#[tokio::test]
 async fn connections_on_other_local_addresses_are_closed() {
     let dir = unique_dir("local-addr");
     let ca = Arc::new(CertificateAuthority::load_or_create(&dir.join("ca")).unwrap());

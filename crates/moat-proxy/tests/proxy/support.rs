@@ -276,6 +276,7 @@ impl TestProxy {
             .iter()
             .map(|name| (name.to_string(), upstream.addr.ip()))
             .collect();
+        resolve_overrides.insert(moat_proxy::HOST_SERVICE_NAME.into(), upstream.addr.ip());
         resolve_overrides.insert("metadata.example.test".into(), "169.254.169.254".parse().unwrap());
         let config = ProxyConfig {
             extra_root_ca: Some(upstream.ca_pem_path.clone()),
