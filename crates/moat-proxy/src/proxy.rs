@@ -4,7 +4,9 @@
 //! or an absolute-form URL (→ [`crate::forward`]).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +42,7 @@ pub(crate) struct Shared {
     pub(crate) clients: UpstreamClients,
     pub(crate) timeouts: ProxyTimeouts,
     accept_local_addrs: Vec<IpAddr>,
-    shutdown: watch::Sender<bool>,
+    pub(crate) shutdown: watch::Sender<bool>,
 }
 
 /// A cheap-to-clone handle on the proxy: register runs, serve listeners.
@@ -100,7 +102,7 @@ impl ProxyHandle {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                () = stopped(&mut shutdown) => return Ok(()),
             };
             match accepted {
                 Ok((stream, peer)) => self.spawn_connection(stream, peer),
@@ -112,9 +114,17 @@ impl ProxyHandle {
         }
     }
 
-    /// Stops every `serve` loop; established connections finish on their own.
+    /// Stops every `serve` loop and asks every connection to finish its
+    /// in-flight requests and close (spliced upgrades are left alone).
     pub fn shutdown(&self) {
         self.0.shutdown.send_replace(true);
+    }
+
+    /// [`ProxyHandle::shutdown`], then waits up to `grace` for connections to
+    /// close. Returns whether all of them did.
+    pub async fn shutdown_gracefully(&self, grace: Duration) -> bool {
+        self.shutdown();
+        tokio::time::timeout(grace, self.0.shutdown.closed()).await.is_ok()
     }
 
     fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr) {
@@ -124,13 +134,15 @@ impl ProxyHandle {
         }
         let _ = stream.set_nodelay(true);
         let shared = self.0.clone();
+        let mut stop = self.0.shutdown.subscribe();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle_client_request(shared.clone(), req));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(e) = connection.await {
+            let served = until_shutdown(connection, &mut stop, |c| c.graceful_shutdown()).await;
+            if let Err(e) = served {
                 tracing::debug!(%peer, "proxy client connection ended: {e}");
             }
         });
@@ -143,6 +155,29 @@ impl ProxyHandle {
                 .local_addr()
                 .is_ok_and(|local| allowed.contains(&local.ip().to_canonical()))
     }
+}
+
+/// Drives `connection`; when shutdown is signalled, calls `begin_graceful`
+/// and lets it finish. Holding `stop` marks the connection live for
+/// [`ProxyHandle::shutdown_gracefully`].
+pub(crate) async fn until_shutdown<C: Future>(
+    connection: C,
+    stop: &mut watch::Receiver<bool>,
+    begin_graceful: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        output = connection.as_mut() => output,
+        () = stopped(stop) => {
+            begin_graceful(connection.as_mut());
+            connection.await
+        }
+    }
+}
+
+/// Completes once shutdown is signalled (or the proxy is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// One request on a client's proxy connection.

@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::{ProxyBody, local_body};
 use crate::forward::{Target, forward, local_response, refuse, start_trace};
 use crate::policy::normalize_host;
-use crate::proxy::{Shared, check_host_and_destination};
+use crate::proxy::{Shared, check_host_and_destination, until_shutdown};
 use crate::registry::RunEntry;
 use crate::tls::ALPN_H2;
 
@@ -69,21 +69,22 @@ async fn intercept(shared: Arc<Shared>, run: Arc<RunEntry>, target: Arc<Target>,
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     let io = TokioIo::new(tls);
+    let mut stop = shared.shutdown.subscribe();
     let service = service_fn(move |req| {
         let (shared, run, target) = (shared.clone(), run.clone(), target.clone());
         async move { Ok::<_, std::convert::Infallible>(forward(shared, run, target, req).await) }
     });
     let served = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .serve_connection(io, service)
-            .await
+            .serve_connection(io, service);
+        until_shutdown(connection, &mut stop, |c| c.graceful_shutdown()).await
     } else {
-        hyper::server::conn::http1::Builder::new()
+        let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .serve_connection(io, service)
-            .with_upgrades()
-            .await
+            .with_upgrades();
+        until_shutdown(connection, &mut stop, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = served {
         tracing::debug!("intercepted connection ended: {e}");

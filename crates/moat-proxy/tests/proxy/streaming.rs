@@ -94,3 +94,26 @@ async fn websocket_echo_works_with_injected_upgrade_request() {
     assert_eq!(records[0]["status"], 101);
     assert!(records[0]["bytes_in"].as_u64().unwrap() > 0, "{}", records[0]);
 }
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_responses_finish() {
+    let proxy = TestProxy::start("graceful").await;
+    let run = proxy.register("run", NetworkPolicy::default(), vec![]);
+    let authority = proxy.upstream.authority("api.example.test");
+    let mut tunnel = proxy.client(&run.token).tunnel(&authority, false).await;
+    let response = tunnel.send(get("api.example.test", "/sse", &[])).await;
+    let mut body = response.into_body();
+    assert_eq!(&next_data(&mut body).await.unwrap()[..], b"data: one\n\n");
+
+    let handle = proxy.handle.clone();
+    let drained = tokio::spawn(async move { handle.shutdown_gracefully(Duration::from_secs(5)).await });
+    assert_eq!(&next_data(&mut body).await.unwrap()[..], b"data: two\n\n");
+    assert!(
+        drained.await.unwrap(),
+        "connections did not close within the grace period"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "still accepting"
+    );
+}
