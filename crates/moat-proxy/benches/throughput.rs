@@ -429,13 +429,17 @@ fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, Error>
 fn main() -> Result<(), Error> {
     let options = parse_options()?;
     let scratch = std::env::temp_dir().join(format!("moat-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    let upstream_dir = options.upstream_dir.clone().unwrap_or_else(|| scratch.join("upstream"));
     if options.prepare_only {
-        let (_, ca) = upstream_tls(&upstream_dir)?;
+        let dir = options
+            .upstream_dir
+            .clone()
+            .ok_or("--prepare-upstream needs --upstream-dir")?;
+        let (_, ca) = upstream_tls(&dir)?;
         println!("{}", ca.display());
         return Ok(());
     }
+    std::fs::create_dir_all(&scratch)?;
+    let upstream_dir = options.upstream_dir.clone().unwrap_or_else(|| scratch.join("upstream"));
 
     // Upstream, proxy and load generator each get their own runtime (threads).
     let upstream_rt = runtime("upstream", options.threads.upstream)?;
