@@ -81,9 +81,15 @@ impl Egress {
             dir: home.ca_dir(),
             source,
         })?;
+        let mut resolve_overrides = config.resolve_overrides;
+        // `moat-host` is the host's own services (`network.host` ports),
+        // which the proxy on the host reaches on loopback.
+        resolve_overrides
+            .entry(moat_proxy::HOST_SERVICE_NAME.to_string())
+            .or_insert(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let proxy_config = ProxyConfig {
             extra_root_ca: config.extra_root_ca,
-            resolve_overrides: config.resolve_overrides,
+            resolve_overrides,
             ..ProxyConfig::default()
         };
         let proxy = ProxyHandle::new(proxy_config, Arc::new(ca))?;
