@@ -15,7 +15,7 @@ use moat_core::lock::FileLock;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::api::API_VERSION;
+use crate::api::{API_VERSION, Health};
 use crate::client::{ClientError, DaemonClient};
 use crate::info::DaemonInfo;
 
@@ -73,7 +73,7 @@ pub async fn ensure_running(home: &MoatHome) -> Result<DaemonClient, SpawnError>
     })?;
     check_socket_path(&home.daemon_socket())?;
     let client = DaemonClient::new(home.daemon_socket());
-    if healthy(&client).await? {
+    if usable(&client).await? {
         return Ok(client);
     }
     let lock_path = home.spawn_lock();
@@ -83,12 +83,16 @@ pub async fn ensure_running(home: &MoatHome) -> Result<DaemonClient, SpawnError>
             path: home.spawn_lock(),
             source: std::io::Error::other(e),
         })??;
-    // Another process may have spawned it while we waited for the lock.
-    if healthy(&client).await? {
-        return Ok(client);
-    }
-    if let Some(info) = DaemonInfo::read(&home.daemon_json()) {
-        replace_wedged(info.pid).await;
+    // Another process may have spawned (or upgraded) it while we waited.
+    match probe(&client).await {
+        Probe::Ready => return Ok(client),
+        Probe::Outdated(health) if health.live_runs > 0 => return keep_outdated(client, &health),
+        Probe::Outdated(health) => retire(&client, health.pid).await,
+        Probe::Down => {
+            if let Some(info) = DaemonInfo::read(&home.daemon_json()) {
+                replace_wedged(info.pid).await;
+            }
+        }
     }
     spawn(home)?;
     wait_ready(&client, home).await?;
@@ -106,15 +110,70 @@ pub fn check_socket_path(path: &Path) -> Result<(), SpawnError> {
     Ok(())
 }
 
-async fn healthy(client: &DaemonClient) -> Result<bool, SpawnError> {
+/// What the daemon on the socket is, as far as this CLI is concerned.
+enum Probe {
+    /// Same version: use it.
+    Ready,
+    /// Older than this CLI (version skew).
+    Outdated(Health),
+    /// Not answering.
+    Down,
+}
+
+async fn probe(client: &DaemonClient) -> Probe {
     match client.health().await {
-        Ok(health) if health.api_version == API_VERSION => Ok(true),
-        Ok(health) => Err(SpawnError::Incompatible {
+        Ok(health) if is_older(&health.version, env!("CARGO_PKG_VERSION")) => Probe::Outdated(health),
+        Ok(_) => Probe::Ready,
+        Err(_) => Probe::Down,
+    }
+}
+
+/// Fast path without the spawn lock: a daemon this CLI can use now.
+async fn usable(client: &DaemonClient) -> Result<bool, SpawnError> {
+    match probe(client).await {
+        Probe::Ready => Ok(true),
+        Probe::Outdated(health) if health.live_runs > 0 => keep_outdated(client.clone(), &health).map(|_| true),
+        _ => Ok(false),
+    }
+}
+
+/// An older daemon with live runs stays (restarting it would disturb
+/// nothing, but its runs' proxy would blink); warn and use what it offers.
+fn keep_outdated(client: DaemonClient, health: &Health) -> Result<DaemonClient, SpawnError> {
+    if health.api_version != API_VERSION {
+        return Err(SpawnError::Incompatible {
             pid: health.pid,
             found: health.api_version,
-        }),
-        Err(_) => Ok(false),
+        });
     }
+    tracing::warn!(
+        "the moat daemon (pid {}) is version {}, older than this moat ({}); it is replaced once no run is live",
+        health.pid,
+        health.version,
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(client)
+}
+
+/// Asks an outdated, idle daemon to exit and waits for it.
+async fn retire(client: &DaemonClient, pid: u32) {
+    tracing::info!("replacing the older moat daemon (pid {pid})");
+    let _ = client.shutdown().await;
+    let deadline = Instant::now() + TERM_GRACE;
+    while Instant::now() < deadline && process_alive(pid) {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    replace_wedged(pid).await;
+}
+
+/// Whether version `a` is older than `b` (numeric, dot-separated).
+fn is_older(a: &str, b: &str) -> bool {
+    let parse = |v: &str| {
+        v.split(['.', '-'])
+            .map(|p| p.parse::<u64>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
+    parse(a) < parse(b)
 }
 
 /// Stops a daemon that is alive but not answering, after confirming the pid
@@ -219,4 +278,17 @@ async fn wait_ready(client: &DaemonClient, home: &MoatHome) -> Result<(), SpawnE
         last,
         log: home.daemon_log(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_older;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(is_older("0.1.0", "0.2.0"));
+        assert!(is_older("0.9.0", "0.10.0"));
+        assert!(!is_older("0.2.0", "0.2.0"));
+        assert!(!is_older("1.0.0", "0.9.9"));
+    }
 }

@@ -148,6 +148,21 @@ fn bad_input_is_one_clear_line_with_a_hint_and_leaves_nothing() {
     assert!(err.contains("docker") && err.contains("hint:"), "{err}");
     home.run(&["daemon", "stop"]);
 
+    // A MOAT_HOME so deep that the daemon socket path would be too long.
+    let deep = home.root.join("d".repeat(100));
+    let out = home
+        .moat()
+        .env("MOAT_HOME", &deep)
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("socket path") && err.contains("shorter MOAT_HOME") || err.contains("shorter path"),
+        "{err}"
+    );
+
     // A daemon directory that cannot be used (here: a file in its place).
     let broken = Home::new().unwrap();
     std::fs::create_dir_all(broken.home()).unwrap();
