@@ -159,7 +159,7 @@ fn bad_input_is_one_clear_line_with_a_hint_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("socket path") && err.contains("shorter MOAT_HOME") || err.contains("shorter path"),
+        err.contains("socket path") && err.contains("hint: set MOAT_HOME to a shorter path"),
         "{err}"
     );
 
