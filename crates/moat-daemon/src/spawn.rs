@@ -3,6 +3,7 @@
 //! checking its pid really is a moat daemon), or spawn a new one detached and
 //! wait for it to answer.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -225,6 +226,7 @@ fn spawn(home: &MoatHome) -> Result<(), SpawnError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|source| SpawnError::Dir {
             path: log_path.clone(),

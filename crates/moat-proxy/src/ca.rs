@@ -239,6 +239,9 @@ fn set_validity(params: &mut CertificateParams, days_before: u64, days_after: u6
 
 fn create_ca_files(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(String, String), CaError> {
     fs::create_dir_all(dir).map_err(|source| io_error("create directory", dir, source))?;
+    // The key lives here: only the owner may even list the directory.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|source| io_error("set permissions on", dir, source))?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
     let mut params = ca_params();
     set_validity(&mut params, 1, CA_VALIDITY_DAYS);

@@ -3,6 +3,7 @@
 //! run so a slow disk never stalls the data path; drops are counted and
 //! reported when the run's trace closes.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +75,7 @@ impl TraceSink {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(|source| ProxyError::TraceOpen {
                 path: path.to_path_buf(),

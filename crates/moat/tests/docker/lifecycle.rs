@@ -37,6 +37,24 @@ fn run_streams_output_to_the_right_streams_and_exits_with_the_containers_code() 
         "{tagged:?}"
     );
     assert_eq!(objects_of(run_id), Vec::<String>::new());
+    assert_private(&home.home());
+}
+
+/// Every file under MOAT_HOME is 0600 and every directory 0700, except the
+/// CA's public certificate.
+fn assert_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        let public = path.ends_with("ca/ca.crt") || path.ends_with("ca/public") || path.ends_with("public/ca.crt");
+        if path.is_dir() {
+            assert!(public || mode == 0o700, "{} is {mode:o}", path.display());
+            assert_private(&path);
+        } else {
+            assert!(public || mode == 0o600, "{} is {mode:o}", path.display());
+        }
+    }
 }
 
 #[test]
