@@ -217,3 +217,33 @@ fn a_wedged_daemon_is_replaced() {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains(") Z "))
 }
+
+#[test]
+fn logs_follow_a_live_run_until_it_ends_and_list_shows_its_states() {
+    let Some(home) = Home::new() else { return };
+    let detached = home.run(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick $i; sleep 0.5; done; echo done >&2",
+    ]);
+    assert!(detached.status.success(), "{}", text(&detached.stderr));
+    let running = home.runs();
+    assert_eq!(running[0]["state"], "running", "{running:?}");
+    let follow = home.run(&["logs", "-f", "ticker"]);
+    assert!(follow.status.success(), "{}", text(&follow.stderr));
+    assert_eq!(text(&follow.stdout), "tick 1\ntick 2\ntick 3\n");
+    assert!(text(&follow.stderr).contains("done"), "{}", text(&follow.stderr));
+    let last = home.run(&["logs", "-n", "1", "ticker"]);
+    assert_eq!(text(&last.stderr).trim(), "done");
+    let finished = home.only_run();
+    assert_eq!(
+        (finished["state"].as_str(), finished["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{finished}"
+    );
+}
