@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const API_VERSION: u32 = 1;
 
 /// Features this daemon offers, reported by `/v1/health`.
-pub const CAPABILITIES: &[&str] = &["runs", "attach", "stop", "idle-shutdown", "reap", "proxy"];
+pub const CAPABILITIES: &[&str] = &["runs", "attach", "stop", "idle-shutdown", "reap", "proxy", "exec"];
 
 /// Everything the daemon needs to create a run. Carries no secret values.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -126,4 +126,20 @@ pub struct ApiError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+}
+
+/// `POST /v1/runs/{id}/exec`: a command to run in a live run's container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+}
+
+/// What an exec produced. Output is collected whole and sent as lossy UTF-8
+/// (invalid bytes become U+FFFD), like attach output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// `None` when the runtime cannot tell how the command ended.
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
 }

@@ -15,7 +15,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use crate::api::{ApiError, AttachEvent, CreateRunResponse, Health, RunSpec, RunView, StopRequest};
+use crate::api::{
+    ApiError, AttachEvent, CreateRunResponse, ExecRequest, ExecResult, Health, RunSpec, RunView, StopRequest,
+};
 use crate::reaper::{SweepReport, SweepRequest};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +29,8 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 const REAP_TIMEOUT: Duration = Duration::from_secs(300);
 /// A graceful stop waits for the grace period and the kill.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The daemon bounds an exec by `server::EXEC_TIMEOUT`; allow for its answer.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(630);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -95,6 +99,16 @@ impl DaemonClient {
         let path = format!("/v1/runs/{id}/stop");
         self.call(Method::POST, &path, Some(&StopRequest { kill }), STOP_TIMEOUT)
             .await
+    }
+
+    /// Runs `command` in a live run's container; its whole output comes back
+    /// once it ends (lossy UTF-8). Bounded by 10 minutes on the daemon side.
+    pub async fn exec(&self, id: &RunId, command: &[String]) -> Result<ExecResult, ClientError> {
+        let path = format!("/v1/runs/{id}/exec");
+        let request = ExecRequest {
+            command: command.to_vec(),
+        };
+        self.call(Method::POST, &path, Some(&request), EXEC_TIMEOUT).await
     }
 
     /// Asks for a sweep now (waits for one in progress first).

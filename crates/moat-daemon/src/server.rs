@@ -19,7 +19,10 @@ use tokio::net::UnixListener;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream_shim::channel_stream;
 
-use crate::api::{API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateRunResponse, Health, RunSpec, StopRequest};
+use crate::api::{
+    API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateRunResponse, ExecRequest, ExecResult, Health, RunSpec,
+    StopRequest,
+};
 use crate::reaper::SweepRequest;
 use crate::state::Daemon;
 use crate::supervisor::{self, RunError};
@@ -28,6 +31,8 @@ use crate::supervisor::{self, RunError};
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// Bound on reading a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one `exec` in a run's container (the runtime may bound it sooner).
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -75,6 +80,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
         },
         (&Method::POST, ["v1", "runs", id, "stop"]) => stop(&daemon, id, req).await,
         (&Method::GET, ["v1", "runs", id, "attach"]) => attach(&daemon, id),
+        (&Method::POST, ["v1", "runs", id, "exec"]) => exec(&daemon, id, req).await,
         (&Method::POST, ["v1", "maintenance", "reap"]) => reap(&daemon, req).await,
         (&Method::POST, ["v1", "grants", "refresh"]) => {
             let updated = crate::grants::refresh_live_runs(&daemon);
@@ -163,6 +169,51 @@ async fn stop(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Bod
     match stopped {
         Ok(()) => json(StatusCode::ACCEPTED, &handle.view()),
         Err(e) => run_error(e),
+    }
+}
+
+/// Runs a command in a live run's container and returns its exit code and
+/// whole output, bounded by [`EXEC_TIMEOUT`].
+async fn exec(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Body> {
+    let request: ExecRequest = match read_json(req).await {
+        Ok(request) => request,
+        Err(reject) => return reject.into_response(),
+    };
+    if request.command.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "exec needs a command".into(), None);
+    }
+    let handle = match live_run(daemon, id) {
+        Ok(handle) => handle,
+        Err(reject) => return reject.into_response(),
+    };
+    let meta = handle.metadata();
+    if meta.state != moat_core::RunState::Running {
+        return error(
+            StatusCode::CONFLICT,
+            format!("run {} is {}, not running", meta.id, meta.state),
+            None,
+        );
+    }
+    let container = meta.container_id.unwrap_or_else(|| meta.id.to_string());
+    let running = async {
+        let runtime = daemon.runtimes().get(&handle.spec.runtime).await?;
+        Ok::<_, RunError>(runtime.exec(&container, &request.command).await?)
+    };
+    match tokio::time::timeout(EXEC_TIMEOUT, running).await {
+        Ok(Ok(output)) => json(
+            StatusCode::OK,
+            &ExecResult {
+                exit_code: output.exit_code,
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            },
+        ),
+        Ok(Err(e)) => run_error(e),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("exec in run {} did not finish within {EXEC_TIMEOUT:?}", meta.id),
+            None,
+        ),
     }
 }
 

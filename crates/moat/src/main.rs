@@ -9,6 +9,7 @@ mod launch;
 mod live;
 mod maintenance;
 mod printer;
+mod probe;
 mod report;
 mod resolve;
 

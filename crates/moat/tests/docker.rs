@@ -2,6 +2,7 @@
 //! Docker engine.
 
 mod docker {
+    pub mod exec_status;
     pub mod lifecycle;
     pub mod proxy;
     pub mod reaper;

@@ -8,12 +8,11 @@ use anyhow::Result;
 use moat_core::MoatHome;
 use moat_daemon::DaemonClient;
 use moat_daemon::reaper::{SweepReport, SweepRequest};
-use moat_runtime::Runtime;
-use moat_runtime::docker::{DockerOptions, DockerRuntime};
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
 use crate::context::{Context, ExitStatus};
+use crate::probe::{self, RuntimeCheck};
 use crate::{live, maintenance};
 
 #[derive(Serialize)]
@@ -25,16 +24,6 @@ struct Diagnosis {
     credentials: Vec<moat_creds::CredentialSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     credentials_error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct RuntimeCheck {
-    kind: &'static str,
-    endpoint: Option<String>,
-    found_via: Option<String>,
-    available: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    problem: Option<String>,
 }
 
 pub fn doctor(ctx: &Context, args: &DoctorArgs) -> Result<ExitStatus> {
@@ -56,7 +45,7 @@ pub fn doctor(ctx: &Context, args: &DoctorArgs) -> Result<ExitStatus> {
 }
 
 async fn diagnose(ctx: &Context, home: &MoatHome) -> Result<Diagnosis> {
-    let runtime = check_docker().await;
+    let runtime = probe::check_docker().await;
     let (daemon, reclaimable) = if runtime.available {
         let dry_run = SweepRequest {
             dry_run: true,
@@ -84,43 +73,8 @@ async fn diagnose(ctx: &Context, home: &MoatHome) -> Result<Diagnosis> {
     })
 }
 
-async fn check_docker() -> RuntimeCheck {
-    let mut check = RuntimeCheck {
-        kind: "docker",
-        endpoint: None,
-        found_via: None,
-        available: false,
-        problem: None,
-    };
-    match DockerRuntime::new(DockerOptions::default()) {
-        Ok(docker) => {
-            check.endpoint = Some(docker.docker_endpoint().address.clone());
-            check.found_via = Some(docker.docker_endpoint().source.to_string());
-            match docker.ping().await {
-                Ok(()) => check.available = true,
-                Err(e) => check.problem = Some(e.to_string()),
-            }
-        }
-        Err(e) => check.problem = Some(e.to_string()),
-    }
-    check
-}
-
 fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
-    let rt = &d.runtime;
-    match (&rt.endpoint, rt.available) {
-        (Some(endpoint), true) => writeln!(
-            out,
-            "runtime: docker at {endpoint} (found via {})",
-            rt.found_via.as_deref().unwrap_or("?")
-        )?,
-        (Some(endpoint), false) => writeln!(
-            out,
-            "runtime: docker at {endpoint} does not answer: {}",
-            rt.problem.as_deref().unwrap_or("?")
-        )?,
-        (None, _) => writeln!(out, "runtime: none found: {}", rt.problem.as_deref().unwrap_or("?"))?,
-    }
+    writeln!(out, "runtime: {}", probe::describe(&d.runtime))?;
     match &d.daemon {
         Some(h) => writeln!(
             out,

@@ -1,10 +1,53 @@
-//! `moat exec`: run a command in a live run's container; exits with its code.
+//! `moat exec`: run a command in a live run's container through the daemon
+//! (which owns the runtimes) and exit with its code. The output arrives
+//! whole once the command ends and goes to stdout/stderr as it came; the
+//! daemon bounds one exec by 10 minutes.
+
+use std::io::Write;
 
 use anyhow::Result;
 
 use crate::cli::ExecArgs;
-use crate::context::{Context, ExitStatus, not_yet_available};
+use crate::context::{Context, ExitStatus};
+use crate::live;
+use crate::report::CliError;
 
-pub fn exec(_ctx: &Context, _args: &ExecArgs) -> Result<ExitStatus> {
-    not_yet_available("exec")
+pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<ExitStatus> {
+    if args.interactive {
+        return Err(CliError::new("moat exec -i (interactive) is not supported yet")
+            .with_hint("run a non-interactive command: `moat exec RUN -- CMD`")
+            .into());
+    }
+    let store = ctx.store()?;
+    let run_id = store.resolve(Some(&args.run), true)?;
+    let meta = store.load(&run_id)?;
+    if meta.state.is_terminal() {
+        return Err(
+            CliError::new(format!("run {run_id} already {}; exec needs a live run", meta.state))
+                .with_hint(format!(
+                    "start a new one with `moat run`, or read its output: `moat logs {run_id}`"
+                ))
+                .into(),
+        );
+    }
+    let home = ctx.home()?;
+    let result = live::block_on(async {
+        let client = live::daemon(&home).await?;
+        client.exec(&run_id, &args.command).await.map_err(live::client_error)
+    })?;
+    write_all(&mut std::io::stdout().lock(), &result.stdout)?;
+    write_all(&mut std::io::stderr().lock(), &result.stderr)?;
+    Ok(match result.exit_code {
+        Some(code) => ExitStatus::Workload(code),
+        None => {
+            ctx.printer
+                .error(format!("the runtime did not report how the command in {run_id} ended"));
+            ExitStatus::Failure
+        }
+    })
+}
+
+fn write_all(out: &mut impl Write, text: &str) -> std::io::Result<()> {
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }
