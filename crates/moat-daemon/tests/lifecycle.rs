@@ -162,13 +162,7 @@ async fn a_restarted_daemon_readopts_a_running_container_and_records_its_exit() 
         networks: vec![id.network_name()],
         created_at: None,
     });
-    // What the previous daemon persisted before it was killed.
-    fx.daemon
-        .registry()
-        .lock()
-        .insert(id.clone(), RunHandle::new(fx.spec(), meta));
-    fx.daemon.registry().persist_now().unwrap();
-    fx.daemon.registry().lock().clear();
+    persist_as_previous_daemon(&fx, meta);
 
     assert_eq!(moat_daemon::reconcile::restore(&fx.daemon), 1);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -184,18 +178,22 @@ async fn a_restarted_daemon_readopts_a_running_container_and_records_its_exit() 
     );
 }
 
+/// Leaves `runs.json` as a killed daemon would have: the run registered,
+/// nothing in memory.
+fn persist_as_previous_daemon(fx: &Fixture, meta: moat_core::RunMetadata) {
+    let id = meta.id.clone();
+    fx.daemon.registry().lock().insert(id, RunHandle::new(fx.spec(), meta));
+    fx.daemon.registry().persist_now().unwrap();
+    fx.daemon.registry().lock().clear();
+}
+
 #[tokio::test]
 async fn a_run_stuck_in_creating_is_undone_on_restart() {
     let fx = Fixture::new(|_| {});
     let id = RunId::generate();
     let meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
     fx.daemon.store().create(&meta).unwrap();
-    fx.daemon
-        .registry()
-        .lock()
-        .insert(id.clone(), RunHandle::new(fx.spec(), meta));
-    fx.daemon.registry().persist_now().unwrap();
-    fx.daemon.registry().lock().clear();
+    persist_as_previous_daemon(&fx, meta);
 
     moat_daemon::reconcile::restore(&fx.daemon);
     fx.wait_until_gone(&id).await;
