@@ -1,16 +1,21 @@
 //! `moat exec`: run a command in a live run's container through the daemon
 //! (which owns the runtimes) and exit with its code. The output arrives
-//! whole once the command ends and goes to stdout/stderr as it came; the
-//! daemon bounds one exec by 10 minutes.
+//! whole once the command ends and goes to stdout/stderr as it came. The
+//! daemon bounds one exec by 10 minutes; the runtime may bound it sooner
+//! (Docker: its 30 s call timeout).
 
 use std::io::Write;
 
 use anyhow::Result;
+use moat_daemon::ClientError;
 
 use crate::cli::ExecArgs;
 use crate::context::{Context, ExitStatus};
 use crate::live;
 use crate::report::CliError;
+
+/// HTTP status the daemon answers when the exec (or the runtime) timed out.
+const GATEWAY_TIMEOUT: u16 = 504;
 
 pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<ExitStatus> {
     if args.interactive {
@@ -33,7 +38,7 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<ExitStatus> {
     let home = ctx.home()?;
     let result = live::block_on(async {
         let client = live::daemon(&home).await?;
-        client.exec(&run_id, &args.command).await.map_err(live::client_error)
+        client.exec(&run_id, &args.command).await.map_err(exec_error)
     })?;
     write_all(&mut std::io::stdout().lock(), &result.stdout)?;
     write_all(&mut std::io::stderr().lock(), &result.stderr)?;
@@ -45,6 +50,16 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<ExitStatus> {
             ExitStatus::Failure
         }
     })
+}
+
+/// A timed-out exec gets a hint about the bound; other errors keep theirs.
+fn exec_error(e: ClientError) -> anyhow::Error {
+    if e.status().map(|status| status.as_u16()) == Some(GATEWAY_TIMEOUT) {
+        return CliError::new(e.to_string())
+            .with_hint("moat exec is for short commands; put long work in the run's own command")
+            .into();
+    }
+    live::client_error(e)
 }
 
 fn write_all(out: &mut impl Write, text: &str) -> std::io::Result<()> {

@@ -205,7 +205,8 @@ fn print(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "live runs: {}", s.live_runs.len())?;
     for run in &s.live_runs {
         let name = run.name.as_deref().unwrap_or("-");
-        writeln!(out, "  {}  {name}  {}  since {}", run.id, run.state, run.created_at)?;
+        let since = run.created_at.format("%Y-%m-%d %H:%M:%S UTC");
+        writeln!(out, "  {}  {name}  {}  since {since}", run.id, run.state)?;
     }
     writeln!(
         out,
