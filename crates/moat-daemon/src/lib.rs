@@ -50,6 +50,9 @@ pub enum DaemonError {
     AlreadyRunning(u32),
 }
 
+/// How long shutdown waits for run cleanups in progress.
+const CLEANUP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Target for the open-files limit (agents open many connections).
 const NOFILE_TARGET: u64 = 65536;
 
@@ -104,6 +107,9 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     }));
     tokio::spawn(shutdown_on_signal(daemon.clone()));
     server::serve(daemon.clone(), listener).await;
+    if !daemon.drain_cleanups(CLEANUP_GRACE).await {
+        tracing::warn!("shutting down with run cleanups unfinished; the next daemon finishes them");
+    }
 
     finish(&daemon, &info);
     Ok(())

@@ -74,6 +74,8 @@ struct Inner {
     shutdown: CancellationToken,
     shutting_down: AtomicBool,
     attached_clients: AtomicUsize,
+    cleanups_in_flight: AtomicUsize,
+    cleanup_finished: tokio::sync::Notify,
     started_at: DateTime<Utc>,
     egress: Option<Arc<Egress>>,
 }
@@ -93,6 +95,8 @@ impl Daemon {
                 shutdown: CancellationToken::new(),
                 shutting_down: AtomicBool::new(false),
                 attached_clients: AtomicUsize::new(0),
+                cleanups_in_flight: AtomicUsize::new(0),
+                cleanup_finished: tokio::sync::Notify::new(),
                 started_at: Utc::now(),
                 egress,
             }),
@@ -165,6 +169,39 @@ impl Daemon {
 
     pub fn attached_clients(&self) -> usize {
         self.inner.attached_clients.load(Ordering::SeqCst)
+    }
+
+    /// Counts a run's cleanup as in flight for as long as the guard lives.
+    pub fn cleanup_started(&self) -> CleanupGuard {
+        self.inner.cleanups_in_flight.fetch_add(1, Ordering::SeqCst);
+        CleanupGuard { daemon: self.clone() }
+    }
+
+    /// Waits (at most `grace`) for cleanups in flight, so that a shutdown
+    /// never leaves a run half torn down. Returns whether all finished.
+    pub async fn drain_cleanups(&self, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let finished = self.inner.cleanup_finished.notified();
+            if self.inner.cleanups_in_flight.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Marks the end of a cleanup on drop.
+pub struct CleanupGuard {
+    daemon: Daemon,
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        self.daemon.inner.cleanups_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.daemon.inner.cleanup_finished.notify_waiters();
     }
 }
 

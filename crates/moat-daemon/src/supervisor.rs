@@ -416,6 +416,7 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     if !handle.claim_cleanup() {
         return;
     }
+    let _in_flight = daemon.cleanup_started();
     let meta = handle.metadata();
     let mut failures = Vec::new();
     if !meta.keep {

@@ -253,3 +253,21 @@ async fn the_api_creates_attaches_and_reports_the_exit_over_the_socket() {
         .unwrap();
     assert!(!fx.daemon.home().daemon_socket().exists());
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_a_cleanup_in_progress() {
+    let fx = Fixture::new(|_| {});
+    script(&fx.fake, 0, Duration::from_millis(10));
+    fx.fake.delay(FakeOp::RemoveNetwork, Duration::from_millis(400));
+    let id = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap();
+    // Wait until the cleanup has begun (the container is gone first).
+    for _ in 0..200 {
+        if fx.fake.containers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!fx.fake.networks().is_empty(), "the network removal is still in flight");
+    assert!(fx.daemon.drain_cleanups(Duration::from_secs(5)).await);
+    assert!(fx.fake.networks().is_empty(), "drained: nothing of {id} is left");
+}

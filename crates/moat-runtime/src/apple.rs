@@ -329,7 +329,7 @@ impl Runtime for AppleRuntime {
 
     async fn image_exists(&self, image: &str) -> RuntimeResult<bool> {
         let args = strings(&["image", "inspect", image]);
-        let output = self.invoke(&args, self.timeouts().call).await?;
+        let output = self.invoke(&args, self.timeouts().exec).await?;
         if output.success() {
             let images = parse::parse_images("image inspect", &output.stdout);
             return Ok(!images.map_err(parse_failure)?.is_empty());

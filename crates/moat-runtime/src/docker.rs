@@ -383,7 +383,7 @@ impl Runtime for DockerRuntime {
     async fn exec(&self, id: &str, command: &[String]) -> RuntimeResult<ExecOutput> {
         let op = format!("exec in container {id}");
         let what = format!("container {id}");
-        bounded(DOCKER, &op, self.timeouts.call, async {
+        bounded(DOCKER, &op, self.timeouts.exec, async {
             let docker = self.client().await?;
             output::exec(docker, id, command)
                 .await

@@ -86,6 +86,7 @@ impl FakeOp {
     fn limit(self, timeouts: &Timeouts) -> Option<Duration> {
         match self {
             FakeOp::WaitContainer => None,
+            FakeOp::Exec => Some(timeouts.exec),
             FakeOp::CreateNetwork => Some(timeouts.network_create),
             FakeOp::ListImages | FakeOp::ListContainers | FakeOp::ListNetworks | FakeOp::ListVolumes => {
                 Some(timeouts.list)

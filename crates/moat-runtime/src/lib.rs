@@ -88,6 +88,8 @@ pub struct Timeouts {
     pub list: Duration,
     /// One removal.
     pub remove: Duration,
+    /// A command run with `exec` (a build or a test may take minutes).
+    pub exec: Duration,
 }
 
 impl Default for Timeouts {
@@ -97,6 +99,7 @@ impl Default for Timeouts {
             network_create: Duration::from_secs(30),
             list: Duration::from_secs(30),
             remove: Duration::from_secs(5),
+            exec: Duration::from_secs(600),
         }
     }
 }

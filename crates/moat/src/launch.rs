@@ -91,6 +91,7 @@ fn probe_timeouts() -> Timeouts {
         network_create: quick,
         list: quick,
         remove: quick,
+        exec: quick,
     }
 }
 
