@@ -4,25 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FakeRuntimes, Fixture};
+use common::Fixture;
 use moat_core::RunId;
 use moat_core::logs::Stream;
-use moat_daemon::DaemonClient;
 use moat_runtime::ExecOutput;
 use moat_runtime::fake::{FakeOp, ScriptedRun};
-
-async fn ready(client: &DaemonClient) {
-    for _ in 0..100 {
-        if client.health().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("daemon never answered");
-}
 
 #[tokio::test]
 async fn exec_returns_the_code_and_output_of_a_command_in_a_live_run() {
@@ -43,10 +31,8 @@ async fn exec_returns_the_code_and_output_of_a_command_in_a_live_run() {
             stderr: b"err\n".to_vec(),
         },
     );
-    let config = fx.daemon.config().clone();
-    let server = tokio::spawn(moat_daemon::run(config, Arc::new(FakeRuntimes(fx.fake.clone()))));
-    let client = DaemonClient::new(fx.daemon.home().daemon_socket());
-    ready(&client).await;
+    let served = fx.serve().await;
+    let client = served.client.clone();
     let run = client.create_run(&fx.spec()).await.unwrap().run_id;
 
     let result = client.exec(&run, &["probe".into(), "--flag".into()]).await.unwrap();
@@ -72,10 +58,5 @@ async fn exec_returns_the_code_and_output_of_a_command_in_a_live_run() {
     let finished = client.exec(&run, &["probe".into()]).await.unwrap_err();
     assert_eq!(finished.status().map(|s| s.as_u16()), Some(404), "{finished}");
 
-    client.shutdown().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    served.shutdown().await;
 }

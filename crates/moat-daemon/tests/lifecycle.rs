@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FakeRuntimes, Fixture};
+use common::Fixture;
 use futures_util::StreamExt;
 use moat_core::logs::Stream;
 use moat_core::{RunId, RunState};
 use moat_daemon::api::AttachEvent;
 use moat_daemon::registry::RunHandle;
-use moat_daemon::{DaemonClient, supervisor};
+use moat_daemon::supervisor;
 use moat_runtime::fake::{FakeErrorKind, FakeOp, FakeRuntime, ScriptedRun};
 use moat_runtime::{ContainerInfo, ContainerStatus};
 
@@ -206,18 +206,8 @@ async fn a_run_stuck_in_creating_is_undone_on_restart() {
 async fn the_api_creates_attaches_and_reports_the_exit_over_the_socket() {
     let fx = Fixture::new(|_| {});
     script(&fx.fake, 3, Duration::from_millis(300));
-    let config = fx.daemon.config().clone();
-    let server = tokio::spawn(moat_daemon::run(config, Arc::new(FakeRuntimes(fx.fake.clone()))));
-    let client = DaemonClient::new(fx.daemon.home().daemon_socket());
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.health().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ready, "daemon never answered");
+    let served = fx.serve().await;
+    let client = served.client.clone();
     let mode = std::fs::metadata(fx.daemon.home().daemon_socket()).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -245,12 +235,7 @@ async fn the_api_creates_attaches_and_reports_the_exit_over_the_socket() {
     let err = client.create_run(&missing).await.unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 
-    client.shutdown().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    served.shutdown().await;
     assert!(!fx.daemon.home().daemon_socket().exists());
 }
 

@@ -10,7 +10,7 @@ use moat_core::logs::LogRecord;
 use moat_core::paths::run_files;
 use moat_core::{MoatHome, RunId};
 use moat_daemon::api::RunSpec;
-use moat_daemon::{Daemon, DaemonConfig, Runtimes};
+use moat_daemon::{Daemon, DaemonClient, DaemonConfig, Runtimes};
 use moat_runtime::fake::FakeRuntime;
 use moat_runtime::{Runtime, RuntimeError};
 
@@ -63,6 +63,20 @@ impl Fixture {
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
+    /// Serves this fixture's daemon on its socket; returns once it answers.
+    pub async fn serve(&self) -> Served {
+        let config = self.daemon.config().clone();
+        let task = tokio::spawn(moat_daemon::run(config, Arc::new(FakeRuntimes(self.fake.clone()))));
+        let client = DaemonClient::new(self.daemon.home().daemon_socket());
+        for _ in 0..100 {
+            if client.health().await.is_ok() {
+                return Served { client, task };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("daemon never answered");
+    }
+
     pub async fn wait_until_gone(&self, id: &RunId) {
         for _ in 0..200 {
             if self.daemon.registry().get(id).is_none() {
@@ -71,6 +85,24 @@ impl Fixture {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("run {id} never left the registry");
+    }
+}
+
+/// A daemon serving its socket in a task.
+pub struct Served {
+    pub client: DaemonClient,
+    task: tokio::task::JoinHandle<Result<(), moat_daemon::DaemonError>>,
+}
+
+impl Served {
+    /// Asks the daemon to shut down and waits for it to exit cleanly.
+    pub async fn shutdown(self) {
+        self.client.shutdown().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }
 
