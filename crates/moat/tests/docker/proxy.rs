@@ -118,6 +118,25 @@ fn strict_policy_allows_the_named_host_and_blocks_everything_else() {
             .any(|(h, d)| h == "other.moat-test.example" && d == "deny"),
         "{decisions:?}"
     );
+
+    // `moat trace` shows the same requests: table, JSON lines, HAR.
+    let table = home.run(&["trace", &run_id]);
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let table = text(&table.stdout);
+    assert!(
+        table.contains(&format!("https://{API_HOST}:{port}/allowed")) && table.contains("deny"),
+        "{table}"
+    );
+    let lines = text(&home.run(&["trace", &run_id, "--json"]).stdout).lines().count();
+    assert_eq!(lines, trace.len());
+    let har_path = home.root.join("trace.har");
+    assert!(
+        home.run(&["trace", &run_id, "--har", har_path.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&har_path).unwrap()).unwrap();
+    assert_eq!(har["log"]["entries"].as_array().map(Vec::len), Some(trace.len()));
 }
 
 #[test]
