@@ -255,9 +255,14 @@ fn a_granted_credential_is_injected_never_visible_and_revocable_during_a_run() {
         Some(true),
         "{trace:?}"
     );
-    let _ = std::process::Command::new("docker")
-        .args(["rm", "-f", &run_id])
-        .output();
+    // A kept run's objects stay until its record goes; then a sweep takes them.
+    assert!(home.run(&["destroy", &run_id]).status.success());
+    assert!(home.run(&["system", "prune", "--force"]).status.success());
+    assert!(
+        super::support::objects_of(&run_id).is_empty(),
+        "{:?}",
+        super::support::objects_of(&run_id)
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
