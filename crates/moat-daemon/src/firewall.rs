@@ -12,7 +12,11 @@ use moat_core::RunId;
 use tokio::process::Command;
 
 /// Bound on one iptables call.
-const IPTABLES_TIMEOUT: Duration = Duration::from_secs(5);
+const IPTABLES_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long iptables may wait for the xtables lock, which Docker takes for
+/// every network it creates or removes (without waiting, a busy engine
+/// makes our calls fail at once).
+const XTABLES_LOCK_WAIT_SECS: &str = "5";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -97,7 +101,11 @@ async fn iptables(args: &[&str]) -> Result<(), FirewallError> {
 }
 
 async fn iptables_output(args: &[&str]) -> Result<String, FirewallError> {
-    let call = Command::new("iptables").args(args).kill_on_drop(true).output();
+    let call = Command::new("iptables")
+        .args(["-w", XTABLES_LOCK_WAIT_SECS])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
     let output = match tokio::time::timeout(IPTABLES_TIMEOUT, call).await {
         Err(_) => return Err(FirewallError::Timeout(args.join(" "))),
         Ok(Err(e)) => return Err(FirewallError::Unavailable(e.to_string())),
