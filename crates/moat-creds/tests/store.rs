@@ -17,6 +17,11 @@ fn store(home: &MoatHome, profile: Option<&str>) -> CredentialStore {
     CredentialStore::with_key_store(home, profile, keys).unwrap()
 }
 
+/// Stores a fake credential for `provider`.
+fn save(store: &CredentialStore, provider: &str, token: &str, kind: CredentialKind) {
+    store.save(provider, &Credential::new(token, kind)).unwrap();
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -43,12 +48,7 @@ fn save_then_load_round_trips_and_the_file_is_not_plaintext() {
 fn a_flipped_byte_is_a_clear_error() {
     let home = TempHome::new();
     let store = store(&home.home, None);
-    store
-        .save(
-            "openai",
-            &Credential::new("fake-openai-key-0001", CredentialKind::ApiKey),
-        )
-        .unwrap();
+    save(&store, "openai", "fake-openai-key-0001", CredentialKind::ApiKey);
     let path = home.home.credentials_dir().join("openai.enc");
     let mut bytes = fs::read(&path).unwrap();
     let last = bytes.len() - 1;
@@ -66,12 +66,7 @@ fn a_flipped_byte_is_a_clear_error() {
 fn a_file_moved_to_another_provider_does_not_decrypt() {
     let home = TempHome::new();
     let store = store(&home.home, None);
-    store
-        .save(
-            "openai",
-            &Credential::new("fake-openai-key-0001", CredentialKind::ApiKey),
-        )
-        .unwrap();
+    save(&store, "openai", "fake-openai-key-0001", CredentialKind::ApiKey);
     let dir = home.home.credentials_dir();
     fs::rename(dir.join("openai.enc"), dir.join("gemini.enc")).unwrap();
     assert!(matches!(store.load("gemini"), Err(StoreError::Decrypt { .. })));
@@ -80,12 +75,12 @@ fn a_file_moved_to_another_provider_does_not_decrypt() {
 #[test]
 fn a_replaced_key_is_reported_with_the_key_location() {
     let home = TempHome::new();
-    store(&home.home, None)
-        .save(
-            "claude",
-            &Credential::new("fake-oauth-token-0002", CredentialKind::OauthToken),
-        )
-        .unwrap();
+    save(
+        &store(&home.home, None),
+        "claude",
+        "fake-oauth-token-0002",
+        CredentialKind::OauthToken,
+    );
     let other_key = MasterKey::generate();
     let key_path = FileKeyStore::new(&home.home.credentials_dir()).path();
     fs::write(&key_path, other_key.bytes()).unwrap();
@@ -100,12 +95,7 @@ fn a_replaced_key_is_reported_with_the_key_location() {
 fn a_deleted_key_is_reported_instead_of_silently_creating_one() {
     let home = TempHome::new();
     let store = store(&home.home, None);
-    store
-        .save(
-            "gemini",
-            &Credential::new("fake-gemini-key-0003", CredentialKind::ApiKey),
-        )
-        .unwrap();
+    save(&store, "gemini", "fake-gemini-key-0003", CredentialKind::ApiKey);
     fs::remove_file(FileKeyStore::new(&home.home.credentials_dir()).path()).unwrap();
     let err = store.load("gemini").unwrap_err();
     assert!(matches!(err, StoreError::KeyMissing { .. }), "{err}");
@@ -121,12 +111,7 @@ fn a_deleted_key_is_reported_instead_of_silently_creating_one() {
 fn a_loose_key_file_is_refused_with_a_chmod_hint() {
     let home = TempHome::new();
     let store = store(&home.home, None);
-    store
-        .save(
-            "openai",
-            &Credential::new("fake-openai-key-0004", CredentialKind::ApiKey),
-        )
-        .unwrap();
+    save(&store, "openai", "fake-openai-key-0004", CredentialKind::ApiKey);
     let key_path = FileKeyStore::new(&home.home.credentials_dir()).path();
     fs::set_permissions(&key_path, fs::Permissions::from_mode(0o640)).unwrap();
     let err = store.load("openai").unwrap_err().to_string();
@@ -155,12 +140,7 @@ fn profiles_are_isolated_from_each_other_and_from_the_default() {
 fn list_is_sorted_redacted_and_reports_unreadable_files() {
     let home = TempHome::new();
     let store = store(&home.home, None);
-    store
-        .save(
-            "openai",
-            &Credential::new("fake-openai-key-9z8y", CredentialKind::ApiKey),
-        )
-        .unwrap();
+    save(&store, "openai", "fake-openai-key-9z8y", CredentialKind::ApiKey);
     store
         .save("github", &Credential::new(FAKE_TOKEN, CredentialKind::Token))
         .unwrap();
@@ -210,12 +190,7 @@ fn names_that_would_escape_the_directory_are_rejected() {
 fn open_uses_the_file_backend_by_default() {
     let home = TempHome::new();
     let store = CredentialStore::open(&home.home, None).unwrap();
-    store
-        .save(
-            "openai",
-            &Credential::new("fake-openai-key-0005", CredentialKind::ApiKey),
-        )
-        .unwrap();
+    save(&store, "openai", "fake-openai-key-0005", CredentialKind::ApiKey);
     assert!(home.home.credentials_dir().join(".key").exists());
 }
 
