@@ -166,6 +166,21 @@ impl SubnetPool {
     pub fn first_free(&self, in_use: &[Ipv4Subnet]) -> Option<Ipv4Subnet> {
         self.free_blocks(in_use).next()
     }
+
+    /// The first free block at or after block `start` (modulo the pool's
+    /// capacity), wrapping around. Creators that start at different
+    /// places (one per network name) rarely race for the same block, even
+    /// across daemons of different homes that share the engine.
+    pub fn first_free_from(&self, in_use: &[Ipv4Subnet], start: u64) -> Option<Ipv4Subnet> {
+        let start = start % self.capacity();
+        let blocks: Vec<Ipv4Subnet> = self.blocks().collect();
+        let (before, after) = blocks.split_at(start as usize);
+        after
+            .iter()
+            .chain(before)
+            .copied()
+            .find(|block| !in_use.iter().any(|used| used.overlaps(block)))
+    }
 }
 
 impl fmt::Display for SubnetPool {
@@ -229,6 +244,25 @@ mod tests {
         assert_eq!(in_use.len(), 4);
         assert_eq!(pool.first_free(&in_use), None);
         assert_eq!(pool.first_free(&in_use[..3]), Some(in_use[3]));
+    }
+
+    #[test]
+    fn first_free_from_starts_at_its_block_and_wraps() {
+        let pool = SubnetPool::parse("10.99.0.0/26", 28).unwrap();
+        assert_eq!(pool.first_free_from(&[], 2), Some(net("10.99.0.32/28")));
+        assert_eq!(
+            pool.first_free_from(&[], 6),
+            Some(net("10.99.0.32/28")),
+            "modulo capacity"
+        );
+        let used = [net("10.99.0.32/28"), net("10.99.0.48/28")];
+        assert_eq!(
+            pool.first_free_from(&used, 2),
+            Some(net("10.99.0.0/28")),
+            "wraps around"
+        );
+        let all: Vec<_> = pool.blocks().collect();
+        assert_eq!(pool.first_free_from(&all, 3), None);
     }
 
     #[test]

@@ -55,11 +55,12 @@ impl NetworkPool {
     }
 
     /// Reserves the first block free of `in_use`, `refused` and blocks
-    /// reserved by concurrent creations.
-    fn reserve(&self, in_use: &[Ipv4Subnet], refused: &[Ipv4Subnet]) -> Option<Reservation<'_>> {
+    /// reserved by concurrent creations, searching from a place derived
+    /// from the network's name.
+    fn reserve(&self, name: &str, in_use: &[Ipv4Subnet], refused: &[Ipv4Subnet]) -> Option<Reservation<'_>> {
         let mut reserved = self.reserved_set();
         let taken: Vec<Ipv4Subnet> = in_use.iter().chain(refused).chain(reserved.iter()).copied().collect();
-        let block = self.subnets.first_free(&taken)?;
+        let block = self.subnets.first_free_from(&taken, search_start(name))?;
         reserved.insert(block);
         Some(Reservation { pool: self, block })
     }
@@ -70,7 +71,9 @@ impl NetworkPool {
         let mut refused = Vec::new();
         while refused.len() <= MAX_OVERLAP_RETRIES {
             let in_use = subnets_in_use(docker, op).await?;
-            let reservation = self.reserve(&in_use, &refused).ok_or_else(|| self.exhausted(spec))?;
+            let reservation = self
+                .reserve(&spec.name, &in_use, &refused)
+                .ok_or_else(|| self.exhausted(spec))?;
             let block = reservation.block;
             let request = convert::network_create_request(spec, block);
             match docker.create_network(request).await {
@@ -113,6 +116,14 @@ impl NetworkPool {
     }
 }
 
+/// Where the search for a network's block starts: a stable hash of its
+/// name (FNV-1a), so concurrent creators spread over the pool.
+fn search_start(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Subnets of every network on the engine, moat's or not.
 async fn subnets_in_use(docker: &Docker, op: &str) -> RuntimeResult<Vec<Ipv4Subnet>> {
     let networks = docker
@@ -130,34 +141,49 @@ mod tests {
         NetworkPool::new(SubnetPool::parse("10.99.0.0/26", 28).unwrap())
     }
 
-    fn net(text: &str) -> Ipv4Subnet {
-        text.parse().unwrap()
+    /// The pool's blocks in the order a search for `name` visits them.
+    fn search_order(pool: &NetworkPool, name: &str) -> Vec<Ipv4Subnet> {
+        let blocks: Vec<_> = pool.subnets().blocks().collect();
+        let start = (search_start(name) % blocks.len() as u64) as usize;
+        blocks[start..].iter().chain(&blocks[..start]).copied().collect()
     }
 
     #[test]
     fn concurrent_reservations_get_distinct_blocks() {
         let pool = pool();
-        let first = pool.reserve(&[], &[]).unwrap();
-        let second = pool.reserve(&[], &[]).unwrap();
-        assert_eq!(first.block, net("10.99.0.0/28"));
-        assert_eq!(second.block, net("10.99.0.16/28"));
+        let order = search_order(&pool, "moat-run_a");
+        let first = pool.reserve("moat-run_a", &[], &[]).unwrap();
+        let second = pool.reserve("moat-run_a", &[], &[]).unwrap();
+        assert_eq!(first.block, order[0]);
+        assert_eq!(second.block, order[1]);
+    }
+
+    #[test]
+    fn different_names_start_at_different_blocks() {
+        let pool = NetworkPool::new(SubnetPool::default());
+        let starts: std::collections::BTreeSet<_> = (0..20)
+            .map(|i| pool.reserve(&format!("moat-run_{i:012x}"), &[], &[]).unwrap().block)
+            .collect();
+        assert!(starts.len() > 15, "searches must spread over the pool: {starts:?}");
     }
 
     #[test]
     fn dropping_a_reservation_frees_its_block() {
         let pool = pool();
-        let first = pool.reserve(&[], &[]).unwrap();
+        let first = pool.reserve("n", &[], &[]).unwrap();
+        let block = first.block;
         drop(first);
-        assert_eq!(pool.reserve(&[], &[]).unwrap().block, net("10.99.0.0/28"));
+        assert_eq!(pool.reserve("n", &[], &[]).unwrap().block, block);
     }
 
     #[test]
     fn refused_and_used_blocks_are_skipped_until_none_is_left() {
         let pool = pool();
-        let used = [net("10.99.0.0/28")];
-        let refused = [net("10.99.0.16/28"), net("10.99.0.32/28")];
-        let last = pool.reserve(&used, &refused).unwrap();
-        assert_eq!(last.block, net("10.99.0.48/28"));
-        assert!(pool.reserve(&used, &refused).is_none());
+        let order = search_order(&pool, "n");
+        let used = [order[0]];
+        let refused = [order[1], order[2]];
+        let last = pool.reserve("n", &used, &refused).unwrap();
+        assert_eq!(last.block, order[3]);
+        assert!(pool.reserve("n", &used, &refused).is_none());
     }
 }
