@@ -1,8 +1,9 @@
 //! Advisory file locks (`flock`) with a bounded wait: the per-run `.lock`
-//! held while a run is being created, and the daemon's spawn lock.
+//! held while a run is being created, the daemon's spawn lock, and the
+//! daemon's lifetime lock (which also records its holder's pid).
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io;
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 /// process dies, which is what makes it a crash detector).
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    file: File,
     path: PathBuf,
 }
 
@@ -32,7 +33,7 @@ impl FileLock {
             match file.try_lock() {
                 Ok(()) => {
                     return Ok(FileLock {
-                        _file: file,
+                        file,
                         path: path.to_path_buf(),
                     });
                 }
@@ -60,7 +61,7 @@ impl FileLock {
         let file = open_lock_file(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(FileLock {
-                _file: file,
+                file,
                 path: path.to_path_buf(),
             })),
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -81,6 +82,26 @@ impl FileLock {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes this process's pid into the held lock file, so others can
+    /// tell who holds it without `/proc` (which macOS lacks).
+    pub fn record_pid(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.rewind()?;
+        write!(self.file, "{}", std::process::id())?;
+        self.file.sync_all()
+    }
+
+    /// The pid of the process holding the lock at `path`, when it is held
+    /// and its holder recorded one.
+    pub fn holder(path: &Path) -> Option<u32> {
+        if !Self::is_held(path) {
+            return None;
+        }
+        let mut text = String::new();
+        File::open(path).ok()?.take(32).read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
     }
 }
 
@@ -113,6 +134,11 @@ mod tests {
         assert!(err.to_string().contains("timed out"), "{err}");
         drop(held);
         assert!(!FileLock::is_held(&path));
+        let mut held = FileLock::acquire(&path, Duration::from_secs(1)).unwrap();
+        held.record_pid().unwrap();
+        assert_eq!(FileLock::holder(&path), Some(std::process::id()));
+        drop(held);
+        assert_eq!(FileLock::holder(&path), None, "a free lock has no holder");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

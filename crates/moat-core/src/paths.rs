@@ -72,6 +72,12 @@ impl MoatHome {
         self.daemon_dir().join("spawn.lock")
     }
 
+    /// Held by the daemon for its whole life: one daemon per `MOAT_HOME`.
+    /// The kernel releases it when the daemon dies, however it dies.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.daemon_dir().join("daemon.lock")
+    }
+
     pub fn runs_json(&self) -> PathBuf {
         self.daemon_dir().join("runs.json")
     }
@@ -110,6 +116,9 @@ pub mod run_files {
     pub const NETWORK: &str = "network.jsonl";
     pub const AUDIT: &str = "audit.jsonl";
     pub const LOCK: &str = ".lock";
+    /// What the daemon needs to re-adopt the run (spec without secret
+    /// values, proxy token); written before the run's first runtime object.
+    pub const REGISTRATION: &str = "registration.json";
 }
 
 fn absolute(path: PathBuf) -> PathBuf {

@@ -123,10 +123,19 @@ impl RunStore {
                 return Err(StoreError::Io { path: dir, source: e });
             }
         };
-        Ok(entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-            .collect())
+        // An entry that cannot be read is an error, never a missing run:
+        // the reaper must not take an unreadable directory for a dead run.
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            if let Some(id) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Every run, newest first; unreadable ones last.

@@ -101,6 +101,13 @@ impl DaemonClient {
             .await
     }
 
+    /// Deletes a finished run's record; refused (409) while the daemon may
+    /// still own anything of the run.
+    pub async fn destroy_run(&self, id: &RunId) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/v1/runs/{id}");
+        self.call(Method::DELETE, &path, None::<&()>, STOP_TIMEOUT).await
+    }
+
     /// Runs `command` in a live run's container; its whole output comes back
     /// once it ends (lossy UTF-8). Bounded by 10 minutes on the daemon side.
     pub async fn exec(&self, id: &RunId, command: &[String]) -> Result<ExecResult, ClientError> {

@@ -15,6 +15,10 @@ pub const POINTS: &[&str] = &[
     "after-start",
 ];
 
+/// The start of a run's cleanup (after its exit was announced); `pause`
+/// there lets a test act while the cleanup is pending.
+pub const BEFORE_CLEANUP: &str = "before-cleanup";
+
 /// Environment variable the CLI reads the crash point from.
 pub const ENV: &str = "MOAT_FAULT";
 

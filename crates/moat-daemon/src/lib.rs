@@ -17,6 +17,7 @@ mod logfile;
 pub mod output;
 pub mod reaper;
 pub mod reconcile;
+pub mod records;
 pub mod registry;
 pub mod runtimes;
 pub mod server;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use moat_core::atomic::create_private_dir;
+use moat_core::lock::{FileLock, LockError};
 use tokio::net::UnixListener;
 
 pub use client::{ClientError, DaemonClient};
@@ -46,7 +48,7 @@ pub enum DaemonError {
     Spawn(#[from] SpawnError),
     #[error("{0}")]
     Egress(#[from] egress::EgressError),
-    #[error("another daemon (pid {0}) is serving this MOAT_HOME")]
+    #[error("another moat daemon (pid {0}) holds this MOAT_HOME's daemon lock; only one may run")]
     AlreadyRunning(u32),
 }
 
@@ -66,7 +68,9 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     })?;
     let socket = home.daemon_socket();
     spawn::check_socket_path(&socket)?;
-    refuse_if_another_daemon_answers(&socket).await?;
+    // Held until this function returns (or the process dies, when the
+    // kernel releases it): one daemon per MOAT_HOME, whatever the platform.
+    let _lifetime = take_lifetime_lock(&home)?;
     raise_open_files_limit();
 
     let egress = match &config.egress {
@@ -127,11 +131,26 @@ async fn start_egress(
     Ok(egress::Egress::start(home, config).await?)
 }
 
-async fn refuse_if_another_daemon_answers(socket: &std::path::Path) -> Result<(), DaemonError> {
-    match DaemonClient::new(socket).health().await {
-        Ok(health) if health.pid != std::process::id() => Err(DaemonError::AlreadyRunning(health.pid)),
-        _ => Ok(()),
-    }
+/// Bound on taking the lifetime lock: long enough to ride out another
+/// process's momentary probe of it, short enough to refuse at once.
+const LIFETIME_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes `daemon.lock` for the daemon's whole life and records this pid in
+/// it; a second daemon of the same `MOAT_HOME` is refused here.
+fn take_lifetime_lock(home: &moat_core::MoatHome) -> Result<FileLock, DaemonError> {
+    let path = home.daemon_lock();
+    let mut lock = match FileLock::acquire(&path, LIFETIME_LOCK_WAIT) {
+        Ok(lock) => lock,
+        Err(LockError::Timeout { .. }) => {
+            return Err(DaemonError::AlreadyRunning(FileLock::holder(&path).unwrap_or(0)));
+        }
+        Err(LockError::Io { path, source }) => return Err(DaemonError::Io { path, source }),
+    };
+    lock.record_pid().map_err(|source| DaemonError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(lock)
 }
 
 fn bind_private_socket(socket: &std::path::Path) -> Result<UnixListener, DaemonError> {

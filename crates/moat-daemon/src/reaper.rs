@@ -5,7 +5,7 @@
 pub mod decide;
 pub mod live;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 use crate::output::lock;
 use crate::state::Daemon;
 use decide::{Candidate, Decision, KeepReason, ObjectKey, ObjectKind, SweepInput};
+use live::LiveSetError;
 
 /// Bound on one whole sweep.
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -151,7 +152,11 @@ impl Reaper {
             return report;
         };
         match tokio::time::timeout(SWEEP_TIMEOUT, sweep_all(daemon, request, &mut state)).await {
-            Ok(runtimes) => report.runtimes = runtimes,
+            Ok(Ok(runtimes)) => report.runtimes = runtimes,
+            Ok(Err(e)) => {
+                tracing::error!("reaper: sweep aborted, nothing removed: {e}");
+                report.error = Some(format!("sweep aborted, nothing removed: {e}"));
+            }
             Err(_) => report.error = Some(format!("the sweep timed out after {SWEEP_TIMEOUT:?}")),
         }
         report.duration_ms = clock.elapsed().as_millis() as u64;
@@ -191,20 +196,29 @@ fn persist(daemon: &Daemon, state: &ReaperFile) {
     }
 }
 
-async fn sweep_all(daemon: &Daemon, request: &SweepRequest, state: &mut ReaperFile) -> Vec<RuntimeSweep> {
+/// Sweeps every available runtime; aborted as a whole (nothing more
+/// removed, no sightings recorded) when the live set cannot be taken.
+async fn sweep_all(
+    daemon: &Daemon,
+    request: &SweepRequest,
+    state: &mut ReaperFile,
+) -> Result<Vec<RuntimeSweep>, LiveSetError> {
     let mut sweeps = Vec::new();
-    let mut all_candidates = Vec::new();
+    let mut judged = Vec::new();
     for runtime in daemon.runtimes().available().await {
-        let (candidates, errors) = list_candidates(runtime.as_ref(), &request.kinds).await;
-        // The live set is taken after listing, never before.
-        let live = live::live_set(
-            daemon.registry().all().iter().map(|h| h.id()),
-            &live::scan_run_dirs(daemon.store()),
-        );
+        let listing = list_candidates(runtime.as_ref(), &request.kinds).await;
         let now = Utc::now();
+        let Some(running) = listing.running else {
+            // Without the container listing the reaper cannot tell which
+            // runs have a running container: this runtime is not swept.
+            sweeps.push(summarise(runtime.kind(), &[], &[], listing.errors));
+            continue;
+        };
+        // The live set is taken after listing, never before.
+        let live = live_set(daemon, &listing.candidates, &running)?;
         let home = daemon.home().label();
         let input = SweepInput {
-            candidates: &candidates,
+            candidates: &listing.candidates,
             live: &live,
             first_seen: &state.first_seen,
             now,
@@ -214,8 +228,9 @@ async fn sweep_all(daemon: &Daemon, request: &SweepRequest, state: &mut ReaperFi
             home: &home,
         };
         let decisions = decide::decide(&input);
-        let mut sweep = summarise(runtime.kind(), &candidates, &decisions, errors);
-        let to_remove: Vec<&Candidate> = candidates
+        let mut sweep = summarise(runtime.kind(), &listing.candidates, &decisions, listing.errors);
+        let to_remove: Vec<&Candidate> = listing
+            .candidates
             .iter()
             .zip(&decisions)
             .filter(|(c, d)| **d == Decision::Remove && !backing_off(state, &c.key, now))
@@ -224,15 +239,38 @@ async fn sweep_all(daemon: &Daemon, request: &SweepRequest, state: &mut ReaperFi
         if request.dry_run {
             sweep.removed = to_remove.iter().map(|c| c.key.clone()).collect();
         } else {
-            remove_all(runtime.clone(), &to_remove, state, &mut sweep).await;
+            remove_all(
+                runtime.clone(),
+                &to_remove,
+                daemon.config().stop_grace,
+                state,
+                &mut sweep,
+            )
+            .await;
         }
-        all_candidates.extend(candidates);
+        judged.extend(listing.candidates.into_iter().zip(decisions));
         sweeps.push(sweep);
     }
     if !request.dry_run {
-        state.first_seen = decide::next_first_seen(&all_candidates, &state.first_seen, Utc::now());
+        state.first_seen = decide::next_first_seen(judged.iter().map(|(c, d)| (c, d)), &state.first_seen, Utc::now());
     }
-    sweeps
+    Ok(sweeps)
+}
+
+/// The live runs among the candidates' runs; an unreadable registry or
+/// run record is an error, never a smaller live set.
+fn live_set(
+    daemon: &Daemon,
+    candidates: &[Candidate],
+    running: &HashSet<RunId>,
+) -> Result<HashSet<RunId>, LiveSetError> {
+    if let Some(reason) = daemon.registry_error() {
+        return Err(LiveSetError::Registry(reason));
+    }
+    let registry: HashSet<RunId> = daemon.registry().all().iter().map(|h| h.id()).collect();
+    let dirs = live::scan_run_dirs(daemon.store())?;
+    let runs = candidates.iter().filter_map(|c| c.run_id.as_ref());
+    Ok(live::live_runs(runs, &registry, &dirs, running))
 }
 
 fn backing_off(state: &ReaperFile, key: &ObjectKey, now: DateTime<Utc>) -> bool {
@@ -268,21 +306,24 @@ fn summarise(
 async fn remove_all(
     runtime: Arc<dyn Runtime>,
     targets: &[&Candidate],
+    stop_grace: Duration,
     state: &mut ReaperFile,
     sweep: &mut RuntimeSweep,
 ) {
     for kind in [ObjectKind::Container, ObjectKind::Network, ObjectKind::Volume] {
-        let batch: Vec<ObjectKey> = targets
+        let batch: Vec<Candidate> = targets
             .iter()
             .filter(|c| c.key.kind == kind)
-            .map(|c| c.key.clone())
+            .map(|c| (*c).clone())
             .collect();
         let results: Vec<(ObjectKey, Result<(), String>)> = futures_util::stream::iter(batch)
-            .map(|key| {
+            .map(|candidate| {
                 let runtime = runtime.clone();
                 async move {
-                    let result = remove_one(runtime.as_ref(), &key).await.map_err(|e| e.to_string());
-                    (key, result)
+                    let result = remove_one(runtime.as_ref(), &candidate, stop_grace)
+                        .await
+                        .map_err(|e| e.to_string());
+                    (candidate.key, result)
                 }
             })
             .buffer_unordered(REMOVAL_CONCURRENCY)
@@ -295,11 +336,25 @@ async fn remove_all(
     sweep.removed.sort();
 }
 
-async fn remove_one(runtime: &dyn Runtime, key: &ObjectKey) -> Result<(), moat_runtime::RuntimeError> {
-    match key.kind {
-        ObjectKind::Container => runtime.remove_container(&key.name).await,
-        ObjectKind::Network => runtime.remove_network(&key.name).await,
-        ObjectKind::Volume => runtime.remove_volume(&key.name).await,
+/// A running container is stopped gracefully first (SIGTERM, then a kill
+/// after the grace period), and only a stopped one is removed; networks
+/// and volumes get a plain remove (never a forced disconnect).
+async fn remove_one(
+    runtime: &dyn Runtime,
+    candidate: &Candidate,
+    stop_grace: Duration,
+) -> Result<(), moat_runtime::RuntimeError> {
+    let name = &candidate.key.name;
+    match candidate.key.kind {
+        ObjectKind::Container => {
+            if candidate.running {
+                tracing::warn!("stopping orphaned running container {name} before removing it");
+                runtime.stop_container(name, stop_grace).await?;
+            }
+            runtime.remove_stopped_container(name).await
+        }
+        ObjectKind::Network => runtime.remove_network(name).await,
+        ObjectKind::Volume => runtime.remove_volume(name).await,
     }
 }
 
@@ -330,39 +385,69 @@ fn record_removal(state: &mut ReaperFile, sweep: &mut RuntimeSweep, key: ObjectK
     }
 }
 
-async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> (Vec<Candidate>, Vec<String>) {
+/// What one runtime holds: the candidates of the wanted kinds, and the
+/// runs with a running container (`None` when containers could not be
+/// listed).
+struct Listing {
+    candidates: Vec<Candidate>,
+    running: Option<HashSet<RunId>>,
+    errors: Vec<String>,
+}
+
+/// Lists candidates; containers are always listed, since which runs have a
+/// running container is part of the liveness evidence.
+async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> Listing {
     let wanted = |kind| kinds.is_empty() || kinds.contains(&kind);
     let kind = runtime.kind();
-    let mut candidates = Vec::new();
-    let mut errors = Vec::new();
-    if wanted(ObjectKind::Container) {
-        match runtime.list_containers().await {
-            Ok(list) => candidates.extend(list.into_iter().filter_map(|c| {
-                let run_id = label_run(&c.labels).or_else(|| decide::run_of_container(&c.name));
-                candidate(kind, ObjectKind::Container, c.name, run_id, &c.labels, Vec::new())
-            })),
-            Err(e) => errors.push(format!("listing containers: {e}")),
+    let mut listing = Listing {
+        candidates: Vec::new(),
+        running: None,
+        errors: Vec::new(),
+    };
+    match runtime.list_containers().await {
+        Ok(list) => {
+            let containers: Vec<Candidate> = list
+                .into_iter()
+                .filter_map(|c| {
+                    let run_id = label_run(&c.labels).or_else(|| decide::run_of_container(&c.name));
+                    let running = c.status.is_running();
+                    let mut candidate = candidate(kind, ObjectKind::Container, c.name, run_id, &c.labels, Vec::new())?;
+                    candidate.running = running;
+                    Some(candidate)
+                })
+                .collect();
+            listing.running = Some(
+                containers
+                    .iter()
+                    .filter(|c| c.running)
+                    .filter_map(|c| c.run_id.clone())
+                    .collect(),
+            );
+            if wanted(ObjectKind::Container) {
+                listing.candidates.extend(containers);
+            }
         }
+        Err(e) => listing.errors.push(format!("listing containers: {e}")),
     }
     if wanted(ObjectKind::Network) {
         match runtime.list_networks().await {
-            Ok(list) => candidates.extend(list.into_iter().filter_map(|n| {
+            Ok(list) => listing.candidates.extend(list.into_iter().filter_map(|n| {
                 let run_id = label_run(&n.labels).or_else(|| RunId::from_network_name(&n.name));
                 candidate(kind, ObjectKind::Network, n.name, run_id, &n.labels, n.containers)
             })),
-            Err(e) => errors.push(format!("listing networks: {e}")),
+            Err(e) => listing.errors.push(format!("listing networks: {e}")),
         }
     }
     if wanted(ObjectKind::Volume) {
         match runtime.list_volumes().await {
-            Ok(list) => candidates.extend(list.into_iter().filter_map(|v| {
+            Ok(list) => listing.candidates.extend(list.into_iter().filter_map(|v| {
                 let run_id = label_run(&v.labels);
                 candidate(kind, ObjectKind::Volume, v.name, run_id, &v.labels, Vec::new())
             })),
-            Err(e) => errors.push(format!("listing volumes: {e}")),
+            Err(e) => listing.errors.push(format!("listing volumes: {e}")),
         }
     }
-    (candidates, errors)
+    listing
 }
 
 fn label_run(object_labels: &BTreeMap<String, String>) -> Option<RunId> {
@@ -388,6 +473,7 @@ fn candidate(
         run_id,
         home,
         attached,
+        running: false,
     })
 }
 

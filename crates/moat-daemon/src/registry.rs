@@ -1,7 +1,8 @@
 //! The registry of live runs (daemon-and-reaper.md §3): run id → entry, kept
 //! in memory and persisted to `daemon/runs.json` (atomic, 0600, debounced).
 //! Every state change is written to the run's `metadata.json` before the
-//! side effect it announces.
+//! side effect it announces. Each run's `registration.json` holds its own
+//! part of the registry, so a lost or corrupt `runs.json` loses no run.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moat_core::atomic::write_atomic;
+use moat_core::paths::run_files;
 use moat_core::store::{RunStore, StoreError};
 use moat_core::{RunId, RunMetadata};
 use moat_proxy::ProxyToken;
@@ -112,6 +114,48 @@ fn without_secret_values(spec: &RunSpec) -> RunSpec {
     spec
 }
 
+/// A run's own `registration.json`: its spec (without secret values) and
+/// proxy token, written before its first runtime object exists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Registration {
+    pub spec: RunSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_token: Option<String>,
+}
+
+impl Registration {
+    /// Writes the handle's registration into its run directory (atomic, 0600).
+    pub fn write(store: &RunStore, handle: &RunHandle) -> Result<(), RegistryError> {
+        let registration = Registration {
+            spec: without_secret_values(&handle.spec),
+            proxy_token: handle.proxy_token().map(|t| t.as_str().to_string()),
+        };
+        let path = store.run_dir(&handle.id()).join(run_files::REGISTRATION);
+        let json = serde_json::to_vec_pretty(&registration).map_err(|e| RegistryError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &json, 0o600).map_err(|source| RegistryError::Io { path, source })
+    }
+
+    /// Reads a run's registration; `None` when the run never got one (it
+    /// was cut short before registering, or predates the file).
+    pub fn read(store: &RunStore, id: &RunId) -> Result<Option<Registration>, RegistryError> {
+        let path = store.run_dir(id).join(run_files::REGISTRATION);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(RegistryError::Io { path, source }),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RegistryError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct RunsFile {
     version: u32,
@@ -131,6 +175,9 @@ pub struct Registry {
     runs: Mutex<HashMap<RunId, Arc<RunHandle>>>,
     path: PathBuf,
     dirty: Notify,
+    /// Serialises snapshot + write, so an older snapshot never overwrites
+    /// a newer one.
+    writer: Mutex<()>,
 }
 
 impl Registry {
@@ -139,6 +186,7 @@ impl Registry {
             runs: Mutex::new(HashMap::new()),
             path,
             dirty: Notify::new(),
+            writer: Mutex::new(()),
         }
     }
 
@@ -182,8 +230,11 @@ impl Registry {
         self.dirty.notify_one();
     }
 
-    /// Writes `runs.json` now (atomic, 0600).
+    /// Writes `runs.json` now (atomic, 0600). Writers take turns, and each
+    /// snapshots the table only once it holds its turn, so the file always
+    /// ends with the newest run set.
     pub fn persist_now(&self) -> Result<(), RegistryError> {
+        let _turn = lock(&self.writer);
         let runs = self
             .all()
             .iter()
@@ -268,9 +319,40 @@ mod tests {
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].meta, meta);
 
+        let back = Registration::read(&store, &meta.id).unwrap();
+        assert!(back.is_none(), "insert alone writes no registration");
+
         std::fs::write(home.runs_json(), b"{not json").unwrap();
         let err = registry.load_persisted().unwrap_err().to_string();
         assert!(err.contains("runs.json: unreadable run registry"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// The attack: many writers persist at once, each after adding its own
+    /// run; an unserialised writer holding an older snapshot could finish
+    /// last and drop runs from the file.
+    #[test]
+    fn concurrent_persists_leave_the_newest_run_set() {
+        let root = std::env::temp_dir().join(format!("moat-registry-{}", RunId::generate()));
+        let home = MoatHome::new(&root);
+        std::fs::create_dir_all(home.daemon_dir()).unwrap();
+        let registry = Arc::new(Registry::new(home.runs_json()));
+        for round in 0..20 {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let registry = registry.clone();
+                    std::thread::spawn(move || {
+                        let meta = RunMetadata::new(RunId::generate(), "/w".into(), "img".into(), "fake".into());
+                        registry.insert(RunHandle::new(RunSpec::default(), meta)).unwrap();
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            let on_disk = registry.load_persisted().unwrap().len();
+            assert_eq!(on_disk, registry.len(), "round {round}: runs.json lost runs");
+        }
         std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -78,6 +78,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
             Ok(handle) => json(StatusCode::OK, &handle.view()),
             Err(reject) => reject.into_response(),
         },
+        (&Method::DELETE, ["v1", "runs", id]) => destroy(&daemon, id).await,
         (&Method::POST, ["v1", "runs", id, "stop"]) => stop(&daemon, id, req).await,
         (&Method::GET, ["v1", "runs", id, "attach"]) => attach(&daemon, id),
         (&Method::POST, ["v1", "runs", id, "exec"]) => exec(&daemon, id, req).await,
@@ -143,6 +144,17 @@ async fn reap(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
     };
     let report = daemon.reaper().sweep(daemon, &request, "on demand").await;
     json(StatusCode::OK, &report)
+}
+
+async fn destroy(daemon: &Daemon, id: &str) -> Response<Body> {
+    let run_id: RunId = match id.parse() {
+        Ok(run_id) => run_id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}"), None),
+    };
+    match crate::records::destroy(daemon, &run_id).await {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({"destroyed": run_id})),
+        Err(e) => run_error(e),
+    }
 }
 
 async fn stop(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Body> {
@@ -350,7 +362,8 @@ fn run_error(e: RunError) -> Response<Body> {
         RunError::MissingWorkspace(_) | RunError::UnknownImage { .. } | RunError::Grant(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        RunError::NotLive(_) => StatusCode::NOT_FOUND,
+        RunError::NotLive(_) | RunError::Store(moat_core::store::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+        RunError::StillOwned { .. } => StatusCode::CONFLICT,
         RunError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         RunError::Runtime(moat_runtime::RuntimeError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         RunError::Runtime(moat_runtime::RuntimeError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,

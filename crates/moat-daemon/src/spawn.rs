@@ -1,6 +1,6 @@
 //! Finding or starting the daemon (daemon-and-reaper.md §1): under a spawn
-//! lock with a timeout, reuse a healthy daemon, replace a wedged one (after
-//! checking its pid really is a moat daemon), or spawn a new one detached and
+//! lock with a timeout, reuse a healthy daemon, replace a wedged one (the
+//! holder of the daemon's lifetime lock), or spawn a new one detached and
 //! wait for it to answer.
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,7 +18,6 @@ use nix::unistd::Pid;
 
 use crate::api::{API_VERSION, Health};
 use crate::client::{ClientError, DaemonClient};
-use crate::info::DaemonInfo;
 
 /// Bound on taking `spawn.lock`.
 const SPAWN_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,12 +87,8 @@ pub async fn ensure_running(home: &MoatHome) -> Result<DaemonClient, SpawnError>
     match probe(&client).await {
         Probe::Ready => return Ok(client),
         Probe::Outdated(health) if health.live_runs > 0 => return keep_outdated(client, &health),
-        Probe::Outdated(health) => retire(&client, health.pid).await,
-        Probe::Down => {
-            if let Some(info) = DaemonInfo::read(&home.daemon_json()) {
-                replace_wedged(info.pid).await;
-            }
-        }
+        Probe::Outdated(health) => retire(&client, home, health.pid).await,
+        Probe::Down => replace_wedged(home).await,
     }
     spawn(home)?;
     wait_ready(&client, home).await?;
@@ -157,14 +152,11 @@ fn keep_outdated(client: DaemonClient, health: &Health) -> Result<DaemonClient, 
 }
 
 /// Asks an outdated, idle daemon to exit and waits for it.
-async fn retire(client: &DaemonClient, pid: u32) {
+async fn retire(client: &DaemonClient, home: &MoatHome, pid: u32) {
     tracing::info!("replacing the older moat daemon (pid {pid})");
     let _ = client.shutdown().await;
-    let deadline = Instant::now() + TERM_GRACE;
-    while Instant::now() < deadline && process_alive(pid) {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    replace_wedged(pid).await;
+    wait_for_lock_release(&home.daemon_lock(), TERM_GRACE).await;
+    replace_wedged(home).await;
 }
 
 /// Whether version `a` is older than `b` (numeric, dot-separated).
@@ -177,35 +169,39 @@ fn is_older(a: &str, b: &str) -> bool {
     parse(a) < parse(b)
 }
 
-/// Stops a daemon that is alive but not answering, after confirming the pid
-/// belongs to a moat daemon (pids are reused).
-async fn replace_wedged(pid: u32) {
-    if !is_moat_daemon(pid) {
+/// Stops the daemon that holds this home's lifetime lock but does not
+/// answer (wedged, or stopped with SIGSTOP), and waits until the lock is
+/// free. The lock, not `/proc`, says which process is the daemon: its
+/// holder recorded its pid, and a held lock means that process lives.
+async fn replace_wedged(home: &MoatHome) {
+    let lock = home.daemon_lock();
+    let Some(pid) = FileLock::holder(&lock) else {
         return;
-    }
+    };
     tracing::warn!("the moat daemon (pid {pid}) does not answer; replacing it");
     let target = Pid::from_raw(pid as i32);
     let _ = kill(target, Signal::SIGTERM);
-    let deadline = Instant::now() + TERM_GRACE;
-    while Instant::now() < deadline && process_alive(pid) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if process_alive(pid) {
+    if !wait_for_lock_release(&lock, TERM_GRACE).await {
         let _ = kill(target, Signal::SIGKILL);
+        wait_for_lock_release(&lock, TERM_GRACE).await;
     }
+}
+
+/// Waits (at most `bound`) until nobody holds `lock`; returns whether it
+/// is free.
+async fn wait_for_lock_release(lock: &Path, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    while FileLock::is_held(lock) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    true
 }
 
 pub fn process_alive(pid: u32) -> bool {
     kill(Pid::from_raw(pid as i32), None).is_ok()
-}
-
-/// Whether `pid` runs `moat daemon run` (by its command line).
-pub fn is_moat_daemon(pid: u32) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    args.windows(2).any(|w| w[0] == b"daemon" && w[1] == b"run")
 }
 
 fn daemon_executable() -> Result<PathBuf, SpawnError> {

@@ -78,6 +78,9 @@ struct Inner {
     cleanup_finished: tokio::sync::Notify,
     started_at: DateTime<Utc>,
     egress: Option<Arc<Egress>>,
+    /// Set when the registry could not be fully restored: the reaper
+    /// pauses rather than judge liveness from an incomplete registry.
+    registry_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Daemon {
@@ -99,6 +102,7 @@ impl Daemon {
                 cleanup_finished: tokio::sync::Notify::new(),
                 started_at: Utc::now(),
                 egress,
+                registry_error: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -138,6 +142,15 @@ impl Daemon {
     /// The proxy, when this daemon runs one (tests may run without).
     pub fn egress(&self) -> Option<&Arc<Egress>> {
         self.inner.egress.as_ref()
+    }
+
+    /// Why the registry is not to be trusted, when it is not.
+    pub fn registry_error(&self) -> Option<String> {
+        crate::output::lock(&self.inner.registry_error).clone()
+    }
+
+    pub fn set_registry_error(&self, reason: String) {
+        *crate::output::lock(&self.inner.registry_error) = Some(reason);
     }
 
     /// Cancelled when the daemon begins shutting down.

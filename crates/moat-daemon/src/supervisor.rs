@@ -24,7 +24,7 @@ use crate::firewall;
 use crate::grants::{self, GrantError};
 use crate::lines::LineSplitter;
 use crate::reaper::SweepRequest;
-use crate::registry::RunHandle;
+use crate::registry::{Registration, RunHandle};
 use crate::state::Daemon;
 use moat_creds::RunGrants;
 
@@ -43,6 +43,8 @@ pub enum RunError {
     ShuttingDown,
     #[error("run {0} is not live")]
     NotLive(String),
+    #[error("cannot destroy run {id}: {reason}")]
+    StillOwned { id: String, reason: String },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("{0}")]
@@ -67,6 +69,9 @@ impl RunError {
             RunError::MissingWorkspace(_) => Some("pass an existing directory: `moat run PATH`".into()),
             RunError::Grant(e) => e.hint(),
             RunError::ShuttingDown => Some("retry: the next command starts a new daemon".into()),
+            RunError::StillOwned { id, .. } => Some(format!(
+                "stop it with `moat stop {id}` and retry once it has exited and been cleaned up"
+            )),
             RunError::Runtime(RuntimeError::Unavailable { .. }) => {
                 Some("start the container runtime (e.g. `systemctl start docker`) and check `moat doctor`".into())
             }
@@ -133,6 +138,7 @@ fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
         }
         runs.insert(handle.id(), handle.clone());
     }
+    Registration::write(daemon.store(), handle)?;
     daemon.registry().persist_now()?;
     Ok(())
 }
@@ -218,6 +224,9 @@ async fn attach_proxy(
     let id = handle.id();
     let token = handle.proxy_token().unwrap_or_else(ProxyToken::generate);
     handle.set_proxy_token(token.clone());
+    // On disk before the container exists: a container's token is never
+    // one that only this daemon's memory knows.
+    Registration::write(daemon.store(), handle)?;
     daemon.registry().persist_soon();
     let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
     egress.register(&id, &token, &handle.spec, grants::injection_rules(&grants), &trace_path)?;
@@ -417,6 +426,7 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
         return;
     }
     let _in_flight = daemon.cleanup_started();
+    fault::point(fault::BEFORE_CLEANUP, &handle.spec).await;
     let meta = handle.metadata();
     let mut failures = Vec::new();
     if !meta.keep {

@@ -19,6 +19,7 @@ trait ReaperFixture {
     fn home_label(&self) -> String;
     fn objects_of(&self, run: &RunId, home: &str);
     fn container(&self, name: &str, network: String, labels: BTreeMap<String, String>);
+    fn container_in(&self, status: ContainerStatus, name: &str, network: String, labels: BTreeMap<String, String>);
     fn live_run(&self) -> RunId;
     fn dead_run(&self) -> RunId;
     fn names(&self) -> (Vec<String>, Vec<String>);
@@ -48,11 +49,15 @@ impl ReaperFixture for Fixture {
     }
 
     fn container(&self, name: &str, network: String, labels: BTreeMap<String, String>) {
+        self.container_in(ContainerStatus::Running, name, network, labels);
+    }
+
+    fn container_in(&self, status: ContainerStatus, name: &str, network: String, labels: BTreeMap<String, String>) {
         self.fake.insert_container(ContainerInfo {
             id: format!("id-{name}"),
             name: name.to_string(),
             image: "img".into(),
-            status: ContainerStatus::Running,
+            status,
             exit_code: None,
             labels,
             networks: vec![network],
@@ -72,11 +77,12 @@ impl ReaperFixture for Fixture {
         id
     }
 
-    /// A finished run whose record stays (terminal, lock free).
+    /// A finished, cleaned-up run whose record stays (terminal, lock free).
     fn dead_run(&self) -> RunId {
         let id = RunId::generate();
         let mut meta = RunMetadata::new(id.clone(), self.root.clone(), "img".into(), "fake".into());
         meta.state = RunState::Exited;
+        meta.cleaned_at = Some(chrono::Utc::now());
         self.daemon.store().create(&meta).unwrap();
         id
     }
@@ -105,8 +111,19 @@ async fn orphans_go_while_live_runs_foreign_homes_and_foreign_attachments_stay()
     fx.objects_of(&live, &home);
     let dead = fx.dead_run();
     fx.objects_of(&dead, &home);
+    // A run whose directory was deleted: its stopped container and its
+    // network go; a running container without a record is kept (it may
+    // be a run whose record cannot be read).
     let vanished_record = RunId::generate();
     fx.objects_of(&vanished_record, &home);
+    fx.container_in(
+        ContainerStatus::Exited,
+        vanished_record.as_str(),
+        vanished_record.network_name(),
+        labels::for_run(&home, vanished_record.as_str(), labels::role::MAIN),
+    );
+    let running_unrecorded = RunId::generate();
+    fx.objects_of(&running_unrecorded, &home);
     let other_home = RunId::generate();
     fx.objects_of(&other_home, "ffffffffffff");
     // A network of a dead run with somebody else's container attached.
@@ -117,17 +134,29 @@ async fn orphans_go_while_live_runs_foreign_homes_and_foreign_attachments_stay()
     let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
 
     let (containers, networks) = fx.names();
-    let mut expect_containers = vec![live.to_string(), other_home.to_string(), "postgres".to_string()];
+    let mut expect_containers = vec![
+        live.to_string(),
+        other_home.to_string(),
+        "postgres".to_string(),
+        running_unrecorded.to_string(),
+    ];
     expect_containers.sort();
-    let mut expect_networks = vec![live.network_name(), other_home.network_name(), shared.network_name()];
+    let mut expect_networks = vec![
+        live.network_name(),
+        other_home.network_name(),
+        shared.network_name(),
+        running_unrecorded.network_name(),
+    ];
     expect_networks.sort();
     assert_eq!(containers, expect_containers);
     assert_eq!(networks, expect_networks);
     let sweep = &report.runtimes[0];
     // dead, vanished_record and shared's own container + 2 networks.
     assert_eq!(sweep.removed.len(), 5, "{:?}", sweep.removed);
-    assert_eq!(sweep.live, 2);
+    assert_eq!(sweep.live, 4);
     assert!(sweep.failed.is_empty());
+    // The dead run's running container was stopped before it was removed.
+    assert_eq!(fx.fake.call_count(FakeOp::StopContainer), 2);
 }
 
 #[tokio::test]
@@ -216,4 +245,77 @@ async fn a_slow_listing_never_blocks_forever() {
     let errors = &report.runtimes[0].errors;
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("timed out"), "{errors:?}");
+}
+
+/// The attack: a run directory whose record cannot be read (here a
+/// directory where `metadata.json` should be, which fails to read even as
+/// root, like EACCES or EMFILE would) must abort the sweep, not make a
+/// live run look dead.
+#[tokio::test]
+async fn an_unreadable_run_record_aborts_the_sweep_and_removes_nothing() {
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_secs(60));
+    let home = fx.home_label();
+    let dead = fx.dead_run();
+    fx.objects_of(&dead, &home);
+    let unreadable = RunId::generate();
+    fx.objects_of(&unreadable, &home);
+    let dir = fx.daemon.store().run_dir(&unreadable);
+    std::fs::create_dir_all(dir.join("metadata.json")).unwrap();
+
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+
+    let error = report.error.expect("the sweep must report why it stopped");
+    assert!(error.contains("sweep aborted, nothing removed"), "{error}");
+    assert!(report.runtimes.is_empty());
+    assert_eq!(fx.names().0.len(), 2, "no container may be removed");
+    assert_eq!(fx.names().1.len(), 2, "no network may be removed");
+    assert_eq!(fx.fake.call_count(FakeOp::StopContainer), 0);
+}
+
+/// The attack: the registry could not be restored at start-up (corrupt or
+/// wrong-version `runs.json`); the reaper pauses instead of sweeping
+/// beside runs it may not know.
+#[tokio::test]
+async fn an_unreadable_registry_pauses_the_reaper() {
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_secs(60));
+    let dead = fx.dead_run();
+    fx.objects_of(&dead, &fx.home_label());
+    fx.daemon
+        .set_registry_error("runs.json: format version 9 is not 1".into());
+
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+
+    let error = report.error.expect("aborted");
+    assert!(error.contains("format version 9"), "{error}");
+    assert_eq!(fx.names().0.len(), 1);
+    assert_eq!(fx.names().1.len(), 1);
+}
+
+/// The attack on the second-sighting rule: objects of a live run are seen
+/// many times; when the run is then (wrongly, or briefly) judged dead,
+/// they must still wait a full period, because live objects are never
+/// sighted as orphans.
+#[tokio::test]
+async fn objects_seen_live_wait_a_full_period_once_orphaned() {
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_millis(300));
+    let live = fx.live_run();
+    fx.objects_of(&live, &fx.home_label());
+    let sweep = SweepRequest::default();
+    fx.daemon.reaper().sweep(&fx.daemon, &sweep, "test").await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    fx.daemon.reaper().sweep(&fx.daemon, &sweep, "test").await;
+    // The run's registration vanishes (its record is gone too).
+    fx.daemon.registry().lock().remove(&live);
+    fx.daemon.store().destroy(&live).unwrap();
+    fx.fake.exit_container(live.as_str(), 0);
+    let orphaned = fx.daemon.reaper().sweep(&fx.daemon, &sweep, "test").await;
+    assert!(
+        orphaned.runtimes[0].removed.is_empty(),
+        "{:?}",
+        orphaned.runtimes[0].removed
+    );
+    assert_eq!(orphaned.runtimes[0].awaiting_second_sighting, 2);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let later = fx.daemon.reaper().sweep(&fx.daemon, &sweep, "test").await;
+    assert_eq!(later.runtimes[0].removed.len(), 2);
 }

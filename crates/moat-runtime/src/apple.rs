@@ -103,6 +103,20 @@ fn unsupported(op: &str, why: &str) -> RuntimeError {
 // === impl AppleRuntime: CLI plumbing ===
 
 impl AppleRuntime {
+    /// `container delete`; without `force` the CLI refuses a running one.
+    async fn delete_container(&self, id: &str, force: bool) -> RuntimeResult<()> {
+        let args = if force {
+            strings(&["delete", "--force", id])
+        } else {
+            strings(&["delete", id])
+        };
+        let what = format!("container {id}");
+        match self.checked(&args, &what, self.timeouts().remove).await {
+            Err(err) if err.is_not_found() => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
     /// Runs the `container` program found on `PATH`.
     pub fn new(options: AppleOptions) -> Self {
         Self::with_runner(Arc::new(ProcessRunner::default()), options)
@@ -383,12 +397,11 @@ impl Runtime for AppleRuntime {
     }
 
     async fn remove_container(&self, id: &str) -> RuntimeResult<()> {
-        let args = strings(&["delete", "--force", id]);
-        let what = format!("container {id}");
-        match self.checked(&args, &what, self.timeouts().remove).await {
-            Err(err) if err.is_not_found() => Ok(()),
-            other => other.map(drop),
-        }
+        self.delete_container(id, true).await
+    }
+
+    async fn remove_stopped_container(&self, id: &str) -> RuntimeResult<()> {
+        self.delete_container(id, false).await
     }
 
     /// Polls `inspect` until the container stops; the CLI reports no exit

@@ -306,21 +306,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove_container(&self, id: &str) -> RuntimeResult<()> {
-        let op = format!("remove container {id}");
-        let result = bounded(DOCKER, &op, self.timeouts.remove, async {
-            let docker = self.client().await?;
-            let options = RemoveContainerOptions {
-                force: true,
-                v: true,
-                link: false,
-            };
-            match docker.remove_container(id, Some(options)).await {
-                Err(e) if is_removal_in_progress(&e) => Ok(()),
-                other => other.map_err(|e| map_error(&op, &format!("container {id}"), e)),
-            }
-        })
-        .await;
-        missing_is_ok(result)
+        self.remove_container_with(id, true).await
+    }
+
+    async fn remove_stopped_container(&self, id: &str) -> RuntimeResult<()> {
+        self.remove_container_with(id, false).await
     }
 
     async fn wait_container(&self, id: &str) -> RuntimeResult<Option<i64>> {
@@ -532,6 +522,25 @@ impl Runtime for DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// Removes a container; without `force` Docker refuses a running one.
+    async fn remove_container_with(&self, id: &str, force: bool) -> RuntimeResult<()> {
+        let op = format!("remove container {id}");
+        let result = bounded(DOCKER, &op, self.timeouts.remove, async {
+            let docker = self.client().await?;
+            let options = RemoveContainerOptions {
+                force,
+                v: true,
+                link: false,
+            };
+            match docker.remove_container(id, Some(options)).await {
+                Err(e) if is_removal_in_progress(&e) => Ok(()),
+                other => other.map_err(|e| map_error(&op, &format!("container {id}"), e)),
+            }
+        })
+        .await;
+        missing_is_ok(result)
+    }
+
     async fn inspect_network_with(&self, docker: &Docker, name: &str) -> RuntimeResult<NetworkInfo> {
         docker
             .inspect_network(name, None)

@@ -45,6 +45,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn stop_container(&self, id: &str, grace: Duration) -> RuntimeResult<()>;
     /// Removes a container (forcefully: it may be running). Missing = success.
     async fn remove_container(&self, id: &str) -> RuntimeResult<()>;
+    /// Removes a container only if it is not running (a running one is
+    /// refused with `InUse`). Missing = success. The reaper's removal.
+    async fn remove_stopped_container(&self, id: &str) -> RuntimeResult<()>;
     /// Waits (unbounded: containers may run for days) until the container
     /// exits and returns its exit code (`None` where the runtime cannot tell).
     async fn wait_container(&self, id: &str) -> RuntimeResult<Option<i64>>;

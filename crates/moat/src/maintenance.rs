@@ -1,18 +1,23 @@
 //! Sweeps on request (`moat system prune`, `moat clean`, `moat doctor`):
 //! asked of the daemon, which is single-flight with its own sweeps; run in
-//! this process only when no daemon can be started.
+//! this process only when no daemon can be started, and then only under
+//! the daemon's lifetime lock with its registry restored.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use moat_core::MoatHome;
 use moat_core::config;
+use moat_core::lock::{FileLock, LockError};
 use moat_daemon::reaper::{SweepReport, SweepRequest};
+use moat_daemon::reconcile;
 use moat_daemon::runtimes::SystemRuntimes;
 use moat_daemon::{Daemon, DaemonConfig};
 
 use crate::live;
 use crate::printer::Printer;
+use crate::report::CliError;
 
 /// Sweeps through the daemon, or in-process when it cannot be started.
 pub async fn sweep(home: &MoatHome, printer: &Printer, request: &SweepRequest) -> Result<SweepReport> {
@@ -20,14 +25,38 @@ pub async fn sweep(home: &MoatHome, printer: &Printer, request: &SweepRequest) -
         Ok(client) => client.reap(request).await.map_err(live::client_error),
         Err(e) => {
             printer.warning(format!("no daemon ({e}); sweeping in this process"));
-            let global = config::load_global(home)?.config;
-            let runtimes = Arc::new(SystemRuntimes::new(&global).context("configuring runtimes")?);
-            let mut daemon_config = DaemonConfig::new(home.clone());
-            daemon_config.egress = None;
-            let daemon = Daemon::new(daemon_config, runtimes, None);
-            Ok(daemon.reaper().sweep(&daemon, request, "in-process (no daemon)").await)
+            sweep_in_process(home, request).await
         }
     }
+}
+
+/// Bound on taking the daemon's lifetime lock for an in-process sweep.
+const DAEMON_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Sweeps as the daemon would, holding its lifetime lock (so no daemon
+/// starts meanwhile, and none that still holds it is raced) and with its
+/// registry restored from `runs.json`; refuses when either is impossible.
+async fn sweep_in_process(home: &MoatHome, request: &SweepRequest) -> Result<SweepReport> {
+    let lock_path = home.daemon_lock();
+    let _lifetime = FileLock::acquire(&lock_path, DAEMON_LOCK_WAIT).map_err(|e| match e {
+        LockError::Timeout { .. } => CliError::new(format!(
+            "a moat daemon ({}) holds this MOAT_HOME but does not answer; not sweeping beside it",
+            FileLock::holder(&lock_path).map_or("pid unknown".to_string(), |pid| format!("pid {pid}"))
+        ))
+        .with_hint("`moat daemon restart` replaces it; `moat daemon status` shows it")
+        .into(),
+        other => anyhow::Error::from(other),
+    })?;
+    let global = config::load_global(home)?.config;
+    let runtimes = Arc::new(SystemRuntimes::new(&global).context("configuring runtimes")?);
+    let mut daemon_config = DaemonConfig::new(home.clone());
+    daemon_config.egress = None;
+    let daemon = Daemon::new(daemon_config, runtimes, None);
+    reconcile::load_registry(&daemon).map_err(|e| {
+        CliError::new(format!("not sweeping: the run registry cannot be read ({e})"))
+            .with_hint("start the daemon (`moat daemon restart`): it recovers runs from their directories")
+    })?;
+    Ok(daemon.reaper().sweep(&daemon, request, "in-process (no daemon)").await)
 }
 
 /// Prints a sweep report for people.

@@ -3,6 +3,7 @@
 
 mod docker {
     pub mod exec_status;
+    pub mod fail_closed;
     pub mod lifecycle;
     pub mod proxy;
     pub mod reaper;

@@ -56,6 +56,8 @@ pub struct Candidate {
     pub home: Option<String>,
     /// For networks: the names of attached containers.
     pub attached: Vec<String>,
+    /// For containers: it is running (a sweep stops it before removing it).
+    pub running: bool,
 }
 
 /// Why a candidate is left alone this time.
@@ -139,16 +141,28 @@ pub fn run_of_container(name: &str) -> Option<RunId> {
         .filter(|_| name.len() == 16 || name.as_bytes()[16] == b'-')
 }
 
-/// The first-seen map after this sweep: objects still present keep their
-/// first sighting, new ones are stamped `now`, vanished ones are dropped.
-pub fn next_first_seen(
-    candidates: &[Candidate],
+/// Whether a decision judges its object an orphan (removed now, or once
+/// seen again).
+pub fn is_orphaned(decision: &Decision) -> bool {
+    matches!(
+        decision,
+        Decision::Remove | Decision::Keep(KeepReason::AwaitingSecondSighting)
+    )
+}
+
+/// The first-seen map after this sweep. Only objects judged orphaned are
+/// sighted: they keep their first sighting or are stamped `now`. Objects
+/// seen live (or protected) lose theirs, so a transient liveness miss
+/// always waits the full second-sighting period; vanished ones are dropped.
+pub fn next_first_seen<'a>(
+    judged: impl IntoIterator<Item = (&'a Candidate, &'a Decision)>,
     previous: &BTreeMap<ObjectKey, DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> BTreeMap<ObjectKey, DateTime<Utc>> {
-    candidates
-        .iter()
-        .map(|c| (c.key.clone(), previous.get(&c.key).copied().unwrap_or(now)))
+    judged
+        .into_iter()
+        .filter(|(_, decision)| is_orphaned(decision))
+        .map(|(c, _)| (c.key.clone(), previous.get(&c.key).copied().unwrap_or(now)))
         .collect()
 }
 
@@ -172,6 +186,7 @@ mod tests {
             run_id: Some(run_id.clone()),
             home: home.map(String::from),
             attached: attached.iter().map(|s| s.to_string()).collect(),
+            running: false,
         }
     }
 
@@ -326,7 +341,36 @@ mod tests {
         let vanished = network(&run(2), Some(HOME), &[]);
         let new = network(&run(3), Some(HOME), &[]);
         let previous = BTreeMap::from([(kept.key.clone(), earlier), (vanished.key.clone(), earlier)]);
-        let next = next_first_seen(&[kept.clone(), new.clone()], &previous, now);
+        let waiting = Decision::Keep(KeepReason::AwaitingSecondSighting);
+        let next = next_first_seen([(&kept, &Decision::Remove), (&new, &waiting)], &previous, now);
         assert_eq!(next, BTreeMap::from([(kept.key, earlier), (new.key, now)]));
+    }
+
+    /// The attack: a run is briefly missed by the live set (a transient
+    /// read), sighted as an orphan, then seen live again. Its sighting must
+    /// be cleared, so a second miss later waits the full period again
+    /// instead of removing a live run's objects at once.
+    #[test]
+    fn sightings_of_live_objects_are_never_recorded_and_are_cleared() {
+        let now = Utc::now();
+        let candidate = network(&run(1), Some(HOME), &[]);
+        let missed = Decision::Keep(KeepReason::AwaitingSecondSighting);
+        let sighted = next_first_seen([(&candidate, &missed)], &BTreeMap::new(), now - Duration::seconds(600));
+        assert_eq!(sighted.len(), 1);
+        let live = Decision::Keep(KeepReason::Live);
+        let cleared = next_first_seen([(&candidate, &live)], &sighted, now - Duration::seconds(300));
+        assert!(cleared.is_empty(), "a live object keeps no sighting");
+        let live = HashSet::new();
+        let candidates = [candidate.clone()];
+        let input = SweepInput {
+            candidates: &candidates,
+            live: &live,
+            first_seen: &cleared,
+            now,
+            force: false,
+            second_sighting_after: Duration::seconds(60),
+            home: HOME,
+        };
+        assert_eq!(decide(&input), vec![missed], "the second miss waits again");
     }
 }

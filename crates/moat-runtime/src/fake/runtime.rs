@@ -128,6 +128,20 @@ impl Runtime for FakeRuntime {
         .await
     }
 
+    async fn remove_stopped_container(&self, id: &str) -> RuntimeResult<()> {
+        self.call(FakeOp::RemoveContainer, id, |s| {
+            let Some(key) = s.container_key(id) else {
+                return Ok(());
+            };
+            if s.containers.get(&key).is_some_and(|c| c.info.status.is_running()) {
+                return Err(in_use(format!("container {id}"), "it is running".into()));
+            }
+            s.containers.remove(&key);
+            Ok(())
+        })
+        .await
+    }
+
     async fn wait_container(&self, id: &str) -> RuntimeResult<Option<i64>> {
         let key = self
             .call(FakeOp::WaitContainer, id, |s| {

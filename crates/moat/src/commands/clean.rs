@@ -1,9 +1,10 @@
-//! `moat clean`: remove finished runs' records (after a prompt, or with
-//! `-f`), then ask the daemon to reap what those runs left behind.
+//! `moat clean`: ask the daemon to remove finished runs' records (after a
+//! prompt, or with `-f`), then to reap what those runs left behind.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
+use moat_core::RunId;
 use moat_core::store::RunEntry;
 use moat_daemon::reaper::SweepRequest;
 
@@ -28,10 +29,11 @@ pub fn clean(ctx: &Context, args: &CleanArgs) -> Result<ExitStatus> {
             writeln!(out, "would remove the record of {id}")?;
         }
     } else if !finished.is_empty() && (args.force || confirm(finished.len())?) {
-        for id in &finished {
-            store.destroy(id)?;
+        let (removed, kept) = destroy_through_daemon(ctx, &finished)?;
+        writeln!(out, "removed {removed} finished run record(s)")?;
+        for reason in kept {
+            ctx.printer.warning(reason);
         }
-        writeln!(out, "removed {} finished run record(s)", finished.len())?;
     }
     let request = SweepRequest {
         dry_run: args.dry_run,
@@ -42,6 +44,24 @@ pub fn clean(ctx: &Context, args: &CleanArgs) -> Result<ExitStatus> {
     maintenance::print_report(&report, &mut out)?;
     out.flush()?;
     Ok(ExitStatus::Success)
+}
+
+/// Asks the daemon to delete each record; the ones it refuses (cleanup
+/// not finished) are kept and reported, never deleted behind its back.
+fn destroy_through_daemon(ctx: &Context, ids: &[RunId]) -> Result<(usize, Vec<String>)> {
+    let home = ctx.home()?;
+    live::block_on(async {
+        let client = live::daemon(&home).await?;
+        let mut removed = 0;
+        let mut kept = Vec::new();
+        for id in ids {
+            match client.destroy_run(id).await {
+                Ok(_) => removed += 1,
+                Err(e) => kept.push(format!("kept the record of {id}: {e}")),
+            }
+        }
+        Ok((removed, kept))
+    })
 }
 
 fn confirm(count: usize) -> Result<bool> {

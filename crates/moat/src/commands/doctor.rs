@@ -94,6 +94,12 @@ fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
             sweep["trigger"].as_str().unwrap_or("?"),
             sweep["duration_ms"]
         )?;
+        if let Some(error) = sweep["error"].as_str() {
+            writeln!(out, "  {error}")?;
+        }
+    }
+    if let Some(error) = d.reclaimable.as_ref().and_then(|r| r.error.as_ref()) {
+        writeln!(out, "reclaimable: unknown ({error})")?;
     }
     if let Some(report) = &d.reclaimable {
         for sweep in &report.runtimes {

@@ -194,47 +194,6 @@ fn logs_follow_with_n_starts_from_the_last_lines() {
 }
 
 #[test]
-fn destroy_removes_a_finished_run_and_refuses_a_live_one() {
-    let home = TestHome::new();
-    let done = home.run(Some("done"), RunState::Exited, 60);
-    let live = home.run(Some("live"), RunState::Running, 5);
-
-    let refused = home.moat(&["destroy", "live"]);
-    refused.failure(1);
-    assert_eq!(
-        refused.stderr,
-        format!(
-            "error: cannot destroy run {0}: it is running\nhint: stop it first with `moat stop {0}`\n",
-            live.id
-        )
-    );
-    assert!(home.store.run_dir(&live.id).exists());
-
-    let out = home.moat(&["destroy", "done"]);
-    assert_eq!(out.success().stdout, format!("{}\n", done.id));
-    assert!(!home.store.run_dir(&done.id).exists());
-}
-
-#[test]
-fn destroy_without_a_run_takes_the_most_recent_one() {
-    let home = TestHome::new();
-    let older = home.run(None, RunState::Exited, 60);
-    let newest = home.run(None, RunState::Failed, 1);
-    home.moat(&["destroy"]).success();
-    assert!(!home.store.run_dir(&newest.id).exists());
-    assert!(home.store.run_dir(&older.id).exists());
-}
-
-#[test]
-fn destroy_removes_an_unreadable_run_nobody_is_creating() {
-    let home = TestHome::new();
-    let run = home.run(None, RunState::Exited, 1);
-    std::fs::remove_file(home.store.run_dir(&run.id).join(run_files::METADATA)).unwrap();
-    home.moat(&["destroy", run.id.as_str()]).success();
-    assert!(!home.store.run_dir(&run.id).exists());
-}
-
-#[test]
 fn runs_are_addressed_by_id_prefix_and_name() {
     let home = TestHome::new();
     let older = home.run(Some("twin"), RunState::Exited, 60);
