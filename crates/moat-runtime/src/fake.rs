@@ -52,6 +52,7 @@ pub enum FakeOp {
     CreateVolume,
     RemoveVolume,
     ListVolumes,
+    ListLegacy,
 }
 
 impl FakeOp {
@@ -78,6 +79,7 @@ impl FakeOp {
             FakeOp::CreateVolume => "create_volume",
             FakeOp::RemoveVolume => "remove_volume",
             FakeOp::ListVolumes => "list_volumes",
+            FakeOp::ListLegacy => "list_legacy",
         }
     }
 
@@ -88,9 +90,11 @@ impl FakeOp {
             FakeOp::WaitContainer => None,
             FakeOp::Exec => Some(timeouts.exec),
             FakeOp::CreateNetwork => Some(timeouts.network_create),
-            FakeOp::ListImages | FakeOp::ListContainers | FakeOp::ListNetworks | FakeOp::ListVolumes => {
-                Some(timeouts.list)
-            }
+            FakeOp::ListImages
+            | FakeOp::ListContainers
+            | FakeOp::ListNetworks
+            | FakeOp::ListVolumes
+            | FakeOp::ListLegacy => Some(timeouts.list),
             FakeOp::RemoveImage | FakeOp::RemoveContainer | FakeOp::RemoveNetwork | FakeOp::RemoveVolume => {
                 Some(timeouts.remove)
             }
