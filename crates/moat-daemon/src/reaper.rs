@@ -32,6 +32,8 @@ const HISTORY: usize = 10;
 /// First retry delay after a failed removal; doubles per failure.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long a running Go-era container is given to stop before it is killed.
+const LEGACY_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What a caller asks of a sweep.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,10 @@ pub struct SweepRequest {
     /// Skip the two-sweep wait (never the liveness check).
     #[serde(default)]
     pub force: bool,
+    /// Also remove the objects left by moat's Go implementation (never
+    /// removed otherwise): `moat system prune --legacy`.
+    #[serde(default)]
+    pub legacy: bool,
 }
 
 /// What one sweep found and did.
@@ -54,6 +60,9 @@ pub struct SweepReport {
     pub trigger: String,
     pub dry_run: bool,
     pub force: bool,
+    /// Go-era objects were to be removed too.
+    #[serde(default)]
+    pub legacy: bool,
     pub runtimes: Vec<RuntimeSweep>,
     /// Set when the sweep hit its overall bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +85,10 @@ pub struct RuntimeSweep {
     pub failed: Vec<FailedRemoval>,
     /// Listing errors (the kind was not swept).
     pub errors: Vec<String>,
+    /// Objects left by moat's Go implementation: never swept, removed only
+    /// when the request says `legacy` (then also in `removed`/`failed`).
+    #[serde(default)]
+    pub legacy: Vec<ObjectKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,6 +157,7 @@ impl Reaper {
             trigger: trigger.to_string(),
             dry_run: request.dry_run,
             force: request.force,
+            legacy: request.legacy,
             ..Default::default()
         };
         let Ok(mut state) = tokio::time::timeout(SINGLE_FLIGHT_WAIT, self.state.lock()).await else {
@@ -226,6 +240,7 @@ async fn sweep_all(daemon: &Daemon, request: &SweepRequest, state: &mut ReaperFi
         } else {
             remove_all(runtime.clone(), &to_remove, state, &mut sweep).await;
         }
+        sweep_legacy(runtime.clone(), request, state, &mut sweep).await;
         all_candidates.extend(candidates);
         sweeps.push(sweep);
     }
@@ -260,6 +275,7 @@ fn summarise(
         }),
         failed: Vec::new(),
         errors,
+        legacy: Vec::new(),
     }
 }
 
@@ -328,6 +344,90 @@ fn record_removal(state: &mut ReaperFile, sweep: &mut RuntimeSweep, key: ObjectK
             });
         }
     }
+}
+
+/// Go-era objects: listed by every sweep, removed only when the request
+/// says `legacy`: containers first (a running one is stopped gracefully
+/// before it is removed), then networks (plain remove, never a forced
+/// disconnect), then volumes.
+async fn sweep_legacy(
+    runtime: Arc<dyn Runtime>,
+    request: &SweepRequest,
+    state: &mut ReaperFile,
+    sweep: &mut RuntimeSweep,
+) {
+    let found = match runtime.list_legacy().await {
+        Ok(found) => found,
+        Err(e) => {
+            sweep.errors.push(format!("listing Go-era objects: {e}"));
+            return;
+        }
+    };
+    let wanted = |kind| request.kinds.is_empty() || request.kinds.contains(&kind);
+    let key = |kind, name: &str| ObjectKey {
+        runtime: runtime.kind(),
+        kind,
+        name: name.to_string(),
+    };
+    let containers: Vec<(ObjectKey, bool)> = found
+        .containers
+        .iter()
+        .filter(|_| wanted(ObjectKind::Container))
+        .map(|c| (key(ObjectKind::Container, &c.name), c.status.is_running()))
+        .collect();
+    let others: Vec<ObjectKey> = (found.networks.iter())
+        .filter(|_| wanted(ObjectKind::Network))
+        .map(|n| key(ObjectKind::Network, &n.name))
+        .chain(
+            (found.volumes.iter())
+                .filter(|_| wanted(ObjectKind::Volume))
+                .map(|v| key(ObjectKind::Volume, &v.name)),
+        )
+        .collect();
+    sweep.legacy = containers
+        .iter()
+        .map(|(k, _)| k.clone())
+        .chain(others.clone())
+        .collect();
+    sweep.legacy.sort();
+    if !request.legacy {
+        return;
+    }
+    if request.dry_run {
+        sweep.removed.extend(sweep.legacy.iter().cloned());
+        sweep.removed.sort();
+        return;
+    }
+    let results: Vec<(ObjectKey, Result<(), String>)> = futures_util::stream::iter(containers)
+        .map(|(key, running)| {
+            let runtime = runtime.clone();
+            async move {
+                let result = async {
+                    if running {
+                        match runtime.stop_container(&key.name, LEGACY_STOP_GRACE).await {
+                            Err(e) if !e.is_not_found() => return Err(e),
+                            _ => {}
+                        }
+                    }
+                    runtime.remove_container(&key.name).await
+                }
+                .await
+                .map_err(|e| e.to_string());
+                (key, result)
+            }
+        })
+        .buffer_unordered(REMOVAL_CONCURRENCY)
+        .collect()
+        .await;
+    for (key, result) in results {
+        record_removal(state, sweep, key, result);
+    }
+    // Networks before volumes (the order of `others`), one at a time.
+    for key in others {
+        let result = remove_one(runtime.as_ref(), &key).await.map_err(|e| e.to_string());
+        record_removal(state, sweep, key, result);
+    }
+    sweep.removed.sort();
 }
 
 async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> (Vec<Candidate>, Vec<String>) {

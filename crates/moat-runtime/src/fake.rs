@@ -256,6 +256,11 @@ impl FakeRuntime {
         self.lock().networks.insert(info.name.clone(), info);
     }
 
+    /// Adds a volume as if it already existed.
+    pub fn insert_volume(&self, info: VolumeInfo) {
+        self.lock().volumes.insert(info.name.clone(), info);
+    }
+
     /// Appends output to a container, as if it printed it now. Returns
     /// whether the container exists.
     pub fn push_output(&self, id_or_name: &str, stream: OutputStreamKind, text: &str) -> bool {
