@@ -33,6 +33,8 @@ const HISTORY: usize = 10;
 /// First retry delay after a failed removal; doubles per failure.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long a running Go-era container is given to stop before it is killed.
+const LEGACY_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What a caller asks of a sweep.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +47,10 @@ pub struct SweepRequest {
     /// Skip the two-sweep wait (never the liveness check).
     #[serde(default)]
     pub force: bool,
+    /// Also remove the objects left by moat's Go implementation (never
+    /// removed otherwise): `moat system prune --legacy`.
+    #[serde(default)]
+    pub legacy: bool,
 }
 
 /// What one sweep found and did.
@@ -55,6 +61,9 @@ pub struct SweepReport {
     pub trigger: String,
     pub dry_run: bool,
     pub force: bool,
+    /// Go-era objects were to be removed too.
+    #[serde(default)]
+    pub legacy: bool,
     pub runtimes: Vec<RuntimeSweep>,
     /// Set when the sweep hit its overall bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +86,10 @@ pub struct RuntimeSweep {
     pub failed: Vec<FailedRemoval>,
     /// Listing errors (the kind was not swept).
     pub errors: Vec<String>,
+    /// Objects left by moat's Go implementation: never swept, removed only
+    /// when the request says `legacy` (then also in `removed`/`failed`).
+    #[serde(default)]
+    pub legacy: Vec<ObjectKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,6 +158,7 @@ impl Reaper {
             trigger: trigger.to_string(),
             dry_run: request.dry_run,
             force: request.force,
+            legacy: request.legacy,
             ..Default::default()
         };
         let Ok(mut state) = tokio::time::timeout(SINGLE_FLIGHT_WAIT, self.state.lock()).await else {
@@ -248,6 +262,7 @@ async fn sweep_all(
             )
             .await;
         }
+        sweep_legacy(runtime.clone(), request, state, &mut sweep).await;
         judged.extend(listing.candidates.into_iter().zip(decisions));
         sweeps.push(sweep);
     }
@@ -298,6 +313,7 @@ fn summarise(
         }),
         failed: Vec::new(),
         errors,
+        legacy: Vec::new(),
     }
 }
 
@@ -349,7 +365,10 @@ async fn remove_one(
         ObjectKind::Container => {
             if candidate.running {
                 tracing::warn!("stopping orphaned running container {name} before removing it");
-                runtime.stop_container(name, stop_grace).await?;
+                match runtime.stop_container(name, stop_grace).await {
+                    Err(e) if !e.is_not_found() => return Err(e),
+                    _ => {}
+                }
             }
             runtime.remove_stopped_container(name).await
         }
@@ -383,6 +402,60 @@ fn record_removal(state: &mut ReaperFile, sweep: &mut RuntimeSweep, key: ObjectK
             });
         }
     }
+}
+
+/// Go-era objects: listed by every sweep, removed only when the request
+/// says `legacy`: containers first (a running one is stopped gracefully
+/// before it is removed), then networks (plain remove, never a forced
+/// disconnect), then volumes.
+async fn sweep_legacy(
+    runtime: Arc<dyn Runtime>,
+    request: &SweepRequest,
+    state: &mut ReaperFile,
+    sweep: &mut RuntimeSweep,
+) {
+    let found = match runtime.list_legacy().await {
+        Ok(found) => found,
+        Err(e) => {
+            sweep.errors.push(format!("listing Go-era objects: {e}"));
+            return;
+        }
+    };
+    let wanted = |kind| request.kinds.is_empty() || request.kinds.contains(&kind);
+    let legacy = |kind, name: &str, running| Candidate {
+        key: ObjectKey {
+            runtime: runtime.kind(),
+            kind,
+            name: name.to_string(),
+        },
+        run_id: None,
+        home: None,
+        attached: Vec::new(),
+        running,
+    };
+    let candidates: Vec<Candidate> = (found.containers.iter())
+        .map(|c| legacy(ObjectKind::Container, &c.name, c.status.is_running()))
+        .chain(
+            found
+                .networks
+                .iter()
+                .map(|n| legacy(ObjectKind::Network, &n.name, false)),
+        )
+        .chain(found.volumes.iter().map(|v| legacy(ObjectKind::Volume, &v.name, false)))
+        .filter(|c| wanted(c.key.kind))
+        .collect();
+    sweep.legacy = candidates.iter().map(|c| c.key.clone()).collect();
+    sweep.legacy.sort();
+    if !request.legacy {
+        return;
+    }
+    if request.dry_run {
+        sweep.removed.extend(sweep.legacy.iter().cloned());
+        sweep.removed.sort();
+        return;
+    }
+    let targets: Vec<&Candidate> = candidates.iter().collect();
+    remove_all(runtime, &targets, LEGACY_STOP_GRACE, state, sweep).await;
 }
 
 /// What one runtime holds: the candidates of the wanted kinds, and the

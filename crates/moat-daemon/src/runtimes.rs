@@ -1,10 +1,12 @@
-//! The runtimes a production daemon uses: Docker, connected on first use
-//! and then shared; Apple's `container` CLI only exists on macOS.
+//! The runtimes a production daemon uses: Docker and, on macOS, Apple's
+//! `container` CLI; each is checked (pinged) on first use and then shared.
+//! Elsewhere asking for Apple fails with an error that says why.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use moat_core::config::GlobalConfig;
+use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::docker::{DockerOptions, DockerRuntime};
 use moat_runtime::subnet::{Ipv4Subnet, SubnetPool};
 use moat_runtime::{Runtime, RuntimeError, RuntimeKind, Timeouts};
@@ -12,10 +14,15 @@ use tokio::sync::OnceCell;
 
 use crate::state::Runtimes;
 
+/// Whether this build can drive Apple's `container` CLI.
+const APPLE_SUPPORTED: bool = cfg!(target_os = "macos");
+
 /// Docker (and, on macOS, Apple) runtimes built from `config.yaml`.
 pub struct SystemRuntimes {
     docker_options: DockerOptions,
     docker: OnceCell<Arc<DockerRuntime>>,
+    apple_options: AppleOptions,
+    apple: OnceCell<Arc<AppleRuntime>>,
 }
 
 impl SystemRuntimes {
@@ -31,12 +38,17 @@ impl SystemRuntimes {
             ..Timeouts::default()
         };
         Ok(SystemRuntimes {
+            apple_options: AppleOptions {
+                timeouts: timeouts.clone(),
+                ..AppleOptions::default()
+            },
             docker_options: DockerOptions {
                 timeouts,
                 subnet_pool,
                 endpoint: None,
             },
             docker: OnceCell::new(),
+            apple: OnceCell::new(),
         })
     }
 
@@ -51,6 +63,37 @@ impl SystemRuntimes {
             .await?;
         Ok(docker.clone())
     }
+
+    /// Apple's CLI, once it answered (its `ping` starts the system service
+    /// when it is down); on other systems, `Unavailable` saying why.
+    async fn apple(&self) -> Result<Arc<AppleRuntime>, RuntimeError> {
+        if !APPLE_SUPPORTED {
+            return Err(RuntimeError::Unavailable {
+                runtime: RuntimeKind::Apple,
+                reason: apple_unsupported_reason(std::env::consts::OS),
+            });
+        }
+        let apple = self
+            .apple
+            .get_or_try_init(|| async {
+                let apple = AppleRuntime::new(self.apple_options.clone());
+                apple.ping().await?;
+                Ok::<_, RuntimeError>(Arc::new(apple))
+            })
+            .await?;
+        Ok(apple.clone())
+    }
+}
+
+/// Why Apple containers cannot be used on `os` (`std::env::consts::OS`).
+fn apple_unsupported_reason(os: &str) -> String {
+    let os = match os {
+        "linux" => "Linux",
+        "windows" => "Windows",
+        "freebsd" => "FreeBSD",
+        other => other,
+    };
+    format!("the apple runtime needs macOS (Apple's `container` CLI); this machine runs {os}")
 }
 
 #[async_trait]
@@ -58,10 +101,7 @@ impl Runtimes for SystemRuntimes {
     async fn get(&self, kind: &str) -> Result<Arc<dyn Runtime>, RuntimeError> {
         match kind {
             "docker" => Ok(self.docker().await?),
-            "apple" => Err(RuntimeError::Unavailable {
-                runtime: RuntimeKind::Apple,
-                reason: "Apple containers need macOS 26 on Apple silicon".into(),
-            }),
+            "apple" => Ok(self.apple().await?),
             other => Err(RuntimeError::Unavailable {
                 runtime: RuntimeKind::Docker,
                 reason: format!("unknown runtime {other:?} (expected docker or apple)"),
@@ -70,12 +110,48 @@ impl Runtimes for SystemRuntimes {
     }
 
     async fn available(&self) -> Vec<Arc<dyn Runtime>> {
+        let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
         match self.docker().await {
-            Ok(docker) => vec![docker as Arc<dyn Runtime>],
-            Err(e) => {
-                tracing::debug!("docker is not available: {e}");
-                Vec::new()
+            Ok(docker) => runtimes.push(docker),
+            Err(e) => tracing::debug!("docker is not available: {e}"),
+        }
+        if APPLE_SUPPORTED {
+            match self.apple().await {
+                Ok(apple) => runtimes.push(apple),
+                Err(e) => tracing::debug!("apple containers are not available: {e}"),
             }
         }
+        runtimes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn apple_is_refused_with_the_reason_off_macos() {
+        if APPLE_SUPPORTED {
+            return;
+        }
+        let runtimes = SystemRuntimes::new(&GlobalConfig::default()).unwrap();
+        let err = runtimes.get("apple").await.err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("needs macOS") && text.contains("container"), "{text}");
+        assert!(matches!(
+            err,
+            RuntimeError::Unavailable {
+                runtime: RuntimeKind::Apple,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_reason_names_this_system() {
+        assert_eq!(
+            apple_unsupported_reason("linux"),
+            "the apple runtime needs macOS (Apple's `container` CLI); this machine runs Linux"
+        );
     }
 }

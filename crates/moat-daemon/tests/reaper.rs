@@ -13,7 +13,7 @@ use moat_daemon::reaper::SweepRequest;
 use moat_daemon::reaper::decide::ObjectKind;
 use moat_daemon::registry::RunHandle;
 use moat_runtime::fake::{FakeErrorKind, FakeOp};
-use moat_runtime::{ContainerInfo, ContainerStatus, NetworkInfo, labels};
+use moat_runtime::{ContainerInfo, ContainerStatus, NetworkInfo, VolumeInfo, labels};
 
 trait ReaperFixture {
     fn home_label(&self) -> String;
@@ -318,4 +318,124 @@ async fn objects_seen_live_wait_a_full_period_once_orphaned() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     let later = fx.daemon.reaper().sweep(&fx.daemon, &sweep, "test").await;
     assert_eq!(later.runtimes[0].removed.len(), 2);
+}
+
+/// A Go-era network with a running Go-era container on it, and a volume.
+fn go_era_objects(fx: &Fixture) {
+    let go_label = BTreeMap::from([(labels::LEGACY_MANAGED.to_string(), "true".to_string())]);
+    fx.fake.insert_network(NetworkInfo {
+        id: "go-net".into(),
+        name: "moat-legacy".into(),
+        labels: go_label.clone(),
+        subnet: None,
+        gateway: None,
+        internal: false,
+        containers: Vec::new(),
+    });
+    fx.container("moat-agent", "moat-legacy".into(), go_label);
+    fx.fake.insert_volume(VolumeInfo {
+        name: "moat-cache".into(),
+        labels: BTreeMap::new(),
+    });
+}
+
+#[tokio::test]
+async fn go_era_objects_survive_every_sweep_and_go_only_with_legacy() {
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_millis(1));
+    go_era_objects(&fx);
+    let dead = fx.dead_run();
+    fx.objects_of(&dead, &fx.home_label());
+    let go_keys = |sweep: &moat_daemon::reaper::RuntimeSweep| -> Vec<(ObjectKind, String)> {
+        sweep.legacy.iter().map(|k| (k.kind, k.name.clone())).collect()
+    };
+    let expect_legacy = vec![
+        (ObjectKind::Container, "moat-agent".to_string()),
+        (ObjectKind::Network, "moat-legacy".to_string()),
+        (ObjectKind::Volume, "moat-cache".to_string()),
+    ];
+
+    // Forced, periodic-like and repeated sweeps list them but never touch them.
+    let forced_report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..2 {
+        let report = fx
+            .daemon
+            .reaper()
+            .sweep(&fx.daemon, &SweepRequest::default(), "periodic")
+            .await;
+        assert_eq!(go_keys(&report.runtimes[0]), expect_legacy);
+        assert!(
+            report.runtimes[0].removed.is_empty(),
+            "{:?}",
+            report.runtimes[0].removed
+        );
+    }
+    let sweep = &forced_report.runtimes[0];
+    assert_eq!(go_keys(sweep), expect_legacy);
+    assert_eq!(
+        sweep.removed.len(),
+        2,
+        "only the dead run's objects: {:?}",
+        sweep.removed
+    );
+    assert_eq!(
+        fx.names(),
+        (vec!["moat-agent".to_string()], vec!["moat-legacy".to_string()])
+    );
+    assert_eq!(fx.fake.volumes().len(), 1);
+    let stopped: Vec<String> = (fx.fake.calls().into_iter())
+        .filter(|c| c.op == FakeOp::StopContainer)
+        .map(|c| c.target)
+        .collect();
+    assert_eq!(
+        stopped,
+        [dead.to_string()],
+        "only the dead run's running container is stopped"
+    );
+
+    // A dry run with `legacy` says what it would remove, and removes nothing.
+    let dry = SweepRequest {
+        dry_run: true,
+        legacy: true,
+        ..Default::default()
+    };
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &dry, "test").await;
+    let would: Vec<_> = report.runtimes[0]
+        .removed
+        .iter()
+        .map(|k| (k.kind, k.name.clone()))
+        .collect();
+    assert_eq!(would, expect_legacy);
+    assert_eq!(fx.names().1, vec!["moat-legacy".to_string()]);
+
+    // Only `legacy` removes them: the running container is stopped first.
+    let legacy = SweepRequest {
+        legacy: true,
+        ..Default::default()
+    };
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &legacy, "test").await;
+    let sweep = &report.runtimes[0];
+    assert!(sweep.failed.is_empty(), "{:?}", sweep.failed);
+    assert_eq!(sweep.removed.len(), 3, "{:?}", sweep.removed);
+    assert_eq!(fx.names(), (vec![], vec![]));
+    assert!(fx.fake.volumes().is_empty());
+    let ops: Vec<FakeOp> = fx
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.target == "moat-agent")
+        .map(|c| c.op)
+        .collect();
+    assert_eq!(ops, [FakeOp::StopContainer, FakeOp::RemoveContainer]);
+}
+
+#[test]
+fn reports_written_before_go_era_listing_still_parse() {
+    let old = r#"{"started_at":"2025-01-01T00:00:00Z","duration_ms":3,"trigger":"periodic",
+        "dry_run":false,"force":false,"runtimes":[{"runtime":"docker","candidates":0,"live":0,
+        "removed":[],"awaiting_second_sighting":0,"protected":0,"failed":[],"errors":[]}]}"#;
+    let report: moat_daemon::reaper::SweepReport = serde_json::from_str(old).unwrap();
+    assert!(!report.legacy && report.runtimes[0].legacy.is_empty());
+    let request: SweepRequest = serde_json::from_str(r#"{"force":true}"#).unwrap();
+    assert!(!request.legacy);
 }

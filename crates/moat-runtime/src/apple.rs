@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use crate::select::Probe;
 use crate::{
     Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec, OutputStream, Runtime,
     RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo, VolumeSpec,
@@ -120,6 +121,15 @@ impl AppleRuntime {
     /// Runs the `container` program found on `PATH`.
     pub fn new(options: AppleOptions) -> Self {
         Self::with_runner(Arc::new(ProcessRunner::default()), options)
+    }
+
+    /// Checks the CLI (starting its system service when it is down), for
+    /// runtime selection: `Available`, or `Unavailable` with the reason.
+    pub async fn probe(options: AppleOptions) -> Probe {
+        match AppleRuntime::new(options).ping().await {
+            Ok(()) => Probe::Available,
+            Err(err) => Probe::Unavailable(err.to_string()),
+        }
     }
 
     pub fn with_runner(runner: Arc<dyn CommandRunner>, options: AppleOptions) -> Self {

@@ -11,7 +11,7 @@ mod images;
 mod output;
 mod pool;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,8 +28,8 @@ use tokio::sync::OnceCell;
 use crate::select::Probe;
 use crate::subnet::SubnetPool;
 use crate::{
-    Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec, OutputStream, Runtime,
-    RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo, VolumeSpec, bounded, labels,
+    Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, LegacyObjects, NetworkInfo, NetworkSpec,
+    OutputStream, Runtime, RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo, VolumeSpec, bounded, labels,
 };
 
 pub use endpoint::{DockerEndpoint, EndpointEnv, EndpointSource};
@@ -153,6 +153,15 @@ fn connect(endpoint: &DockerEndpoint) -> RuntimeResult<Docker> {
 
 fn managed_filter() -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![format!("{}=true", labels::MANAGED)])])
+}
+
+/// The listings that find Go-era objects: by their label, and by their
+/// name prefix (a substring match: re-checked by [`labels::is_legacy`]).
+fn legacy_filters() -> [HashMap<String, Vec<String>>; 2] {
+    [
+        HashMap::from([("label".to_string(), vec![format!("{}=true", labels::LEGACY_MANAGED)])]),
+        HashMap::from([("name".to_string(), vec![labels::LEGACY_NAME_PREFIX.to_string()])]),
+    ]
 }
 
 fn missing_is_ok(result: RuntimeResult<()>) -> RuntimeResult<()> {
@@ -385,16 +394,7 @@ impl Runtime for DockerRuntime {
     async fn list_containers(&self) -> RuntimeResult<Vec<ContainerInfo>> {
         bounded(DOCKER, "list containers", self.timeouts.list, async {
             let docker = self.client().await?;
-            let options = ListContainersOptions {
-                all: true,
-                filters: Some(managed_filter()),
-                ..Default::default()
-            };
-            docker
-                .list_containers(Some(options))
-                .await
-                .map(|found| found.into_iter().map(convert::container_info_from_summary).collect())
-                .map_err(|e| map_error("list containers", "containers", e))
+            containers_matching(docker, managed_filter()).await
         })
         .await
     }
@@ -424,33 +424,7 @@ impl Runtime for DockerRuntime {
     async fn list_networks(&self) -> RuntimeResult<Vec<NetworkInfo>> {
         bounded(DOCKER, "list networks", self.timeouts.list, async {
             let docker = self.client().await?;
-            let options = ListNetworksOptions {
-                filters: Some(managed_filter()),
-            };
-            let names: Vec<String> = docker
-                .list_networks(Some(options))
-                .await
-                .map_err(|e| map_error("list networks", "networks", e))?
-                .into_iter()
-                .filter_map(|network| network.name)
-                .collect();
-            // The list answer does not name attached containers: inspect
-            // each network, skipping any that vanished meanwhile.
-            let inspected: Vec<RuntimeResult<NetworkInfo>> = futures_util::stream::iter(names)
-                .map(|name| async move { self.inspect_network_with(docker, &name).await })
-                .buffer_unordered(INSPECT_CONCURRENCY)
-                .collect()
-                .await;
-            let mut networks = Vec::new();
-            for network in inspected {
-                match network {
-                    Ok(info) => networks.push(info),
-                    Err(err) if err.is_not_found() => {}
-                    Err(err) => return Err(err),
-                }
-            }
-            networks.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(networks)
+            self.networks_matching(docker, managed_filter(), |_, _| true).await
         })
         .await
     }
@@ -498,27 +472,79 @@ impl Runtime for DockerRuntime {
     async fn list_volumes(&self) -> RuntimeResult<Vec<VolumeInfo>> {
         bounded(DOCKER, "list volumes", self.timeouts.list, async {
             let docker = self.client().await?;
-            let options = ListVolumesOptions {
-                filters: Some(managed_filter()),
-            };
-            let listed = docker
-                .list_volumes(Some(options))
-                .await
-                .map_err(|e| map_error("list volumes", "volumes", e))?;
-            let mut volumes: Vec<VolumeInfo> = listed
-                .volumes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|volume| VolumeInfo {
-                    name: volume.name,
-                    labels: volume.labels.into_iter().collect(),
-                })
-                .collect();
-            volumes.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(volumes)
+            volumes_matching(docker, managed_filter()).await
         })
         .await
     }
+
+    /// Two listings per kind (by the Go label, by the name prefix), merged;
+    /// Docker's name filter matches substrings, so the prefix and the
+    /// absence of `dev.moat.*` labels are checked here.
+    async fn list_legacy(&self) -> RuntimeResult<LegacyObjects> {
+        bounded(DOCKER, "list Go-era objects", self.timeouts.list, async {
+            let docker = self.client().await?;
+            let mut legacy = LegacyObjects::default();
+            for filters in legacy_filters() {
+                legacy
+                    .containers
+                    .extend(containers_matching(docker, filters.clone()).await?);
+                legacy.networks.extend(
+                    self.networks_matching(docker, filters.clone(), labels::is_legacy)
+                        .await?,
+                );
+                legacy.volumes.extend(volumes_matching(docker, filters).await?);
+            }
+            legacy.containers.retain(|c| labels::is_legacy(&c.name, &c.labels));
+            legacy.networks.retain(|n| labels::is_legacy(&n.name, &n.labels));
+            legacy.volumes.retain(|v| labels::is_legacy(&v.name, &v.labels));
+            legacy.containers.sort_by(|a, b| a.name.cmp(&b.name));
+            legacy.containers.dedup_by(|a, b| a.id == b.id);
+            legacy.networks.sort_by(|a, b| a.name.cmp(&b.name));
+            legacy.networks.dedup_by(|a, b| a.id == b.id);
+            legacy.volumes.sort_by(|a, b| a.name.cmp(&b.name));
+            legacy.volumes.dedup_by(|a, b| a.name == b.name);
+            Ok(legacy)
+        })
+        .await
+    }
+}
+
+/// Containers (running or not) matching `filters`; unbounded, for use
+/// inside a bounded call.
+async fn containers_matching(
+    docker: &Docker,
+    filters: HashMap<String, Vec<String>>,
+) -> RuntimeResult<Vec<ContainerInfo>> {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    docker
+        .list_containers(Some(options))
+        .await
+        .map(|found| found.into_iter().map(convert::container_info_from_summary).collect())
+        .map_err(|e| map_error("list containers", "containers", e))
+}
+
+/// Volumes matching `filters`, sorted by name; unbounded.
+async fn volumes_matching(docker: &Docker, filters: HashMap<String, Vec<String>>) -> RuntimeResult<Vec<VolumeInfo>> {
+    let options = ListVolumesOptions { filters: Some(filters) };
+    let listed = docker
+        .list_volumes(Some(options))
+        .await
+        .map_err(|e| map_error("list volumes", "volumes", e))?;
+    let mut volumes: Vec<VolumeInfo> = listed
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|volume| VolumeInfo {
+            name: volume.name,
+            labels: volume.labels.into_iter().collect(),
+        })
+        .collect();
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(volumes)
 }
 
 impl DockerRuntime {
@@ -539,6 +565,44 @@ impl DockerRuntime {
         })
         .await;
         missing_is_ok(result)
+    }
+
+    /// Networks matching `filters` and then `wanted` (name, labels), with
+    /// their attached containers, sorted by name; unbounded.
+    async fn networks_matching(
+        &self,
+        docker: &Docker,
+        filters: HashMap<String, Vec<String>>,
+        wanted: fn(&str, &BTreeMap<String, String>) -> bool,
+    ) -> RuntimeResult<Vec<NetworkInfo>> {
+        let options = ListNetworksOptions { filters: Some(filters) };
+        let names: Vec<String> = docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| map_error("list networks", "networks", e))?
+            .into_iter()
+            .filter_map(|network| {
+                let name = network.name?;
+                wanted(&name, &convert::to_btree_map(network.labels)).then_some(name)
+            })
+            .collect();
+        // The list answer does not name attached containers: inspect each
+        // network, skipping any that vanished meanwhile.
+        let inspected: Vec<RuntimeResult<NetworkInfo>> = futures_util::stream::iter(names)
+            .map(|name| async move { self.inspect_network_with(docker, &name).await })
+            .buffer_unordered(INSPECT_CONCURRENCY)
+            .collect()
+            .await;
+        let mut networks = Vec::new();
+        for network in inspected {
+            match network {
+                Ok(info) => networks.push(info),
+                Err(err) if err.is_not_found() => {}
+                Err(err) => return Err(err),
+            }
+        }
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(networks)
     }
 
     async fn inspect_network_with(&self, docker: &Docker, name: &str) -> RuntimeResult<NetworkInfo> {

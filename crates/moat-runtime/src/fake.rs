@@ -52,6 +52,7 @@ pub enum FakeOp {
     CreateVolume,
     RemoveVolume,
     ListVolumes,
+    ListLegacy,
 }
 
 impl FakeOp {
@@ -78,6 +79,7 @@ impl FakeOp {
             FakeOp::CreateVolume => "create_volume",
             FakeOp::RemoveVolume => "remove_volume",
             FakeOp::ListVolumes => "list_volumes",
+            FakeOp::ListLegacy => "list_legacy",
         }
     }
 
@@ -88,9 +90,11 @@ impl FakeOp {
             FakeOp::WaitContainer => None,
             FakeOp::Exec => Some(timeouts.exec),
             FakeOp::CreateNetwork => Some(timeouts.network_create),
-            FakeOp::ListImages | FakeOp::ListContainers | FakeOp::ListNetworks | FakeOp::ListVolumes => {
-                Some(timeouts.list)
-            }
+            FakeOp::ListImages
+            | FakeOp::ListContainers
+            | FakeOp::ListNetworks
+            | FakeOp::ListVolumes
+            | FakeOp::ListLegacy => Some(timeouts.list),
             FakeOp::RemoveImage | FakeOp::RemoveContainer | FakeOp::RemoveNetwork | FakeOp::RemoveVolume => {
                 Some(timeouts.remove)
             }
@@ -250,6 +254,11 @@ impl FakeRuntime {
     /// ignored (attachment comes from the containers' `networks`).
     pub fn insert_network(&self, info: NetworkInfo) {
         self.lock().networks.insert(info.name.clone(), info);
+    }
+
+    /// Adds a volume as if it already existed.
+    pub fn insert_volume(&self, info: VolumeInfo) {
+        self.lock().volumes.insert(info.name.clone(), info);
     }
 
     /// Appends output to a container, as if it printed it now. Returns

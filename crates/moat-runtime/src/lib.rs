@@ -77,6 +77,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn create_volume(&self, spec: &VolumeSpec) -> RuntimeResult<()>;
     async fn remove_volume(&self, name: &str) -> RuntimeResult<()>;
     async fn list_volumes(&self) -> RuntimeResult<Vec<VolumeInfo>>;
+
+    /// Objects left by moat's earlier (Go) implementation: labelled
+    /// `moat.managed=true` or named `moat-…`, without any `dev.moat.*`
+    /// label. Runtimes the Go implementation never used have none.
+    async fn list_legacy(&self) -> RuntimeResult<LegacyObjects> {
+        Ok(LegacyObjects::default())
+    }
 }
 
 /// Per-call timeouts (runtime.md, daemon-and-reaper.md §5).

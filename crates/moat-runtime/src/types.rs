@@ -169,3 +169,19 @@ pub struct ImageInfo {
     pub tags: Vec<String>,
     pub size: Option<u64>,
 }
+
+/// Objects left by moat's earlier (Go) implementation
+/// ([`crate::labels::is_legacy`]). Listed for people, never swept: removed
+/// only on explicit request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyObjects {
+    pub containers: Vec<ContainerInfo>,
+    pub networks: Vec<NetworkInfo>,
+    pub volumes: Vec<VolumeInfo>,
+}
+
+impl LegacyObjects {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.networks.is_empty() && self.volumes.is_empty()
+    }
+}

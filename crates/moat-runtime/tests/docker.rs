@@ -299,6 +299,82 @@ async fn removing_a_network_with_a_running_container_is_in_use() {
     .await;
 }
 
+#[tokio::test]
+async fn go_era_objects_are_listed_apart_from_moats_own() {
+    let Some(docker) = engine().await else { return };
+    let image = base_image(&docker).await;
+    let home = test_home("legacy");
+    let go = format!("moat-legacy-{}", std::process::id());
+    let go_label = std::collections::BTreeMap::from([(labels::LEGACY_MANAGED.to_string(), "true".to_string())]);
+    let go_net = format!("{go}-net");
+    let go_vol = format!("{go}-vol");
+    let go_agent = format!("legacy-{}-agent", std::process::id());
+    let lookalike = format!("x{go}-net");
+    let body = async {
+        // Go-era: by label, by name, and both.
+        let networks = [
+            (go_net.clone(), go_label.clone()),
+            (lookalike.clone(), Default::default()),
+            (name(&home, "own"), run_labels(&home, labels::role::NETWORK)),
+        ];
+        for (net, labels) in networks {
+            let spec = NetworkSpec {
+                name: net,
+                labels,
+                internal: true,
+            };
+            docker.create_network(&spec).await.unwrap();
+        }
+        let volume = VolumeSpec {
+            name: go_vol.clone(),
+            labels: Default::default(),
+        };
+        docker.create_volume(&volume).await.unwrap();
+        let agent = ContainerSpec {
+            name: go_agent.clone(),
+            image: image.to_string(),
+            command: vec!["true".into()],
+            network: Some(go_net.clone()),
+            labels: go_label.clone(),
+            ..Default::default()
+        };
+        docker.create_container(&agent).await.unwrap();
+
+        let legacy = docker.list_legacy().await.unwrap();
+        let network_names: Vec<&str> = legacy.networks.iter().map(|n| n.name.as_str()).collect();
+        assert!(network_names.contains(&go_net.as_str()), "{network_names:?}");
+        assert!(!network_names.contains(&lookalike.as_str()), "{network_names:?}");
+        assert!(!network_names.iter().any(|n| n.starts_with(&home)), "{network_names:?}");
+        assert!(
+            legacy.containers.iter().any(|c| c.name == go_agent),
+            "{:?}",
+            legacy.containers
+        );
+        assert!(legacy.volumes.iter().any(|v| v.name == go_vol), "{:?}", legacy.volumes);
+        // moat's own listings never see them.
+        assert!(docker.list_networks().await.unwrap().iter().all(|n| n.name != go_net));
+        assert!(
+            docker
+                .list_containers()
+                .await
+                .unwrap()
+                .iter()
+                .all(|c| c.name != go_agent)
+        );
+    };
+    with_cleanup(&docker, &home, async {
+        let outcome = AssertUnwindSafe(body).catch_unwind().await;
+        docker.remove_container(&go_agent).await.unwrap();
+        docker.remove_volume(&go_vol).await.unwrap();
+        docker.remove_network(&go_net).await.unwrap();
+        docker.remove_network(&lookalike).await.unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    })
+    .await;
+}
+
 // === Containers ===
 
 #[tokio::test]

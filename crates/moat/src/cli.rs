@@ -378,6 +378,11 @@ pub struct PruneArgs {
     /// Remove orphans at once instead of on their second sighting (live runs are never touched).
     #[arg(long)]
     pub force: bool,
+
+    /// Also remove what moat's earlier Go implementation left behind (`moat.managed=true` or `moat-` names without
+    /// `dev.moat.*` labels), which sweeps never touch: running containers are stopped first.
+    #[arg(long)]
+    pub legacy: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use moat_core::config::NetworkConfig;
 use moat_daemon::api::RunSpec;
 use moat_daemon::egress::PROXY_VARIABLES;
+use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::base_image::{
     BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE, ensure_base_image,
 };
@@ -67,7 +68,16 @@ async fn choose_runtime(run: &ResolvedRun) -> Result<RuntimeKind> {
         },
         Err(e) => Probe::Unavailable(e.to_string()),
     };
-    let apple = Probe::Unavailable("Apple containers need macOS 26 on Apple silicon".into());
+    // Selection itself refuses Apple off macOS/arm64, without a probe.
+    let apple = if cfg!(all(target_os = "macos", target_arch = "aarch64")) {
+        AppleRuntime::probe(AppleOptions {
+            timeouts: probe_timeouts(),
+            ..AppleOptions::default()
+        })
+        .await
+    } else {
+        Probe::Unavailable("Apple containers need macOS 26 on Apple silicon".into())
+    };
     let input = SelectionInput {
         flag: run.runtime.map(|kind| kind.as_str()),
         config: None,

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use moat_core::MoatHome;
 use moat_core::config;
 use moat_core::lock::{FileLock, LockError};
+use moat_daemon::reaper::decide::ObjectKey;
 use moat_daemon::reaper::{SweepReport, SweepRequest};
 use moat_daemon::reconcile;
 use moat_daemon::runtimes::SystemRuntimes;
@@ -59,6 +60,22 @@ async fn sweep_in_process(home: &MoatHome, request: &SweepRequest) -> Result<Swe
     Ok(daemon.reaper().sweep(&daemon, request, "in-process (no daemon)").await)
 }
 
+/// How to remove what `print_legacy` lists.
+pub const LEGACY_HINT: &str = "moat system prune --legacy";
+
+/// Lists objects left by moat's Go implementation, which sweeps never remove.
+pub fn print_legacy(legacy: &[ObjectKey], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  {} object(s) left by moat's Go implementation (never swept):",
+        legacy.len()
+    )?;
+    for key in legacy {
+        writeln!(out, "    {} {}", key.kind, key.name)?;
+    }
+    writeln!(out, "  remove them with: {LEGACY_HINT}")
+}
+
 /// Prints a sweep report for people.
 pub fn print_report(report: &SweepReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
     let verb = if report.dry_run { "would remove" } else { "removed" };
@@ -90,9 +107,66 @@ pub fn print_report(report: &SweepReport, out: &mut impl std::io::Write) -> std:
         for error in &sweep.errors {
             writeln!(out, "  error: {error}")?;
         }
+        if !report.legacy && !sweep.legacy.is_empty() {
+            print_legacy(&sweep.legacy, out)?;
+        }
     }
     if let Some(error) = &report.error {
         writeln!(out, "error: {error}")?;
     }
     writeln!(out, "took {} ms", report.duration_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use moat_daemon::reaper::RuntimeSweep;
+    use moat_daemon::reaper::decide::ObjectKind;
+    use moat_runtime::RuntimeKind;
+
+    use super::*;
+
+    fn report(legacy_requested: bool) -> SweepReport {
+        let go_net = ObjectKey {
+            runtime: RuntimeKind::Docker,
+            kind: ObjectKind::Network,
+            name: "moat-legacy".into(),
+        };
+        SweepReport {
+            dry_run: true,
+            legacy: legacy_requested,
+            runtimes: vec![RuntimeSweep {
+                runtime: RuntimeKind::Docker,
+                candidates: 0,
+                live: 0,
+                removed: if legacy_requested { vec![go_net.clone()] } else { vec![] },
+                awaiting_second_sighting: 0,
+                protected: 0,
+                failed: vec![],
+                errors: vec![],
+                legacy: vec![go_net],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn printed(report: &SweepReport) -> String {
+        let mut out = Vec::new();
+        print_report(report, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn go_era_objects_are_listed_with_the_flag_that_removes_them() {
+        let text = printed(&report(false));
+        assert!(text.contains("    network moat-legacy"), "{text}");
+        assert!(text.contains("remove them with: moat system prune --legacy"), "{text}");
+        assert!(!text.contains("would remove network"), "{text}");
+    }
+
+    #[test]
+    fn with_legacy_they_are_among_what_would_be_removed() {
+        let text = printed(&report(true));
+        assert!(text.contains("would remove network moat-legacy"), "{text}");
+        assert!(!text.contains("--legacy"), "{text}");
+    }
 }

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::{
-    Capabilities, ContainerInfo, ContainerSpec, ContainerStatus, ExecOutput, ImageInfo, NetworkInfo, NetworkSpec,
-    OutputChunk, OutputStream, Runtime, RuntimeError, RuntimeKind, RuntimeResult, VolumeInfo, VolumeSpec,
+    Capabilities, ContainerInfo, ContainerSpec, ContainerStatus, ExecOutput, ImageInfo, LegacyObjects, NetworkInfo,
+    NetworkSpec, OutputChunk, OutputStream, Runtime, RuntimeError, RuntimeKind, RuntimeResult, VolumeInfo, VolumeSpec,
+    labels,
 };
 
 use super::state::{FakeContainer, in_use, is_managed, not_found};
@@ -299,6 +300,33 @@ impl Runtime for FakeRuntime {
     async fn list_volumes(&self) -> RuntimeResult<Vec<VolumeInfo>> {
         self.call(FakeOp::ListVolumes, "", |s| {
             Ok(s.volumes.values().filter(|v| is_managed(&v.labels)).cloned().collect())
+        })
+        .await
+    }
+
+    async fn list_legacy(&self) -> RuntimeResult<LegacyObjects> {
+        self.call(FakeOp::ListLegacy, "", |s| {
+            s.settle_all();
+            Ok(LegacyObjects {
+                containers: s
+                    .containers
+                    .values()
+                    .filter(|c| labels::is_legacy(&c.info.name, &c.info.labels))
+                    .map(|c| c.info.clone())
+                    .collect(),
+                networks: s
+                    .networks
+                    .values()
+                    .filter(|n| labels::is_legacy(&n.name, &n.labels))
+                    .filter_map(|n| s.network_view(&n.name))
+                    .collect(),
+                volumes: s
+                    .volumes
+                    .values()
+                    .filter(|v| labels::is_legacy(&v.name, &v.labels))
+                    .cloned()
+                    .collect(),
+            })
         })
         .await
     }

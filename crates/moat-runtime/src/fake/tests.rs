@@ -277,3 +277,45 @@ async fn without_exit_code_capability_wait_reports_none() {
     assert!(fake.exit_container(&id, 9));
     assert_eq!(fake.wait_container(&id).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn go_era_objects_are_listed_apart_from_moats_own() {
+    let fake = fake_with_image();
+    fake.create_network(&net_spec("moat-run_0123456789ab")).await.unwrap();
+    fake.insert_network(NetworkInfo {
+        id: "go-net".into(),
+        name: "moat-legacy".into(),
+        labels: BTreeMap::new(),
+        subnet: None,
+        gateway: None,
+        internal: false,
+        containers: Vec::new(),
+    });
+    fake.insert_container(ContainerInfo {
+        id: "go-agent".into(),
+        name: "agent".into(),
+        image: "img".into(),
+        status: ContainerStatus::Running,
+        exit_code: None,
+        labels: BTreeMap::from([(labels::LEGACY_MANAGED.to_string(), "true".to_string())]),
+        networks: vec!["moat-legacy".into()],
+        created_at: None,
+    });
+    fake.create_volume(&crate::VolumeSpec {
+        name: "moat-cache".into(),
+        labels: BTreeMap::new(),
+    })
+    .await
+    .unwrap();
+
+    let legacy = fake.list_legacy().await.unwrap();
+    assert_eq!(legacy.containers.len(), 1, "{:?}", legacy.containers);
+    assert_eq!(legacy.containers[0].name, "agent");
+    assert_eq!(legacy.networks.len(), 1, "{:?}", legacy.networks);
+    assert_eq!(legacy.networks[0].name, "moat-legacy");
+    assert_eq!(legacy.networks[0].containers, ["agent"]);
+    assert_eq!(legacy.volumes.len(), 1);
+    // moat's own listings do not see them.
+    assert_eq!(fake.list_networks().await.unwrap().len(), 1);
+    assert!(fake.list_containers().await.unwrap().is_empty());
+}

@@ -1,12 +1,15 @@
 //! `moat doctor`: which runtime and socket moat found (or why none), the
 //! daemon's state, its last sweeps, how many orphaned objects could be
-//! reclaimed (a dry run) and how, and the health of stored credentials.
+//! reclaimed (a dry run) and how, what moat's Go implementation left behind
+//! (never swept; `moat system prune --legacy`), and the health of stored
+//! credentials.
 
 use std::io::Write;
 
 use anyhow::Result;
 use moat_core::MoatHome;
 use moat_daemon::DaemonClient;
+use moat_daemon::reaper::decide::ObjectKey;
 use moat_daemon::reaper::{SweepReport, SweepRequest};
 use serde::Serialize;
 
@@ -21,6 +24,11 @@ struct Diagnosis {
     daemon: Option<moat_daemon::api::Health>,
     /// Dry run: what a forced sweep would remove now.
     reclaimable: Option<SweepReport>,
+    /// Objects left by moat's Go implementation, which sweeps never remove.
+    legacy: Vec<ObjectKey>,
+    /// How to remove `legacy`, when there is any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    legacy_hint: Option<&'static str>,
     credentials: Vec<moat_creds::CredentialSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     credentials_error: Option<String>,
@@ -64,10 +72,18 @@ async fn diagnose(ctx: &Context, home: &MoatHome) -> Result<Diagnosis> {
         },
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
+    let legacy: Vec<ObjectKey> = reclaimable
+        .iter()
+        .flat_map(|report| &report.runtimes)
+        .flat_map(|sweep| sweep.legacy.iter().cloned())
+        .collect();
+    let legacy_hint = (!legacy.is_empty()).then_some(maintenance::LEGACY_HINT);
     Ok(Diagnosis {
         runtime,
         daemon,
         reclaimable,
+        legacy,
+        legacy_hint,
         credentials,
         credentials_error,
     })
@@ -115,6 +131,9 @@ fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
             )?;
             if !sweep.removed.is_empty() {
                 writeln!(out, "  reclaim them with: moat system prune --force")?;
+            }
+            if !sweep.legacy.is_empty() {
+                maintenance::print_legacy(&sweep.legacy, out)?;
             }
         }
     }

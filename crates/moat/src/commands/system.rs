@@ -22,6 +22,7 @@ fn prune(ctx: &Context, args: &PruneArgs) -> Result<ExitStatus> {
         kinds: kinds(args),
         dry_run: args.dry_run,
         force: args.force,
+        legacy: args.legacy,
     };
     let report = live::block_on(maintenance::sweep(&home, &ctx.printer, &request))?;
     let mut out = ctx.printer.stdout();

@@ -1,7 +1,9 @@
 //! The reaper end to end: runs whose creation is cut short by a SIGKILL of
 //! the daemon or of the CLI at each step leave nothing behind after a sweep,
 //! while a live run beside them is untouched; another home's objects and a
-//! network with a foreign container survive; 100 orphans are swept.
+//! network with a foreign container survive; 100 orphans are swept; objects
+//! of moat's Go implementation survive every sweep, are reported, and go only
+//! with `moat system prune --legacy`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -250,6 +252,146 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
         .unwrap();
     assert!(text(&left.stdout).trim().is_empty());
     eprintln!("swept 100 orphaned networks in {took:?}");
+}
+
+/// Removes what a test created by hand, even when the test fails.
+struct DockerLeftovers {
+    containers: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Drop for DockerLeftovers {
+    fn drop(&mut self) {
+        for container in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", container]).output();
+        }
+        for network in &self.networks {
+            let _ = Command::new("docker").args(["network", "rm", network]).output();
+        }
+    }
+}
+
+fn docker_exists(kind: &str, name: &str) -> bool {
+    Command::new("docker")
+        .args([kind, "inspect", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Periodic sweeps recorded in `reaper.json` that listed `name` as Go-era.
+fn periodic_sweeps_listing(home: &Home, name: &str) -> usize {
+    let Ok(bytes) = std::fs::read(home.home().join("daemon/reaper.json")) else {
+        return 0;
+    };
+    let Ok(file) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return 0;
+    };
+    let sweeps = file["sweeps"].as_array().cloned().unwrap_or_default();
+    sweeps
+        .iter()
+        .filter(|sweep| sweep["trigger"] == "periodic")
+        .filter(|sweep| {
+            let runtimes = sweep["runtimes"].as_array().cloned().unwrap_or_default();
+            runtimes.iter().any(|runtime| {
+                let legacy = runtime["legacy"].as_array().cloned().unwrap_or_default();
+                legacy.iter().any(|key| key["name"] == name)
+            })
+        })
+        .count()
+}
+
+#[test]
+fn go_era_objects_survive_sweeps_are_reported_and_go_only_with_prune_legacy() {
+    let Some(home) = fast_home() else { return };
+    let tag = format!("{}-{}", std::process::id(), super::support::unique());
+    let network = format!("moat-legacy-{tag}");
+    let agent = format!("moat-legacy-{tag}-agent");
+    let _leftovers = DockerLeftovers {
+        containers: vec![agent.clone()],
+        networks: vec![network.clone()],
+    };
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
+    };
+    // What the Go implementation left: a labelled network with a running
+    // agent container on it (which exits promptly when asked to stop).
+    docker(&["network", "create", "--label", "moat.managed=true", &network]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &agent,
+        "--label",
+        "moat.managed=true",
+        "--network",
+        &network,
+        super::support::IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; sleep 300 & wait",
+    ]);
+
+    // At least two periodic sweeps (every 2 s) and two forced ones pass.
+    // `doctor` starts the daemon, which then sweeps on its own.
+    let _ = home.run(&["doctor", "--json"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while periodic_sweeps_listing(&home, &network) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no two periodic sweeps listed {network} as Go-era"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for _ in 0..2 {
+        let out = home.run(&["system", "prune", "--force"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            !text(&out.stdout).contains(&format!("removed network {network}")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    assert!(docker_exists("network", &network), "a sweep removed the Go-era network");
+    assert!(container_running(&agent), "a sweep disturbed the Go-era container");
+
+    let dry = home.run(&["system", "prune", "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let dry = text(&dry.stdout);
+    assert!(dry.contains(&format!("network {network}")), "{dry}");
+    assert!(dry.contains(&format!("container {agent}")), "{dry}");
+    assert!(dry.contains("moat system prune --legacy"), "{dry}");
+
+    let doctor = home.run(&["doctor"]);
+    let doctor = text(&doctor.stdout);
+    assert!(doctor.contains(&format!("network {network}")), "{doctor}");
+    assert!(doctor.contains("moat system prune --legacy"), "{doctor}");
+    let json = home.run(&["doctor", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let legacy = json["legacy"].as_array().cloned().unwrap_or_default();
+    assert!(
+        legacy
+            .iter()
+            .any(|k| k["kind"] == "network" && k["name"] == network.as_str()),
+        "{json}"
+    );
+    assert_eq!(json["legacy_hint"], "moat system prune --legacy", "{json}");
+
+    let would = home.run(&["system", "prune", "--dry-run", "--legacy"]);
+    assert!(would.status.success(), "{}", text(&would.stderr));
+    let would = text(&would.stdout);
+    assert!(would.contains(&format!("would remove network {network}")), "{would}");
+    assert!(would.contains(&format!("would remove container {agent}")), "{would}");
+    assert!(docker_exists("network", &network), "a dry run removed the network");
+
+    let out = home.run(&["system", "prune", "--legacy"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let removed = text(&out.stdout);
+    assert!(removed.contains(&format!("removed network {network}")), "{removed}");
+    assert!(!docker_exists("container", &agent), "the Go-era container remains");
+    assert!(!docker_exists("network", &network), "the Go-era network remains");
 }
 
 /// The `dev.moat.home` label of a MOAT_HOME, as `moat doctor --json` does not
