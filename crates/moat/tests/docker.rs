@@ -4,6 +4,7 @@
 mod docker {
     pub mod exec_status;
     pub mod lifecycle;
+    pub mod netpool;
     pub mod proxy;
     pub mod reaper;
     pub mod support;
