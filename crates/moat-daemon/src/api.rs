@@ -13,7 +13,19 @@ use serde::{Deserialize, Serialize};
 pub const API_VERSION: u32 = 1;
 
 /// Features this daemon offers, reported by `/v1/health`.
-pub const CAPABILITIES: &[&str] = &["runs", "attach", "stop", "idle-shutdown", "reap", "proxy", "exec"];
+pub const CAPABILITIES: &[&str] = &[
+    "runs",
+    "attach",
+    "stop",
+    "idle-shutdown",
+    "reap",
+    "proxy",
+    "exec",
+    "create-progress",
+];
+
+/// Media type of streamed answers (attach, and run creation when asked for).
+pub const NDJSON: &str = "application/x-ndjson";
 
 /// Everything the daemon needs to create a run. Carries no secret values.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +74,32 @@ pub struct RunSpec {
 pub struct CreateRunResponse {
     pub run_id: RunId,
     pub state: RunState,
+    /// What the daemon did on the way that the user should hear about, e.g.
+    /// "reclaimed 2 orphaned network(s) to make room".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
+}
+
+/// One line of a streamed `POST /v1/runs` answer, which a client asks for
+/// with `accept: application/x-ndjson`: progress lines while a slow step
+/// goes on, then exactly one `created` or `failed`. (Without that header
+/// the answer is a single [`CreateRunResponse`] or [`ApiError`].)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreateEvent {
+    /// The creation is still going on; say why it takes a while.
+    Progress {
+        message: String,
+    },
+    Created(CreateRunResponse),
+    /// The run could not be created (and was undone). `status` is the HTTP
+    /// status an unstreamed answer would have had.
+    Failed {
+        status: u16,
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+    },
 }
 
 /// One run as the daemon sees it.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -16,15 +16,18 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::api::{
-    ApiError, AttachEvent, CreateRunResponse, ExecRequest, ExecResult, Health, RunSpec, RunView, StopRequest,
+    ApiError, AttachEvent, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health, NDJSON, RunSpec, RunView,
+    StopRequest,
 };
 use crate::reaper::{SweepReport, SweepRequest};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Run creation may create a network (30 s bound) and a container.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Run creation may create a network twice with a sweep between, and a
+/// container; the daemon answers within its own, shorter deadline
+/// ([`crate::deadline::CREATE_DEADLINE`]).
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A sweep may wait for another (150 s) and take up to 2 minutes itself.
 const REAP_TIMEOUT: Duration = Duration::from_secs(300);
 /// A graceful stop waits for the grace period and the kill.
@@ -88,7 +91,57 @@ impl DaemonClient {
     }
 
     pub async fn create_run(&self, spec: &RunSpec) -> Result<CreateRunResponse, ClientError> {
-        self.call(Method::POST, "/v1/runs", Some(spec), CREATE_TIMEOUT).await
+        self.create_run_with_progress(spec, |_| {}).await
+    }
+
+    /// Creates a run; `on_progress` gets the daemon's progress lines as they
+    /// come (e.g. while it sweeps orphans to make room for the run's
+    /// network). A daemon that does not stream answers with one object.
+    pub async fn create_run_with_progress(
+        &self,
+        spec: &RunSpec,
+        mut on_progress: impl FnMut(&str),
+    ) -> Result<CreateRunResponse, ClientError> {
+        let op = "POST /v1/runs".to_string();
+        let payload = Bytes::from(serde_json::to_vec(spec).map_err(|e| protocol(&op, e))?);
+        let exchange = async {
+            let request = Outgoing {
+                method: Method::POST,
+                path: "/v1/runs",
+                body: payload,
+                accept: Some(NDJSON),
+            };
+            let response = self.send(request, CREATE_TIMEOUT, &op).await?;
+            let response = check_status(response, &op).await?;
+            if !is_ndjson(&response) {
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| protocol(&op, e))?
+                    .to_bytes();
+                return serde_json::from_slice(&bytes).map_err(|e| protocol(&op, e));
+            }
+            let events = ndjson_events::<CreateEvent>(response.into_body(), op.clone());
+            tokio::pin!(events);
+            while let Some(event) = events.next().await {
+                match event? {
+                    CreateEvent::Progress { message } => on_progress(&message),
+                    CreateEvent::Created(created) => return Ok(created),
+                    CreateEvent::Failed { status, error, hint } => {
+                        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        return Err(ClientError::Api(ApiError { error, hint }, status));
+                    }
+                }
+            }
+            Err(protocol(&op, "the answer ended before the run was created or refused"))
+        };
+        tokio::time::timeout(CREATE_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                op: op.clone(),
+                after: CREATE_TIMEOUT,
+            })?
     }
 
     pub async fn list_runs(&self) -> Result<Vec<RunView>, ClientError> {
@@ -142,7 +195,13 @@ impl DaemonClient {
     ) -> Result<impl Stream<Item = Result<AttachEvent, ClientError>> + use<>, ClientError> {
         let op = format!("attach {id}");
         let path = format!("/v1/runs/{id}/attach");
-        let response = self.send(Method::GET, &path, Bytes::new(), CALL_TIMEOUT, &op).await?;
+        let request = Outgoing {
+            method: Method::GET,
+            path: &path,
+            body: Bytes::new(),
+            accept: None,
+        };
+        let response = self.send(request, CALL_TIMEOUT, &op).await?;
         let response = check_status(response, &op).await?;
         Ok(ndjson_events(response.into_body(), op))
     }
@@ -160,7 +219,13 @@ impl DaemonClient {
             None => Bytes::new(),
         };
         let exchange = async {
-            let response = self.send(method, path, payload, timeout, &op).await?;
+            let request = Outgoing {
+                method,
+                path,
+                body: payload,
+                accept: None,
+            };
+            let response = self.send(request, timeout, &op).await?;
             let response = check_status(response, &op).await?;
             let bytes = response
                 .into_body()
@@ -180,9 +245,7 @@ impl DaemonClient {
 
     async fn send(
         &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
+        outgoing: Outgoing<'_>,
         timeout: Duration,
         op: &str,
     ) -> Result<Response<Incoming>, ClientError> {
@@ -202,13 +265,15 @@ impl DaemonClient {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
+        let mut request = Request::builder()
+            .method(outgoing.method)
+            .uri(outgoing.path)
             .header("host", "moat-daemon")
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-            .map_err(|e| protocol(op, e))?;
+            .header("content-type", "application/json");
+        if let Some(accept) = outgoing.accept {
+            request = request.header("accept", accept);
+        }
+        let request = request.body(Full::new(outgoing.body)).map_err(|e| protocol(op, e))?;
         match tokio::time::timeout(timeout, sender.send_request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(protocol(op, e)),
@@ -218,6 +283,23 @@ impl DaemonClient {
             }),
         }
     }
+}
+
+/// One request to the daemon.
+struct Outgoing<'a> {
+    method: Method,
+    path: &'a str,
+    body: Bytes,
+    /// Media type asked for, when not plain JSON.
+    accept: Option<&'static str>,
+}
+
+fn is_ndjson(response: &Response<Incoming>) -> bool {
+    response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(NDJSON))
 }
 
 async fn check_status(response: Response<Incoming>, op: &str) -> Result<Response<Incoming>, ClientError> {
@@ -246,7 +328,7 @@ fn protocol(op: &str, detail: impl std::fmt::Display) -> ClientError {
 }
 
 /// Splits a streaming body into JSON lines.
-fn ndjson_events(body: Incoming, op: String) -> impl Stream<Item = Result<AttachEvent, ClientError>> {
+fn ndjson_events<T: DeserializeOwned>(body: Incoming, op: String) -> impl Stream<Item = Result<T, ClientError>> {
     struct State {
         body: Incoming,
         buffer: Vec<u8>,

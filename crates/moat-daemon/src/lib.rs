@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod client;
+pub mod deadline;
 pub mod egress;
 pub mod fault;
 pub mod firewall;
@@ -14,7 +15,9 @@ pub mod idle;
 pub mod info;
 mod lines;
 mod logfile;
+pub mod network;
 pub mod output;
+pub mod progress;
 pub mod reaper;
 pub mod reconcile;
 pub mod records;

@@ -20,17 +20,19 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream_shim::channel_stream;
 
 use crate::api::{
-    API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateRunResponse, ExecRequest, ExecResult, Health, RunSpec,
-    StopRequest,
+    API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health,
+    NDJSON, RunSpec, StopRequest,
 };
+use crate::network::NetworkError;
+use crate::progress::Progress;
 use crate::reaper::SweepRequest;
 use crate::state::Daemon;
-use crate::supervisor::{self, RunError};
+use crate::supervisor::{self, CreatedRun, RunError};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// Bound on reading a request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on one `exec` in a run's container (the runtime may bound it sooner).
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -113,27 +115,79 @@ fn health(daemon: &Daemon) -> Health {
     }
 }
 
+/// Creates a run. The answer is one JSON object, or with
+/// `accept: application/x-ndjson` a stream of [`CreateEvent`]s: progress
+/// lines while a slow step goes on, then the outcome.
 async fn create(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
+    let streamed = accepts_ndjson(&req);
     let spec: RunSpec = match read_json(req).await {
         Ok(spec) => spec,
         Err(reject) => return reject.into_response(),
     };
+    let (progress, mut events) = Progress::channel();
     // A client that disconnects (killed CLI) must not cancel the creation:
     // it runs in its own task, which outlives this request.
-    let creating = tokio::spawn({
+    tokio::spawn({
         let daemon = daemon.clone();
-        async move { supervisor::create_run(&daemon, spec).await }
+        async move {
+            let created = supervisor::create_run_reporting(&daemon, spec, &progress).await;
+            let outcome = create_outcome(&daemon, created);
+            progress.finish(outcome).await;
+        }
     });
-    let Ok(created) = creating.await else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "run creation panicked".into(), None);
-    };
+    if streamed {
+        let body = StreamBody::new(channel_stream(events).map(|event| Ok(Frame::data(ndjson(&event)))));
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", NDJSON)
+            .body(BodyExt::boxed(body))
+            .unwrap_or_else(|_| internal_error());
+    }
+    while let Some(event) = events.recv().await {
+        match event {
+            CreateEvent::Progress { .. } => {}
+            CreateEvent::Created(created) => return json(StatusCode::CREATED, &created),
+            CreateEvent::Failed {
+                status,
+                error: message,
+                hint,
+            } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return error(status, message, hint);
+            }
+        }
+    }
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "run creation ended without an outcome (see daemon.log)".into(),
+        None,
+    )
+}
+
+fn accepts_ndjson(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.split(',').any(|part| part.trim().starts_with(NDJSON)))
+}
+
+/// The last event of a creation's answer.
+fn create_outcome(daemon: &Daemon, created: Result<CreatedRun, RunError>) -> CreateEvent {
     match created {
-        Ok(run_id) => {
+        Ok(CreatedRun { run_id, notices }) => {
             let state = daemon.registry().get(&run_id).map(|h| h.metadata().state);
             let state = state.unwrap_or(moat_core::RunState::Exited);
-            json(StatusCode::CREATED, &CreateRunResponse { run_id, state })
+            CreateEvent::Created(CreateRunResponse { run_id, state, notices })
         }
-        Err(e) => run_error(e),
+        Err(e) => {
+            let (status, body) = run_error_body(e);
+            CreateEvent::Failed {
+                status: status.as_u16(),
+                error: body.error,
+                hint: body.hint,
+            }
+        }
     }
 }
 
@@ -268,7 +322,7 @@ fn attach(daemon: &Daemon, id: &str) -> Response<Body> {
     let body = StreamBody::new(channel_stream(rx).map(|event| Ok(Frame::data(ndjson(&event)))));
     Response::builder()
         .status(StatusCode::OK)
-        .header("content-type", "application/x-ndjson")
+        .header("content-type", NDJSON)
         .body(BodyExt::boxed(body))
         .unwrap_or_else(|_| internal_error())
 }
@@ -284,7 +338,7 @@ fn finished_run_exit(daemon: &Daemon, run_id: &RunId) -> Response<Body> {
             };
             Response::builder()
                 .status(StatusCode::OK)
-                .header("content-type", "application/x-ndjson")
+                .header("content-type", NDJSON)
                 .body(Full::new(ndjson(&event)).boxed())
                 .unwrap_or_else(|_| internal_error())
         }
@@ -297,7 +351,7 @@ fn finished_run_exit(daemon: &Daemon, run_id: &RunId) -> Response<Body> {
     }
 }
 
-fn ndjson(event: &AttachEvent) -> Bytes {
+fn ndjson(event: &impl Serialize) -> Bytes {
     let mut line = serde_json::to_vec(event).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
@@ -358,6 +412,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
 }
 
 fn run_error(e: RunError) -> Response<Body> {
+    let (status, body) = run_error_body(e);
+    json(status, &body)
+}
+
+fn run_error_body(e: RunError) -> (StatusCode, ApiError) {
     let status = match &e {
         RunError::MissingWorkspace(_) | RunError::UnknownImage { .. } | RunError::Grant(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
@@ -366,11 +425,18 @@ fn run_error(e: RunError) -> Response<Body> {
         RunError::StillOwned { .. } => StatusCode::CONFLICT,
         RunError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         RunError::Runtime(moat_runtime::RuntimeError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-        RunError::Runtime(moat_runtime::RuntimeError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+        RunError::Network(NetworkError::Exhausted { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        RunError::Runtime(moat_runtime::RuntimeError::Timeout { .. })
+        | RunError::Network(NetworkError::TimedOut { .. })
+        | RunError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let hint = e.hint();
-    error(status, e.to_string(), hint)
+    let body = ApiError {
+        error: e.to_string(),
+        hint,
+    };
+    (status, body)
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {

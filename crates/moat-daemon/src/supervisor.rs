@@ -18,12 +18,14 @@ use moat_runtime::{ContainerSpec, Mount, NetworkInfo, NetworkSpec, Runtime, Runt
 use std::net::IpAddr;
 
 use crate::api::{AttachEvent, RunSpec};
+use crate::deadline::{CREATE_DEADLINE, Deadline, DeadlineExceeded, UNDO_WAIT};
 use crate::egress::{Egress, EgressError, PROXY_HOST, PROXY_VARIABLES};
 use crate::fault;
 use crate::firewall;
 use crate::grants::{self, GrantError};
 use crate::lines::LineSplitter;
-use crate::reaper::SweepRequest;
+use crate::network::{self, NetworkError};
+use crate::progress::Progress;
 use crate::registry::{Registration, RunHandle};
 use crate::state::Daemon;
 use moat_creds::RunGrants;
@@ -47,6 +49,10 @@ pub enum RunError {
     StillOwned { id: String, reason: String },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Deadline(#[from] DeadlineExceeded),
     #[error("{0}")]
     Store(#[from] moat_core::store::StoreError),
     #[error("{0}")]
@@ -75,18 +81,41 @@ impl RunError {
             RunError::Runtime(RuntimeError::Unavailable { .. }) => {
                 Some("start the container runtime (e.g. `systemctl start docker`) and check `moat doctor`".into())
             }
+            RunError::Network(e) => Some(e.hint()),
+            RunError::Deadline(_) => Some(format!(
+                "the container runtime may be wedged: `moat doctor` checks it, `{}` lists moat's networks",
+                network::list_moat_networks(moat_runtime::RuntimeKind::Docker)
+            )),
             _ => None,
         }
     }
 }
 
+/// A run that is up, and what the user should hear about its creation.
+#[derive(Debug)]
+pub struct CreatedRun {
+    pub run_id: RunId,
+    pub notices: Vec<String>,
+}
+
 /// Registers a run, creates its network and container, starts it, and
 /// leaves a task supervising it. Returns once the container is running.
 pub async fn create_run(daemon: &Daemon, spec: RunSpec) -> Result<RunId, RunError> {
+    create_run_reporting(daemon, spec, &Progress::none())
+        .await
+        .map(|created| created.run_id)
+}
+
+/// [`create_run`], telling `progress` about slow steps. The whole creation
+/// is bounded by [`CREATE_DEADLINE`]; a creation that fails (or runs out of
+/// time) is recorded failed and undone before the answer.
+pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Progress) -> Result<CreatedRun, RunError> {
+    let deadline = Deadline::after(CREATE_DEADLINE);
     if !spec.workspace.is_dir() {
         return Err(RunError::MissingWorkspace(spec.workspace.display().to_string()));
     }
-    let runtime = daemon.runtimes().get(&spec.runtime).await?;
+    let step = format!("connecting to {}", spec.runtime);
+    let runtime = deadline.bound(step, daemon.runtimes().get(&spec.runtime)).await??;
     let meta = initial_metadata(&spec);
     let id = meta.id.clone();
     let run_dir = daemon.store().create(&meta)?;
@@ -97,18 +126,32 @@ pub async fn create_run(daemon: &Daemon, spec: RunSpec) -> Result<RunId, RunErro
         return Err(e);
     }
     fault::point("after-registry-write", &handle.spec).await;
-    match provision(daemon, runtime.as_ref(), &handle).await {
-        Ok(()) => {
+    match provision(daemon, runtime.as_ref(), &handle, &deadline, progress).await {
+        Ok(notices) => {
             drop(creation_lock);
             tokio::spawn(supervise(daemon.clone(), runtime, handle, None));
-            Ok(id)
+            Ok(CreatedRun { run_id: id, notices })
         }
         Err(e) => {
             let reason = e.to_string();
             let _ = handle.update(daemon.store(), |m| fail(m, &reason));
-            cleanup(daemon, runtime.as_ref(), &handle).await;
+            undo(daemon, runtime, handle).await;
             Err(e)
         }
+    }
+}
+
+/// Removes what a failed creation made. Waits at most [`UNDO_WAIT`], so
+/// the answer reaches the client in time; the run is recorded failed
+/// already and a slower cleanup finishes in the background.
+async fn undo(daemon: &Daemon, runtime: Arc<dyn Runtime>, handle: Arc<RunHandle>) {
+    let id = handle.id();
+    let undoing = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { cleanup(&daemon, runtime.as_ref(), &handle).await }
+    });
+    if tokio::time::timeout(UNDO_WAIT, undoing).await.is_err() {
+        tracing::warn!(run = %id, "undoing the failed creation takes longer than {UNDO_WAIT:?}; it goes on in the background");
     }
 }
 
@@ -143,10 +186,20 @@ fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
     Ok(())
 }
 
-async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -> Result<(), RunError> {
+/// Creates the run's objects and starts its container, every step within
+/// `deadline`; returns the notices for the user.
+async fn provision(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    handle: &RunHandle,
+    deadline: &Deadline,
+    progress: &Progress,
+) -> Result<Vec<String>, RunError> {
     let spec = &handle.spec;
     let id = handle.id();
-    if !runtime.image_exists(&spec.image).await? {
+    let mut notices = Vec::new();
+    let step = format!("looking up image {}", spec.image);
+    if !deadline.bound(step, runtime.image_exists(&spec.image)).await?? {
         return Err(RunError::UnknownImage {
             image: spec.image.clone(),
             runtime: runtime.kind().to_string(),
@@ -161,48 +214,37 @@ async fn provision(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -
         labels: labels::for_run(&home_label, id.as_str(), labels::role::NETWORK),
         internal: spec.policy.mode == PolicyMode::Strict,
     };
-    let network = create_network(daemon, runtime, &network_spec).await?;
+    let created = network::create(daemon, runtime, &network_spec, deadline, progress).await?;
+    notices.extend(created.notice);
+    let network = created.info;
     fault::point("after-network-create", spec).await;
     let proxy = match daemon.egress() {
-        Some(egress) => Some(attach_proxy(daemon, egress, handle, &network, grants).await?),
+        Some(egress) => {
+            let attaching = attach_proxy(daemon, egress, handle, &network, grants);
+            Some(deadline.bound("attaching the run to the proxy", attaching).await??)
+        }
         None => None,
     };
     let container_spec = container_spec(daemon, handle, &network_name, proxy);
-    let container_id = runtime.create_container(&container_spec).await?;
+    let step = format!("creating container {id}");
+    let container_id = deadline
+        .bound(step, runtime.create_container(&container_spec))
+        .await??;
     handle.update(daemon.store(), |m| {
         m.container_id = Some(container_id.clone());
         m.state = RunState::Created;
     })?;
     fault::point("after-container-create", spec).await;
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
-    runtime.start_container(&container_id).await?;
+    let step = format!("starting container {id}");
+    deadline.bound(step, runtime.start_container(&container_id)).await??;
     handle.update(daemon.store(), |m| {
         m.state = RunState::Running;
         m.started_at = Some(Utc::now());
     })?;
     daemon.registry().persist_soon();
     fault::point("after-start", spec).await;
-    Ok(())
-}
-
-/// Creates the run's network; when that times out or runs out of address
-/// space, sweeps orphans and retries once.
-async fn create_network(daemon: &Daemon, runtime: &dyn Runtime, spec: &NetworkSpec) -> Result<NetworkInfo, RunError> {
-    match runtime.create_network(spec).await {
-        Ok(network) => Ok(network),
-        Err(e @ (RuntimeError::Timeout { .. } | RuntimeError::AddressSpaceExhausted { .. })) => {
-            tracing::warn!(
-                "creating network {} failed ({e}); sweeping orphans and retrying once",
-                spec.name
-            );
-            daemon
-                .reaper()
-                .sweep(daemon, &SweepRequest::default(), "network create failed")
-                .await;
-            Ok(runtime.create_network(spec).await?)
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(notices)
 }
 
 /// What a container needs to reach the proxy.

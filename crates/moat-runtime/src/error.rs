@@ -28,6 +28,7 @@ pub enum RuntimeError {
     AddressSpaceExhausted {
         runtime: RuntimeKind,
         network: String,
+        /// The pool as the user configured it, e.g. `10.213.0.0/16 (/28 each)`.
         pool: String,
     },
     #[error("{runtime}: {op} failed: {message}")]
@@ -45,5 +46,11 @@ impl RuntimeError {
 
     pub fn is_timeout(&self) -> bool {
         matches!(self, RuntimeError::Timeout { .. })
+    }
+
+    /// Moat's subnet pool (or the runtime's address space) has no room for
+    /// another network.
+    pub fn is_address_space_exhausted(&self) -> bool {
+        matches!(self, RuntimeError::AddressSpaceExhausted { .. })
     }
 }

@@ -185,7 +185,7 @@ impl SubnetPool {
 
 impl fmt::Display for SubnetPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} in /{} blocks", self.base, self.block_prefix)
+        write!(f, "{} (/{} each)", self.base, self.block_prefix)
     }
 }
 
@@ -302,6 +302,12 @@ mod tests {
         assert!(SubnetPool::parse("10.213.0.0/16", 15).is_err());
         assert!(SubnetPool::parse("10.213.0.0/16", 31).is_err());
         assert_eq!(SubnetPool::parse("10.213.0.0/16", 16).unwrap().capacity(), 1);
+    }
+
+    #[test]
+    fn a_pool_reads_as_its_range_and_block_size() {
+        let pool = SubnetPool::parse("10.250.0.0/23", 24).unwrap();
+        assert_eq!(pool.to_string(), "10.250.0.0/23 (/24 each)");
     }
 
     #[test]

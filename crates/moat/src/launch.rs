@@ -1,7 +1,8 @@
 //! Starting a resolved run: pick the runtime, make sure a local base image
 //! exists (built with progress when it is moat's own), resolve `secrets:`
 //! on the host, turn everything into the daemon's `RunSpec`, create the run
-//! through the daemon, then follow it (or print its id with `-d`).
+//! through the daemon (relaying its progress lines and notices to stderr),
+//! then follow it (or print its id with `-d`).
 
 use std::time::Duration;
 
@@ -40,12 +41,18 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         }
         let spec = run_spec(ctx, &run, runtime)?;
         let client = live::daemon(&home).await?;
-        let created = match client.create_run(&spec).await {
+        // The daemon's progress lines (e.g. while it sweeps orphans to make
+        // room for the run's network) and notices go to stderr.
+        let say = |message: &str| ctx.printer.status(format!("moat: {message}"));
+        let created = match client.create_run_with_progress(&spec, say).await {
             // The daemon decided to exit while we asked: ask its successor.
-            Err(e) if e.is_shutting_down() => live::daemon(&home).await?.create_run(&spec).await,
+            Err(e) if e.is_shutting_down() => live::daemon(&home).await?.create_run_with_progress(&spec, say).await,
             other => other,
         }
         .map_err(live::client_error)?;
+        for notice in &created.notices {
+            say(notice);
+        }
         if run.detach {
             println!("{}", created.run_id);
             return Ok(ExitStatus::Success);

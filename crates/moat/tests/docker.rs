@@ -5,6 +5,7 @@ mod docker {
     pub mod exec_status;
     pub mod fail_closed;
     pub mod lifecycle;
+    pub mod netpool;
     pub mod proxy;
     pub mod reaper;
     pub mod support;

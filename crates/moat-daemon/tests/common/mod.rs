@@ -35,11 +35,15 @@ pub struct Fixture {
 impl Fixture {
     /// A daemon (not serving) over a fake runtime that has image `img`.
     pub fn new(configure: impl FnOnce(&mut DaemonConfig)) -> Self {
+        Self::with_fake(FakeRuntime::new(), configure)
+    }
+
+    /// Like [`Fixture::new`] over `fake` (e.g. one with other timeouts).
+    pub fn with_fake(fake: FakeRuntime, configure: impl FnOnce(&mut DaemonConfig)) -> Self {
         let root = std::env::temp_dir().join(format!("moat-daemon-test-{}", RunId::generate()));
         let home = MoatHome::new(&root);
         std::fs::create_dir_all(home.daemon_dir()).unwrap();
         std::fs::create_dir_all(root.join("workspace")).unwrap();
-        let fake = FakeRuntime::new();
         fake.add_image("img");
         let mut config = DaemonConfig::new(home);
         config.egress = None;
