@@ -256,3 +256,64 @@ async fn shutdown_waits_for_a_cleanup_in_progress() {
     assert!(fx.daemon.drain_cleanups(Duration::from_secs(5)).await);
     assert!(fx.fake.networks().is_empty(), "drained: nothing of {id} is left");
 }
+
+/// The attack: `runs.json` is replaced by a file of another format version
+/// while a run is live. The restarted daemon must not start from an empty
+/// registry: it sets the file aside, recovers the run from its own
+/// directory (`registration.json`), supervises it to its exit code, and
+/// pauses the reaper.
+#[tokio::test]
+async fn a_wrong_version_registry_is_set_aside_and_runs_are_recovered_from_their_directories() {
+    let fx = Fixture::new(|_| {});
+    let id = RunId::generate();
+    let mut meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
+    meta.state = RunState::Running;
+    meta.container_id = Some(id.to_string());
+    fx.daemon.store().create(&meta).unwrap();
+    fx.fake.insert_container(ContainerInfo {
+        id: id.to_string(),
+        name: id.to_string(),
+        image: "img".into(),
+        status: ContainerStatus::Running,
+        exit_code: None,
+        labels: BTreeMap::new(),
+        networks: vec![],
+        created_at: None,
+    });
+    let handle = RunHandle::new(fx.spec(), meta);
+    moat_daemon::registry::Registration::write(fx.daemon.store(), &handle).unwrap();
+    std::fs::write(fx.daemon.home().runs_json(), br#"{"version": 9, "runs": []}"#).unwrap();
+
+    assert_eq!(moat_daemon::reconcile::restore(&fx.daemon), 1);
+    let error = fx.daemon.registry_error().expect("the reaper must pause");
+    assert!(error.contains("format version 9"), "{error}");
+    let aside = std::fs::read_dir(fx.daemon.home().daemon_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("runs.json.unreadable-"));
+    assert!(aside, "the unreadable runs.json is kept");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(fx.fake.exit_container(id.as_str(), 7));
+    fx.wait_until_gone(&id).await;
+    let meta = fx.daemon.store().load(&id).unwrap();
+    assert_eq!((meta.state, meta.exit_code), (RunState::Exited, Some(7)));
+    assert!(meta.cleaned_at.is_some());
+}
+
+/// A daemon killed after writing a run's record but before registering it
+/// leaves a `creating` record no `runs.json` names: the next daemon finds
+/// it in its directory and undoes it, so it never stays live forever.
+#[tokio::test]
+async fn an_unregistered_creating_record_is_undone_on_restart() {
+    let fx = Fixture::new(|_| {});
+    let id = RunId::generate();
+    let meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
+    fx.daemon.store().create(&meta).unwrap();
+
+    assert_eq!(moat_daemon::reconcile::restore(&fx.daemon), 1);
+    assert!(fx.daemon.registry_error().is_none());
+    fx.wait_until_gone(&id).await;
+    let meta = fx.daemon.store().load(&id).unwrap();
+    assert_eq!(meta.state, RunState::Failed);
+    assert!(meta.cleaned_at.is_some(), "{meta:?}");
+}

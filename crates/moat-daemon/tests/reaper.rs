@@ -439,3 +439,74 @@ fn reports_written_before_go_era_listing_still_parse() {
     let request: SweepRequest = serde_json::from_str(r#"{"force":true}"#).unwrap();
     assert!(!request.legacy);
 }
+
+/// Sweeps recorded in `reaper.json`, by trigger.
+fn recorded_triggers(fx: &Fixture) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(fx.daemon.home().reaper_json()) else {
+        return Vec::new();
+    };
+    let file: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    file["sweeps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["trigger"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Lets spawned tasks run without moving the paused clock.
+async fn let_tasks_run(fx: &Fixture, until: impl Fn(&[String]) -> bool) -> Vec<String> {
+    for _ in 0..10_000 {
+        let triggers = recorded_triggers(fx);
+        if until(&triggers) {
+            return triggers;
+        }
+        tokio::task::yield_now().await;
+    }
+    recorded_triggers(fx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_sweeps_at_start_up_and_then_every_interval() {
+    let fx = Fixture::new(|c| c.reap_interval = Duration::from_secs(600));
+    let periodic = tokio::spawn(moat_daemon::reaper::periodic(fx.daemon.clone()));
+
+    let triggers = let_tasks_run(&fx, |t| !t.is_empty()).await;
+    assert_eq!(triggers, ["startup"]);
+    tokio::time::advance(Duration::from_secs(599)).await;
+    assert_eq!(
+        let_tasks_run(&fx, |t| t.len() > 1).await,
+        ["startup"],
+        "swept before the interval"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(let_tasks_run(&fx, |t| t.len() > 1).await, ["startup", "periodic"]);
+    tokio::time::advance(Duration::from_secs(600)).await;
+    let triggers = let_tasks_run(&fx, |t| t.len() > 2).await;
+    assert_eq!(triggers, ["startup", "periodic", "periodic"]);
+
+    fx.daemon.begin_shutdown();
+    tokio::time::timeout(Duration::from_secs(1), periodic)
+        .await
+        .expect("the periodic reaper stops with the daemon")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn sweeps_are_single_flight() {
+    let fx = Fixture::new(|c| c.second_sighting_after = Duration::from_secs(60));
+    fx.fake.delay(FakeOp::ListNetworks, Duration::from_secs(5));
+    let request = forced();
+    let started = tokio::time::Instant::now();
+    let (a, b) = tokio::join!(
+        fx.daemon.reaper().sweep(&fx.daemon, &request, "a"),
+        fx.daemon.reaper().sweep(&fx.daemon, &request, "b"),
+    );
+    assert!(a.error.is_none() && b.error.is_none(), "{a:?} {b:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "two sweeps overlapped: both finished after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fx.fake.call_count(FakeOp::ListNetworks), 2);
+}
