@@ -114,8 +114,11 @@ fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
             writeln!(out, "  {error}")?;
         }
     }
-    if let Some(error) = d.reclaimable.as_ref().and_then(|r| r.error.as_ref()) {
-        writeln!(out, "reclaimable: unknown ({error})")?;
+    let last_error = d.daemon.as_ref().and_then(|h| h.last_sweep.as_ref()?["error"].as_str());
+    match d.reclaimable.as_ref().and_then(|r| r.error.as_deref()) {
+        Some(error) if Some(error) == last_error => writeln!(out, "reclaimable: unknown (as above)")?,
+        Some(error) => writeln!(out, "reclaimable: unknown ({error})")?,
+        None => {}
     }
     if let Some(report) = &d.reclaimable {
         for sweep in &report.runtimes {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use moat_core::MoatHome;
 
-use super::support::{Home, IMAGE, objects_of, text, unique};
+use super::support::{DockerLeftovers, Home, IMAGE, objects_of, text, unique};
 
 /// Short reaper timings, so a misjudgement would strike within the test.
 const FAST_REAPER: &str = "reap_interval: 2s\nreap_second_sighting: 1s\n";
@@ -47,17 +47,6 @@ fn unused_run_id() -> String {
     format!("run_{:0>12}", &tag[tag.len().saturating_sub(12)..])
 }
 
-/// Removes what a test created by hand, even when it fails.
-struct Cleanup(Vec<Vec<String>>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for args in &self.0 {
-            let _ = Command::new("docker").args(args).output();
-        }
-    }
-}
-
 fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -85,10 +74,10 @@ fn a_forced_sweep_removes_orphans_only_the_reaper_can_find_and_spares_a_live_run
         "--label".to_string(),
         format!("dev.moat.home={label}"),
     ];
-    let _cleanup = Cleanup(vec![
-        vec!["rm".into(), "-f".into(), orphan.clone()],
-        vec!["network".into(), "rm".into(), network.clone()],
-    ]);
+    let _leftovers = DockerLeftovers {
+        containers: vec![orphan.clone()],
+        networks: vec![network.clone()],
+    };
     let mut create_network = vec!["network", "create"];
     create_network.extend(labels.iter().map(String::as_str));
     create_network.push(&network);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use moat_daemon::fault::POINTS;
 
-use super::support::{Home, kill9, objects_of, text};
+use super::support::{DockerLeftovers, Home, kill9, objects_of, text};
 
 /// Short reaper timings so a test needs seconds, not minutes.
 const FAST_REAPER: &str = "reap_interval: 2s\nreap_second_sighting: 1s\n";
@@ -134,6 +134,11 @@ fn another_homes_objects_and_networks_with_foreign_containers_survive_sweeps() {
     let tag = format!("{}{}", std::process::id(), super::support::unique());
     let foreign_run = format!("run_{:0>12}", &tag[tag.len().saturating_sub(12)..]);
     let foreign_net = format!("moat-{foreign_run}");
+    let bystander = format!("bystander-{tag}");
+    let _leftovers = DockerLeftovers {
+        containers: vec![bystander.clone()],
+        networks: vec![foreign_net.clone()],
+    };
     let docker = |args: &[&str]| {
         let out = Command::new("docker").args(args).output().unwrap();
         assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
@@ -157,7 +162,6 @@ fn another_homes_objects_and_networks_with_foreign_containers_survive_sweeps() {
     assert!(dead.status.success(), "{}", text(&dead.stderr));
     let dead_id = home.only_run()["id"].as_str().unwrap().to_string();
     let dead_net = format!("moat-{dead_id}");
-    let bystander = format!("bystander-{tag}");
     docker(&[
         "run",
         "-d",
@@ -252,23 +256,6 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
         .unwrap();
     assert!(text(&left.stdout).trim().is_empty());
     eprintln!("swept 100 orphaned networks in {took:?}");
-}
-
-/// Removes what a test created by hand, even when the test fails.
-struct DockerLeftovers {
-    containers: Vec<String>,
-    networks: Vec<String>,
-}
-
-impl Drop for DockerLeftovers {
-    fn drop(&mut self) {
-        for container in &self.containers {
-            let _ = Command::new("docker").args(["rm", "-f", container]).output();
-        }
-        for network in &self.networks {
-            let _ = Command::new("docker").args(["network", "rm", network]).output();
-        }
-    }
 }
 
 fn docker_exists(kind: &str, name: &str) -> bool {

@@ -163,3 +163,20 @@ pub fn kill9(pid: u32) {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Removes what a test created by hand, even when the test fails.
+pub struct DockerLeftovers {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+impl Drop for DockerLeftovers {
+    fn drop(&mut self) {
+        for container in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", container]).output();
+        }
+        for network in &self.networks {
+            let _ = Command::new("docker").args(["network", "rm", network]).output();
+        }
+    }
+}
