@@ -114,13 +114,7 @@ impl DaemonClient {
             let response = self.send(request, CREATE_TIMEOUT, &op).await?;
             let response = check_status(response, &op).await?;
             if !is_ndjson(&response) {
-                let bytes = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| protocol(&op, e))?
-                    .to_bytes();
-                return serde_json::from_slice(&bytes).map_err(|e| protocol(&op, e));
+                return json_body(response, &op).await;
             }
             let events = ndjson_events::<CreateEvent>(response.into_body(), op.clone());
             tokio::pin!(events);
@@ -227,13 +221,7 @@ impl DaemonClient {
             };
             let response = self.send(request, timeout, &op).await?;
             let response = check_status(response, &op).await?;
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| protocol(&op, e))?
-                .to_bytes();
-            serde_json::from_slice(&bytes).map_err(|e| protocol(&op, e))
+            json_body(response, &op).await
         };
         tokio::time::timeout(timeout, exchange)
             .await
@@ -300,6 +288,17 @@ fn is_ndjson(response: &Response<Incoming>) -> bool {
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with(NDJSON))
+}
+
+/// Reads a whole response body as JSON.
+async fn json_body<T: DeserializeOwned>(response: Response<Incoming>, op: &str) -> Result<T, ClientError> {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| protocol(op, e))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| protocol(op, e))
 }
 
 async fn check_status(response: Response<Incoming>, op: &str) -> Result<Response<Incoming>, ClientError> {

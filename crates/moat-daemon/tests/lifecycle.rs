@@ -146,6 +146,26 @@ async fn a_run_registered_during_the_final_sweep_cancels_idle_shutdown() {
 #[tokio::test]
 async fn a_restarted_daemon_readopts_a_running_container_and_records_its_exit() {
     let fx = Fixture::new(|_| {});
+    let meta = running_record(&fx);
+    let id = meta.id.clone();
+    persist_as_previous_daemon(&fx, meta);
+
+    assert_eq!(moat_daemon::reconcile::restore(&fx.daemon), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(fx.fake.push_output(id.as_str(), Stream::Stdout, "after restart\n"));
+    assert!(fx.fake.exit_container(id.as_str(), 4));
+    fx.wait_until_gone(&id).await;
+    let meta = fx.daemon.store().load(&id).unwrap();
+    assert_eq!((meta.state, meta.exit_code), (RunState::Exited, Some(4)));
+    assert!(fx.fake.containers().is_empty());
+    assert_eq!(
+        fx.logs(&id).last().map(|r| r.line.clone()).as_deref(),
+        Some("after restart")
+    );
+}
+
+/// A run recorded as running, with its container running in the fake.
+fn running_record(fx: &Fixture) -> moat_core::RunMetadata {
     let id = RunId::generate();
     let mut meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
     meta.state = RunState::Running;
@@ -162,20 +182,7 @@ async fn a_restarted_daemon_readopts_a_running_container_and_records_its_exit() 
         networks: vec![id.network_name()],
         created_at: None,
     });
-    persist_as_previous_daemon(&fx, meta);
-
-    assert_eq!(moat_daemon::reconcile::restore(&fx.daemon), 1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(fx.fake.push_output(id.as_str(), Stream::Stdout, "after restart\n"));
-    assert!(fx.fake.exit_container(id.as_str(), 4));
-    fx.wait_until_gone(&id).await;
-    let meta = fx.daemon.store().load(&id).unwrap();
-    assert_eq!((meta.state, meta.exit_code), (RunState::Exited, Some(4)));
-    assert!(fx.fake.containers().is_empty());
-    assert_eq!(
-        fx.logs(&id).last().map(|r| r.line.clone()).as_deref(),
-        Some("after restart")
-    );
+    meta
 }
 
 /// Leaves `runs.json` as a killed daemon would have: the run registered,
@@ -265,21 +272,8 @@ async fn shutdown_waits_for_a_cleanup_in_progress() {
 #[tokio::test]
 async fn a_wrong_version_registry_is_set_aside_and_runs_are_recovered_from_their_directories() {
     let fx = Fixture::new(|_| {});
-    let id = RunId::generate();
-    let mut meta = moat_core::RunMetadata::new(id.clone(), fx.root.join("workspace"), "img".into(), "fake".into());
-    meta.state = RunState::Running;
-    meta.container_id = Some(id.to_string());
-    fx.daemon.store().create(&meta).unwrap();
-    fx.fake.insert_container(ContainerInfo {
-        id: id.to_string(),
-        name: id.to_string(),
-        image: "img".into(),
-        status: ContainerStatus::Running,
-        exit_code: None,
-        labels: BTreeMap::new(),
-        networks: vec![],
-        created_at: None,
-    });
+    let meta = running_record(&fx);
+    let id = meta.id.clone();
     let handle = RunHandle::new(fx.spec(), meta);
     moat_daemon::registry::Registration::write(fx.daemon.store(), &handle).unwrap();
     std::fs::write(fx.daemon.home().runs_json(), br#"{"version": 9, "runs": []}"#).unwrap();

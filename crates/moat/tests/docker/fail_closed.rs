@@ -9,23 +9,7 @@ use std::time::{Duration, Instant};
 
 use moat_core::MoatHome;
 
-use super::support::{DockerLeftovers, Home, IMAGE, objects_of, text, unique};
-
-/// Short reaper timings, so a misjudgement would strike within the test.
-const FAST_REAPER: &str = "reap_interval: 2s\nreap_second_sighting: 1s\n";
-
-fn fast_home() -> Option<Home> {
-    let home = Home::new()?;
-    std::fs::create_dir_all(home.home()).unwrap();
-    std::fs::write(home.home().join("config.yaml"), FAST_REAPER).unwrap();
-    Some(home)
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
-}
+use super::support::{DockerLeftovers, Home, IMAGE, docker, fast_home, objects_of, text, unique};
 
 fn container_running(name: &str) -> bool {
     let out = Command::new("docker")

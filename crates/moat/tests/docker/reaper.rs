@@ -10,17 +10,7 @@ use std::time::{Duration, Instant};
 
 use moat_daemon::fault::POINTS;
 
-use super::support::{DockerLeftovers, Home, kill9, objects_of, text};
-
-/// Short reaper timings so a test needs seconds, not minutes.
-const FAST_REAPER: &str = "reap_interval: 2s\nreap_second_sighting: 1s\n";
-
-fn fast_home() -> Option<Home> {
-    let home = Home::new()?;
-    std::fs::create_dir_all(home.home()).unwrap();
-    std::fs::write(home.home().join("config.yaml"), FAST_REAPER).unwrap();
-    Some(home)
-}
+use super::support::{DockerLeftovers, Home, docker, fast_home, kill9, objects_of, text};
 
 fn start_live_run(home: &Home) -> String {
     let out = home.run(&["run", "-d", "--name", "live", "--", "sleep", "120"]);
@@ -138,10 +128,6 @@ fn another_homes_objects_and_networks_with_foreign_containers_survive_sweeps() {
     let _leftovers = DockerLeftovers {
         containers: vec![bystander.clone()],
         networks: vec![foreign_net.clone()],
-    };
-    let docker = |args: &[&str]| {
-        let out = Command::new("docker").args(args).output().unwrap();
-        assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
     };
     docker(&[
         "network",
@@ -298,10 +284,6 @@ fn go_era_objects_survive_sweeps_are_reported_and_go_only_with_prune_legacy() {
     let _leftovers = DockerLeftovers {
         containers: vec![agent.clone()],
         networks: vec![network.clone()],
-    };
-    let docker = |args: &[&str]| {
-        let out = Command::new("docker").args(args).output().unwrap();
-        assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
     };
     // What the Go implementation left: a labelled network with a running
     // agent container on it (which exits promptly when asked to stop).

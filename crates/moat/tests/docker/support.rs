@@ -121,6 +121,25 @@ impl Drop for Home {
     }
 }
 
+/// Short reaper timings, so a misjudgement would strike within a test.
+const FAST_REAPER: &str = "reap_interval: 2s\nreap_second_sighting: 1s\n";
+
+/// A home whose daemon sweeps every 2 s and reaps on a second sighting 1 s
+/// after the first.
+pub fn fast_home() -> Option<Home> {
+    let home = Home::new()?;
+    std::fs::create_dir_all(home.home()).unwrap();
+    std::fs::write(home.home().join("config.yaml"), FAST_REAPER).unwrap();
+    Some(home)
+}
+
+/// Runs `docker ARGS`, which must succeed; returns its standard output.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
 pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
