@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 
 use moat_core::MoatHome;
 
-use super::support::{DockerLeftovers, Home, IMAGE, docker, fast_home, objects_of, text, unique};
-
-fn container_running(name: &str) -> bool {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", name])
-        .output()
-        .unwrap();
-    text(&out.stdout).trim() == "true"
-}
+use super::support::{DockerLeftovers, Home, IMAGE, container_running, docker, fast_home, objects_of, text, unique};
 
 fn start_detached(home: &Home, name: &str, script: &str) -> String {
     let out = home.run(&["run", "-d", "--name", name, "--", "sh", "-c", script]);

@@ -10,20 +10,14 @@ use std::time::{Duration, Instant};
 
 use moat_daemon::fault::POINTS;
 
-use super::support::{DockerLeftovers, Home, docker, fast_home, kill9, objects_of, text};
+use super::support::{
+    DockerLeftovers, Home, container_running, docker, docker_exists, fast_home, kill9, objects_of, text,
+};
 
 fn start_live_run(home: &Home) -> String {
     let out = home.run(&["run", "-d", "--name", "live", "--", "sleep", "120"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout).trim().to_string()
-}
-
-fn container_running(name: &str) -> bool {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", name])
-        .output()
-        .unwrap();
-    text(&out.stdout).trim() == "true"
 }
 
 /// The id of the run that is not `live_id`.
@@ -166,14 +160,7 @@ fn another_homes_objects_and_networks_with_foreign_containers_survive_sweeps() {
         let out = home.run(&["system", "prune", "--force"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
-    let exists = |kind: &str, name: &str| {
-        Command::new("docker")
-            .args([kind, "inspect", name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
+    let exists = docker_exists;
     assert!(exists("network", &foreign_net), "another home's network was removed");
     assert!(
         exists("network", &dead_net),
@@ -242,15 +229,6 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
         .unwrap();
     assert!(text(&left.stdout).trim().is_empty());
     eprintln!("swept 100 orphaned networks in {took:?}");
-}
-
-fn docker_exists(kind: &str, name: &str) -> bool {
-    Command::new("docker")
-        .args([kind, "inspect", name])
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 /// Periodic sweeps recorded in `reaper.json` that listed `name` as Go-era.

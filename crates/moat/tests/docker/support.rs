@@ -140,6 +140,25 @@ pub fn docker(args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// Whether the container `name` is running.
+pub fn container_running(name: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", name])
+        .output()
+        .unwrap();
+    text(&out.stdout).trim() == "true"
+}
+
+/// Whether `docker KIND inspect NAME` finds the object.
+pub fn docker_exists(kind: &str, name: &str) -> bool {
+    Command::new("docker")
+        .args([kind, "inspect", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
