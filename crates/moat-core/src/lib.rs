@@ -11,6 +11,7 @@ pub mod logs;
 pub mod metadata;
 pub mod paths;
 pub mod store;
+pub mod trust;
 
 pub use id::RunId;
 pub use metadata::{RunMetadata, RunState};

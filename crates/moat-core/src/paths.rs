@@ -78,6 +78,11 @@ impl MoatHome {
         self.daemon_dir().join("daemon.lock")
     }
 
+    /// Approved `moat.yaml` files (trust on change).
+    pub fn trust_json(&self) -> PathBuf {
+        self.root.join("trust.json")
+    }
+
     pub fn runs_json(&self) -> PathBuf {
         self.daemon_dir().join("runs.json")
     }

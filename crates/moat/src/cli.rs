@@ -85,6 +85,14 @@ pub enum Command {
     System(SystemArgs),
     /// Diagnose the runtime, the daemon, the reaper and credentials.
     Doctor(DoctorArgs),
+    /// Approve a workspace's moat.yaml: what it grants beyond moat's defaults.
+    #[command(
+        after_help = "A moat.yaml that asks for more than moat's defaults (mounts outside the \
+                            workspace, secrets, grants, host ports) or more than was last approved \
+                            must be approved before `moat run` uses it: the workspace is the agent's \
+                            to write."
+    )]
+    Trust(TrustArgs),
     /// Manage the moat daemon (one per MOAT_HOME, started on demand).
     Daemon(DaemonArgs),
     /// Print a shell completion script.
@@ -166,6 +174,16 @@ pub struct RunArgs {
     /// Also allow this host (pattern like *.example.com; repeatable).
     #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_rule)]
     pub allow_hosts: Vec<HostRule>,
+
+    /// Use this workspace's moat.yaml for this run even if it asks for more
+    /// than was approved (nothing is recorded; see `moat trust`).
+    #[arg(long)]
+    pub trust: bool,
+
+    /// Allow mounting this path although it is dangerous (MOAT_HOME, the
+    /// container runtime's socket, /, /etc, /proc, /sys, your home directory).
+    #[arg(long = "allow-dangerous-mount", value_name = "PATH")]
+    pub allow_dangerous_mounts: Vec<PathBuf>,
 
     /// Load and check the configuration, print the resolved run, create nothing.
     #[arg(long)]
@@ -383,6 +401,13 @@ pub struct PruneArgs {
     /// `dev.moat.*` labels), which sweeps never touch: running containers are stopped first.
     #[arg(long)]
     pub legacy: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Workspace whose moat.yaml (or agent.yaml) to approve.
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Args)]

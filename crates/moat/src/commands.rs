@@ -18,6 +18,7 @@ mod status;
 mod stop;
 mod system;
 mod trace;
+mod trust;
 mod version;
 
 use anyhow::Result;
@@ -47,6 +48,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Clean(args) => clean::clean(&ctx, &args),
         Command::System(args) => system::system(&ctx, &args),
         Command::Doctor(args) => doctor::doctor(&ctx, &args),
+        Command::Trust(args) => trust::trust(&ctx, &args),
         Command::Daemon(args) => daemon::daemon(&ctx, &args),
         Command::Completions(args) => completions::completions(&ctx, &args),
         Command::Version(args) => version::version(&ctx, &args),

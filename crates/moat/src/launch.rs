@@ -187,7 +187,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         env.push((name.clone(), value));
         secret_names.push(name.clone());
     }
-    let mounts = run
+    let mut mounts: Vec<moat_runtime::Mount> = run
         .mounts
         .iter()
         .filter(|m| !(m.target == "/workspace" && m.source == run.workspace))
@@ -197,6 +197,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
             read_only: m.read_only,
         })
         .collect();
+    mounts.extend(crate::exclude::masks(&ctx.home()?, &run.mounts)?);
     Ok(RunSpec {
         name: run.name.clone(),
         workspace: run.workspace.clone(),

@@ -5,6 +5,8 @@
 mod cli;
 mod commands;
 mod context;
+mod dangerous;
+mod exclude;
 mod launch;
 mod live;
 mod maintenance;
@@ -12,6 +14,7 @@ mod printer;
 mod probe;
 mod report;
 mod resolve;
+mod trust;
 
 use std::process::ExitCode;
 

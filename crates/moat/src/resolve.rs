@@ -229,10 +229,9 @@ fn resolve_mounts(src: &Sources<'_>) -> Result<Vec<ResolvedMount>, ResolveError>
         .chain(&src.project.mounts)
         .chain(&src.args.mounts);
     for mount in all {
-        let source = normalize(&mount.host_path(src.workspace));
-        if !source.exists() {
-            return Err(ResolveError::MissingSource(source));
-        }
+        // Symlinks resolved: what is checked is what the runtime mounts.
+        let given = normalize(&mount.host_path(src.workspace));
+        let source = std::fs::canonicalize(&given).map_err(|_| ResolveError::MissingSource(given))?;
         mounts.retain(|m| m.target != mount.target);
         mounts.push(ResolvedMount {
             source,

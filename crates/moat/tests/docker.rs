@@ -9,5 +9,6 @@ mod docker {
     pub mod proxy;
     pub mod reaper;
     pub mod support;
+    pub mod trust;
     pub mod upstream;
 }

@@ -204,6 +204,9 @@ fn cpus<'de, D: Deserializer<'de>>(de: D) -> Result<Option<f64>, D::Error> {
 #[derive(Clone, Debug)]
 pub struct LoadedProject {
     pub config: ProjectConfig,
+    /// SHA-256 of the exact bytes parsed (trust on change), when a file
+    /// was read.
+    pub content_hash: Option<String>,
     /// The file read; `None` when the directory has neither file.
     pub path: Option<PathBuf>,
     pub warnings: Vec<Warning>,
@@ -219,6 +222,7 @@ pub fn load_project(dir: &Path) -> Result<LoadedProject, ConfigError> {
     }
     Ok(LoadedProject {
         config: ProjectConfig::default(),
+        content_hash: None,
         path: None,
         warnings: Vec::new(),
     })
@@ -252,6 +256,7 @@ pub fn load_project_file(path: &Path) -> Result<LoadedProject, ConfigError> {
         .collect();
     Ok(LoadedProject {
         config,
+        content_hash: Some(crate::trust::content_hash(text.as_bytes())),
         path: Some(path.to_path_buf()),
         warnings,
     })

@@ -1,7 +1,9 @@
 //! `moat run [PATH] [-- CMD…]`: resolve the run from flags, moat.yaml,
 //! the environment and config.yaml, then start it through the daemon and
-//! exit with the container's code. `--dry-run` stops after resolving and
-//! prints the result, creating nothing.
+//! exit with the container's code. A workspace's moat.yaml must be approved
+//! when it asks for more than before (trust on change), and dangerous
+//! mounts are refused. `--dry-run` stops after resolving and prints the
+//! result, creating nothing.
 
 use std::io::Write;
 
@@ -10,8 +12,10 @@ use moat_core::config;
 
 use crate::cli::RunArgs;
 use crate::context::{Context, ExitStatus};
+use crate::dangerous::Guard;
 use crate::report::CliError;
 use crate::resolve::{self, EnvDefaults, ResolvedRun, Sources};
+use crate::trust::{self, Approval};
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitStatus> {
     let resolved = prepare(ctx, &args)?;
@@ -29,9 +33,18 @@ fn prepare(ctx: &Context, args: &RunArgs) -> Result<ResolvedRun> {
         return Err(CliError::new(format!("workspace {}: not a directory", workspace.display())).into());
     }
     let project = config::load_project(&workspace)?;
-    let global = config::load_global(&ctx.home()?)?;
+    let home = ctx.home()?;
+    let global = config::load_global(&home)?;
     for warning in project.warnings.iter().chain(&global.warnings) {
         ctx.printer.warning(warning);
+    }
+    if !args.dry_run {
+        let approval = if args.trust {
+            Approval::ThisRunOnly
+        } else {
+            Approval::Ask
+        };
+        trust::check(&home, &ctx.printer, &project, &workspace, approval)?;
     }
     let host_var = |name: &str| std::env::var(name).ok();
     let resolved = resolve::resolve(&Sources {
@@ -44,6 +57,11 @@ fn prepare(ctx: &Context, args: &RunArgs) -> Result<ResolvedRun> {
         profile: ctx.profile.as_deref(),
         host_var: &host_var,
     })?;
+    let guard = Guard::for_process(home.root(), &args.allow_dangerous_mounts);
+    guard.check("the workspace", &resolved.workspace)?;
+    for mount in &resolved.mounts {
+        guard.check(&format!("mounted at {}", mount.target), &mount.source)?;
+    }
     Ok(resolved)
 }
 

@@ -22,7 +22,7 @@ fn prints_the_resolved_run_with_flags_over_the_file() {
          container: {memory: 512}\n",
     );
     std::fs::create_dir_all(home.path("ws/data")).unwrap();
-    write_file(&home.path("config.yaml"), "base_image: from-global:1\n");
+    write_file(&home.home_path("config.yaml"), "base_image: from-global:1\n");
     let out = dry_run(&home, "ws", &["-n", "api", "-g", "npm", "-e", "MODE=prod", "--", "ls"]);
     out.success();
     assert_eq!(out.stderr, "dry run: nothing was created\n");
@@ -43,14 +43,14 @@ fn prints_the_resolved_run_with_flags_over_the_file() {
     assert_eq!(run["mounts"][1]["read_only"], true);
     assert_eq!(run["network"]["policy"], "strict");
     assert_eq!(run["container"]["memory"], 512);
-    assert!(!home.path("runs").exists(), "a dry run must create nothing");
+    assert!(!home.home_path("runs").exists(), "a dry run must create nothing");
 }
 
 #[test]
 fn environment_defaults_sit_between_the_file_and_config_yaml() {
     let home = TestHome::new();
     std::fs::create_dir_all(home.path("ws")).unwrap();
-    write_file(&home.path("config.yaml"), "base_image: g\nruntime: apple\n");
+    write_file(&home.home_path("config.yaml"), "base_image: g\nruntime: apple\n");
     let out = home
         .command(&["run", "--dry-run", "--json", home.path("ws").to_str().unwrap()])
         .env("MOAT_BASE_IMAGE", "e")
@@ -145,7 +145,7 @@ fn unknown_keys_warn_and_the_run_still_resolves() {
 fn a_malformed_global_config_is_an_error() {
     let home = TestHome::new();
     std::fs::create_dir_all(home.path("ws")).unwrap();
-    write_file(&home.path("config.yaml"), "idle_timeout: soon\n");
+    write_file(&home.home_path("config.yaml"), "idle_timeout: soon\n");
     let out = dry_run(&home, "ws", &[]);
     out.failure(1);
     assert!(

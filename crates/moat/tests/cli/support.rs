@@ -19,7 +19,7 @@ impl TestHome {
     pub fn new() -> Self {
         let root = std::env::temp_dir().join(format!("moat-cli-{}", RunId::generate()));
         std::fs::create_dir_all(&root).unwrap();
-        let store = RunStore::new(MoatHome::new(&root));
+        let store = RunStore::new(MoatHome::new(root.join("home")));
         TestHome { root, store }
     }
 
@@ -72,7 +72,7 @@ impl TestHome {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_moat"));
         cmd.args(args)
             .current_dir(&self.root)
-            .env("MOAT_HOME", &self.root)
+            .env("MOAT_HOME", self.root.join("home"))
             .env("NO_COLOR", "1")
             .env_remove("MOAT_RUNTIME")
             .env_remove("MOAT_BASE_IMAGE")
@@ -84,8 +84,15 @@ impl TestHome {
         Outcome::from(self.command(args).output().unwrap())
     }
 
+    /// A path under the test's directory (workspaces live here).
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
+    }
+
+    /// A path under its MOAT_HOME (`root/home`, beside the workspaces: a
+    /// workspace inside MOAT_HOME is refused).
+    pub fn home_path(&self, rel: &str) -> PathBuf {
+        self.root.join("home").join(rel)
     }
 }
 
