@@ -23,6 +23,10 @@ use crate::output::{OutputHub, lock};
 
 /// `runs.json` format version.
 const RUNS_JSON_VERSION: u32 = 1;
+/// How long, and how many, runs that left the registry keep their output
+/// for late attachers (each holds at most the 1 MiB replay buffer).
+const FINISHED_KEPT_FOR: Duration = Duration::from_secs(120);
+const FINISHED_KEPT: usize = 16;
 /// Coalesces bursts of state changes into one write.
 const PERSIST_DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -178,6 +182,8 @@ pub struct Registry {
     /// Serialises snapshot + write, so an older snapshot never overwrites
     /// a newer one.
     writer: Mutex<()>,
+    /// Runs that just left, newest last (see `recently_finished`).
+    finished: Mutex<std::collections::VecDeque<(std::time::Instant, Arc<RunHandle>)>>,
 }
 
 impl Registry {
@@ -187,6 +193,7 @@ impl Registry {
             path,
             dirty: Notify::new(),
             writer: Mutex::new(()),
+            finished: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -221,8 +228,32 @@ impl Registry {
     pub fn remove(&self, id: &RunId) {
         if let Some(handle) = self.lock().remove(id) {
             handle.done.notify_waiters();
+            self.remember_finished(handle);
         }
         self.persist_soon();
+    }
+
+    /// Keeps a run that just left the registry for a while, so a client
+    /// that attaches late (a fast run's own `moat run`) still gets its
+    /// output replayed exactly.
+    fn remember_finished(&self, handle: Arc<RunHandle>) {
+        let mut finished = lock(&self.finished);
+        let now = std::time::Instant::now();
+        finished.retain(|(at, _)| now.duration_since(*at) < FINISHED_KEPT_FOR);
+        if finished.len() >= FINISHED_KEPT {
+            finished.pop_front();
+        }
+        finished.push_back((now, handle));
+    }
+
+    /// A run that left the registry moments ago (see `remove`).
+    pub fn recently_finished(&self, id: &RunId) -> Option<Arc<RunHandle>> {
+        let finished = lock(&self.finished);
+        let now = std::time::Instant::now();
+        (finished.iter())
+            .filter(|(at, _)| now.duration_since(*at) < FINISHED_KEPT_FOR)
+            .find(|(_, handle)| handle.id() == *id)
+            .map(|(_, handle)| handle.clone())
     }
 
     /// Schedules a debounced write of `runs.json`.

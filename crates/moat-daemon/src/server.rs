@@ -31,6 +31,9 @@ use crate::supervisor::{self, CreatedRun, RunError};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1 << 20;
+/// Lines of a finished run's log replayed to a client that attaches after
+/// the daemon has let go of the run's live output.
+const FINISHED_REPLAY_LINES: usize = 1000;
 /// Bound on reading a request body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on one `exec` in a run's container (the runtime may bound it sooner).
@@ -290,7 +293,11 @@ fn attach(daemon: &Daemon, id: &str) -> Response<Body> {
         Ok(run_id) => run_id,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string(), None),
     };
-    let Some(handle) = daemon.registry().get(&run_id) else {
+    let live_or_just_finished = daemon
+        .registry()
+        .get(&run_id)
+        .or_else(|| daemon.registry().recently_finished(&run_id));
+    let Some(handle) = live_or_just_finished else {
         return finished_run_exit(daemon, &run_id);
     };
     let guard = daemon.client_attached();
@@ -331,15 +338,16 @@ fn attach(daemon: &Daemon, id: &str) -> Response<Body> {
 fn finished_run_exit(daemon: &Daemon, run_id: &RunId) -> Response<Body> {
     match daemon.store().load(run_id) {
         Ok(meta) if meta.state.is_terminal() => {
-            let event = AttachEvent::Exit {
+            let mut body = recorded_output(daemon, run_id);
+            body.extend_from_slice(&ndjson(&AttachEvent::Exit {
                 state: meta.state,
                 exit_code: meta.exit_code,
                 failure: meta.failure,
-            };
+            }));
             Response::builder()
                 .status(StatusCode::OK)
                 .header("content-type", NDJSON)
-                .body(Full::new(ndjson(&event)).boxed())
+                .body(Full::new(Bytes::from(body)).boxed())
                 .unwrap_or_else(|_| internal_error())
         }
         Ok(meta) => error(
@@ -349,6 +357,28 @@ fn finished_run_exit(daemon: &Daemon, run_id: &RunId) -> Response<Body> {
         ),
         Err(e) => error(StatusCode::NOT_FOUND, e.to_string(), None),
     }
+}
+
+/// A finished run's last recorded lines as output events (the log keeps
+/// lines, so a last line without its newline gets one).
+fn recorded_output(daemon: &Daemon, run_id: &RunId) -> Vec<u8> {
+    let path = daemon.store().run_dir(run_id).join(moat_core::paths::run_files::LOGS);
+    let records = match moat_core::logs::tail(&path, FINISHED_REPLAY_LINES) {
+        Ok(tail) => tail.records,
+        Err(e) => {
+            tracing::warn!(run = %run_id, "cannot replay {}: {e}", path.display());
+            Vec::new()
+        }
+    };
+    let mut body = Vec::new();
+    for record in records {
+        let event = AttachEvent::Output {
+            stream: record.stream,
+            data: format!("{}\n", record.line),
+        };
+        body.extend_from_slice(&ndjson(&event));
+    }
+    body
 }
 
 fn ndjson(event: &impl Serialize) -> Bytes {

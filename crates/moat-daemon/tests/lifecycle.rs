@@ -311,3 +311,52 @@ async fn an_unregistered_creating_record_is_undone_on_restart() {
     assert_eq!(meta.state, RunState::Failed);
     assert!(meta.cleaned_at.is_some(), "{meta:?}");
 }
+
+/// The race a fast run plays against its own `moat run`: the run exits and
+/// leaves the registry before the client attaches. Attaching must still
+/// replay its output: exactly (from memory) right after, and from its log
+/// once a later daemon has nothing in memory.
+#[tokio::test]
+async fn a_client_attaching_after_the_run_ended_still_gets_its_output() {
+    let fx = Fixture::new(|_| {});
+    script(&fx.fake, 5, Duration::from_millis(1));
+    let served = fx.serve().await;
+    let created = served.client.create_run(&fx.spec()).await.unwrap();
+    for _ in 0..200 {
+        let live = served.client.list_runs().await.unwrap();
+        if !live.iter().any(|r| r.run_id == created.run_id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let exit = AttachEvent::Exit {
+        state: RunState::Exited,
+        exit_code: Some(5),
+        failure: None,
+    };
+    let expected = vec![
+        AttachEvent::Output {
+            stream: Stream::Stdout,
+            data: "out\n".into(),
+        },
+        AttachEvent::Output {
+            stream: Stream::Stderr,
+            data: "err\n".into(),
+        },
+        exit,
+    ];
+    let events: Vec<AttachEvent> = (served.client.attach(&created.run_id).await.unwrap())
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(events, expected, "right after the run left the registry");
+    served.shutdown().await;
+
+    let served = fx.serve().await;
+    let events: Vec<AttachEvent> = (served.client.attach(&created.run_id).await.unwrap())
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(events, expected, "from the log, with a new daemon");
+    served.shutdown().await;
+}

@@ -46,6 +46,11 @@ pub fn check(
         Verdict::NeedsApproval(widened) => widened,
     };
     let listing = widened.iter().map(|line| format!("\n  - {line}")).collect::<String>();
+    let baseline = if previous.is_some() {
+        "was last approved"
+    } else {
+        "moat's defaults"
+    };
     if approval == Approval::ThisRunOnly {
         printer.warning(format!(
             "using {} for this run without approving it:{listing}",
@@ -54,26 +59,20 @@ pub fn check(
         return Ok(());
     }
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        if prompt(path, &listing)? {
+        if prompt(path, baseline, &listing)? {
             return record(&store, path, hash, facts);
         }
         return Err(CliError::new(format!("{} was not approved; nothing was started", path.display())).into());
     }
-    Err(CliError::new(format!(
-        "{} asks for more than {}:{listing}",
-        path.display(),
-        if previous.is_some() {
-            "was last approved"
-        } else {
-            "moat's defaults"
-        }
-    ))
-    .with_hint(format!(
-        "the workspace is writable by the agent: review the file, then approve it with `moat trust {}` \
+    Err(
+        CliError::new(format!("{} asks for more than {baseline}:{listing}", path.display()))
+            .with_hint(format!(
+                "the workspace is writable by the agent: review the file, then approve it with `moat trust {}` \
          (or pass --trust for this run only)",
-        workspace.display()
-    ))
-    .into())
+                workspace.display()
+            ))
+            .into(),
+    )
 }
 
 /// Records the config as approved (the baseline for its next change).
@@ -88,11 +87,11 @@ pub fn record(store: &TrustStore, path: &Path, hash: &str, facts: Facts) -> Resu
         .with_context(|| format!("recording the approval of {}", path.display()))
 }
 
-fn prompt(path: &Path, listing: &str) -> Result<bool> {
+fn prompt(path: &Path, baseline: &str, listing: &str) -> Result<bool> {
     let mut err = std::io::stderr().lock();
     write!(
         err,
-        "{} asks for more than was approved:{listing}\napprove it? [y/N] ",
+        "{} asks for more than {baseline}:{listing}\napprove it? [y/N] ",
         path.display()
     )?;
     err.flush()?;

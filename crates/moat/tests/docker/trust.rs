@@ -176,3 +176,40 @@ fn excluded_paths_are_unreadable_in_the_container() {
     );
     assert!(Path::new(&ws.join("private/key.pem")).exists());
 }
+
+/// On a terminal, the user is asked; "n" starts nothing, "y" approves
+/// (recorded: the next run, without a terminal, needs no approval).
+#[test]
+fn on_a_terminal_the_user_is_asked() {
+    let Some(home) = Home::new() else { return };
+    let data = home.root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_config(&home, &format!("mounts: ['{}:/data:ro']\n", data.display()));
+    let on_a_terminal = |answer: &str| {
+        // `script` gives moat a pseudo-terminal; the answer is typed once
+        // the prompt is up.
+        let moat = env!("CARGO_BIN_EXE_moat");
+        let line = format!("(sleep 2; echo {answer}) | script -qec '{moat} run -- true' /dev/null");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &line])
+            .current_dir(home.root.join("ws"))
+            .env("MOAT_HOME", home.home())
+            .env("MOAT_BASE_IMAGE", super::support::IMAGE)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout))
+    };
+    let (code, screen) = on_a_terminal("n");
+    assert!(screen.contains("asks for more than moat's defaults"), "{screen}");
+    assert!(screen.contains("approve it? [y/N]"), "{screen}");
+    assert!(screen.contains("was not approved; nothing was started"), "{screen}");
+    assert_eq!(code, Some(1));
+    assert_eq!(runs(&home), 0);
+
+    let (code, screen) = on_a_terminal("y");
+    assert_eq!(code, Some(0), "{screen}");
+    assert_eq!(runs(&home), 1);
+    let out = home.run(&["run", "--", "true"]);
+    assert!(out.status.success(), "approved: {}", text(&out.stderr));
+}
