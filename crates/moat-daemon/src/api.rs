@@ -65,6 +65,10 @@ pub struct RunSpec {
     /// Host ports (`network.host`) the run may reach.
     #[serde(default)]
     pub host_ports: Vec<u16>,
+    /// Refuse a strict run whose host cannot be closed off by the firewall
+    /// (`--require-isolation`).
+    #[serde(default)]
+    pub require_isolation: bool,
     /// Credential profile the grants come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,

@@ -3,7 +3,7 @@
 //! gateway address, so a container could still reach every host service
 //! listening there or on all interfaces. Where moat can (iptables present,
 //! enough privilege), it rejects all traffic from the run's bridge to the
-//! host except the proxy port. Rules carry a `moat:<run id>` comment so that
+//! host except the proxy port, with iptables and ip6tables alike. Rules carry a `moat:<run id>` comment so that
 //! removing them needs nothing but the run id.
 
 use std::time::Duration;
@@ -22,9 +22,9 @@ const XTABLES_LOCK_WAIT_SECS: &str = "5";
 pub enum FirewallError {
     #[error("iptables is not available: {0}")]
     Unavailable(String),
-    #[error("iptables {args}: {message}")]
+    #[error("{args}: {message}")]
     Failed { args: String, message: String },
-    #[error("iptables {0} timed out after {IPTABLES_TIMEOUT:?}")]
+    #[error("{0} timed out after {IPTABLES_TIMEOUT:?}")]
     Timeout(String),
 }
 
@@ -37,47 +37,94 @@ fn comment(run_id: &RunId) -> String {
     format!("moat:{run_id}")
 }
 
-/// Rejects traffic from `interface` to the host, except TCP to `proxy_port`.
+/// The two rule tables: IPv4, and IPv6 (a container keeps an IPv6
+/// link-local address on an IPv4-only network, and the host answers on the
+/// bridge's link-local address too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn program(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+}
+
+/// Rejects traffic from `interface` to the host, except TCP to
+/// `proxy_port`, over IPv4 and IPv6. IPv4 rules are required; a machine
+/// without `ip6tables` keeps only those (logged).
 pub async fn restrict_host(run_id: &RunId, interface: &str, proxy_port: u16) -> Result<(), FirewallError> {
+    restrict_host_in(Family::V4, run_id, interface, proxy_port).await?;
+    match restrict_host_in(Family::V6, run_id, interface, proxy_port).await {
+        Err(FirewallError::Unavailable(reason)) => {
+            tracing::warn!(run = %run_id, "ip6tables is not available ({reason}); only IPv4 to the host is closed");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn restrict_host_in(
+    family: Family,
+    run_id: &RunId,
+    interface: &str,
+    proxy_port: u16,
+) -> Result<(), FirewallError> {
     let comment = comment(run_id);
     let port = proxy_port.to_string();
     // Inserted in reverse: the ACCEPT ends up above the REJECT.
-    iptables(&[
-        "-I",
-        "INPUT",
-        "-i",
-        interface,
-        "-m",
-        "comment",
-        "--comment",
-        &comment,
-        "-j",
-        "REJECT",
-    ])
+    iptables(
+        family,
+        &[
+            "-I",
+            "INPUT",
+            "-i",
+            interface,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "REJECT",
+        ],
+    )
     .await?;
-    iptables(&[
-        "-I",
-        "INPUT",
-        "-i",
-        interface,
-        "-p",
-        "tcp",
-        "--dport",
-        &port,
-        "-m",
-        "comment",
-        "--comment",
-        &comment,
-        "-j",
-        "ACCEPT",
-    ])
+    iptables(
+        family,
+        &[
+            "-I",
+            "INPUT",
+            "-i",
+            interface,
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "ACCEPT",
+        ],
+    )
     .await
 }
 
 /// Removes every rule moat added for `run_id` (none is fine, and so is a
 /// machine without iptables).
 pub async fn release(run_id: &RunId) -> Result<(), FirewallError> {
-    let rules = match iptables_output(&["-S", "INPUT"]).await {
+    release_in(Family::V4, run_id).await?;
+    release_in(Family::V6, run_id).await
+}
+
+async fn release_in(family: Family, run_id: &RunId) -> Result<(), FirewallError> {
+    let rules = match iptables_output(family, &["-S", "INPUT"]).await {
         Ok(rules) => rules,
         Err(FirewallError::Unavailable(_)) => return Ok(()),
         Err(e) => return Err(e),
@@ -91,23 +138,29 @@ pub async fn release(run_id: &RunId) -> Result<(), FirewallError> {
         }
         let mut args = vec!["-D"];
         args.extend(words.iter().map(String::as_str));
-        iptables(&args).await?;
+        iptables(family, &args).await?;
     }
     Ok(())
 }
 
-async fn iptables(args: &[&str]) -> Result<(), FirewallError> {
-    iptables_output(args).await.map(|_| ())
+async fn iptables(family: Family, args: &[&str]) -> Result<(), FirewallError> {
+    iptables_output(family, args).await.map(|_| ())
 }
 
-async fn iptables_output(args: &[&str]) -> Result<String, FirewallError> {
-    let call = Command::new("iptables")
+async fn iptables_output(family: Family, args: &[&str]) -> Result<String, FirewallError> {
+    let call = Command::new(family.program())
         .args(["-w", XTABLES_LOCK_WAIT_SECS])
         .args(args)
         .kill_on_drop(true)
         .output();
     let output = match tokio::time::timeout(IPTABLES_TIMEOUT, call).await {
-        Err(_) => return Err(FirewallError::Timeout(args.join(" "))),
+        Err(_) => {
+            return Err(FirewallError::Timeout(format!(
+                "{} {}",
+                family.program(),
+                args.join(" ")
+            )));
+        }
         Ok(Err(e)) => return Err(FirewallError::Unavailable(e.to_string())),
         Ok(Ok(output)) => output,
     };
@@ -119,7 +172,7 @@ async fn iptables_output(args: &[&str]) -> Result<String, FirewallError> {
         return Err(FirewallError::Unavailable(message));
     }
     Err(FirewallError::Failed {
-        args: args.join(" "),
+        args: format!("{} {}", family.program(), args.join(" ")),
         message,
     })
 }

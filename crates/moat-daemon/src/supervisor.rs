@@ -21,7 +21,7 @@ use crate::api::{AttachEvent, RunSpec};
 use crate::deadline::{CREATE_DEADLINE, Deadline, DeadlineExceeded, UNDO_WAIT};
 use crate::egress::{Egress, EgressError, PROXY_HOST, PROXY_VARIABLES};
 use crate::fault;
-use crate::firewall;
+use crate::firewall::{self, FirewallError};
 use crate::grants::{self, GrantError};
 use crate::lines::LineSplitter;
 use crate::network::{self, NetworkError};
@@ -47,6 +47,8 @@ pub enum RunError {
     NotLive(String),
     #[error("cannot destroy run {id}: {reason}")]
     StillOwned { id: String, reason: String },
+    #[error("strict run refused: its host cannot be closed off ({0})")]
+    IsolationUnavailable(firewall::FirewallError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -75,6 +77,11 @@ impl RunError {
             RunError::MissingWorkspace(_) => Some("pass an existing directory: `moat run PATH`".into()),
             RunError::Grant(e) => e.hint(),
             RunError::ShuttingDown => Some("retry: the next command starts a new daemon".into()),
+            RunError::IsolationUnavailable(_) => Some(
+                "the daemon needs iptables and root to add the firewall rules; run it as root, or drop \
+                 --require-isolation to accept a run whose host services stay reachable"
+                    .into(),
+            ),
             RunError::StillOwned { id, .. } => Some(format!(
                 "stop it with `moat stop {id}` and retry once it has exited and been cleaned up"
             )),
@@ -221,7 +228,9 @@ async fn provision(
     let proxy = match daemon.egress() {
         Some(egress) => {
             let attaching = attach_proxy(daemon, egress, handle, &network, grants);
-            Some(deadline.bound("attaching the run to the proxy", attaching).await??)
+            let proxy = deadline.bound("attaching the run to the proxy", attaching).await??;
+            notices.extend(proxy.isolation_notice.clone());
+            Some(proxy)
         }
         None => None,
     };
@@ -252,6 +261,8 @@ struct ProxyAttachment {
     env: Vec<(String, String)>,
     gateway: IpAddr,
     ca_mount: Mount,
+    /// A strict run whose host stays reachable: what to tell the user.
+    isolation_notice: Option<String>,
 }
 
 /// Registers the run with the proxy (complete before its container starts)
@@ -275,8 +286,18 @@ async fn attach_proxy(
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;
-    if handle.spec.policy.mode == PolicyMode::Strict {
-        close_host_services(&id, network, gateway, egress.port()).await;
+    let mut isolation_notice = None;
+    if handle.spec.policy.mode == PolicyMode::Strict
+        && let Err(e) = close_host_services(&id, network, egress.port()).await
+    {
+        if handle.spec.require_isolation {
+            return Err(RunError::IsolationUnavailable(e));
+        }
+        tracing::warn!(run = %id, "strict run: host services listening on {gateway} stay reachable from the container ({e})");
+        isolation_notice = Some(format!(
+            "warning: strict run without host isolation: services listening on the host ({gateway} or all \
+             interfaces) stay reachable from the container ({e}); --require-isolation refuses such runs"
+        ));
     }
     let mut env = egress.container_env(&token);
     env.extend(grants.env);
@@ -284,20 +305,15 @@ async fn attach_proxy(
         env,
         gateway,
         ca_mount: egress.ca_mount(),
+        isolation_notice,
     })
 }
 
-/// Strict runs may reach the host only at the proxy port; where iptables
-/// cannot be used, say what stays open.
-async fn close_host_services(id: &RunId, network: &NetworkInfo, gateway: IpAddr, proxy_port: u16) {
+/// Strict runs may reach the host only at the proxy port (IPv4 and IPv6).
+async fn close_host_services(id: &RunId, network: &NetworkInfo, proxy_port: u16) -> Result<(), FirewallError> {
     let interface = firewall::bridge_interface(&network.id);
-    let result = match firewall::release(id).await {
-        Ok(()) => firewall::restrict_host(id, &interface, proxy_port).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::warn!(run = %id, "strict run: host services listening on {gateway} stay reachable from the container ({e})");
-    }
+    firewall::release(id).await?;
+    firewall::restrict_host(id, &interface, proxy_port).await
 }
 
 /// Re-registers a re-adopted run with this daemon's proxy under the token
@@ -461,8 +477,9 @@ fn write_records(writer: &mut Option<LogWriter>, records: &[moat_core::logs::Log
     }
 }
 
-/// Removes the run's container (unless kept) and network, exactly once,
-/// records `cleaned_at`, tells attached clients, and leaves the registry.
+/// Removes the run's container (unless kept), network and firewall rules,
+/// exactly once, records `cleaned_at` when all are gone, tells attached
+/// clients, and leaves the registry.
 pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) {
     if !handle.claim_cleanup() {
         return;
@@ -482,6 +499,11 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
             failures.push(e.to_string());
         }
     }
+    if handle.spec.policy.mode == PolicyMode::Strict
+        && let Err(e) = firewall::release(&meta.id).await
+    {
+        failures.push(format!("removing the run's firewall rules: {e}"));
+    }
     let result = handle.update(daemon.store(), |m| {
         if failures.is_empty() && !m.keep {
             m.cleaned_at = Some(Utc::now());
@@ -496,11 +518,6 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     announce_exit(handle);
     if let Some(egress) = daemon.egress() {
         egress.release(&meta.id);
-    }
-    if handle.spec.policy.mode == PolicyMode::Strict
-        && let Err(e) = firewall::release(&meta.id).await
-    {
-        tracing::warn!(run = %meta.id, "removing the run's firewall rules failed: {e}");
     }
     daemon.registry().remove(&meta.id);
 }

@@ -175,6 +175,11 @@ pub struct RunArgs {
     #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_rule)]
     pub allow_hosts: Vec<HostRule>,
 
+    /// With --policy strict: refuse to start unless the daemon can close the
+    /// host off from the container (iptables as root).
+    #[arg(long)]
+    pub require_isolation: bool,
+
     /// Use this workspace's moat.yaml for this run even if it asks for more
     /// than was approved (nothing is recorded; see `moat trust`).
     #[arg(long)]

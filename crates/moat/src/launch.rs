@@ -216,6 +216,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         labels: fault_label(),
         policy: network_policy(&run.network),
         host_ports: run.network.host.clone(),
+        require_isolation: run.require_isolation,
         profile: run.profile.clone(),
     })
 }

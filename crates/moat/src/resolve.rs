@@ -51,6 +51,8 @@ pub struct ResolvedRun {
     pub detach: bool,
     pub keep: bool,
     pub rebuild: bool,
+    /// Refuse a strict run the host firewall cannot isolate.
+    pub require_isolation: bool,
     pub profile: Option<String>,
     pub grants: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -103,6 +105,8 @@ pub enum ResolveError {
     UnsetHostVar(String),
     #[error("mount source {} does not exist", .0.display())]
     MissingSource(PathBuf),
+    #[error("--require-isolation needs the strict network policy (--policy strict or network.policy: strict)")]
+    IsolationWithoutStrict,
 }
 
 /// Inputs of [`resolve`]; `workspace` must already be absolute.
@@ -127,6 +131,10 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
     let (image, image_source) = resolve_image(src);
     let (runtime, runtime_source) = resolve_runtime(src)?;
     let (env, secrets) = resolve_env(src)?;
+    let network = resolve_network(args, &project.network);
+    if args.require_isolation && network.policy != NetworkPolicy::Strict {
+        return Err(ResolveError::IsolationWithoutStrict);
+    }
     Ok(ResolvedRun {
         workspace: src.workspace.to_path_buf(),
         config_file: src.config_file.map(Path::to_path_buf),
@@ -140,13 +148,14 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         detach: args.detach,
         keep: args.keep,
         rebuild: args.rebuild,
+        require_isolation: args.require_isolation,
         profile: src.profile.map(str::to_string),
         grants: merge_unique(&project.grants, &args.grants),
         env,
         secrets,
         mounts: resolve_mounts(src)?,
         ports: project.ports.clone(),
-        network: resolve_network(args, &project.network),
+        network,
         container: project.container.clone(),
         dependencies: project.dependencies.clone(),
         services: project.services.clone(),

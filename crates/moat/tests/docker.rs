@@ -4,6 +4,7 @@
 mod docker {
     pub mod exec_status;
     pub mod fail_closed;
+    pub mod isolation;
     pub mod lifecycle;
     pub mod netpool;
     pub mod proxy;
