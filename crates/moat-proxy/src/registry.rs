@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::error::ProxyError;
 use crate::injection::{InjectionRule, InjectionSet};
-use crate::policy::{CompiledPolicy, NetworkPolicy};
+use crate::policy::{CompiledPolicy, NetworkPolicy, PolicyMode};
 use crate::token::ProxyToken;
 use crate::trace::{TraceRecord, TraceSink};
 
@@ -40,6 +40,7 @@ pub(crate) struct RunEntry {
     pub(crate) run_id: String,
     token: ProxyToken,
     pub(crate) policy: CompiledPolicy,
+    pub(crate) mode: PolicyMode,
     injections: RwLock<Arc<InjectionSet>>,
     pub(crate) host_ports: Vec<u16>,
     trace: TraceSink,
@@ -96,6 +97,7 @@ impl Registry {
             run_id: registration.run_id,
             token: registration.token,
             policy,
+            mode: registration.policy.mode,
             injections: RwLock::new(Arc::new(injections)),
             host_ports: registration.host_ports,
             trace,

@@ -1,5 +1,6 @@
 //! Protocol upgrades (WebSocket): the upgrade request, credentials already
-//! injected, goes over a dedicated HTTP/1.1 connection to the target; on
+//! injected, goes over a dedicated HTTP/1.1 connection to the target's judged
+//! addresses; on
 //! `101` both sides are spliced byte for byte and the trace is recorded when
 //! the splice ends.
 
@@ -11,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::body::{CountingBody, ProxyBody, TracedBody};
+use crate::destination::Destination;
 use crate::forward::{PendingTrace, Target, gateway_error, refuse};
 use crate::proxy::Shared;
 
@@ -21,6 +23,7 @@ const SPLICE_BUFFER: usize = 16 * 1024;
 pub(crate) async fn forward_upgrade(
     shared: &Shared,
     target: &Target,
+    destination: &Destination,
     upstream: Request<CountingBody<Incoming>>,
     client_upgrade: OnUpgrade,
     mut trace: PendingTrace,
@@ -29,7 +32,7 @@ pub(crate) async fn forward_upgrade(
     let exchange = async {
         let stream = shared
             .connector
-            .connect_http1(&target.host, target.port, target.tls)
+            .connect_http1(&destination.addresses, &target.host, target.port, target.tls)
             .await
             .map_err(|e| e.to_string())?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -3,6 +3,7 @@
 
 mod auth;
 mod curl;
+mod destination;
 mod injection;
 mod plain;
 mod policy;
