@@ -4,7 +4,7 @@
 //! to the CONNECT target (never the inner `Host`) at the judged addresses
 //! through the shared pool → stream the response back, tracing the outcome.
 //! WebSocket upgrades take a dedicated HTTP/1.1 connection and are spliced
-//! after injection.
+//! after injection; any other `Upgrade` (e.g. `h2c`) is refused.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -232,6 +232,9 @@ pub(crate) async fn forward(
         return refuse(trace, refusal);
     }
     trace.rule = decision.rule;
+    if let Some(refusal) = refused_upgrade(&req) {
+        return refuse(trace, refusal);
+    }
     // One resolution per request (or per tunnel), judged and then dialled.
     let destination = match &target.destination {
         Some(destination) => destination.clone(),
@@ -327,6 +330,37 @@ pub(crate) fn unregistered_refusal(run_id: &str) -> Refusal {
         rule: "auth".to_string(),
         body: format!("moat proxy: run {run_id} is no longer registered\n"),
     }
+}
+
+/// Refuses a request carrying an `Upgrade` other than `websocket` (e.g.
+/// `h2c`): a switched protocol is spliced byte for byte, beyond per-request
+/// policy and injection, and only WebSocket is expected there.
+fn refused_upgrade<B>(req: &Request<B>) -> Option<Refusal> {
+    let offered: Vec<&[u8]> = req
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if offered.is_empty()
+        || offered
+            .iter()
+            .all(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    {
+        return None;
+    }
+    let shown: Vec<String> = offered
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    Some(Refusal {
+        status: StatusCode::FORBIDDEN,
+        rule: "upgrade".to_string(),
+        body: format!(
+            "moat blocked a protocol upgrade to {:?}: only websocket upgrades are proxied.\n",
+            shown.join(", ")
+        ),
+    })
 }
 
 /// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` header.

@@ -10,3 +10,4 @@ mod policy;
 mod streaming;
 mod support;
 mod trace;
+mod upgrade;
