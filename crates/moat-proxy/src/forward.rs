@@ -68,7 +68,7 @@ pub(crate) struct Refusal {
 
 /// The trace record of a request in flight, completed when its response ends.
 pub(crate) struct PendingTrace {
-    run: Arc<RunEntry>,
+    pub(crate) run: Arc<RunEntry>,
     started: Instant,
     time: DateTime<Utc>,
     request_id: String,
@@ -78,7 +78,7 @@ pub(crate) struct PendingTrace {
     pub(crate) status: Option<u16>,
     decision: &'static str,
     rule: String,
-    grants: Vec<String>,
+    pub(crate) grants: Vec<String>,
     bytes_out: Arc<AtomicU64>,
     /// The destination includes an RFC 1918 address.
     private_address: bool,

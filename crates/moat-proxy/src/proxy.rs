@@ -104,7 +104,7 @@ impl ProxyHandle {
     }
 
     /// Replaces a run's injection rules; applies to open tunnels from their
-    /// next request.
+    /// next request (and closes WebSocket tunnels carrying a removed grant).
     pub fn update_injections(&self, run_id: &str, rules: Vec<InjectionRule>) -> Result<(), ProxyError> {
         self.0.registry.update_injections(run_id, &rules)
     }
