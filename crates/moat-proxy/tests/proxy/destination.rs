@@ -269,11 +269,15 @@ async fn restricted_literals_and_this_hosts_addresses_are_refused() {
         "[::ffff:169.254.169.254]:80".to_string(),
         "0.0.0.0:80".to_string(),
     ];
+    // Stable interfaces only (docker0, the LAN): other tests' Docker
+    // networks (br-*) come and go while this one runs.
     let own: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
         .unwrap()
+        .filter(|i| !i.interface_name.starts_with("br-") && !i.interface_name.starts_with("veth"))
         .filter_map(|i| i.address?.as_sockaddr_in().map(|a| IpAddr::V4(a.ip())))
         .filter(|ip| !ip.is_loopback())
         .collect();
+    proxy.handle.refresh_host_addresses();
     for ip in &own {
         authorities.push(format!("{ip}:{port}"));
     }
