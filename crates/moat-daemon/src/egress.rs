@@ -162,6 +162,9 @@ impl Egress {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| EgressError::Bind { addr, source })?;
+        // The gateway is one of the host's addresses now: refuse it as a
+        // destination from this moment, not from the proxy's next re-listing.
+        self.proxy.refresh_host_addresses();
         let serving = self.proxy.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = serving.serve(listener).await {

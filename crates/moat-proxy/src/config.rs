@@ -1,13 +1,16 @@
-//! Proxy configuration: trust roots for upstream TLS, name-resolution
-//! overrides, accepted local addresses, and timeouts. Plain data, validated
-//! when the proxy is built.
+//! Proxy configuration: trust roots for upstream TLS, name resolution
+//! (overrides and the resolver behind them), accepted local addresses, and
+//! timeouts. Validated when the proxy is built.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How the proxy is set up; `Clone + Debug`, no live resources.
+use crate::resolve::NameResolver;
+
+/// How the proxy is set up; `Clone + Debug`.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     /// PEM file with extra root CAs trusted for upstream TLS (tests, corporate CAs).
@@ -16,6 +19,9 @@ pub struct ProxyConfig {
     pub use_system_roots: bool,
     /// Host name → address used instead of DNS (like curl's `--resolve`).
     pub resolve_overrides: HashMap<String, IpAddr>,
+    /// Resolves names that are neither IP literals nor overridden; `None`
+    /// means the system resolver (with a short cache).
+    pub name_resolver: Option<Arc<dyn NameResolver>>,
     /// Local addresses connections may arrive on; others are closed at once.
     /// Empty means no restriction (the caller bound specific addresses).
     pub accept_local_addrs: Vec<IpAddr>,
@@ -28,6 +34,7 @@ impl Default for ProxyConfig {
             extra_root_ca: None,
             use_system_roots: true,
             resolve_overrides: HashMap::new(),
+            name_resolver: None,
             accept_local_addrs: Vec::new(),
             timeouts: ProxyTimeouts::default(),
         }

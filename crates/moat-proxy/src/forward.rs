@@ -1,8 +1,10 @@
 //! One intercepted request, start to finish: run still registered → policy
-//! (host, method, path) → strip proxy headers → inject credentials → send to
-//! the CONNECT target (never the inner `Host`) through the shared pool →
-//! stream the response back, tracing the outcome. WebSocket upgrades take a
-//! dedicated HTTP/1.1 connection and are spliced after injection.
+//! (host, method, path) → destination (the tunnel's judged addresses, or one
+//! resolution judged now) → strip proxy headers → inject credentials → send
+//! to the CONNECT target (never the inner `Host`) at the judged addresses
+//! through the shared pool → stream the response back, tracing the outcome.
+//! WebSocket upgrades take a dedicated HTTP/1.1 connection and are spliced
+//! after injection; any other `Upgrade` (e.g. `h2c`) is refused.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -16,11 +18,11 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use crate::body::{CountingBody, ProxyBody, TracedBody, local_body};
+use crate::destination::{Destination, check_destination};
 use crate::injection::InjectionSet;
 use crate::policy::Decision;
 use crate::proxy::Shared;
 use crate::registry::RunEntry;
-use crate::resolve::is_restricted;
 use crate::trace::{TraceRecord, redact_path_and_query};
 
 /// Where a request goes: the CONNECT target, or an absolute-form URL's authority.
@@ -30,6 +32,10 @@ pub(crate) struct Target {
     /// Normalized: lowercase, no brackets, no trailing dot.
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// Judged when a CONNECT tunnel opened: every request in the tunnel goes
+    /// to these addresses. `None` for absolute-form requests, which are
+    /// judged one by one.
+    pub(crate) destination: Option<Destination>,
 }
 
 impl Target {
@@ -62,7 +68,7 @@ pub(crate) struct Refusal {
 
 /// The trace record of a request in flight, completed when its response ends.
 pub(crate) struct PendingTrace {
-    run: Arc<RunEntry>,
+    pub(crate) run: Arc<RunEntry>,
     started: Instant,
     time: DateTime<Utc>,
     request_id: String,
@@ -72,8 +78,10 @@ pub(crate) struct PendingTrace {
     pub(crate) status: Option<u16>,
     decision: &'static str,
     rule: String,
-    grants: Vec<String>,
+    pub(crate) grants: Vec<String>,
     bytes_out: Arc<AtomicU64>,
+    /// The destination includes an RFC 1918 address.
+    private_address: bool,
 }
 
 impl PendingTrace {
@@ -97,6 +105,7 @@ impl PendingTrace {
             rule: self.rule,
             grants: self.grants,
             error,
+            private_address: self.private_address,
         };
         self.run.trace(record);
     }
@@ -130,6 +139,7 @@ fn start_trace_with(
         rule: String::new(),
         grants: Vec::new(),
         bytes_out: Arc::new(AtomicU64::new(0)),
+        private_address: target.destination.as_ref().is_some_and(|d| d.private),
     }
 }
 
@@ -191,36 +201,6 @@ pub(crate) fn policy_refusal(decision: &Decision, target: &Target, method: &Meth
     }
 }
 
-/// Refuses destinations resolving to loopback/link-local/unspecified addresses
-/// unless the run opted in: loopback via `network.host` ports, any of them
-/// via an explicit `host:port` rule.
-pub(crate) async fn check_destination(shared: &Shared, run: &RunEntry, target: &Target) -> Result<(), Refusal> {
-    let addresses = shared.resolver.resolve(&target.host).await.map_err(|e| Refusal {
-        status: StatusCode::BAD_GATEWAY,
-        rule: "resolve".to_string(),
-        body: format!("moat could not resolve {}: {e}\n", target.host),
-    })?;
-    let explicit = run.policy.explicitly_names(&target.host, target.port);
-    let host_port = run.host_ports.contains(&target.port);
-    let refused = addresses.iter().find(|ip| {
-        let ip = ip.to_canonical();
-        is_restricted(ip) && !explicit && !(ip.is_loopback() && host_port)
-    });
-    match refused {
-        None => Ok(()),
-        Some(ip) => Err(Refusal {
-            status: StatusCode::FORBIDDEN,
-            rule: format!("restricted address {ip}"),
-            body: format!(
-                "moat blocked {}:{}: it resolves to {ip}, a loopback, link-local or unspecified address.\n\
-                 To allow it, list port {} under network.host in moat.yaml (host services), \
-                 or add `{}:{}` to network.rules.\n",
-                target.host, target.port, target.port, target.host, target.port
-            ),
-        }),
-    }
-}
-
 /// Serves one request for `run` to `target`.
 pub(crate) async fn forward(
     shared: Arc<Shared>,
@@ -252,11 +232,18 @@ pub(crate) async fn forward(
         return refuse(trace, refusal);
     }
     trace.rule = decision.rule;
-    // Re-checked per request (a cache hit): a pooled connection may be
-    // re-dialled after the name's addresses changed since CONNECT.
-    if let Err(refusal) = check_destination(&shared, &run, &target).await {
+    if let Some(refusal) = refused_upgrade(&req) {
         return refuse(trace, refusal);
     }
+    // One resolution per request (or per tunnel), judged and then dialled.
+    let destination = match &target.destination {
+        Some(destination) => destination.clone(),
+        None => match check_destination(&shared, &run, &target).await {
+            Ok(destination) => destination,
+            Err(refusal) => return refuse(trace, refusal),
+        },
+    };
+    trace.private_address = destination.private;
 
     let mut req = req;
     let upgrade = is_upgrade(&req);
@@ -275,23 +262,23 @@ pub(crate) async fn forward(
     upstream.headers_mut().remove(header::HOST);
 
     match client_upgrade {
-        Some(on_upgrade) => crate::upgrade::forward_upgrade(&shared, &target, upstream, on_upgrade, trace).await,
-        None => send_pooled(&shared, client_version, upstream, trace).await,
+        Some(on_upgrade) => {
+            crate::upgrade::forward_upgrade(&shared, &target, &destination, upstream, on_upgrade, trace).await
+        }
+        None => send_pooled(&shared, client_version, &destination, upstream, trace).await,
     }
 }
 
 async fn send_pooled(
     shared: &Shared,
     client_version: Version,
+    destination: &Destination,
     upstream: Request<CountingBody<Incoming>>,
     mut trace: PendingTrace,
 ) -> Response<ProxyBody> {
     let timeout = shared.timeouts.upstream_response;
-    let result = tokio::time::timeout(
-        timeout,
-        shared.clients.for_client_version(client_version).request(upstream),
-    )
-    .await;
+    let client = shared.clients.for_request(client_version, &destination.addresses);
+    let result = tokio::time::timeout(timeout, client.request(upstream)).await;
     let response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => return refuse(trace, upstream_failure(&e)),
@@ -343,6 +330,37 @@ pub(crate) fn unregistered_refusal(run_id: &str) -> Refusal {
         rule: "auth".to_string(),
         body: format!("moat proxy: run {run_id} is no longer registered\n"),
     }
+}
+
+/// Refuses a request carrying an `Upgrade` other than `websocket` (e.g.
+/// `h2c`): a switched protocol is spliced byte for byte, beyond per-request
+/// policy and injection, and only WebSocket is expected there.
+fn refused_upgrade<B>(req: &Request<B>) -> Option<Refusal> {
+    let offered: Vec<&[u8]> = req
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if offered.is_empty()
+        || offered
+            .iter()
+            .all(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    {
+        return None;
+    }
+    let shown: Vec<String> = offered
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    Some(Refusal {
+        status: StatusCode::FORBIDDEN,
+        rule: "upgrade".to_string(),
+        body: format!(
+            "moat blocked a protocol upgrade to {:?}: only websocket upgrades are proxied.\n",
+            shown.join(", ")
+        ),
+    })
 }
 
 /// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` header.

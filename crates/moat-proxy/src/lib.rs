@@ -38,6 +38,7 @@
 mod body;
 mod ca;
 mod config;
+mod destination;
 mod error;
 mod forward;
 mod injection;
@@ -59,5 +60,6 @@ pub use injection::InjectionRule;
 pub use policy::{HostRule, NetworkPolicy, PolicyMode};
 pub use proxy::ProxyHandle;
 pub use registry::{HOST_SERVICE_NAME, RunRegistration, RunTraceSummary};
+pub use resolve::{LookupFuture, NameResolver};
 pub use token::ProxyToken;
 pub use trace::TraceRecord;

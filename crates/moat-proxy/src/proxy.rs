@@ -21,12 +21,13 @@ use tokio::sync::watch;
 use crate::body::ProxyBody;
 use crate::ca::CertificateAuthority;
 use crate::config::{ProxyConfig, ProxyTimeouts};
+use crate::destination::{Destination, HostAddresses, check_destination};
 use crate::error::ProxyError;
-use crate::forward::{Target, check_destination, forward, local_response, policy_refusal};
+use crate::forward::{Target, forward, local_response, policy_refusal};
 use crate::injection::InjectionRule;
 use crate::policy::normalize_host;
 use crate::registry::{Registry, RunEntry, RunRegistration, RunTraceSummary};
-use crate::resolve::Resolver;
+use crate::resolve::{Resolver, SystemResolver};
 use crate::token::presented_secret;
 use crate::upstream::{UpstreamClients, UpstreamConnector};
 
@@ -37,7 +38,8 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) ca: Arc<CertificateAuthority>,
-    pub(crate) resolver: Arc<Resolver>,
+    pub(crate) resolver: Resolver,
+    pub(crate) host_addresses: HostAddresses,
     pub(crate) connector: UpstreamConnector,
     pub(crate) clients: UpstreamClients,
     pub(crate) timeouts: ProxyTimeouts,
@@ -53,13 +55,18 @@ impl ProxyHandle {
     /// Validates `config` (loads trust roots) and builds a proxy using `ca`
     /// for interception. Nothing listens until [`ProxyHandle::serve`].
     pub fn new(config: ProxyConfig, ca: Arc<CertificateAuthority>) -> Result<Self, ProxyError> {
-        let resolver = Arc::new(Resolver::new(&config.resolve_overrides, config.timeouts.resolve));
-        let connector = UpstreamConnector::new(&config, resolver.clone())?;
+        let dns = config
+            .name_resolver
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemResolver::new()));
+        let resolver = Resolver::new(&config.resolve_overrides, dns, config.timeouts.resolve);
+        let connector = UpstreamConnector::new(&config)?;
         let clients = UpstreamClients::new(&connector, config.timeouts.pool_idle);
         let shared = Shared {
             registry: Registry::default(),
             ca,
             resolver,
+            host_addresses: HostAddresses::new(),
             connector,
             clients,
             timeouts: config.timeouts,
@@ -89,8 +96,15 @@ impl ProxyHandle {
         self.0.registry.unregister(run_id)
     }
 
+    /// Lists the host's interface addresses again now (they are otherwise
+    /// re-listed at most once a second): call after adding an address, e.g.
+    /// a new run network's gateway, so that it is refused at once.
+    pub fn refresh_host_addresses(&self) {
+        self.0.host_addresses.refresh();
+    }
+
     /// Replaces a run's injection rules; applies to open tunnels from their
-    /// next request.
+    /// next request (and closes WebSocket tunnels carrying a removed grant).
     pub fn update_injections(&self, run_id: &str, rules: Vec<InjectionRule>) -> Result<(), ProxyError> {
         self.0.registry.update_injections(run_id, &rules)
     }
@@ -235,16 +249,22 @@ fn absolute_target<B>(req: &Request<B>) -> Option<Target> {
     };
     let host = normalize_host(uri.host()?);
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    Some(Target { tls, host, port })
+    Some(Target {
+        tls,
+        host,
+        port,
+        destination: None,
+    })
 }
 
-/// Host-level policy and the resolved-address check, before any upstream traffic.
+/// Host-level policy and the resolved-address check, before any upstream
+/// traffic; returns the judged addresses the tunnel will use.
 pub(crate) async fn check_host_and_destination(
     shared: &Shared,
     run: &RunEntry,
     target: &Target,
     method: &Method,
-) -> Result<(), crate::forward::Refusal> {
+) -> Result<Destination, crate::forward::Refusal> {
     let implicit = run.implicit_allowance(&run.injections(), &target.host, target.port);
     let decision = run.policy.check_host(&target.host, target.port, implicit);
     if !decision.allowed {

@@ -1,13 +1,17 @@
 //! The runs the proxy serves: registration (visible only once complete),
-//! token lookup in constant time, live injection snapshots, unregistration.
+//! token lookup in constant time, live injection snapshots, unregistration,
+//! and a change signal that long-lived tunnels (WebSockets) watch to close
+//! when their run goes or a grant they carry is revoked.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
+
 use crate::error::ProxyError;
 use crate::injection::{InjectionRule, InjectionSet};
-use crate::policy::{CompiledPolicy, NetworkPolicy};
+use crate::policy::{CompiledPolicy, NetworkPolicy, PolicyMode};
 use crate::token::ProxyToken;
 use crate::trace::{TraceRecord, TraceSink};
 
@@ -40,10 +44,15 @@ pub(crate) struct RunEntry {
     pub(crate) run_id: String,
     token: ProxyToken,
     pub(crate) policy: CompiledPolicy,
+    pub(crate) mode: PolicyMode,
     injections: RwLock<Arc<InjectionSet>>,
+    /// Names of the grants in the current injection snapshot.
+    grants: RwLock<Arc<[String]>>,
     pub(crate) host_ports: Vec<u16>,
     trace: TraceSink,
     active: AtomicBool,
+    /// Bumped when the run is unregistered or its injections change.
+    changes: watch::Sender<u64>,
 }
 
 impl RunEntry {
@@ -72,6 +81,25 @@ impl RunEntry {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Whether the current injection snapshot still holds grant `name`.
+    pub(crate) fn has_grant(&self, name: &str) -> bool {
+        self.grants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|g| g == name)
+    }
+
+    /// Notified when the run is unregistered or its injections change.
+    pub(crate) fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
     pub(crate) fn trace(&self, record: TraceRecord) {
         self.trace.record(record);
     }
@@ -96,10 +124,13 @@ impl Registry {
             run_id: registration.run_id,
             token: registration.token,
             policy,
+            mode: registration.policy.mode,
             injections: RwLock::new(Arc::new(injections)),
+            grants: RwLock::new(grant_names(&registration.injections)),
             host_ports: registration.host_ports,
             trace,
             active: AtomicBool::new(true),
+            changes: watch::channel(0).0,
         });
         let mut runs = self.runs.write().unwrap_or_else(|p| p.into_inner());
         if runs.iter().any(|r| r.run_id == entry.run_id) {
@@ -119,6 +150,7 @@ impl Registry {
             .ok_or_else(|| ProxyError::UnknownRun(run_id.to_string()))?;
         let entry = runs.swap_remove(index);
         entry.active.store(false, Ordering::Release);
+        entry.changed();
         Ok(RunTraceSummary {
             dropped_records: entry.trace.dropped(),
         })
@@ -131,6 +163,8 @@ impl Registry {
             .find_by_id(run_id)
             .ok_or_else(|| ProxyError::UnknownRun(run_id.to_string()))?;
         *entry.injections.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(compiled);
+        *entry.grants.write().unwrap_or_else(|p| p.into_inner()) = grant_names(rules);
+        entry.changed();
         Ok(())
     }
 
@@ -151,4 +185,11 @@ impl Registry {
         let runs = self.runs.read().unwrap_or_else(|p| p.into_inner());
         runs.iter().find(|r| r.run_id == run_id).cloned()
     }
+}
+
+fn grant_names(rules: &[InjectionRule]) -> Arc<[String]> {
+    let mut names: Vec<String> = rules.iter().map(|r| r.grant.clone()).collect();
+    names.sort();
+    names.dedup();
+    names.into()
 }

@@ -52,6 +52,9 @@ pub struct TraceRecord {
     pub grants: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The destination resolved to an RFC 1918 address (permissive mode).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub private_address: bool,
 }
 
 /// The final record written when a trace closed after dropping records.
@@ -241,6 +244,7 @@ mod tests {
             rule: "permissive".into(),
             grants: vec![],
             error: None,
+            private_address: false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! CONNECT tunnels: host-level policy and destination check, `200`, then TLS
 //! termination with a leaf for the CONNECT host and an HTTP/1.1 or HTTP/2
-//! server (by ALPN) whose requests all go to the CONNECT target.
+//! server (by ALPN) whose requests all go to the CONNECT target, at the
+//! addresses judged when the tunnel opened (never looked up again).
 
 use std::sync::Arc;
 
@@ -20,15 +21,16 @@ use crate::tls::ALPN_H2;
 
 /// Answers a CONNECT: refuses it, or accepts and intercepts the tunnel.
 pub(crate) async fn open(shared: Arc<Shared>, run: Arc<RunEntry>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let Some(target) = connect_target(&req) else {
+    let Some(mut target) = connect_target(&req) else {
         return local_response(
             StatusCode::BAD_REQUEST,
             "request",
             "moat proxy: CONNECT needs host:port\n".to_string(),
         );
     };
-    if let Err(refusal) = check_host_and_destination(&shared, &run, &target, req.method()).await {
-        return refuse(start_trace(&run, &target, req.method(), ""), refusal);
+    match check_host_and_destination(&shared, &run, &target, req.method()).await {
+        Ok(destination) => target.destination = Some(destination),
+        Err(refusal) => return refuse(start_trace(&run, &target, req.method(), ""), refusal),
     }
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
@@ -45,6 +47,7 @@ fn connect_target<B>(req: &Request<B>) -> Option<Target> {
         tls: true,
         host: normalize_host(authority.host()),
         port: authority.port_u16()?,
+        destination: None,
     })
 }
 

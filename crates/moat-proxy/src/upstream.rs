@@ -1,14 +1,19 @@
 //! The upstream side: hyper-util pooled clients shared by every run and
-//! tunnel (keyed by authority, one per client protocol), over a connector that resolves through [`Resolver`], dials with a
+//! tunnel, over a connector that never resolves names: it dials only the
+//! addresses the destination check judged ([`crate::destination`]), with a
 //! timeout, and verifies TLS against the system roots plus an optional extra
-//! root (ALPN h2/http1.1). Also dedicated HTTP/1.1 connections for upgrades.
+//! root (ALPN h2/http1.1). One client (and pool) per client protocol and
+//! judged address set, so a pooled connection is only ever reused by a
+//! request whose check accepted the address it was dialled to. Also
+//! dedicated HTTP/1.1 connections for upgrades.
 
 use std::fs;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use http::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use lru::LruCache;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,7 +33,7 @@ use crate::body::CountingBody;
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::policy::normalize_host;
-use crate::resolve::Resolver;
+use crate::resolve::Addresses;
 use crate::tls::{ALPN_H1, ALPN_H2, crypto_provider};
 
 /// The shared upstream client: pooled by scheme + authority.
@@ -42,36 +48,61 @@ fn build_client(connector: UpstreamConnector, pool_idle: Duration) -> UpstreamCl
         .build(connector)
 }
 
-/// The shared pools, one per client protocol: a client speaking HTTP/2 is
-/// served over upstream HTTP/2 where the server offers it; an HTTP/1.1 client
-/// over upstream HTTP/1.1 (no multiplexing layer on the hot path).
+/// Address sets whose clients (and idle connections) are kept; the least
+/// recently used go first.
+const CLIENTS_LIMIT: NonZeroUsize = NonZeroUsize::new(512).expect("non-zero");
+
+/// Which pooled client serves a request.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    /// The client spoke HTTP/2 (upstream HTTP/2 is offered).
+    h2: bool,
+    /// The judged addresses the client's connector dials.
+    addresses: Addresses,
+}
+
+/// The shared pools, per client protocol and judged address set: a client
+/// speaking HTTP/2 is served over upstream HTTP/2 where the server offers
+/// it; an HTTP/1.1 client over upstream HTTP/1.1 (no multiplexing layer on
+/// the hot path). Within a client, hyper pools by scheme and authority.
 pub(crate) struct UpstreamClients {
-    http1: UpstreamClient,
-    http2: UpstreamClient,
+    connector: UpstreamConnector,
+    pool_idle: Duration,
+    clients: Mutex<LruCache<ClientKey, UpstreamClient>>,
 }
 
 impl UpstreamClients {
     pub(crate) fn new(connector: &UpstreamConnector, pool_idle: Duration) -> Self {
         Self {
-            http1: build_client(connector.offering_h2(false), pool_idle),
-            http2: build_client(connector.offering_h2(true), pool_idle),
+            connector: connector.clone(),
+            pool_idle,
+            clients: Mutex::new(LruCache::new(CLIENTS_LIMIT)),
         }
     }
 
-    /// The pool for requests that arrived over `version`.
-    pub(crate) fn for_client_version(&self, version: http::Version) -> &UpstreamClient {
-        if version == http::Version::HTTP_2 {
-            &self.http2
-        } else {
-            &self.http1
+    /// The client for requests that arrived over `version` and were judged
+    /// to go to `addresses`; its connections go only there.
+    pub(crate) fn for_request(&self, version: http::Version, addresses: &Addresses) -> UpstreamClient {
+        let key = ClientKey {
+            h2: version == http::Version::HTTP_2,
+            addresses: addresses.clone(),
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return client.clone();
         }
+        let connector = self.connector.dialing(addresses.clone(), key.h2);
+        let client = build_client(connector, self.pool_idle);
+        clients.put(key, client.clone());
+        client
     }
 }
 
-/// Dials upstream servers. Cheap to clone.
+/// Dials upstream servers at judged addresses. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct UpstreamConnector {
-    resolver: Arc<Resolver>,
+    /// The only addresses this connector dials (empty: it dials nothing).
+    addresses: Addresses,
     /// Offers h2 and http/1.1.
     tls_h2: TlsConnector,
     /// Offers only http/1.1 (HTTP/1.1 clients, upgrades).
@@ -82,7 +113,7 @@ pub(crate) struct UpstreamConnector {
 }
 
 impl UpstreamConnector {
-    pub(crate) fn new(config: &ProxyConfig, resolver: Arc<Resolver>) -> Result<Self, ProxyError> {
+    pub(crate) fn new(config: &ProxyConfig) -> Result<Self, ProxyError> {
         let roots = Arc::new(upstream_roots(config)?);
         let client_config = |alpn: Vec<Vec<u8>>| -> Result<TlsConnector, ProxyError> {
             let mut tls = ClientConfig::builder_with_provider(crypto_provider())
@@ -94,7 +125,7 @@ impl UpstreamConnector {
             Ok(TlsConnector::from(Arc::new(tls)))
         };
         Ok(Self {
-            resolver,
+            addresses: Arc::from([]),
             tls_h2: client_config(vec![ALPN_H2.to_vec(), ALPN_H1.to_vec()])?,
             tls_http1: client_config(vec![ALPN_H1.to_vec()])?,
             offer_h2: true,
@@ -102,18 +133,28 @@ impl UpstreamConnector {
         })
     }
 
-    /// The same connector, offering h2 on pooled TLS connections or not.
-    fn offering_h2(&self, offer_h2: bool) -> Self {
+    /// The same connector dialling `addresses`, offering h2 on pooled TLS
+    /// connections or not.
+    fn dialing(&self, addresses: Addresses, offer_h2: bool) -> Self {
         Self {
+            addresses,
             offer_h2,
             ..self.clone()
         }
     }
 
-    /// A fresh connection speaking HTTP/1.1 (TLS when `tls`), outside the pool.
-    pub(crate) async fn connect_http1(&self, host: &str, port: u16, tls: bool) -> io::Result<UpstreamStream> {
-        let connector = tls.then_some(&self.tls_http1);
-        self.connect(host, port, connector).await
+    /// A fresh connection to `addresses` speaking HTTP/1.1 (TLS for `host`
+    /// when `tls`), outside the pool.
+    pub(crate) async fn connect_http1(
+        &self,
+        addresses: &Addresses,
+        host: &str,
+        port: u16,
+        tls: bool,
+    ) -> io::Result<UpstreamStream> {
+        let this = self.dialing(addresses.clone(), false);
+        let connector = tls.then_some(&this.tls_http1);
+        this.connect(host, port, connector).await
     }
 
     async fn connect(&self, host: &str, port: u16, tls: Option<&TlsConnector>) -> io::Result<UpstreamStream> {
@@ -138,11 +179,10 @@ impl UpstreamConnector {
         })?
     }
 
-    /// Connects to the first reachable resolved address.
+    /// Connects to the first reachable judged address (no name lookup here).
     async fn dial(&self, host: &str, port: u16) -> io::Result<TcpStream> {
-        let addresses = self.resolver.resolve(host).await?;
         let mut last_error = None;
-        for ip in addresses.iter() {
+        for ip in self.addresses.iter() {
             match TcpStream::connect(SocketAddr::new(*ip, port)).await {
                 Ok(tcp) => {
                     tcp.set_nodelay(true)?;
@@ -151,7 +191,12 @@ impl UpstreamConnector {
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no checked address to dial for {host}"),
+            )
+        }))
     }
 }
 

@@ -3,9 +3,11 @@
 
 mod auth;
 mod curl;
+mod destination;
 mod injection;
 mod plain;
 mod policy;
 mod streaming;
 mod support;
 mod trace;
+mod upgrade;

@@ -269,6 +269,12 @@ pub struct TestProxy {
 
 impl TestProxy {
     pub async fn start(label: &str) -> Self {
+        Self::start_with(label, |_| {}).await
+    }
+
+    /// [`TestProxy::start`] with the configuration adjusted by `configure`
+    /// (e.g. a scripted name resolver, an override removed).
+    pub async fn start_with(label: &str, configure: impl FnOnce(&mut ProxyConfig)) -> Self {
         let dir = unique_dir(label);
         let upstream = Upstream::start(&dir).await;
         let ca = Arc::new(CertificateAuthority::load_or_create(&dir.join("ca")).unwrap());
@@ -278,12 +284,13 @@ impl TestProxy {
             .collect();
         resolve_overrides.insert(moat_proxy::HOST_SERVICE_NAME.into(), upstream.addr.ip());
         resolve_overrides.insert("metadata.example.test".into(), "169.254.169.254".parse().unwrap());
-        let config = ProxyConfig {
+        let mut config = ProxyConfig {
             extra_root_ca: Some(upstream.ca_pem_path.clone()),
             use_system_roots: false,
             resolve_overrides,
             ..ProxyConfig::default()
         };
+        configure(&mut config);
         let handle = ProxyHandle::new(config, ca.clone()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

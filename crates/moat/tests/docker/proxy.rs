@@ -182,7 +182,21 @@ fn a_granted_credential_is_injected_never_visible_and_revocable_during_a_run() {
          for i in $(seq 1 100); do [ -e /workspace/revoked ] && break; sleep 0.1; done; \
          curl -sS --max-time 10 https://{API_HOST}:{port}/second; echo"
     );
-    let mut run = home.spawn(&["run", "--keep", "--grant", "echo", "--", "sh", "-c", &script]);
+    // The upstream listens on the host's docker0 address, one the proxy
+    // refuses unless the rules name it exactly as host:port.
+    let allow = format!("{API_HOST}:{port}");
+    let mut run = home.spawn(&[
+        "run",
+        "--keep",
+        "--grant",
+        "echo",
+        "--allow-host",
+        &allow,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !upstream.seen().iter().any(|s| s.path == "/first") {
         assert!(Instant::now() < deadline, "the first request never arrived");
