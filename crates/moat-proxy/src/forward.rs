@@ -17,7 +17,8 @@ use hyper::body::Incoming;
 
 use crate::body::{CountingBody, ProxyBody, TracedBody, local_body};
 use crate::injection::InjectionSet;
-use crate::policy::Decision;
+use crate::path::PathError;
+use crate::policy::{Decision, RequestCheck};
 use crate::proxy::Shared;
 use crate::registry::RunEntry;
 use crate::resolve::is_restricted;
@@ -191,6 +192,20 @@ pub(crate) fn policy_refusal(decision: &Decision, target: &Target, method: &Meth
     }
 }
 
+/// The refusal (400) of a path that method/path rules cannot judge.
+fn malformed_path_refusal(rule: String, error: PathError, target: &Target, method: &Method) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        body: format!(
+            "moat refused {method} {}://{}: {error}; the method/path rules for {} cannot judge it\n",
+            target.scheme(),
+            target.authority(),
+            target.host
+        ),
+        rule,
+    }
+}
+
 /// Refuses destinations resolving to loopback/link-local/unspecified addresses
 /// unless the run opted in: loopback via `network.host` ports, any of them
 /// via an explicit `host:port` rule.
@@ -243,15 +258,32 @@ pub(crate) async fn forward(
         return refuse(trace, refusal);
     }
     let implicit = run.implicit_allowance(&injections, &target.host, target.port);
-    let path = req.uri().path();
-    let decision = run
-        .policy
-        .check_request(&target.host, target.port, implicit, req.method().as_str(), path);
-    if !decision.allowed {
-        let refusal = policy_refusal(&decision, &target, req.method(), path);
-        return refuse(trace, refusal);
-    }
-    trace.rule = decision.rule;
+    let checked = run.policy.check_request(
+        &target.host,
+        target.port,
+        implicit,
+        req.method(),
+        req.uri(),
+        req.headers(),
+    );
+    let path_and_query = match checked {
+        RequestCheck::Allow {
+            rule,
+            path_and_query: normalised,
+        } => {
+            trace.rule = rule;
+            // Where path rules apply, the server gets the path they judged.
+            normalised.unwrap_or(path_and_query)
+        }
+        RequestCheck::Deny { decision, path } => {
+            let refusal = policy_refusal(&decision, &target, req.method(), &path);
+            return refuse(trace, refusal);
+        }
+        RequestCheck::Malformed { rule, error } => {
+            trace.decision = "deny";
+            return refuse(trace, malformed_path_refusal(rule, error, &target, req.method()));
+        }
+    };
     // Re-checked per request (a cache hit): a pooled connection may be
     // re-dialled after the name's addresses changed since CONNECT.
     if let Err(refusal) = check_destination(&shared, &run, &target).await {

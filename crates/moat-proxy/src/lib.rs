@@ -41,6 +41,7 @@ mod config;
 mod error;
 mod forward;
 mod injection;
+mod path;
 mod policy;
 mod proxy;
 mod registry;

@@ -192,6 +192,7 @@ async fn echo_response(req: Request<Incoming>) -> Response<UpstreamBody> {
     let json = serde_json::json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
+        "query": parts.uri.query(),
         "version": format!("{:?}", parts.version),
         "authority": parts.uri.authority().map(|a| a.to_string()),
         "headers": headers,
