@@ -553,6 +553,7 @@ async fn start_moat(
             header_value: "bench-placeholder-value".to_string(),
             placeholder: None,
             grant: "bench".to_string(),
+            plaintext: false,
         }],
         trace_path: scratch.join("network.jsonl"),
         host_ports: vec![upstream.port()],

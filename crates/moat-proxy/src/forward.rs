@@ -296,7 +296,7 @@ pub(crate) async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_proxy_headers(&mut parts.headers, upgrade);
-    trace.grants = injections.apply(&target.host, target.port, &mut parts.headers);
+    trace.grants = injections.apply(&target.host, target.port, target.tls, &mut parts.headers);
     let uri = format!("{}://{}{path_and_query}", target.scheme(), target.authority());
     let Ok(uri) = uri.parse() else {
         return refuse(trace, bad_request(format!("cannot form an upstream URL from {uri}")));

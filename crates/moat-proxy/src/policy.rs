@@ -99,6 +99,11 @@ impl HostPattern {
             }
     }
 
+    /// Whether the pattern names a port (rather than matching 80 and 443).
+    pub(crate) fn has_port(&self) -> bool {
+        self.port.is_some()
+    }
+
     /// True for an exact host with an explicit port (an explicit opt-in that
     /// may reach loopback or link-local addresses).
     pub(crate) fn is_explicit_host_port(&self) -> bool {

@@ -371,6 +371,7 @@ pub fn injection(
         header_value: value.to_string(),
         placeholder: placeholder.map(str::to_string),
         grant: grant.to_string(),
+        plaintext: false,
     }
 }
 
