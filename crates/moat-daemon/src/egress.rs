@@ -140,6 +140,7 @@ impl Egress {
             injections,
             trace_path: trace_path.to_path_buf(),
             host_ports: spec.host_ports.clone(),
+            redact_values: secret_values(spec),
         })?;
         Ok(())
     }
@@ -224,6 +225,18 @@ impl Egress {
     }
 }
 
+/// The values of the run's `secrets:` (in `env` under their names), for the
+/// proxy to redact from the run's trace. In memory only: a re-adopted run's
+/// spec no longer has them, so its trace is redacted of injected
+/// credentials and placeholders only.
+fn secret_values(spec: &RunSpec) -> Vec<String> {
+    spec.env
+        .iter()
+        .filter(|(name, value)| !value.is_empty() && spec.secret_names.contains(name))
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
@@ -243,4 +256,25 @@ async fn bind_loopback(preferred: u16) -> Result<TcpListener, EgressError> {
             addr: loopback(0),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Leak: a run's `secrets:` value put in a URL by the agent is written
+    /// to its trace unless the proxy is told the value to redact.
+    #[test]
+    fn the_proxy_learns_the_values_of_the_runs_secrets_only() {
+        let spec = RunSpec {
+            env: vec![
+                ("DB_PASSWORD".into(), "fake-db-pass".into()),
+                ("EMPTY_SECRET".into(), String::new()),
+                ("EDITOR".into(), "vi".into()),
+            ],
+            secret_names: vec!["DB_PASSWORD".into(), "EMPTY_SECRET".into()],
+            ..RunSpec::default()
+        };
+        assert_eq!(secret_values(&spec), ["fake-db-pass"]);
+    }
 }

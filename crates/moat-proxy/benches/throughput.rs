@@ -557,6 +557,7 @@ async fn start_moat(
         }],
         trace_path: scratch.join("network.jsonl"),
         host_ports: vec![upstream.port()],
+        redact_values: vec![],
     })?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;

@@ -22,7 +22,7 @@ use crate::policy::{Decision, RequestCheck};
 use crate::proxy::Shared;
 use crate::registry::RunEntry;
 use crate::resolve::is_restricted;
-use crate::trace::{TraceRecord, redact_path_and_query};
+use crate::trace::{TraceRecord, redact_path_and_query, redact_secrets};
 
 /// Where a request goes: the CONNECT target, or an absolute-form URL's authority.
 #[derive(Clone, Debug)]
@@ -83,7 +83,11 @@ impl PendingTrace {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub(crate) fn finish(self, bytes_in: u64, error: Option<String>) {
+    pub(crate) fn finish(mut self, bytes_in: u64, error: Option<String>) {
+        if self.decision == "deny" {
+            // A denial's rule may quote the request's path.
+            self.rule = redact_secrets(&self.rule, self.run.redactables(&self.run.injections()));
+        }
         let record = TraceRecord {
             time: self.time,
             request_id: self.request_id,
@@ -117,15 +121,17 @@ fn start_trace_with(
     path_and_query: &str,
 ) -> PendingTrace {
     static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
-    let path = redact_path_and_query(path_and_query, injections.redactable_strings());
+    let path = redact_path_and_query(path_and_query, run.redactables(injections));
+    // The agent chooses the host name too.
+    let redact = |text: &str| redact_secrets(text, run.redactables(injections));
     PendingTrace {
         run: run.clone(),
         started: Instant::now(),
         time: Utc::now(),
         request_id: format!("{:08x}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)),
         method: method.to_string(),
-        url: format!("{}://{}{path}", target.scheme(), target.authority()),
-        host: target.host.clone(),
+        url: format!("{}://{}{path}", target.scheme(), redact(&target.authority())),
+        host: redact(&target.host),
         status: None,
         decision: "allow",
         rule: String::new(),

@@ -27,6 +27,7 @@
 //!     injections: vec![],
 //!     trace_path: "/home/u/.moat/runs/run-1/network.jsonl".into(),
 //!     host_ports: vec![],
+//!     redact_values: vec![], // the run's `secrets:` values, kept out of its trace
 //! })?;
 //! // ... later
 //! let summary = proxy.unregister_run("run-1")?;

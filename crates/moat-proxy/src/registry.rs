@@ -16,7 +16,7 @@ use crate::trace::{TraceRecord, TraceSink};
 pub const HOST_SERVICE_NAME: &str = "moat-host";
 
 /// Everything the proxy needs to serve one run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunRegistration {
     pub run_id: String,
     pub token: ProxyToken,
@@ -26,6 +26,26 @@ pub struct RunRegistration {
     pub trace_path: PathBuf,
     /// Host ports (`network.host`) reachable on loopback / link-local addresses.
     pub host_ports: Vec<u16>,
+    /// Values redacted wherever they appear in a traced URL, however
+    /// encoded: the run's `secrets:`. Kept in memory only, never written.
+    pub redact_values: Vec<String>,
+}
+
+impl std::fmt::Debug for RunRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRegistration")
+            .field("run_id", &self.run_id)
+            .field("token", &self.token)
+            .field("policy", &self.policy)
+            .field("injections", &self.injections)
+            .field("trace_path", &self.trace_path)
+            .field("host_ports", &self.host_ports)
+            .field(
+                "redact_values",
+                &format_args!("<{} redacted>", self.redact_values.len()),
+            )
+            .finish()
+    }
 }
 
 /// What is known about a run when it is unregistered.
@@ -42,6 +62,8 @@ pub(crate) struct RunEntry {
     pub(crate) policy: CompiledPolicy,
     injections: RwLock<Arc<InjectionSet>>,
     pub(crate) host_ports: Vec<u16>,
+    /// The run's `secrets:` values, redacted from its trace.
+    redact_values: Vec<String>,
     trace: TraceSink,
     active: AtomicBool,
 }
@@ -50,6 +72,14 @@ impl RunEntry {
     /// The current injection snapshot (looked up per inner request).
     pub(crate) fn injections(&self) -> Arc<InjectionSet> {
         self.injections.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Everything to redact from this run's trace: the placeholders and
+    /// values of `injections`, and the run's `secrets:` values.
+    pub(crate) fn redactables<'a>(&'a self, injections: &'a InjectionSet) -> impl Iterator<Item = &'a str> {
+        injections
+            .redactable_strings()
+            .chain(self.redact_values.iter().map(String::as_str))
     }
 
     /// Why the run may reach `host:port` without a `network.rules` entry: a
@@ -98,6 +128,11 @@ impl Registry {
             policy,
             injections: RwLock::new(Arc::new(injections)),
             host_ports: registration.host_ports,
+            redact_values: registration
+                .redact_values
+                .into_iter()
+                .filter(|value| !value.is_empty())
+                .collect(),
             trace,
             active: AtomicBool::new(true),
         });

@@ -91,6 +91,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             injections: vec![],
             trace_path: proxy.dir.join("no-host-ports.jsonl"),
             host_ports: vec![],
+            redact_values: vec![],
         })
         .unwrap();
     let client = proxy.client(&token);
@@ -123,6 +124,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             injections: vec![],
             trace_path: proxy.dir.join("explicit.jsonl"),
             host_ports: vec![],
+            redact_values: vec![],
         })
         .unwrap();
     let mut tunnel = proxy

@@ -312,6 +312,7 @@ impl TestProxy {
                 injections,
                 trace_path: trace_path.clone(),
                 host_ports: vec![self.upstream.addr.port(), self.upstream.plain_addr.port()],
+                redact_values: vec![],
             })
             .unwrap();
         TestRun { token, trace_path }
