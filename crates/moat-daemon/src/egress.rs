@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use moat_core::{MoatHome, RunId};
-use moat_proxy::{CertificateAuthority, InjectionRule, ProxyConfig, ProxyHandle, ProxyToken, RunRegistration};
+use moat_proxy::{
+    CertificateAuthority, InjectionRule, ProxyConfig, ProxyHandle, ProxyToken, RunLimits, RunRegistration,
+};
 use moat_runtime::Mount;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -63,6 +65,8 @@ pub struct EgressConfig {
     pub preferred_port: u16,
     pub extra_root_ca: Option<PathBuf>,
     pub resolve_overrides: HashMap<String, IpAddr>,
+    /// What one run may hold of the proxy (tunnels, streams, handshakes).
+    pub limits: RunLimits,
 }
 
 /// The running proxy and its per-run listeners.
@@ -90,6 +94,7 @@ impl Egress {
         let proxy_config = ProxyConfig {
             extra_root_ca: config.extra_root_ca,
             resolve_overrides,
+            limits: config.limits,
             ..ProxyConfig::default()
         };
         let proxy = ProxyHandle::new(proxy_config, Arc::new(ca))?;

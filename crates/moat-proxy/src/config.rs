@@ -1,6 +1,7 @@
 //! Proxy configuration: trust roots for upstream TLS, name-resolution
-//! overrides, accepted local addresses, and timeouts. Plain data, validated
-//! when the proxy is built.
+//! overrides, accepted local addresses, timeouts, and the per-run limits
+//! that keep one run from starving the others. Plain data, validated when
+//! the proxy is built.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ pub struct ProxyConfig {
     /// Empty means no restriction (the caller bound specific addresses).
     pub accept_local_addrs: Vec<IpAddr>,
     pub timeouts: ProxyTimeouts,
+    pub limits: RunLimits,
 }
 
 impl Default for ProxyConfig {
@@ -30,6 +32,7 @@ impl Default for ProxyConfig {
             resolve_overrides: HashMap::new(),
             accept_local_addrs: Vec::new(),
             timeouts: ProxyTimeouts::default(),
+            limits: RunLimits::default(),
         }
     }
 }
@@ -58,6 +61,29 @@ impl Default for ProxyTimeouts {
             upstream_response: Duration::from_secs(600),
             client_handshake: Duration::from_secs(30),
             pool_idle: Duration::from_secs(90),
+        }
+    }
+}
+
+/// What one run may hold of the proxy at once; past these, its CONNECTs
+/// are refused with `429` and its extra HTTP/2 streams wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Intercepted tunnels (CONNECTs) open at once.
+    pub max_tunnels: u32,
+    /// Concurrent HTTP/2 streams on one tunnel (its `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_streams_per_tunnel: u32,
+    /// New tunnels, each a TLS handshake and perhaps a certificate, per second
+    /// (sustained; as many at once as a burst).
+    pub handshakes_per_second: u32,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_tunnels: 256,
+            max_streams_per_tunnel: 100,
+            handshakes_per_second: 50,
         }
     }
 }

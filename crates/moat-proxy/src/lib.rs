@@ -42,6 +42,7 @@ mod config;
 mod error;
 mod forward;
 mod injection;
+mod limits;
 mod path;
 mod policy;
 mod proxy;
@@ -55,7 +56,7 @@ mod upgrade;
 mod upstream;
 
 pub use ca::CertificateAuthority;
-pub use config::{ProxyConfig, ProxyTimeouts};
+pub use config::{ProxyConfig, ProxyTimeouts, RunLimits};
 pub use error::{CaError, ProxyError};
 pub use injection::InjectionRule;
 pub use policy::{HostRule, NetworkPolicy, PolicyMode};

@@ -57,7 +57,7 @@ impl ProxyHandle {
         let connector = UpstreamConnector::new(&config, resolver.clone())?;
         let clients = UpstreamClients::new(&connector, config.timeouts.pool_idle);
         let shared = Shared {
-            registry: Registry::default(),
+            registry: Registry::new(config.limits),
             ca,
             resolver,
             connector,

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::config::RunLimits;
 use crate::error::ProxyError;
 use crate::injection::{InjectionRule, InjectionSet};
+use crate::limits::RunLimiter;
 use crate::policy::{CompiledPolicy, NetworkPolicy};
 use crate::token::ProxyToken;
 use crate::trace::{TraceRecord, TraceSink};
@@ -64,6 +66,8 @@ pub(crate) struct RunEntry {
     pub(crate) host_ports: Vec<u16>,
     /// The run's `secrets:` values, redacted from its trace.
     redact_values: Vec<String>,
+    /// The run's share of tunnels and handshakes.
+    pub(crate) limiter: RunLimiter,
     trace: TraceSink,
     active: AtomicBool,
 }
@@ -111,9 +115,18 @@ impl RunEntry {
 #[derive(Default)]
 pub(crate) struct Registry {
     runs: RwLock<Vec<Arc<RunEntry>>>,
+    /// Given to each run as it registers.
+    limits: RunLimits,
 }
 
 impl Registry {
+    pub(crate) fn new(limits: RunLimits) -> Self {
+        Self {
+            runs: RwLock::default(),
+            limits,
+        }
+    }
+
     /// Validates and registers a run; it becomes visible atomically, fully built.
     pub(crate) fn register(&self, registration: RunRegistration) -> Result<(), ProxyError> {
         let policy = CompiledPolicy::compile(&registration.policy)?;
@@ -133,6 +146,7 @@ impl Registry {
                 .into_iter()
                 .filter(|value| !value.is_empty())
                 .collect(),
+            limiter: RunLimiter::new(self.limits),
             trace,
             active: AtomicBool::new(true),
         });

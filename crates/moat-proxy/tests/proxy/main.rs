@@ -4,6 +4,7 @@
 mod auth;
 mod curl;
 mod injection;
+mod limits;
 mod plain;
 mod policy;
 mod streaming;

@@ -19,7 +19,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunRegistration,
+    CertificateAuthority, InjectionRule, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunLimits,
+    RunRegistration,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -270,6 +271,11 @@ pub struct TestProxy {
 
 impl TestProxy {
     pub async fn start(label: &str) -> Self {
+        Self::start_with_limits(label, RunLimits::default()).await
+    }
+
+    /// [`TestProxy::start`] with per-run limits of its own.
+    pub async fn start_with_limits(label: &str, limits: RunLimits) -> Self {
         let dir = unique_dir(label);
         let upstream = Upstream::start(&dir).await;
         let ca = Arc::new(CertificateAuthority::load_or_create(&dir.join("ca")).unwrap());
@@ -283,6 +289,7 @@ impl TestProxy {
             extra_root_ca: Some(upstream.ca_pem_path.clone()),
             use_system_roots: false,
             resolve_overrides,
+            limits,
             ..ProxyConfig::default()
         };
         let handle = ProxyHandle::new(config, ca.clone()).unwrap();
