@@ -332,11 +332,16 @@ fn global_values_are_read() {
     let (_dir, home) = home_with(Some(
         "proxy_port: 8080\nidle_timeout: 500ms\nreap_interval: 1h\nnetwork_create_timeout: 5s\n\
          subnet_pool: 10.99.0.0/20\nsubnet_prefix: 29\nruntime: docker\nbase_image: alpine:3\n\
-         extra_ca_file: /etc/ca.pem\nresolve: {api.example.test: 127.0.0.1}\nproxy: {port: 1}\n",
+         extra_ca_file: /etc/ca.pem\nresolve: {api.example.test: 127.0.0.1}\nproxy: {port: 1}\n\
+         proxy_max_tunnels: 8\nproxy_max_streams: 4\nproxy_handshakes_per_second: 2\n",
     ));
     let loaded = load_global(&home).unwrap();
     let c = &loaded.config;
     assert_eq!(c.proxy_port, 8080);
+    assert_eq!(
+        (c.proxy_max_tunnels, c.proxy_max_streams, c.proxy_handshakes_per_second),
+        (8, 4, 2)
+    );
     assert_eq!(c.idle_timeout, Duration::from_millis(500));
     assert_eq!(c.reap_interval, Duration::from_secs(3600));
     assert_eq!(c.subnet_pool.prefix_len, 20);
@@ -367,6 +372,7 @@ fn malformed_global_config_is_a_clear_error() {
             "subnet_prefix: must be between the pool's /16 and /30, got /31",
         ),
         ("reap_interval: 0s\n", "reap_interval: must be greater than 0"),
+        ("proxy_max_tunnels: 0\n", "proxy_max_tunnels: must be greater than 0"),
         (
             "proxy_port: -1\n",
             "proxy_port: invalid type: integer `-1`, expected u16 (line 1)",

@@ -124,6 +124,7 @@ fn rule(host: &str, header: &str, value: ValueFormat) -> HeaderRule {
         host: HostPattern::parse(host).unwrap_or_else(|e| unreachable!("built-in host pattern: {e}")),
         header: header.into(),
         value,
+        plaintext: false,
     }
 }
 

@@ -47,6 +47,11 @@ impl HostPattern {
         Ok(HostPattern { host, port })
     }
 
+    /// The port the pattern names, if it names one.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
     /// Whether a request to `host` on `port` is covered by this pattern.
     pub fn matches(&self, host: &str, port: u16) -> bool {
         let port_ok = match self.port {

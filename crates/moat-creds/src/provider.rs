@@ -24,6 +24,9 @@ pub struct InjectionSpec {
     pub placeholder: Option<String>,
     /// The grant (provider name) this rule comes from, for the trace.
     pub grant: String,
+    /// Also injected into plain-HTTP requests (a `host:port` rule of a
+    /// provider with `plaintext: true`); otherwise TLS upstreams only.
+    pub plaintext: bool,
 }
 
 impl std::fmt::Debug for InjectionSpec {
@@ -34,6 +37,7 @@ impl std::fmt::Debug for InjectionSpec {
             .field("header_value", &"<redacted>")
             .field("placeholder", &self.placeholder)
             .field("grant", &self.grant)
+            .field("plaintext", &self.plaintext)
             .finish()
     }
 }
@@ -64,6 +68,8 @@ pub struct HeaderRule {
     pub host: HostPattern,
     pub header: String,
     pub value: ValueFormat,
+    /// Injected over plain HTTP too; only with a host naming its port.
+    pub plaintext: bool,
 }
 
 /// An authenticated request that tells whether a token works.
@@ -184,6 +190,7 @@ impl Provider {
                 header_value: rule.value.render(&credential.token),
                 placeholder: Some(self.placeholder.clone()),
                 grant: self.name.clone(),
+                plaintext: rule.plaintext,
             })
             .collect()
     }

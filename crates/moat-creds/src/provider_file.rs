@@ -10,7 +10,13 @@
 //! placeholder: moat-placeholder-gitlab-token
 //! env: GITLAB_TOKEN               # container sees the placeholder here
 //! validate: { url: "https://gitlab.example.com/api/v4/user", expect_status: 200 }
+//! plaintext: false                # true: also inject over plain http://, only
+//!                                 # for hosts naming their port (host:8080)
 //! ```
+//!
+//! Credentials go only to TLS upstreams. `plaintext: true` is the explicit
+//! opt-in for a service reachable only over plain HTTP, and every host of
+//! such a provider must name its port, so it never covers port 80 by default.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -82,6 +88,8 @@ struct ProviderFile {
     placeholder: Option<String>,
     env: Option<String>,
     validate: Option<ValidateFile>,
+    #[serde(default)]
+    plaintext: bool,
 }
 
 #[derive(Deserialize)]
@@ -171,10 +179,15 @@ fn header_rules(checker: &mut Checker<'_>, file: &ProviderFile) -> Vec<HeaderRul
     let mut rules = Vec::new();
     for (index, host) in file.hosts.iter().enumerate() {
         match HostPattern::parse(host) {
+            Ok(host) if file.plaintext && host.port().is_none() => checker.fail(
+                &format!("hosts[{index}]"),
+                format!("with plaintext: true, name the plain port explicitly ({host}:8080)"),
+            ),
             Ok(host) => rules.push(HeaderRule {
                 host,
                 header: file.header.clone(),
                 value: value.clone(),
+                plaintext: file.plaintext,
             }),
             Err(e) => checker.fail(&format!("hosts[{index}]"), e.to_string()),
         }
@@ -284,6 +297,24 @@ mod tests {
         assert_eq!(injection.header_value, "Bearer fake");
         assert_eq!(provider.placeholder(), "moat-placeholder-corp-token");
         assert!(provider.container_env().is_empty());
+    }
+
+    #[test]
+    fn plaintext_is_off_by_default_and_needs_named_ports() {
+        let credential = Credential::new("fake", CredentialKind::Token);
+        let provider = parse("name: corp\nhosts: [api.corp.test]\nheader: X-Key\n").unwrap();
+        assert!(!provider.injections(&credential)[0].plaintext);
+
+        let provider = parse("name: corp\nhosts: ['api.corp.test:8080']\nheader: X-Key\nplaintext: true\n").unwrap();
+        assert!(provider.injections(&credential)[0].plaintext);
+
+        let found = errors("name: corp\nhosts: ['a.corp.test:8080', b.corp.test]\nheader: X-Key\nplaintext: true\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("/home/u/.moat/providers/p.yaml: hosts[1]: with plaintext: true"),
+            "{}",
+            found[0]
+        );
     }
 
     #[test]

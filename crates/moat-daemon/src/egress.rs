@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use moat_core::{MoatHome, RunId};
-use moat_proxy::{CertificateAuthority, InjectionRule, ProxyConfig, ProxyHandle, ProxyToken, RunRegistration};
+use moat_proxy::{
+    CertificateAuthority, InjectionRule, ProxyConfig, ProxyHandle, ProxyToken, RunLimits, RunRegistration,
+};
 use moat_runtime::Mount;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -63,6 +65,8 @@ pub struct EgressConfig {
     pub preferred_port: u16,
     pub extra_root_ca: Option<PathBuf>,
     pub resolve_overrides: HashMap<String, IpAddr>,
+    /// What one run may hold of the proxy (tunnels, streams, handshakes).
+    pub limits: RunLimits,
 }
 
 /// The running proxy and its per-run listeners.
@@ -90,6 +94,7 @@ impl Egress {
         let proxy_config = ProxyConfig {
             extra_root_ca: config.extra_root_ca,
             resolve_overrides,
+            limits: config.limits,
             ..ProxyConfig::default()
         };
         let proxy = ProxyHandle::new(proxy_config, Arc::new(ca))?;
@@ -140,6 +145,7 @@ impl Egress {
             injections,
             trace_path: trace_path.to_path_buf(),
             host_ports: spec.host_ports.clone(),
+            redact_values: secret_values(spec),
         })?;
         Ok(())
     }
@@ -227,6 +233,18 @@ impl Egress {
     }
 }
 
+/// The values of the run's `secrets:` (in `env` under their names), for the
+/// proxy to redact from the run's trace. In memory only: a re-adopted run's
+/// spec no longer has them, so its trace is redacted of injected
+/// credentials and placeholders only.
+fn secret_values(spec: &RunSpec) -> Vec<String> {
+    spec.env
+        .iter()
+        .filter(|(name, value)| !value.is_empty() && spec.secret_names.contains(name))
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
@@ -246,4 +264,25 @@ async fn bind_loopback(preferred: u16) -> Result<TcpListener, EgressError> {
             addr: loopback(0),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Leak: a run's `secrets:` value put in a URL by the agent is written
+    /// to its trace unless the proxy is told the value to redact.
+    #[test]
+    fn the_proxy_learns_the_values_of_the_runs_secrets_only() {
+        let spec = RunSpec {
+            env: vec![
+                ("DB_PASSWORD".into(), "fake-db-pass".into()),
+                ("EMPTY_SECRET".into(), String::new()),
+                ("EDITOR".into(), "vi".into()),
+            ],
+            secret_names: vec!["DB_PASSWORD".into(), "EMPTY_SECRET".into()],
+            ..RunSpec::default()
+        };
+        assert_eq!(secret_values(&spec), ["fake-db-pass"]);
+    }
 }

@@ -68,6 +68,7 @@ fn rule(spec: &InjectionSpec) -> InjectionRule {
         header_value: spec.header_value.clone(),
         placeholder: spec.placeholder.clone(),
         grant: spec.grant.clone(),
+        plaintext: spec.plaintext,
     }
 }
 

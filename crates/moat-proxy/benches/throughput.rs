@@ -553,9 +553,11 @@ async fn start_moat(
             header_value: "bench-placeholder-value".to_string(),
             placeholder: None,
             grant: "bench".to_string(),
+            plaintext: false,
         }],
         trace_path: scratch.join("network.jsonl"),
         host_ports: vec![upstream.port()],
+        redact_values: vec![],
     })?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;

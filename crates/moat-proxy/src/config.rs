@@ -1,6 +1,7 @@
 //! Proxy configuration: trust roots for upstream TLS, name resolution
-//! (overrides and the resolver behind them), accepted local addresses, and
-//! timeouts. Validated when the proxy is built.
+//! (overrides and the resolver behind them), accepted local addresses,
+//! timeouts, and the per-run limits that keep one run from starving the
+//! others. Validated when the proxy is built.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +27,7 @@ pub struct ProxyConfig {
     /// Empty means no restriction (the caller bound specific addresses).
     pub accept_local_addrs: Vec<IpAddr>,
     pub timeouts: ProxyTimeouts,
+    pub limits: RunLimits,
 }
 
 impl Default for ProxyConfig {
@@ -37,6 +39,7 @@ impl Default for ProxyConfig {
             name_resolver: None,
             accept_local_addrs: Vec::new(),
             timeouts: ProxyTimeouts::default(),
+            limits: RunLimits::default(),
         }
     }
 }
@@ -65,6 +68,29 @@ impl Default for ProxyTimeouts {
             upstream_response: Duration::from_secs(600),
             client_handshake: Duration::from_secs(30),
             pool_idle: Duration::from_secs(90),
+        }
+    }
+}
+
+/// What one run may hold of the proxy at once; past these, its CONNECTs
+/// are refused with `429` and its extra HTTP/2 streams wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Intercepted tunnels (CONNECTs) open at once.
+    pub max_tunnels: u32,
+    /// Concurrent HTTP/2 streams on one tunnel (its `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_streams_per_tunnel: u32,
+    /// New tunnels, each a TLS handshake and perhaps a certificate, per second
+    /// (sustained; as many at once as a burst).
+    pub handshakes_per_second: u32,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_tunnels: 256,
+            max_streams_per_tunnel: 100,
+            handshakes_per_second: 50,
         }
     }
 }

@@ -20,10 +20,11 @@ use hyper::body::Incoming;
 use crate::body::{CountingBody, ProxyBody, TracedBody, local_body};
 use crate::destination::{Destination, check_destination};
 use crate::injection::InjectionSet;
-use crate::policy::Decision;
+use crate::path::PathError;
+use crate::policy::{Decision, RequestCheck};
 use crate::proxy::Shared;
 use crate::registry::RunEntry;
-use crate::trace::{TraceRecord, redact_path_and_query};
+use crate::trace::{TraceRecord, redact_path_and_query, redact_secrets};
 
 /// Where a request goes: the CONNECT target, or an absolute-form URL's authority.
 #[derive(Clone, Debug)]
@@ -90,7 +91,11 @@ impl PendingTrace {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub(crate) fn finish(self, bytes_in: u64, error: Option<String>) {
+    pub(crate) fn finish(mut self, bytes_in: u64, error: Option<String>) {
+        if self.decision == "deny" {
+            // A denial's rule may quote the request's path.
+            self.rule = redact_secrets(&self.rule, self.run.redactables(&self.run.injections()));
+        }
         let record = TraceRecord {
             time: self.time,
             request_id: self.request_id,
@@ -125,15 +130,17 @@ fn start_trace_with(
     path_and_query: &str,
 ) -> PendingTrace {
     static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
-    let path = redact_path_and_query(path_and_query, injections.redactable_strings());
+    let path = redact_path_and_query(path_and_query, run.redactables(injections));
+    // The agent chooses the host name too.
+    let redact = |text: &str| redact_secrets(text, run.redactables(injections));
     PendingTrace {
         run: run.clone(),
         started: Instant::now(),
         time: Utc::now(),
         request_id: format!("{:08x}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)),
         method: method.to_string(),
-        url: format!("{}://{}{path}", target.scheme(), target.authority()),
-        host: target.host.clone(),
+        url: format!("{}://{}{path}", target.scheme(), redact(&target.authority())),
+        host: redact(&target.host),
         status: None,
         decision: "allow",
         rule: String::new(),
@@ -201,6 +208,20 @@ pub(crate) fn policy_refusal(decision: &Decision, target: &Target, method: &Meth
     }
 }
 
+/// The refusal (400) of a path that method/path rules cannot judge.
+fn malformed_path_refusal(rule: String, error: PathError, target: &Target, method: &Method) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        body: format!(
+            "moat refused {method} {}://{}: {error}; the method/path rules for {} cannot judge it\n",
+            target.scheme(),
+            target.authority(),
+            target.host
+        ),
+        rule,
+    }
+}
+
 /// Serves one request for `run` to `target`.
 pub(crate) async fn forward(
     shared: Arc<Shared>,
@@ -223,15 +244,32 @@ pub(crate) async fn forward(
         return refuse(trace, refusal);
     }
     let implicit = run.implicit_allowance(&injections, &target.host, target.port);
-    let path = req.uri().path();
-    let decision = run
-        .policy
-        .check_request(&target.host, target.port, implicit, req.method().as_str(), path);
-    if !decision.allowed {
-        let refusal = policy_refusal(&decision, &target, req.method(), path);
-        return refuse(trace, refusal);
-    }
-    trace.rule = decision.rule;
+    let checked = run.policy.check_request(
+        &target.host,
+        target.port,
+        implicit,
+        req.method(),
+        req.uri(),
+        req.headers(),
+    );
+    let path_and_query = match checked {
+        RequestCheck::Allow {
+            rule,
+            path_and_query: normalised,
+        } => {
+            trace.rule = rule;
+            // Where path rules apply, the server gets the path they judged.
+            normalised.unwrap_or(path_and_query)
+        }
+        RequestCheck::Deny { decision, path } => {
+            let refusal = policy_refusal(&decision, &target, req.method(), &path);
+            return refuse(trace, refusal);
+        }
+        RequestCheck::Malformed { rule, error } => {
+            trace.decision = "deny";
+            return refuse(trace, malformed_path_refusal(rule, error, &target, req.method()));
+        }
+    };
     if let Some(refusal) = refused_upgrade(&req) {
         return refuse(trace, refusal);
     }
@@ -251,7 +289,7 @@ pub(crate) async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_proxy_headers(&mut parts.headers, upgrade);
-    trace.grants = injections.apply(&target.host, target.port, &mut parts.headers);
+    trace.grants = injections.apply(&target.host, target.port, target.tls, &mut parts.headers);
     let uri = format!("{}://{}{path_and_query}", target.scheme(), target.authority());
     let Ok(uri) = uri.parse() else {
         return refuse(trace, bad_request(format!("cannot form an upstream URL from {uri}")));

@@ -1,6 +1,8 @@
 //! Credential injection rules and applying them to one request's headers
 //! (proxy.md § Injection): replace a recognised placeholder, or inject when
 //! the client sent nothing; never touch a credential the client chose itself.
+//! Credentials go only to TLS upstreams: a plain `http://` request gets one
+//! only from a rule that opted in with `plaintext` and names its port.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -24,6 +26,10 @@ pub struct InjectionRule {
     pub placeholder: Option<String>,
     /// Name of the grant this credential comes from (recorded in the trace).
     pub grant: String,
+    /// Also inject into plain-HTTP (unencrypted) requests. Only valid with a
+    /// `host:port` pattern: without it, credentials go to TLS upstreams only.
+    #[serde(default)]
+    pub plaintext: bool,
 }
 
 impl std::fmt::Debug for InjectionRule {
@@ -34,6 +40,7 @@ impl std::fmt::Debug for InjectionRule {
             .field("header_value", &"<redacted>")
             .field("placeholder", &self.placeholder.as_ref().map(|_| "<redacted>"))
             .field("grant", &self.grant)
+            .field("plaintext", &self.plaintext)
             .finish()
     }
 }
@@ -45,6 +52,8 @@ pub(crate) struct CompiledInjection {
     value: HeaderValue,
     placeholder: Option<String>,
     pub(crate) grant: String,
+    /// Opted in to plain-HTTP upstreams (its pattern names a port).
+    plaintext: bool,
 }
 
 /// A run's current set of injection rules (one immutable snapshot).
@@ -65,10 +74,12 @@ impl InjectionSet {
     }
 
     /// Applies every matching rule to `headers`; returns the grants injected.
-    pub(crate) fn apply(&self, host: &str, port: u16, headers: &mut HeaderMap) -> Vec<String> {
+    /// `tls` says whether the upstream connection is encrypted: if not, only
+    /// rules that opted in to plaintext apply.
+    pub(crate) fn apply(&self, host: &str, port: u16, tls: bool, headers: &mut HeaderMap) -> Vec<String> {
         self.rules
             .iter()
-            .filter(|r| r.pattern.matches(host, port))
+            .filter(|r| r.pattern.matches(host, port) && (tls || r.plaintext))
             .filter(|r| r.apply(headers))
             .map(|r| r.grant.clone())
             .collect()
@@ -94,12 +105,19 @@ fn compile_rule(rule: &InjectionRule) -> Result<CompiledInjection, ProxyError> {
         HeaderValue::from_str(&rule.header_value).map_err(|e| invalid(format!("header value for {header}: {e}")))?;
     value.set_sensitive(true);
     let placeholder = rule.placeholder.clone().filter(|p| !p.is_empty());
+    let pattern = HostPattern::parse(&rule.host_pattern)?;
+    if rule.plaintext && !pattern.has_port() {
+        return Err(invalid(
+            "plaintext injection needs a pattern naming its port (host:8080)".to_string(),
+        ));
+    }
     Ok(CompiledInjection {
-        pattern: HostPattern::parse(&rule.host_pattern)?,
+        pattern,
         header,
         value,
         placeholder,
         grant: rule.grant.clone(),
+        plaintext: rule.plaintext,
     })
 }
 
@@ -151,16 +169,27 @@ mod tests {
             header_value: "Bearer real-value-for-tests".to_string(),
             placeholder: placeholder.map(str::to_string),
             grant: "github".to_string(),
+            plaintext: false,
         }
     }
 
     fn apply(rules: &[InjectionRule], host: &str, sent: Option<&str>) -> (Vec<String>, Option<String>) {
+        apply_to(rules, host, 443, true, sent)
+    }
+
+    fn apply_to(
+        rules: &[InjectionRule],
+        host: &str,
+        port: u16,
+        tls: bool,
+        sent: Option<&str>,
+    ) -> (Vec<String>, Option<String>) {
         let set = InjectionSet::compile(rules).unwrap();
         let mut headers = HeaderMap::new();
         if let Some(sent) = sent {
             headers.insert("authorization", HeaderValue::from_str(sent).unwrap());
         }
-        let grants = set.apply(host, 443, &mut headers);
+        let grants = set.apply(host, port, tls, &mut headers);
         let value = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
         (grants, value)
     }
@@ -191,6 +220,37 @@ mod tests {
         let (grants, value) = apply(&rules, "api.example.com", Some("Bearer users-own"));
         assert!(grants.is_empty());
         assert_eq!(value.as_deref(), Some("Bearer users-own"));
+    }
+
+    /// Attack: `curl http://api.example.com/` — a pattern without a port
+    /// matches port 80 too, and the token must not go out in clear.
+    #[test]
+    fn plain_http_gets_no_credential_without_an_explicit_opt_in() {
+        let rules = [rule("api.example.com", Some("fake-placeholder-1234"))];
+        assert_eq!(apply_to(&rules, "api.example.com", 80, false, None), (vec![], None));
+        let sent = Some("token fake-placeholder-1234");
+        let (grants, value) = apply_to(&rules, "api.example.com", 80, false, sent);
+        assert!(grants.is_empty());
+        assert_eq!(value.as_deref(), sent, "the placeholder is not swapped for the secret");
+        // A named port without the opt-in is not enough either.
+        let rules = [rule("api.example.com:8080", None)];
+        assert_eq!(apply_to(&rules, "api.example.com", 8080, false, None), (vec![], None));
+        assert_eq!(apply_to(&rules, "api.example.com", 8080, true, None).0, ["github"]);
+    }
+
+    #[test]
+    fn plaintext_opt_in_needs_a_named_port() {
+        let opted = InjectionRule {
+            plaintext: true,
+            ..rule("api.example.com:8080", None)
+        };
+        let (grants, _) = apply_to(std::slice::from_ref(&opted), "api.example.com", 8080, false, None);
+        assert_eq!(grants, ["github"]);
+        let portless = InjectionRule {
+            plaintext: true,
+            ..rule("api.example.com", None)
+        };
+        assert!(InjectionSet::compile(&[portless]).is_err());
     }
 
     #[test]

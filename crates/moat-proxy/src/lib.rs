@@ -27,6 +27,7 @@
 //!     injections: vec![],
 //!     trace_path: "/home/u/.moat/runs/run-1/network.jsonl".into(),
 //!     host_ports: vec![],
+//!     redact_values: vec![], // the run's `secrets:` values, kept out of its trace
 //! })?;
 //! // ... later
 //! let summary = proxy.unregister_run("run-1")?;
@@ -42,6 +43,8 @@ mod destination;
 mod error;
 mod forward;
 mod injection;
+mod limits;
+mod path;
 mod policy;
 mod proxy;
 mod registry;
@@ -54,7 +57,7 @@ mod upgrade;
 mod upstream;
 
 pub use ca::CertificateAuthority;
-pub use config::{ProxyConfig, ProxyTimeouts};
+pub use config::{ProxyConfig, ProxyTimeouts, RunLimits};
 pub use error::{CaError, ProxyError};
 pub use injection::InjectionRule;
 pub use policy::{HostRule, NetworkPolicy, PolicyMode};

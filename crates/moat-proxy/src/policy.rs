@@ -1,9 +1,20 @@
 //! Network policy: host patterns, method/path rules (first match wins), and
 //! the allow/deny decision for a CONNECT or a request (proxy.md § Network policy).
+//!
+//! Where a host has method/path rules, a request's path is normalised
+//! ([`crate::path`]) before it is matched, and the normalised path is the one
+//! forwarded; method-override headers and parameters are refused where a rule
+//! names a method, since the server would act on another method than the one
+//! checked.
 
+use http::{HeaderMap, Method, Uri};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProxyError;
+use crate::path::{
+    METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAM, PathError, normalize_path, normalize_segment,
+    query_overrides_method,
+};
 
 /// Whether hosts without a matching rule are allowed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +99,11 @@ impl HostPattern {
             }
     }
 
+    /// Whether the pattern names a port (rather than matching 80 and 443).
+    pub(crate) fn has_port(&self) -> bool {
+        self.port.is_some()
+    }
+
     /// True for an exact host with an explicit port (an explicit opt-in that
     /// may reach loopback or link-local addresses).
     pub(crate) fn is_explicit_host_port(&self) -> bool {
@@ -160,19 +176,46 @@ impl MethodPathRule {
             return Err(invalid("path must start with /"));
         }
         let method = (method != "*").then(|| method.to_ascii_uppercase());
+        // Spelled as normalised request paths are, so `%7e` and `~` agree;
+        // a deny rule's in lower case (see `matches`).
+        let path_segments = path_segments(path)
+            .map(|segment| {
+                let segment = normalize_segment(segment)?;
+                Ok(match verdict {
+                    Verdict::Deny => segment.to_ascii_lowercase(),
+                    Verdict::Allow => segment,
+                })
+            })
+            .collect::<Result<_, PathError>>()
+            .map_err(|e| invalid(&e.to_string()))?;
         Ok(Self {
             verdict,
             method,
-            path_segments: path_segments(path).map(str::to_string).collect(),
+            path_segments,
             text: words.join(" "),
         })
     }
 
+    /// Matches a normalised path. A deny rule ignores ASCII case, since many
+    /// servers do (GitHub's owner and repository names): `/Admin` cannot
+    /// slip past `deny * /admin/**`. An allow rule matches case exactly, so
+    /// it never covers more than it names.
     fn matches(&self, method: &str, path: &str) -> bool {
         let method_ok = self.method.as_deref().is_none_or(|m| m == method);
+        if !method_ok {
+            return false;
+        }
+        let lowered;
+        let path = match self.verdict {
+            Verdict::Deny => {
+                lowered = path.to_ascii_lowercase();
+                &lowered
+            }
+            Verdict::Allow => path,
+        };
         let segments: Vec<&str> = path_segments(path).collect();
         let pattern: Vec<&str> = self.path_segments.iter().map(String::as_str).collect();
-        method_ok && glob_segments(&pattern, &segments)
+        glob_segments(&pattern, &segments)
     }
 }
 
@@ -208,6 +251,37 @@ struct CompiledHostRule {
     method_path_rules: Vec<MethodPathRule>,
 }
 
+impl CompiledHostRule {
+    /// The first method/path rule matching (a normalised path) decides; with
+    /// none, the request is denied if any rule allows, else allowed.
+    fn decide(&self, host_text: &str, method: &str, path: &str) -> Decision {
+        match self.method_path_rules.iter().find(|r| r.matches(method, path)) {
+            Some(r) if r.verdict == Verdict::Allow => allow(format!("{host_text}: {}", r.text)),
+            Some(r) => deny(format!("{host_text}: {}", r.text)),
+            None if self.method_path_rules.iter().any(|r| r.verdict == Verdict::Allow) => {
+                deny(format!("{host_text}: no allow rule matches {method} {path}"))
+            }
+            None => allow(format!("network.rules host {host_text}")),
+        }
+    }
+
+    /// Whether a rule names a method (not `*`), so a method override matters.
+    fn names_a_method(&self) -> bool {
+        self.method_path_rules.iter().any(|r| r.method.is_some())
+    }
+}
+
+/// How a request asks the server to treat it as another method, if it does:
+/// an override header, or the `_method` query parameter.
+fn method_override(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(name) = METHOD_OVERRIDE_HEADERS.iter().find(|name| headers.contains_key(**name)) {
+        return Some(format!("the method override header {name}"));
+    }
+    uri.query()
+        .is_some_and(query_overrides_method)
+        .then(|| format!("the method override parameter {METHOD_OVERRIDE_PARAM}"))
+}
+
 /// A validated policy plus the host patterns of the run's injections.
 pub(crate) struct CompiledPolicy {
     mode: PolicyMode,
@@ -220,6 +294,37 @@ pub(crate) struct Decision {
     pub allowed: bool,
     /// Human-readable name of the deciding rule.
     pub rule: String,
+}
+
+/// The outcome of checking one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RequestCheck {
+    /// Send it: `path_and_query`, when set, is the normalised path (and the
+    /// query as sent) to forward in place of the client's.
+    Allow {
+        rule: String,
+        path_and_query: Option<String>,
+    },
+    /// Refused by policy (403); `path` is the path the rules judged.
+    Deny { decision: Decision, path: String },
+    /// Refused because the rules cannot judge the path (400).
+    Malformed { rule: String, error: PathError },
+}
+
+impl RequestCheck {
+    fn from_decision(decision: Decision, path_and_query: Option<String>, path: &str) -> Self {
+        if decision.allowed {
+            Self::Allow {
+                rule: decision.rule,
+                path_and_query,
+            }
+        } else {
+            Self::Deny {
+                decision,
+                path: path.to_string(),
+            }
+        }
+    }
 }
 
 impl CompiledPolicy {
@@ -255,27 +360,46 @@ impl CompiledPolicy {
         }
     }
 
-    /// Full check of one request: host, then the host rule's method/path rules.
+    /// Full check of one request: host, then the host rule's method/path
+    /// rules against the normalised path.
     pub(crate) fn check_request(
         &self,
         host: &str,
         port: u16,
         implicit: Option<&str>,
-        method: &str,
-        path: &str,
-    ) -> Decision {
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> RequestCheck {
         let Some(rule) = self.host_rule(host, port) else {
-            return self.unmatched(implicit);
+            let decision = self.unmatched(implicit);
+            return RequestCheck::from_decision(decision, None, uri.path());
         };
         let host_text = rule.pattern.as_str();
-        match rule.method_path_rules.iter().find(|r| r.matches(method, path)) {
-            Some(r) if r.verdict == Verdict::Allow => allow(format!("{host_text}: {}", r.text)),
-            Some(r) => deny(format!("{host_text}: {}", r.text)),
-            None if rule.method_path_rules.iter().any(|r| r.verdict == Verdict::Allow) => {
-                deny(format!("{host_text}: no allow rule matches {method} {path}"))
-            }
-            None => allow(format!("network.rules host {host_text}")),
+        if rule.method_path_rules.is_empty() {
+            return RequestCheck::from_decision(allow(format!("network.rules host {host_text}")), None, uri.path());
         }
+        if rule.names_a_method()
+            && let Some(how) = method_override(uri, headers)
+        {
+            let decision = deny(format!("{host_text}: {how} is refused where method rules apply"));
+            return RequestCheck::from_decision(decision, None, uri.path());
+        }
+        let path = match normalize_path(uri.path()) {
+            Ok(path) => path,
+            Err(error) => {
+                return RequestCheck::Malformed {
+                    rule: format!("{host_text}: ambiguous path"),
+                    error,
+                };
+            }
+        };
+        let decision = rule.decide(host_text, method.as_str(), &path.matching);
+        let forward = match uri.query() {
+            Some(query) => format!("{}?{query}", path.forward),
+            None => path.forward.clone(),
+        };
+        RequestCheck::from_decision(decision, Some(forward), &path.forward)
     }
 
     /// Whether an explicit `host:port` rule names this destination.
@@ -375,25 +499,146 @@ mod tests {
         assert!(policy.check_host("other.example.com", 443, Some("grant")).allowed);
     }
 
+    /// Checks `method target` (path and query) with `headers` against `policy`
+    /// for api.example.com.
+    fn check(policy: &CompiledPolicy, method: &str, target: &str, headers: &[(&str, &str)]) -> RequestCheck {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let uri: Uri = target.parse().unwrap();
+        policy.check_request("api.example.com", 443, None, &method, &uri, &map)
+    }
+
+    fn allowed(check: &RequestCheck) -> bool {
+        matches!(check, RequestCheck::Allow { .. })
+    }
+
     #[test]
     fn method_path_rules_first_match_wins() {
         let policy = strict(&[("api.example.com", &["deny * /repos/secret/**", "allow GET /repos/**"])]);
-        let check = |m, p| policy.check_request("api.example.com", 443, None, m, p);
-        assert!(check("GET", "/repos/public").allowed);
-        let denied = check("GET", "/repos/secret/x");
-        assert!(!denied.allowed);
-        assert!(denied.rule.contains("deny * /repos/secret/**"), "{}", denied.rule);
-        assert!(!check("POST", "/repos/public").allowed);
+        assert!(allowed(&check(&policy, "GET", "/repos/public", &[])));
+        let RequestCheck::Deny { decision, .. } = check(&policy, "GET", "/repos/secret/x", &[]) else {
+            panic!("not denied");
+        };
+        assert!(decision.rule.contains("deny * /repos/secret/**"), "{}", decision.rule);
+        assert!(!allowed(&check(&policy, "POST", "/repos/public", &[])));
     }
 
     #[test]
     fn deny_only_rules_leave_other_requests_allowed() {
         let policy = strict(&[("api.example.com", &["deny DELETE /**"])]);
-        assert!(policy.check_request("api.example.com", 443, None, "GET", "/x").allowed);
-        assert!(
-            !policy
-                .check_request("api.example.com", 443, None, "DELETE", "/x")
-                .allowed
-        );
+        assert!(allowed(&check(&policy, "GET", "/x", &[])));
+        assert!(!allowed(&check(&policy, "DELETE", "/x", &[])));
+    }
+
+    /// Attack: spell a path so that the raw text escapes a rule that the path
+    /// the server resolves falls under. Each must be decided on the path it reaches.
+    #[test]
+    fn path_tricks_are_judged_on_the_path_they_reach() {
+        let policy = strict(&[(
+            "api.example.com",
+            &["deny * /admin/**", "allow GET /repos/**", "allow * /public/**"],
+        )]);
+        let denied = [
+            // `allow GET /repos/**` must not cover what `..` climbs to
+            "/repos/../orgs/x",
+            "/repos/%2e%2e/orgs/x",
+            "/repos/%2E./orgs/x",
+            "/repos/..;x/orgs/x",
+            "/repos/x/../../orgs/x",
+            // `deny * /admin/**` must hold however /admin is spelled
+            "/./admin",
+            "/%61dmin",
+            "/%61DMIN",
+            "/admin;x",
+            "/admin;x/users",
+            "//admin",
+            "/repos/..//admin/users",
+            "/Admin/users",
+            "/ADMIN",
+            "/public/../admin",
+        ];
+        for target in denied {
+            let outcome = check(&policy, "GET", target, &[]);
+            assert!(matches!(outcome, RequestCheck::Deny { .. }), "{target}: {outcome:?}");
+        }
+        let malformed = [
+            ("/repos/x%2F..%2F..%2Fadmin", PathError::EncodedSlash),
+            ("/repos/x%2f..%2f..%2fadmin", PathError::EncodedSlash),
+            ("/repos/x\\..\\..\\admin", PathError::Backslash),
+            ("/repos/x%5C..%5C..%5Cadmin", PathError::Backslash),
+            ("/repos/x%00/../../admin", PathError::EncodedControl),
+            ("/repos/%252e%252e/admin", PathError::EncodedPercent),
+            ("/repos/x%3B/admin", PathError::EncodedSemicolon),
+        ];
+        for (target, expected) in malformed {
+            let outcome = check(&policy, "GET", target, &[]);
+            assert!(
+                matches!(&outcome, RequestCheck::Malformed { error, .. } if *error == expected),
+                "{target}: {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_normalised_path_is_what_is_forwarded() {
+        let policy = strict(&[("api.example.com", &["allow GET /repos/**"])]);
+        let cases = [
+            ("/repos/x", "/repos/x"),
+            ("/repos/./x//y", "/repos/x/y"),
+            ("/repos/z/../%78?page=2&q=a%2Fb", "/repos/x?page=2&q=a%2Fb"),
+            ("/repos/x;v=1/y", "/repos/x;v=1/y"),
+            ("/repos/caf%c3%a9", "/repos/caf%C3%A9"),
+        ];
+        for (target, forwarded) in cases {
+            match check(&policy, "GET", target, &[]) {
+                RequestCheck::Allow { path_and_query, .. } => {
+                    assert_eq!(path_and_query.as_deref(), Some(forwarded), "{target}")
+                }
+                other => panic!("{target}: {other:?}"),
+            }
+        }
+        // Without method/path rules the request goes as sent.
+        let policy = strict(&[("api.example.com", &[])]);
+        match check(&policy, "GET", "/a/../b%2Fc", &[]) {
+            RequestCheck::Allow { path_and_query, .. } => assert_eq!(path_and_query, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Attack: an allowed GET that the server runs as DELETE through a method
+    /// override header or parameter.
+    #[test]
+    fn method_overrides_are_refused_where_a_rule_names_a_method() {
+        let policy = strict(&[("api.example.com", &["allow GET /repos/**"])]);
+        for header in ["X-HTTP-Method-Override", "x-http-method", "X-Method-Override"] {
+            let outcome = check(&policy, "GET", "/repos/x", &[(header, "DELETE")]);
+            let RequestCheck::Deny { decision, .. } = outcome else {
+                panic!("{header}: {outcome:?}");
+            };
+            assert!(decision.rule.contains("method override"), "{}", decision.rule);
+        }
+        for target in ["/repos/x?_method=DELETE", "/repos/x?a=1&%5Fmethod=delete"] {
+            let outcome = check(&policy, "GET", target, &[]);
+            assert!(matches!(outcome, RequestCheck::Deny { .. }), "{target}: {outcome:?}");
+        }
+        // Rules for any method, or no rules at all: an override changes nothing.
+        for rules in [&["deny * /admin/**"][..], &[]] {
+            let policy = strict(&[("api.example.com", rules)]);
+            let outcome = check(&policy, "GET", "/repos/x?_method=DELETE", &[("x-http-method", "PUT")]);
+            assert!(allowed(&outcome), "{rules:?}: {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn rule_paths_are_spelled_like_normalised_paths() {
+        let policy = strict(&[("api.example.com", &["allow GET /%7euser/%c3%a9/**"])]);
+        assert!(allowed(&check(&policy, "GET", "/~user/%C3%A9/x", &[])));
+        assert!(MethodPathRule::parse("h", "allow GET /a%2Fb").is_err());
     }
 }

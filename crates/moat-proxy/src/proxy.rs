@@ -63,7 +63,7 @@ impl ProxyHandle {
         let connector = UpstreamConnector::new(&config)?;
         let clients = UpstreamClients::new(&connector, config.timeouts.pool_idle);
         let shared = Shared {
-            registry: Registry::default(),
+            registry: Registry::new(config.limits),
             ca,
             resolver,
             host_addresses: HostAddresses::new(),

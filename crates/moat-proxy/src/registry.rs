@@ -9,8 +9,10 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
+use crate::config::RunLimits;
 use crate::error::ProxyError;
 use crate::injection::{InjectionRule, InjectionSet};
+use crate::limits::RunLimiter;
 use crate::policy::{CompiledPolicy, NetworkPolicy, PolicyMode};
 use crate::token::ProxyToken;
 use crate::trace::{TraceRecord, TraceSink};
@@ -20,7 +22,7 @@ use crate::trace::{TraceRecord, TraceSink};
 pub const HOST_SERVICE_NAME: &str = "moat-host";
 
 /// Everything the proxy needs to serve one run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunRegistration {
     pub run_id: String,
     pub token: ProxyToken,
@@ -30,6 +32,26 @@ pub struct RunRegistration {
     pub trace_path: PathBuf,
     /// Host ports (`network.host`) reachable on loopback / link-local addresses.
     pub host_ports: Vec<u16>,
+    /// Values redacted wherever they appear in a traced URL, however
+    /// encoded: the run's `secrets:`. Kept in memory only, never written.
+    pub redact_values: Vec<String>,
+}
+
+impl std::fmt::Debug for RunRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRegistration")
+            .field("run_id", &self.run_id)
+            .field("token", &self.token)
+            .field("policy", &self.policy)
+            .field("injections", &self.injections)
+            .field("trace_path", &self.trace_path)
+            .field("host_ports", &self.host_ports)
+            .field(
+                "redact_values",
+                &format_args!("<{} redacted>", self.redact_values.len()),
+            )
+            .finish()
+    }
 }
 
 /// What is known about a run when it is unregistered.
@@ -49,6 +71,10 @@ pub(crate) struct RunEntry {
     /// Names of the grants in the current injection snapshot.
     grants: RwLock<Arc<[String]>>,
     pub(crate) host_ports: Vec<u16>,
+    /// The run's `secrets:` values, redacted from its trace.
+    redact_values: Vec<String>,
+    /// The run's share of tunnels and handshakes.
+    pub(crate) limiter: RunLimiter,
     trace: TraceSink,
     active: AtomicBool,
     /// Bumped when the run is unregistered or its injections change.
@@ -59,6 +85,14 @@ impl RunEntry {
     /// The current injection snapshot (looked up per inner request).
     pub(crate) fn injections(&self) -> Arc<InjectionSet> {
         self.injections.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Everything to redact from this run's trace: the placeholders and
+    /// values of `injections`, and the run's `secrets:` values.
+    pub(crate) fn redactables<'a>(&'a self, injections: &'a InjectionSet) -> impl Iterator<Item = &'a str> {
+        injections
+            .redactable_strings()
+            .chain(self.redact_values.iter().map(String::as_str))
     }
 
     /// Why the run may reach `host:port` without a `network.rules` entry: a
@@ -109,9 +143,18 @@ impl RunEntry {
 #[derive(Default)]
 pub(crate) struct Registry {
     runs: RwLock<Vec<Arc<RunEntry>>>,
+    /// Given to each run as it registers.
+    limits: RunLimits,
 }
 
 impl Registry {
+    pub(crate) fn new(limits: RunLimits) -> Self {
+        Self {
+            runs: RwLock::default(),
+            limits,
+        }
+    }
+
     /// Validates and registers a run; it becomes visible atomically, fully built.
     pub(crate) fn register(&self, registration: RunRegistration) -> Result<(), ProxyError> {
         let policy = CompiledPolicy::compile(&registration.policy)?;
@@ -128,6 +171,12 @@ impl Registry {
             injections: RwLock::new(Arc::new(injections)),
             grants: RwLock::new(grant_names(&registration.injections)),
             host_ports: registration.host_ports,
+            redact_values: registration
+                .redact_values
+                .into_iter()
+                .filter(|value| !value.is_empty())
+                .collect(),
+            limiter: RunLimiter::new(self.limits),
             trace,
             active: AtomicBool::new(true),
             changes: watch::channel(0).0,

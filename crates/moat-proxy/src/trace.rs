@@ -175,28 +175,123 @@ impl TraceWriter {
     }
 }
 
-/// Query parameter names whose values are redacted from traced URLs.
+/// Query parameter names whose values are redacted from traced URLs: a name
+/// containing any of these (ignoring case, after percent-decoding) is sensitive.
 const SENSITIVE_QUERY_WORDS: &[&str] = &[
     "token",
     "key",
     "secret",
     "password",
     "passwd",
+    "pwd",
     "auth",
     "sig",
     "credential",
+    "code",
+    "session",
+    "sessid",
+    "jwt",
 ];
 
-/// Redacts `secrets` (placeholders, injected values) and token-like query
-/// values from a URL's path and query.
+/// Redacts `secrets` (placeholders, injected values, the run's `secrets:`
+/// values), however they are encoded, and token-like query values from a
+/// URL's path and query.
 pub(crate) fn redact_path_and_query<'a>(path_and_query: &str, secrets: impl Iterator<Item = &'a str>) -> String {
-    let mut text = path_and_query.to_string();
-    for secret in secrets.filter(|s| !s.is_empty() && path_and_query.contains(s)) {
-        text = text.replace(secret, REDACTED);
-    }
+    let text = redact_secrets(path_and_query, secrets);
     match text.split_once('?') {
         None => text,
         Some((path, query)) => format!("{path}?{}", redact_query(query)),
+    }
+}
+
+/// Replaces every occurrence of each secret in `text` with [`REDACTED`],
+/// whether written as is, percent-encoded (escapes in any case, in any mix
+/// with plain characters) or with `+` for a space.
+pub(crate) fn redact_secrets<'a>(text: &str, secrets: impl Iterator<Item = &'a str>) -> String {
+    let secrets: Vec<&str> = secrets.filter(|s| !s.is_empty()).collect();
+    if secrets.is_empty() {
+        return text.to_string();
+    }
+    let decoded = DecodedText::new(text);
+    let mut hidden = vec![false; text.len()];
+    let mut any = false;
+    for secret in secrets {
+        for view in decoded.views() {
+            for start in memchr::memmem::find_iter(view, secret.as_bytes()) {
+                let from = decoded.spans[start].0;
+                let to = decoded.spans[start + secret.len() - 1].1;
+                hidden[from..to].fill(true);
+                any = true;
+            }
+        }
+    }
+    if !any {
+        return text.to_string();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if hidden[i] {
+            out.extend_from_slice(REDACTED.as_bytes());
+            while i < bytes.len() && hidden[i] {
+                i += 1;
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A URL part percent-decoded once, each decoded byte knowing the span of
+/// the original text it came from.
+struct DecodedText {
+    /// `+` kept as `+`.
+    plain: Vec<u8>,
+    /// `+` read as a space (form encoding), when the text has a `+`.
+    plus_as_space: Option<Vec<u8>>,
+    /// Original `[start, end)` of each decoded byte.
+    spans: Vec<(usize, usize)>,
+}
+
+impl DecodedText {
+    fn new(text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let mut plain = Vec::with_capacity(bytes.len());
+        let mut spans = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let escaped = (bytes[i] == b'%')
+                .then(|| bytes.get(i + 1..i + 3))
+                .flatten()
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            let (byte, width) = match escaped {
+                Some(byte) => (byte, 3),
+                None => (bytes[i], 1),
+            };
+            plain.push(byte);
+            spans.push((i, i + width));
+            i += width;
+        }
+        let plus_as_space = bytes.contains(&b'+').then(|| {
+            plain
+                .iter()
+                .zip(&spans)
+                .map(|(&byte, &(start, end))| if end - start == 1 && byte == b'+' { b' ' } else { byte })
+                .collect()
+        });
+        Self {
+            plain,
+            plus_as_space,
+            spans,
+        }
+    }
+
+    fn views(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.plain.as_slice()).chain(self.plus_as_space.as_deref())
     }
 }
 
@@ -212,7 +307,7 @@ fn redact_query(query: &str) -> String {
 }
 
 fn is_sensitive_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    let name = String::from_utf8_lossy(&crate::path::percent_decode(name)).to_ascii_lowercase();
     SENSITIVE_QUERY_WORDS.iter().any(|w| name.contains(w))
 }
 
@@ -227,6 +322,47 @@ mod tests {
             ["fake-ph-123"].into_iter(),
         );
         assert_eq!(url, "/v1/[REDACTED]/x?access_token=[REDACTED]&page=2&sig=[REDACTED]");
+    }
+
+    /// Leak: OAuth codes, session ids, JWTs and passwords in query values, and
+    /// sensitive names hidden behind percent-encoding, reach the trace file.
+    #[test]
+    fn more_sensitive_names_and_encoded_names_are_redacted() {
+        let url = redact_path_and_query(
+            "/cb?code=oauth-code-1&pwd=hunter2&passwd=p2&PHPSESSID=s1&session=s2&jwt=j1\
+             &x-amz-signature=s3&%74oken=t1&access%5Ftoken=t2&page=2&q=hello",
+            std::iter::empty(),
+        );
+        assert_eq!(
+            url,
+            "/cb?code=[REDACTED]&pwd=[REDACTED]&passwd=[REDACTED]&PHPSESSID=[REDACTED]&session=[REDACTED]\
+             &jwt=[REDACTED]&x-amz-signature=[REDACTED]&%74oken=[REDACTED]&access%5Ftoken=[REDACTED]&page=2&q=hello"
+        );
+    }
+
+    /// Leak: a `secrets:` value (or an injected token) the agent puts in a
+    /// URL, plainly or percent-encoded, is written to the trace file.
+    #[test]
+    fn secrets_are_redacted_anywhere_and_however_encoded() {
+        let secret = "s3cr/t+v@lue";
+        let cases = [
+            ("/files/s3cr/t+v@lue/x", "/files/[REDACTED]/x"),
+            ("/files/s3cr%2Ft%2Bv%40lue", "/files/[REDACTED]"),
+            ("/files/s3cr%2ft%2bv%40lue", "/files/[REDACTED]"),
+            ("/files/%73%33%63%72%2F%74%2B%76%40%6C%75%65", "/files/[REDACTED]"),
+            ("/x?q=s3cr%2Ft%2Bv%40lue&page=2", "/x?q=[REDACTED]&page=2"),
+            ("/x?q=pre-s3cr/t+v@lue-post", "/x?q=pre-[REDACTED]-post"),
+            ("/a/s3cr/t+v@lue/b?q=s3cr%2Ft+v%40lue", "/a/[REDACTED]/b?q=[REDACTED]"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(redact_path_and_query(raw, [secret].into_iter()), expected, "{raw}");
+        }
+        // `+` for a space, as form encoding writes it.
+        let spaced = redact_path_and_query("/x?q=my+pass+phrase&page=2", ["my pass phrase"].into_iter());
+        assert_eq!(spaced, "/x?q=[REDACTED]&page=2");
+        // Overlapping and adjacent occurrences leave nothing of either.
+        assert_eq!(redact_secrets("/abcabc", ["abc", "cab"].into_iter()), "/[REDACTED]");
+        assert_eq!(redact_secrets("/nothing", ["abc", ""].into_iter()), "/nothing");
     }
 
     fn record(id: usize) -> TraceRecord {

@@ -1,6 +1,7 @@
-//! CONNECT tunnels: host-level policy and destination check, `200`, then TLS
-//! termination with a leaf for the CONNECT host and an HTTP/1.1 or HTTP/2
-//! server (by ALPN) whose requests all go to the CONNECT target, at the
+//! CONNECT tunnels: the run's tunnel and handshake limits, host-level policy
+//! and destination check, `200`, then TLS termination with a leaf for the
+//! CONNECT host and an HTTP/1.1 or HTTP/2 server (by ALPN, with the run's
+//! stream limit) whose requests all go to the CONNECT target, at the
 //! addresses judged when the tunnel opened (never looked up again).
 
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{ProxyBody, local_body};
-use crate::forward::{Target, forward, local_response, refuse, start_trace};
+use crate::forward::{Refusal, Target, forward, local_response, refuse, start_trace};
+use crate::limits::TunnelSlot;
 use crate::policy::normalize_host;
 use crate::proxy::{Shared, check_host_and_destination, until_shutdown};
 use crate::registry::RunEntry;
@@ -28,13 +30,26 @@ pub(crate) async fn open(shared: Arc<Shared>, run: Arc<RunEntry>, req: Request<I
             "moat proxy: CONNECT needs host:port\n".to_string(),
         );
     };
+    // Before the policy check: the agent chooses how many CONNECTs it sends,
+    // and each may cost a DNS lookup.
+    let slot = match run.limiter.open_tunnel() {
+        Ok(slot) => slot,
+        Err(exceeded) => {
+            let refusal = Refusal {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                rule: "limit".to_string(),
+                body: format!("moat proxy: {exceeded}\n"),
+            };
+            return refuse(start_trace(&run, &target, req.method(), ""), refusal);
+        }
+    };
     match check_host_and_destination(&shared, &run, &target, req.method()).await {
         Ok(destination) => target.destination = Some(destination),
         Err(refusal) => return refuse(start_trace(&run, &target, req.method(), ""), refusal),
     }
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => intercept(shared, run, Arc::new(target), upgraded).await,
+            Ok(upgraded) => intercept(shared, run, Arc::new(target), upgraded, slot).await,
             Err(e) => tracing::debug!("CONNECT upgrade to {} failed: {e}", target.host),
         }
     });
@@ -51,8 +66,15 @@ fn connect_target<B>(req: &Request<B>) -> Option<Target> {
     })
 }
 
-/// Terminates the client's TLS and serves its requests.
-async fn intercept(shared: Arc<Shared>, run: Arc<RunEntry>, target: Arc<Target>, upgraded: Upgraded) {
+/// Terminates the client's TLS and serves its requests; the run's tunnel
+/// slot is held until the connection ends.
+async fn intercept(
+    shared: Arc<Shared>,
+    run: Arc<RunEntry>,
+    target: Arc<Target>,
+    upgraded: Upgraded,
+    _slot: TunnelSlot,
+) {
     let handshake = async {
         let config = shared
             .ca
@@ -71,6 +93,7 @@ async fn intercept(shared: Arc<Shared>, run: Arc<RunEntry>, target: Arc<Target>,
         Err(_) => return trace_handshake_failure(&run, &target, format!("timed out after {timeout:?}")),
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+    let max_streams = run.limiter.max_streams_per_tunnel();
     let io = TokioIo::new(tls);
     let mut stop = shared.shutdown.subscribe();
     let service = service_fn(move |req| {
@@ -80,6 +103,7 @@ async fn intercept(shared: Arc<Shared>, run: Arc<RunEntry>, target: Arc<Target>,
     let served = if h2 {
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_concurrent_streams(max_streams)
             .serve_connection(io, service);
         until_shutdown(connection, &mut stop, |c| c.graceful_shutdown()).await
     } else {

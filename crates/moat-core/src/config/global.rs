@@ -22,6 +22,12 @@ use crate::paths::MoatHome;
 pub struct GlobalConfig {
     /// Port the credential proxy listens on; 0 picks a free one.
     pub proxy_port: u16,
+    /// Tunnels (CONNECTs) one run may hold open in the proxy at once.
+    pub proxy_max_tunnels: u32,
+    /// Concurrent HTTP/2 streams on one of a run's tunnels.
+    pub proxy_max_streams: u32,
+    /// New tunnels (TLS handshakes) one run may open per second.
+    pub proxy_handshakes_per_second: u32,
     /// The daemon exits after this long with no live run and no client.
     #[serde(deserialize_with = "values::duration", serialize_with = "values::serialize_duration")]
     pub idle_timeout: Duration,
@@ -60,6 +66,9 @@ impl Default for GlobalConfig {
     fn default() -> Self {
         GlobalConfig {
             proxy_port: 0,
+            proxy_max_tunnels: 256,
+            proxy_max_streams: 100,
+            proxy_handshakes_per_second: 50,
             idle_timeout: Duration::from_secs(5 * 60),
             reap_interval: Duration::from_secs(10 * 60),
             reap_second_sighting: Duration::from_secs(60),
@@ -177,6 +186,15 @@ impl GlobalConfig {
                     self.subnet_pool.prefix_len, self.subnet_prefix
                 ),
             ));
+        }
+        for (name, value) in [
+            ("proxy_max_tunnels", self.proxy_max_tunnels),
+            ("proxy_max_streams", self.proxy_max_streams),
+            ("proxy_handshakes_per_second", self.proxy_handshakes_per_second),
+        ] {
+            if value == 0 {
+                problems.push(Problem::new(name, "must be greater than 0"));
+            }
         }
         for (name, value) in [
             ("idle_timeout", self.idle_timeout),

@@ -138,6 +138,7 @@ fn register_plain(proxy: &TestProxy, run_id: &str, policy: NetworkPolicy) -> (Pr
             injections: vec![],
             trace_path: trace_path.clone(),
             host_ports: vec![],
+            redact_values: vec![],
         })
         .unwrap();
     (token, trace_path)

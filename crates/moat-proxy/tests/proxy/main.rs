@@ -5,6 +5,7 @@ mod auth;
 mod curl;
 mod destination;
 mod injection;
+mod limits;
 mod plain;
 mod policy;
 mod streaming;

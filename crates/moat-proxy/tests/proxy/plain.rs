@@ -10,25 +10,59 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::{TestProxy, injection, unique_dir};
 
+/// The pattern a provider would write for the plain upstream: the bare
+/// host when it listens on 80 (tests run as root), as `api.github.com`
+/// does, else `host:port`.
+fn plain_pattern(proxy: &TestProxy, host: &str) -> String {
+    match proxy.upstream.plain_addr.port() {
+        80 => host.to_string(),
+        port => format!("{host}:{port}"),
+    }
+}
+
+/// Attack: `curl http://api.example.test/` — a credential whose pattern
+/// matches port 80 (or names the plain port) must not be sent in clear,
+/// nor may the placeholder be swapped for it.
 #[tokio::test]
-async fn plain_http_requests_follow_the_same_rules() {
+async fn plain_http_requests_follow_the_same_rules_but_get_no_credential() {
     let proxy = TestProxy::start("plain").await;
     let plain = proxy.upstream.plain_addr;
-    let pattern = format!("api.example.test:{}", plain.port());
-    let rule = injection(&pattern, "x-api-key", "plain-key", None, "k");
+    let rules = vec![
+        injection(
+            &plain_pattern(&proxy, "api.example.test"),
+            "x-api-key",
+            "plain-key",
+            Some("moat-placeholder-plain"),
+            "k",
+        ),
+        injection(
+            &format!("api.example.test:{}", plain.port()),
+            "authorization",
+            "Bearer plain-token",
+            None,
+            "port",
+        ),
+    ];
     let strict = NetworkPolicy {
         mode: PolicyMode::Strict,
         rules: vec![],
     };
-    let run = proxy.register("run", strict, vec![rule]);
+    let run = proxy.register("run", strict, rules);
     let client = proxy.client(&run.token);
 
     let url = format!("http://api.example.test:{}/plain?x=1", plain.port());
-    let response = client.absolute(&url, &[("proxy-connection", "keep-alive")]).await;
+    let sent = [
+        ("proxy-connection", "keep-alive"),
+        ("x-api-key", "moat-placeholder-plain"),
+    ];
+    let response = client.absolute(&url, &sent).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(seen["headers"]["x-api-key"], "plain-key");
+    assert_eq!(seen["headers"]["x-api-key"], "moat-placeholder-plain", "{seen}");
+    assert!(seen["headers"].get("authorization").is_none(), "{seen}");
+    assert!(!seen.to_string().contains("plain-key"), "{seen}");
+    assert!(!seen.to_string().contains("plain-token"), "{seen}");
     assert_eq!(seen["path"], "/plain");
     assert!(seen["headers"].get("proxy-authorization").is_none(), "{seen}");
     assert!(seen["headers"].get("proxy-connection").is_none(), "{seen}");
@@ -44,7 +78,33 @@ async fn plain_http_requests_follow_the_same_rules() {
     let records = run.trace_records(2).await;
     let traced_url = url.replace(":80/", "/");
     assert_eq!(records[0]["url"], traced_url.as_str());
+    assert!(records[0].get("grants").is_none(), "{}", records[0]);
     assert_eq!(records[1]["decision"], "deny");
+}
+
+/// A provider that names its plain port and opts in (`plaintext: true`)
+/// gets its credential injected over plain HTTP; TLS still works as before.
+#[tokio::test]
+async fn a_plaintext_opt_in_with_a_named_port_injects_over_plain_http() {
+    let proxy = TestProxy::start("plain-opt-in").await;
+    let plain = proxy.upstream.plain_addr;
+    let mut rule = injection(
+        &format!("api.example.test:{}", plain.port()),
+        "x-api-key",
+        "plain-key",
+        None,
+        "k",
+    );
+    rule.plaintext = true;
+    let run = proxy.register("run", NetworkPolicy::default(), vec![rule]);
+    let url = format!("http://api.example.test:{}/plain", plain.port());
+    let response = proxy.client(&run.token).absolute(&url, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["headers"]["x-api-key"], "plain-key", "{seen}");
+    let records = run.trace_records(1).await;
+    assert_eq!(records[0]["grants"], serde_json::json!(["k"]));
 }
 
 #[tokio::test]

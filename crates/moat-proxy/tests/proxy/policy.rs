@@ -4,7 +4,7 @@
 use http::StatusCode;
 use moat_proxy::{HostRule, NetworkPolicy, PolicyMode, ProxyToken, RunRegistration};
 
-use crate::support::{TestProxy, body_text, get, injection};
+use crate::support::{TestProxy, body_text, get, get_h2, injection};
 
 fn strict(rules: Vec<HostRule>) -> NetworkPolicy {
     NetworkPolicy {
@@ -91,6 +91,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             injections: vec![],
             trace_path: proxy.dir.join("no-host-ports.jsonl"),
             host_ports: vec![],
+            redact_values: vec![],
         })
         .unwrap();
     let client = proxy.client(&token);
@@ -123,6 +124,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             injections: vec![],
             trace_path: proxy.dir.join("explicit.jsonl"),
             host_ports: vec![],
+            redact_values: vec![],
         })
         .unwrap();
     let mut tunnel = proxy
@@ -145,4 +147,91 @@ async fn redirects_are_returned_not_followed() {
     let response = tunnel.send(get("api.example.test", "/redirect", &[])).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(response.headers()["location"], "https://other.example.test/");
+}
+
+/// Attack: spell a path so its raw text escapes the rule that the path the
+/// server resolves falls under (`/repos/../orgs/x` under `allow GET
+/// /repos/**`; `/./admin`, `/%61dmin`, `/admin;x`, `//admin` past `deny *
+/// /admin/**`), or override the method. Each is refused, over HTTP/1.1,
+/// HTTP/2 and plain absolute-form HTTP, and an allowed request reaches the
+/// upstream with the normalised path the rules judged.
+#[tokio::test]
+async fn path_rule_bypasses_are_refused_and_the_upstream_sees_the_normalised_path() {
+    let proxy = TestProxy::start("normalise").await;
+    let up = &proxy.upstream;
+    let plain_port = up.plain_addr.port();
+    let repos_only = ["allow GET /repos/**"];
+    let no_admin = ["deny * /admin/**"];
+    let policy = strict(vec![
+        host_rule(up.pattern("api.example.test"), &repos_only),
+        host_rule(format!("api.example.test:{plain_port}"), &repos_only),
+        host_rule(up.pattern("other.example.test"), &no_admin),
+    ]);
+    let run = proxy.register("run", policy, vec![]);
+    let client = proxy.client(&run.token);
+
+    let mut api = client.tunnel(&up.authority("api.example.test"), false).await;
+    for path in ["/repos/../orgs/x", "/repos/%2e%2e/orgs/x", "/repos/x/..;/../orgs/x"] {
+        let response = api.send(get("api.example.test", path, &[])).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    for path in ["/repos/x%2F..%2F..%2Forgs", "/repos/x\\..\\..\\orgs", "/repos/x%00"] {
+        let response = api.send(get("api.example.test", path, &[])).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+    let overrides = [("x-http-method-override", "DELETE")];
+    let response = api.send(get("api.example.test", "/repos/x", &overrides)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = api.send(get("api.example.test", "/repos/x?_method=DELETE", &[])).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let seen = api
+        .echo(get(
+            "api.example.test",
+            "/repos/a/./b//c/../%64;v=1?page=2&q=%2F..",
+            &[],
+        ))
+        .await;
+    assert_eq!(seen["path"], "/repos/a/b/d;v=1", "{seen}");
+    assert_eq!(seen["query"], "page=2&q=%2F..", "{seen}");
+
+    let mut other = client.tunnel(&up.authority("other.example.test"), true).await;
+    for path in [
+        "/./admin",
+        "/%61dmin",
+        "/admin;x",
+        "//admin",
+        "/Admin/users",
+        "/x/%2e%2e/admin",
+    ] {
+        let response = other.send(get_h2(&up.authority("other.example.test"), path)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let seen = other
+        .echo(get_h2(&up.authority("other.example.test"), "/x/.%2E/y"))
+        .await;
+    assert_eq!(seen["path"], "/y", "{seen}");
+
+    let base = format!("http://api.example.test:{plain_port}");
+    let response = client.absolute(&format!("{base}/repos/../orgs/x"), &[]).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = client.absolute(&format!("{base}/repos//x/%2e/y"), &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
+    assert_eq!(seen["path"], "/repos/x/y", "{seen}");
+
+    // Only the three allowed requests reached the upstream; the trace shows
+    // every refusal as a denial.
+    let records = run.trace_records(18).await;
+    let allowed: Vec<&str> = records
+        .iter()
+        .filter(|r| r["decision"] == "allow")
+        .map(|r| r["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(allowed.len(), 3, "{allowed:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["decision"] == "allow" || r["decision"] == "deny")
+    );
 }

@@ -19,7 +19,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunRegistration,
+    CertificateAuthority, InjectionRule, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunLimits,
+    RunRegistration,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -192,6 +193,7 @@ async fn echo_response(req: Request<Incoming>) -> Response<UpstreamBody> {
     let json = serde_json::json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
+        "query": parts.uri.query(),
         "version": format!("{:?}", parts.version),
         "authority": parts.uri.authority().map(|a| a.to_string()),
         "headers": headers,
@@ -272,6 +274,11 @@ impl TestProxy {
         Self::start_with(label, |_| {}).await
     }
 
+    /// [`TestProxy::start`] with per-run limits of its own.
+    pub async fn start_with_limits(label: &str, limits: RunLimits) -> Self {
+        Self::start_with(label, |config| config.limits = limits).await
+    }
+
     /// [`TestProxy::start`] with the configuration adjusted by `configure`
     /// (e.g. a scripted name resolver, an override removed).
     pub async fn start_with(label: &str, configure: impl FnOnce(&mut ProxyConfig)) -> Self {
@@ -318,6 +325,7 @@ impl TestProxy {
                 injections,
                 trace_path: trace_path.clone(),
                 host_ports: vec![self.upstream.addr.port(), self.upstream.plain_addr.port()],
+                redact_values: vec![],
             })
             .unwrap();
         TestRun { token, trace_path }
@@ -377,6 +385,7 @@ pub fn injection(
         header_value: value.to_string(),
         placeholder: placeholder.map(str::to_string),
         grant: grant.to_string(),
+        plaintext: false,
     }
 }
 

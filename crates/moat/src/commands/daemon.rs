@@ -121,6 +121,11 @@ fn daemon_config(home: &MoatHome, global: &GlobalConfig) -> DaemonConfig {
         preferred_port: global.proxy_port,
         extra_root_ca: global.extra_ca_file.clone(),
         resolve_overrides: global.resolve.iter().map(|(host, ip)| (host.clone(), *ip)).collect(),
+        limits: moat_proxy::RunLimits {
+            max_tunnels: global.proxy_max_tunnels,
+            max_streams_per_tunnel: global.proxy_max_streams,
+            handshakes_per_second: global.proxy_handshakes_per_second,
+        },
     });
     config
 }
