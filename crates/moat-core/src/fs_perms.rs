@@ -9,6 +9,7 @@
 //! [`read_trusted`] checks the opened file (`fstat`), not the path, so the
 //! file cannot be swapped between the check and the read.
 
+use std::fmt;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -17,20 +18,25 @@ use std::path::{Path, PathBuf};
 /// Why a file was not trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum UntrustedFile {
-    #[error(
-        "refusing to load {path}: it is writable by {who} (mode {mode:03o}), so another user could change it; run `chmod go-w {path}`"
-    )]
+    /// Group- or other-writable.
     Writable {
         path: PathBuf,
         mode: u32,
         who: &'static str,
     },
-    #[error(
-        "refusing to load {path}: it is owned by uid {owner}, not by you (uid {user}) or root; if you trust its contents, run `sudo chown {user} {path}`"
-    )]
+    /// Owned by neither the current user nor root.
     Owner { path: PathBuf, owner: u32, user: u32 },
-    #[error("cannot read {path}: {source}")]
+    /// Could not be opened or read.
     Io { path: PathBuf, source: io::Error },
+}
+
+impl fmt::Display for UntrustedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UntrustedFile::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            _ => write!(f, "refusing to load {}: {}", self.path().display(), self.reason()),
+        }
+    }
 }
 
 impl UntrustedFile {
@@ -40,6 +46,22 @@ impl UntrustedFile {
             UntrustedFile::Writable { path, .. }
             | UntrustedFile::Owner { path, .. }
             | UntrustedFile::Io { path, .. } => path,
+        }
+    }
+
+    /// What is wrong and how to fix it, without the leading path, for
+    /// callers whose messages already name the file.
+    pub fn reason(&self) -> String {
+        match self {
+            UntrustedFile::Writable { path, mode, who } => format!(
+                "it is writable by {who} (mode {mode:03o}), so another user could change it; run `chmod go-w {}`",
+                path.display()
+            ),
+            UntrustedFile::Owner { path, owner, user } => format!(
+                "it is owned by uid {owner}, not by you (uid {user}) or root; if you trust its contents, run `sudo chown {user} {}`",
+                path.display()
+            ),
+            UntrustedFile::Io { source, .. } => source.to_string(),
         }
     }
 }
