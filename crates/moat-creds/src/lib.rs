@@ -25,7 +25,7 @@ pub use builtin::BUILT_IN_NAMES;
 pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary, RedactedCredential};
 pub use grant::{GrantError, NoPrompt, TokenPrompt, TokenSources};
 pub use host_match::{HostPattern, HostPatternError, host_matches};
-pub use keystore::{FileKeyStore, KeyBackend, KeyError, KeyStore, MasterKey};
+pub use keystore::{AutoKeyStore, FileKeyStore, KeyBackend, KeyError, KeyStatus, KeyStore, KeyringKeyStore, MasterKey};
 pub use provider::{
     GrantSources, GrantedToken, HeaderRule, InjectionSpec, Provider, ProviderSource, ValidationEndpoint, ValueFormat,
 };

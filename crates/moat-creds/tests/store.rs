@@ -264,14 +264,6 @@ fn names_that_would_escape_the_directory_are_rejected() {
 }
 
 #[test]
-fn open_uses_the_file_backend_by_default() {
-    let home = TempHome::new();
-    let store = CredentialStore::open(&home.home, None).unwrap();
-    save(&store, "openai", "fake-openai-key-0005", CredentialKind::ApiKey);
-    assert!(home.home.credentials_dir().join(".key").exists());
-}
-
-#[test]
 fn show_gives_one_redacted_summary() {
     let home = TempHome::new();
     let store = store(&home.home, None);
