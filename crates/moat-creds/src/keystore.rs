@@ -49,7 +49,6 @@ const KEY_LOCK_FILE: &str = ".key.lock";
 const KEY_STAGING_FILE: &str = ".key.new";
 /// How long key creation waits for another process creating it.
 const KEY_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
-const KEYRING_HINT: &str = "start a Secret Service provider (e.g. gnome-keyring) in this session, or set MOAT_KEYRING_BACKEND=file to keep the key in MOAT_HOME/credentials/.key";
 
 /// The credential encryption key. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -431,11 +430,12 @@ impl KeyringKeyStore {
     fn unavailable(&self, reason: String) -> KeyError {
         let hint = if self.marker().exists() {
             format!(
-                "the credential key is kept there ({} records that): run moat where the keyring is reachable, or {KEYRING_HINT}",
-                self.marker().display()
+                "the credential key is kept there ({} records that): run moat where the keyring is reachable, or {}",
+                self.marker().display(),
+                keyring_hint()
             )
         } else {
-            KEYRING_HINT.to_owned()
+            keyring_hint().to_owned()
         };
         KeyError::KeyringUnavailable { reason, hint }
     }
@@ -577,6 +577,15 @@ fn decode_key(text: &str) -> Option<MasterKey> {
     let bytes = BASE64.decode(text.trim()).ok()?;
     let key: [u8; KEY_LEN] = bytes.as_slice().try_into().ok()?;
     Some(MasterKey(key))
+}
+
+/// How to make the keyring reachable, or do without it.
+fn keyring_hint() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "unlock the login Keychain, or set MOAT_KEYRING_BACKEND=file to keep the key in MOAT_HOME/credentials/.key"
+    } else {
+        "start a Secret Service provider (e.g. gnome-keyring) in this session, or set MOAT_KEYRING_BACKEND=file to keep the key in MOAT_HOME/credentials/.key"
+    }
 }
 
 fn platform_keyring_name() -> &'static str {

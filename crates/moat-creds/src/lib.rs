@@ -1,6 +1,7 @@
 //! Credentials for moat runs: the encrypted store (`MOAT_HOME/credentials`),
-//! the master key, the providers that say what to inject where (proxy.md,
-//! "Injection"), grant flows and validation, and `secrets:` resolution.
+//! the master key (OS keyring or key file), the providers that say what to
+//! inject where (proxy.md, "Injection"), grant flows and validation, and
+//! `secrets:` resolution.
 //! Nothing here prints; the binary renders results.
 
 mod builtin;
