@@ -10,7 +10,12 @@ pub const MOAT_BASE_IMAGE: &str = "MOAT_BASE_IMAGE";
 pub const MOAT_EXECUTABLE: &str = "MOAT_EXECUTABLE";
 /// Credential profile (same as `--profile`).
 pub const MOAT_PROFILE: &str = "MOAT_PROFILE";
-/// `file` forces the file-backed key store instead of the OS keyring.
+/// Where the credential encryption key lives. `keyring`: the OS keyring
+/// (Secret Service on Linux, Keychain on macOS); unreachable is an error, and
+/// an existing `MOAT_HOME/credentials/.key` is moved into it. `file`: the
+/// 0600 file `MOAT_HOME/credentials/.key`, never the keyring. Unset: keep the
+/// key where it already is, and put a new one in the keyring when reachable,
+/// else in the file (headless Linux, CI). `moat doctor` says which is used.
 pub const MOAT_KEYRING_BACKEND: &str = "MOAT_KEYRING_BACKEND";
 /// Log filter for moat's own diagnostics (tracing `EnvFilter` syntax).
 pub const MOAT_LOG: &str = "MOAT_LOG";

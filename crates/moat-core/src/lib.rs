@@ -1,10 +1,12 @@
 //! Core types shared by every moat crate: paths under `MOAT_HOME`, run ids,
 //! run metadata and its state machine, the run store, log records and the
-//! configuration files. Nothing here talks to the network or a runtime.
+//! configuration files, and the ownership and mode checks for files moat
+//! trusts. Nothing here talks to the network or a runtime.
 
 pub mod atomic;
 pub mod config;
 pub mod env_vars;
+pub mod fs_perms;
 pub mod id;
 pub mod lock;
 pub mod logs;

@@ -1,6 +1,7 @@
 //! Credentials for moat runs: the encrypted store (`MOAT_HOME/credentials`),
-//! the master key, the providers that say what to inject where (proxy.md,
-//! "Injection"), grant flows and validation, and `secrets:` resolution.
+//! the master key (OS keyring or key file), the providers that say what to
+//! inject where (proxy.md, "Injection"), grant flows and validation, and
+//! `secrets:` resolution.
 //! Nothing here prints; the binary renders results.
 
 mod builtin;
@@ -25,7 +26,7 @@ pub use builtin::BUILT_IN_NAMES;
 pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary, RedactedCredential};
 pub use grant::{GrantError, NoPrompt, TokenPrompt, TokenSources};
 pub use host_match::{HostPattern, HostPatternError, host_matches};
-pub use keystore::{FileKeyStore, KeyBackend, KeyError, KeyStore, MasterKey};
+pub use keystore::{AutoKeyStore, FileKeyStore, KeyBackend, KeyError, KeyStatus, KeyStore, KeyringKeyStore, MasterKey};
 pub use provider::{
     GrantSources, GrantedToken, HeaderRule, InjectionSpec, Provider, ProviderSource, ValidationEndpoint, ValueFormat,
 };

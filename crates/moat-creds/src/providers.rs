@@ -1,11 +1,14 @@
 //! The provider registry: built-ins plus the user's YAML files from
-//! `MOAT_HOME/providers/`, loaded without side effects.
+//! `MOAT_HOME/providers/`, loaded without side effects. A YAML file another
+//! user owns or could write is refused (`moat_core::fs_perms`): it decides
+//! which hosts receive a credential.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use moat_core::MoatHome;
+use moat_core::fs_perms::{self, UntrustedFile};
 
 use crate::builtin::built_in_providers;
 use crate::provider::{Provider, ProviderSource};
@@ -33,15 +36,24 @@ pub struct Providers {
 
 impl Providers {
     /// Built-ins plus `MOAT_HOME/providers/*.yaml` (and `*.yml`), in that
-    /// order. All problems in all files are reported together.
+    /// order. All problems in all files, unsafe permissions included, are
+    /// reported together.
     pub fn load(home: &MoatHome) -> Result<Self, ProviderError> {
         let mut providers = built_in_providers();
         let mut errors = Vec::new();
         for path in provider_files(&home.providers_dir())? {
-            let yaml = fs::read_to_string(&path).map_err(|source| ProviderError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let yaml = match fs_perms::read_trusted(&path) {
+                Ok(yaml) => yaml,
+                Err(UntrustedFile::Io { source, .. }) => return Err(ProviderError::Io { path, source }),
+                Err(untrusted) => {
+                    errors.push(ProviderFileError {
+                        path,
+                        field: None,
+                        message: untrusted.reason(),
+                    });
+                    continue;
+                }
+            };
             match parse_provider_file(&path, &yaml) {
                 Ok(provider) => match defined_in(&providers, provider.name()) {
                     Some(other) => errors.push(ProviderFileError {

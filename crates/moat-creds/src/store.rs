@@ -1,7 +1,10 @@
 //! The encrypted credential store: one `<provider>.enc` file per provider
 //! under `MOAT_HOME/credentials/` (or `credentials/profiles/<name>/` for a
 //! profile), each sealed with the master key from a [`KeyStore`]
-//! (ARCHITECTURE.md, "On-disk layout").
+//! (ARCHITECTURE.md, "On-disk layout") and bound to its profile and
+//! provider ([`sealed::Binding`]). A file that was copied in from another
+//! profile or renamed from another provider is refused, naming where it
+//! came from when that can be told.
 
 use std::fs;
 use std::io;
@@ -10,9 +13,10 @@ use std::path::{Path, PathBuf};
 use moat_core::MoatHome;
 use moat_core::atomic::{create_private_dir, write_atomic};
 
+use crate::builtin::BUILT_IN_NAMES;
 use crate::credential::{Credential, CredentialSummary};
-use crate::keystore::{KeyBackend, KeyError, KeyStore};
-use crate::sealed::{self, OpenError, SealError};
+use crate::keystore::{KeyBackend, KeyError, KeyStore, MasterKey};
+use crate::sealed::{self, Binding, OpenError, SealError};
 
 /// Extension of encrypted credential files.
 pub const CREDENTIAL_EXTENSION: &str = "enc";
@@ -40,6 +44,15 @@ pub enum StoreError {
         provider: String,
         key: String,
         source: OpenError,
+    },
+    #[error(
+        "refusing {path}: it was encrypted for {sealed_for}, not for {here}; credential files cannot be copied between profiles or renamed between providers, so grant it again (`{grant}`)"
+    )]
+    Misplaced {
+        path: PathBuf,
+        sealed_for: String,
+        here: String,
+        grant: String,
     },
     #[error("{path} decrypted but does not hold a credential: {source}")]
     Malformed { path: PathBuf, source: serde_json::Error },
@@ -109,7 +122,7 @@ impl CredentialStore {
             path: path.clone(),
             source,
         })?;
-        let sealed = sealed::seal(&key, provider, &plaintext).map_err(|source| StoreError::Seal {
+        let sealed = sealed::seal(&key, self.binding(provider), &plaintext).map_err(|source| StoreError::Seal {
             provider: provider.to_owned(),
             source,
         })?;
@@ -132,13 +145,29 @@ impl CredentialStore {
                 key: self.keys.describe(),
             });
         };
-        let plaintext = sealed::open(&key, provider, &sealed).map_err(|source| StoreError::Decrypt {
-            path: path.clone(),
-            provider: provider.to_owned(),
-            key: self.keys.describe(),
-            source,
+        let opened = sealed::open(&key, self.binding(provider), &sealed).map_err(|source| {
+            let origin = (source == OpenError::Unauthentic)
+                .then(|| self.origin_of(&key, provider, &sealed))
+                .flatten();
+            match origin {
+                Some(origin) => StoreError::Misplaced {
+                    path: path.clone(),
+                    sealed_for: origin.describe(),
+                    here: self.binding(provider).describe(),
+                    grant: self.grant_command(provider),
+                },
+                None => StoreError::Decrypt {
+                    path: path.clone(),
+                    provider: provider.to_owned(),
+                    key: self.keys.describe(),
+                    source,
+                },
+            }
         })?;
-        serde_json::from_slice(&plaintext)
+        if opened.version == sealed::LEGACY_FORMAT_VERSION {
+            tracing::debug!(path = %path.display(), "credential file in the old format; it is rebound on its next save");
+        }
+        serde_json::from_slice(&opened.plaintext)
             .map(Some)
             .map_err(|source| StoreError::Malformed { path, source })
     }
@@ -173,6 +202,57 @@ impl CredentialStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(source) => Err(StoreError::Io { path, source }),
         }
+    }
+
+    fn binding<'a>(&'a self, provider: &'a str) -> Binding<'a> {
+        Binding {
+            profile: self.profile.as_deref(),
+            provider,
+        }
+    }
+
+    fn grant_command(&self, provider: &str) -> String {
+        match &self.profile {
+            None => format!("moat grant {provider}"),
+            Some(profile) => format!("moat --profile {profile} grant {provider}"),
+        }
+    }
+
+    /// Where a file that does not open here was sealed, if it opens as
+    /// another profile's file of this provider or as another provider's
+    /// file of this profile (a copy or a rename). `None` when it opens
+    /// nowhere we know of: modified, or sealed under another key.
+    fn origin_of(&self, key: &MasterKey, provider: &str, sealed: &[u8]) -> Option<OriginBinding> {
+        let here = self.binding(provider);
+        let profiles = std::iter::once(None).chain(self.profile_names().into_iter().map(Some));
+        let mut candidates: Vec<OriginBinding> = profiles
+            .map(|profile| OriginBinding {
+                profile,
+                provider: provider.to_owned(),
+            })
+            .collect();
+        let mut providers: Vec<String> = BUILT_IN_NAMES.iter().map(|name| (*name).to_owned()).collect();
+        providers.extend(self.stored_providers().unwrap_or_default());
+        candidates.extend(providers.into_iter().map(|provider| OriginBinding {
+            profile: self.profile.clone(),
+            provider,
+        }));
+        candidates
+            .into_iter()
+            .filter(|candidate| candidate.binding() != here)
+            .find(|candidate| sealed::open(key, candidate.binding(), sealed).is_ok())
+    }
+
+    /// Names of the profiles that have a directory.
+    fn profile_names(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.credentials_dir.join(PROFILES_DIR)) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().is_dir())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect()
     }
 
     fn path_of(&self, provider: &str) -> Result<PathBuf, StoreError> {
@@ -218,6 +298,35 @@ impl CredentialStore {
             create_private_dir(&dir).map_err(|source| StoreError::Io { path: dir, source })?;
         }
         Ok(())
+    }
+}
+
+/// A binding found by [`CredentialStore::origin_of`], owning its names.
+struct OriginBinding {
+    profile: Option<String>,
+    provider: String,
+}
+
+impl OriginBinding {
+    fn binding(&self) -> Binding<'_> {
+        Binding {
+            profile: self.profile.as_deref(),
+            provider: &self.provider,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.binding().describe()
+    }
+}
+
+impl Binding<'_> {
+    /// `provider "openai" in profile "work"` (or `in the default profile`).
+    fn describe(&self) -> String {
+        match self.profile {
+            None => format!("provider {:?} in the default profile", self.provider),
+            Some(profile) => format!("provider {:?} in profile {profile:?}", self.provider),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use moat_creds::{Credential, CredentialKind, ProviderError, ProviderSource, Providers};
 use support::TempHome;
@@ -87,4 +88,51 @@ fn all_bad_files_are_reported_together_with_their_paths() {
         rendered.contains(&format!("{}: name: ", second.display())),
         "{rendered}"
     );
+}
+
+#[test]
+fn a_group_writable_provider_file_is_refused_with_a_chmod_hint() {
+    // Another user in the file's group edits a provider so that the
+    // credential is injected into requests to a host they control.
+    let home = TempHome::new();
+    let path = write_provider(
+        &home,
+        "gitlab.yaml",
+        "name: gitlab\nhosts: [gitlab.example.test]\nheader: PRIVATE-TOKEN\n",
+    );
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o664)).unwrap();
+    let err = Providers::load(&home.home).unwrap_err();
+    let ProviderError::Invalid(errors) = &err else {
+        panic!("expected Invalid, got {err}");
+    };
+    assert_eq!(errors.len(), 1, "{err}");
+    assert_eq!(errors[0].path, path);
+    let message = err.to_string();
+    assert!(message.contains("writable by its group"), "{message}");
+    assert!(message.contains(&format!("chmod go-w {}", path.display())), "{message}");
+
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(Providers::load(&home.home).unwrap().get("gitlab").is_some());
+}
+
+#[test]
+fn a_provider_file_owned_by_another_user_is_refused() {
+    // Another local user drops their own provider definition into
+    // MOAT_HOME/providers/.
+    if moat_core::fs_perms::current_uid() != 0 {
+        return; // only root can give a file away; moat-core tests the rule itself
+    }
+    let home = TempHome::new();
+    let path = write_provider(
+        &home,
+        "corp.yaml",
+        "name: corp\nhosts: [api.corp.test]\nheader: Authorization\n",
+    );
+    std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+    let message = Providers::load(&home.home).unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("{}: it is owned by uid 4242", path.display())),
+        "{message}"
+    );
+    assert!(message.contains("chown"), "{message}");
 }

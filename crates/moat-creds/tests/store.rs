@@ -1,5 +1,6 @@
 //! The encrypted credential store through its public API: round trips,
-//! tampering, wrong keys, profiles, listing and removal.
+//! tampering, files moved between profiles and providers, the old format,
+//! wrong keys, profiles, listing and removal.
 
 mod support;
 
@@ -7,6 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use moat_core::MoatHome;
+use moat_creds::sealed::{self, Binding};
 use moat_creds::{Credential, CredentialKind, CredentialStore, FileKeyStore, KeyStore, MasterKey, StoreError};
 use support::TempHome;
 
@@ -64,12 +66,87 @@ fn a_flipped_byte_is_a_clear_error() {
 
 #[test]
 fn a_file_moved_to_another_provider_does_not_decrypt() {
+    // An attacker renames the OpenAI key file to gemini.enc, so that the
+    // OpenAI key would be sent to Gemini's hosts.
     let home = TempHome::new();
     let store = store(&home.home, None);
     save(&store, "openai", "fake-openai-key-0001", CredentialKind::ApiKey);
     let dir = home.home.credentials_dir();
     fs::rename(dir.join("openai.enc"), dir.join("gemini.enc")).unwrap();
-    assert!(matches!(store.load("gemini"), Err(StoreError::Decrypt { .. })));
+    let err = store.load("gemini").unwrap_err();
+    assert!(matches!(err, StoreError::Misplaced { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&dir.join("gemini.enc").display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("encrypted for provider \"openai\""), "{message}");
+    assert!(message.contains("moat grant gemini"), "{message}");
+}
+
+#[test]
+fn a_file_copied_from_another_profile_does_not_decrypt() {
+    // An attacker copies a credential file from the work profile into the
+    // personal profile, so that personal runs would use the work token.
+    let home = TempHome::new();
+    let work = store(&home.home, Some("work"));
+    save(&work, "github", FAKE_TOKEN, CredentialKind::Token);
+    let personal = store(&home.home, Some("personal"));
+    save(&personal, "openai", "fake-openai-key-0006", CredentialKind::ApiKey);
+    let copied = personal.dir().join("github.enc");
+    fs::copy(work.dir().join("github.enc"), &copied).unwrap();
+
+    let err = personal.load("github").unwrap_err();
+    assert!(matches!(err, StoreError::Misplaced { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&copied.display().to_string()), "{message}");
+    assert!(message.contains("profile \"work\""), "{message}");
+    assert!(message.contains("moat --profile personal grant github"), "{message}");
+    let listed = personal.list().unwrap();
+    assert!(
+        listed[0].error.as_deref().unwrap().contains("profile \"work\""),
+        "{listed:?}"
+    );
+    assert!(work.load("github").unwrap().is_some(), "the original still opens");
+}
+
+#[test]
+fn a_profile_file_copied_into_the_default_profile_does_not_decrypt() {
+    // The same attack into the default profile, which has no profile name.
+    let home = TempHome::new();
+    let work = store(&home.home, Some("work"));
+    save(&work, "claude", "fake-oauth-token-0007", CredentialKind::OauthToken);
+    let default = store(&home.home, None);
+    fs::copy(work.dir().join("claude.enc"), default.dir().join("claude.enc")).unwrap();
+    let message = default.load("claude").unwrap_err().to_string();
+    assert!(
+        message.contains("not for provider \"claude\" in the default profile"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_file_in_the_old_format_still_opens_and_is_rewritten_on_save() {
+    // Stores written before profiles were bound (format 1, provider-only
+    // associated data) must keep working after an upgrade.
+    let home = TempHome::new();
+    let store = store(&home.home, Some("work"));
+    save(&store, "openai", "fake-openai-key-0008", CredentialKind::ApiKey);
+    let key = FileKeyStore::new(&home.home.credentials_dir()).load().unwrap().unwrap();
+    let credential = Credential::new("fake-openai-key-0008", CredentialKind::ApiKey);
+    let plaintext = serde_json::to_vec(&credential).unwrap();
+    let binding = Binding {
+        profile: None,
+        provider: "openai",
+    };
+    let old = sealed::seal_version(&key, binding, &plaintext, sealed::LEGACY_FORMAT_VERSION).unwrap();
+    let path = store.dir().join("openai.enc");
+    fs::write(&path, &old).unwrap();
+
+    assert_eq!(store.load("openai").unwrap(), Some(credential.clone()));
+    store.save("openai", &credential).unwrap();
+    assert_eq!(fs::read(&path).unwrap()[0], sealed::FORMAT_VERSION);
+    assert_eq!(store.load("openai").unwrap(), Some(credential));
 }
 
 #[test]
@@ -184,14 +261,6 @@ fn names_that_would_escape_the_directory_are_rejected() {
     let keys = Box::new(FileKeyStore::new(&home.home.credentials_dir()));
     let err = CredentialStore::with_key_store(&home.home, Some("../x"), keys).unwrap_err();
     assert!(err.to_string().contains("profile"), "{err}");
-}
-
-#[test]
-fn open_uses_the_file_backend_by_default() {
-    let home = TempHome::new();
-    let store = CredentialStore::open(&home.home, None).unwrap();
-    save(&store, "openai", "fake-openai-key-0005", CredentialKind::ApiKey);
-    assert!(home.home.credentials_dir().join(".key").exists());
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The moat certificate authority: created on first use under `MOAT_HOME/ca/`
 //! (key 0600, public copy in `ca/public/`), and the cache of per-host leaf
 //! TLS configurations it mints (ECDSA P-256, bounded LRU, single-flight).
+//! An existing `ca.key` is loaded only if it belongs to the user (or root)
+//! and is not group- or other-writable (`moat_core::fs_perms`).
 
 use std::fs;
 use std::io::Write as _;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike as _, Days, Utc};
 use lru::LruCache;
+use moat_core::fs_perms::{self, UntrustedFile};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
@@ -69,7 +72,7 @@ impl CertificateAuthority {
         let cert_path = dir.join("ca.crt");
         let key_path = dir.join("ca.key");
         let (cert_pem, key_pem) = if cert_path.exists() && key_path.exists() {
-            (read(&cert_path)?, read(&key_path)?)
+            (read(&cert_path)?, read_private_key(&key_path)?)
         } else {
             create_ca_files(dir, &cert_path, &key_path)?
         };
@@ -280,6 +283,19 @@ fn read(path: &Path) -> Result<String, CaError> {
     fs::read_to_string(path).map_err(|source| io_error("read", path, source))
 }
 
+/// Reads `ca.key`, refusing one that another user owns or could have
+/// written: whoever controls it can mint certificates every run trusts.
+fn read_private_key(path: &Path) -> Result<String, CaError> {
+    fs_perms::read_trusted(path).map_err(|err| match err {
+        UntrustedFile::Io { source, .. } => io_error("read", path, source),
+        untrusted => io_error(
+            "load",
+            path,
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, untrusted.reason()),
+        ),
+    })
+}
+
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> CaError {
     CaError::Io {
         action,
@@ -326,6 +342,38 @@ mod tests {
         assert!(matches!(err, CaError::Mismatch { .. }), "{err}");
         fs::remove_dir_all(&a).unwrap();
         fs::remove_dir_all(&b).unwrap();
+    }
+
+    #[test]
+    fn a_group_writable_ca_key_is_refused_with_a_chmod_hint() {
+        // Another user in the key's group swaps in their own CA key, so every
+        // run would trust certificates they mint.
+        let dir = temp_dir("group-writable");
+        CertificateAuthority::load_or_create(&dir).unwrap();
+        let key = dir.join("ca.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o660)).unwrap();
+        let err = CertificateAuthority::load_or_create(&dir).unwrap_err().to_string();
+        assert!(err.contains("writable by its group"), "{err}");
+        assert!(err.contains(&format!("chmod go-w {}", key.display())), "{err}");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        CertificateAuthority::load_or_create(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_ca_key_owned_by_another_user_is_refused() {
+        // Another local user plants a ca.key of theirs in MOAT_HOME/ca.
+        if fs_perms::current_uid() != 0 {
+            return; // only root can give a file away; fs_perms tests the rule itself
+        }
+        let dir = temp_dir("foreign-owner");
+        CertificateAuthority::load_or_create(&dir).unwrap();
+        let key = dir.join("ca.key");
+        std::os::unix::fs::chown(&key, Some(4242), None).unwrap();
+        let err = CertificateAuthority::load_or_create(&dir).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 4242"), "{err}");
+        assert!(err.contains("chown"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

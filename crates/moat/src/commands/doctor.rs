@@ -1,13 +1,15 @@
 //! `moat doctor`: which runtime and socket moat found (or why none), the
 //! daemon's state, its last sweeps, how many orphaned objects could be
 //! reclaimed (a dry run) and how, what moat's Go implementation left behind
-//! (never swept; `moat system prune --legacy`), and the health of stored
-//! credentials.
+//! (never swept; `moat system prune --legacy`), the health of stored
+//! credentials, and where their encryption key is kept (OS keyring or key
+//! file, per `MOAT_KEYRING_BACKEND`).
 
 use std::io::Write;
 
 use anyhow::Result;
 use moat_core::MoatHome;
+use moat_creds::KeyBackend;
 use moat_daemon::DaemonClient;
 use moat_daemon::reaper::decide::ObjectKey;
 use moat_daemon::reaper::{SweepReport, SweepRequest};
@@ -32,6 +34,11 @@ struct Diagnosis {
     credentials: Vec<moat_creds::CredentialSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     credentials_error: Option<String>,
+    /// Where the credential encryption key is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential_key: Option<moat_creds::KeyStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential_key_error: Option<String>,
 }
 
 pub fn doctor(ctx: &Context, args: &DoctorArgs) -> Result<ExitStatus> {
@@ -72,6 +79,11 @@ async fn diagnose(ctx: &Context, home: &MoatHome) -> Result<Diagnosis> {
         },
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
+    // After listing, which may have moved a key file into a required keyring.
+    let (credential_key, credential_key_error) = match KeyBackend::from_env().and_then(|b| b.key_store(home)) {
+        Ok(keys) => (Some(keys.status()), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let legacy: Vec<ObjectKey> = reclaimable
         .iter()
         .flat_map(|report| &report.runtimes)
@@ -86,6 +98,8 @@ async fn diagnose(ctx: &Context, home: &MoatHome) -> Result<Diagnosis> {
         legacy_hint,
         credentials,
         credentials_error,
+        credential_key,
+        credential_key_error,
     })
 }
 
@@ -150,6 +164,11 @@ fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
             d.credentials.len(),
             broken
         )?;
+    }
+    match (&d.credential_key, &d.credential_key_error) {
+        (Some(status), _) => writeln!(out, "credential key: {status}")?,
+        (None, Some(error)) => writeln!(out, "credential key: {error}")?,
+        (None, None) => {}
     }
     Ok(())
 }

@@ -74,6 +74,8 @@ impl TestHome {
             .current_dir(&self.root)
             .env("MOAT_HOME", self.root.join("home"))
             .env("NO_COLOR", "1")
+            // Never touch the developer's real OS keyring.
+            .env("MOAT_KEYRING_BACKEND", "file")
             .env_remove("MOAT_RUNTIME")
             .env_remove("MOAT_BASE_IMAGE")
             .env_remove("MOAT_PROFILE");

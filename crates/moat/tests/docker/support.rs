@@ -31,6 +31,8 @@ impl Home {
             .env("MOAT_BASE_IMAGE", IMAGE)
             .env_remove("MOAT_FAULT")
             .env("NO_COLOR", "1")
+            // Never touch the developer's real OS keyring.
+            .env("MOAT_KEYRING_BACKEND", "file")
             .current_dir(self.root.join("ws"))
             .stdin(Stdio::null());
         command

@@ -1,0 +1,70 @@
+//! Credential commands and `moat doctor`'s view of the credential key, with
+//! the key file backend (the harness sets `MOAT_KEYRING_BACKEND=file`).
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::support::{TestHome, write_file};
+
+const PROVIDER: &str = "name: corp\nhosts: [api.corp.test]\nheader: X-Key\n";
+
+fn grant_corp(home: &TestHome) -> std::process::Output {
+    use std::io::Write;
+    let mut child = home
+        .command(&["grant", "corp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"fake-corp-token-for-tests-51aa\n")
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn doctor_says_which_key_backend_is_used() {
+    let home = TestHome::new();
+    let provider = home.home_path("providers/corp.yaml");
+    write_file(&provider, PROVIDER);
+    std::fs::set_permissions(&provider, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let granted = grant_corp(&home);
+    assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
+
+    let key = home.home_path("credentials/.key");
+    let doctor = |args: &[&str]| {
+        let mut command = home.command(args);
+        command.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+        String::from_utf8(command.output().unwrap().stdout).unwrap()
+    };
+    let text = doctor(&["doctor"]);
+    assert!(
+        text.contains(&format!("credential key: file ({}, 0600)\n", key.display())),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&doctor(&["doctor", "--json"])).unwrap();
+    assert_eq!(json["credential_key"]["backend"], "file");
+    assert_eq!(json["credential_key"]["exists"], true);
+    assert_eq!(json["credentials"][0]["provider"], "corp");
+}
+
+#[test]
+fn a_group_writable_provider_file_stops_grant_with_a_chmod_hint() {
+    // Another user in the file's group could point the corp credential at a
+    // host of theirs.
+    let home = TestHome::new();
+    let provider = home.home_path("providers/corp.yaml");
+    write_file(&provider, PROVIDER);
+    std::fs::set_permissions(&provider, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let granted = grant_corp(&home);
+    assert!(!granted.status.success());
+    let stderr = String::from_utf8_lossy(&granted.stderr);
+    assert!(
+        stderr.contains(&format!("chmod go-w {}", provider.display())),
+        "{stderr}"
+    );
+    assert!(!home.home_path("credentials/corp.enc").exists());
+}
