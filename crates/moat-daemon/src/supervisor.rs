@@ -367,10 +367,25 @@ fn container_spec(daemon: &Daemon, handle: &RunHandle, network: &str, proxy: Opt
         extra_hosts,
         memory_bytes: spec.memory_bytes,
         cpus: spec.cpus,
-        dns: spec.dns.clone(),
+        dns: container_dns(spec),
         tty: spec.interactive,
         open_stdin: spec.interactive,
         ..Default::default()
+    }
+}
+
+/// A strict run resolves nothing itself: the proxy resolves for it, and
+/// `moat-proxy` is in its hosts file. Its DNS points at a loopback address
+/// where nothing answers, so no engine's embedded DNS (which forwards from
+/// internal networks on engines before 25.0.5) carries queries out: DNS is
+/// not a way out of a strict run.
+const STRICT_DNS: &str = "127.0.0.1";
+
+fn container_dns(spec: &RunSpec) -> Vec<String> {
+    if spec.policy.mode == PolicyMode::Strict {
+        vec![STRICT_DNS.to_string()]
+    } else {
+        spec.dns.clone()
     }
 }
 

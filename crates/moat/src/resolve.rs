@@ -107,6 +107,11 @@ pub enum ResolveError {
     MissingSource(PathBuf),
     #[error("--require-isolation needs the strict network policy (--policy strict or network.policy: strict)")]
     IsolationWithoutStrict,
+    #[error(
+        "container.dns cannot be used with the strict network policy: a strict run resolves names only \
+         through the proxy (remove container.dns, or use network.policy: permissive)"
+    )]
+    DnsInStrict,
 }
 
 /// Inputs of [`resolve`]; `workspace` must already be absolute.
@@ -134,6 +139,9 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
     let network = resolve_network(args, &project.network);
     if args.require_isolation && network.policy != NetworkPolicy::Strict {
         return Err(ResolveError::IsolationWithoutStrict);
+    }
+    if network.policy == NetworkPolicy::Strict && !project.container.dns.is_empty() {
+        return Err(ResolveError::DnsInStrict);
     }
     Ok(ResolvedRun {
         workspace: src.workspace.to_path_buf(),

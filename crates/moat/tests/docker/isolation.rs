@@ -74,3 +74,25 @@ fn without_a_firewall_a_strict_run_warns_and_require_isolation_refuses() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--require-isolation needs the strict network policy"));
 }
+
+/// The attack: DNS as a way out of a strict run (queries carrying data to a
+/// resolver outside). A strict run resolves nothing itself; the proxy's
+/// name still works from its hosts file.
+#[test]
+fn a_strict_run_cannot_use_dns() {
+    let Some(home) = Home::new() else { return };
+    let script = "getent hosts moat-proxy >/dev/null && echo proxy-known; \
+                  getent hosts deb.debian.org || echo no-dns; cat /etc/resolv.conf";
+    let out = home.run(&["run", "--policy", "strict", "--", "sh", "-c", script]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("proxy-known\nno-dns\n"), "{stdout}");
+    std::fs::write(
+        home.root.join("ws/moat.yaml"),
+        "container: {dns: [1.1.1.1]}\nnetwork: {policy: strict}\n",
+    )
+    .unwrap();
+    let out = home.run(&["run", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("container.dns cannot be used with the strict network policy"));
+}
