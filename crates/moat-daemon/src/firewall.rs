@@ -77,43 +77,16 @@ async fn restrict_host_in(
 ) -> Result<(), FirewallError> {
     let comment = comment(run_id);
     let port = proxy_port.to_string();
+    let everything: &[&str] = &[];
+    let proxy: &[&str] = &["-p", "tcp", "--dport", &port];
     // Inserted in reverse: the ACCEPT ends up above the REJECT.
-    iptables(
-        family,
-        &[
-            "-I",
-            "INPUT",
-            "-i",
-            interface,
-            "-m",
-            "comment",
-            "--comment",
-            &comment,
-            "-j",
-            "REJECT",
-        ],
-    )
-    .await?;
-    iptables(
-        family,
-        &[
-            "-I",
-            "INPUT",
-            "-i",
-            interface,
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-m",
-            "comment",
-            "--comment",
-            &comment,
-            "-j",
-            "ACCEPT",
-        ],
-    )
-    .await
+    for (matching, target) in [(everything, "REJECT"), (proxy, "ACCEPT")] {
+        let mut args = vec!["-I", "INPUT", "-i", interface];
+        args.extend_from_slice(matching);
+        args.extend(["-m", "comment", "--comment", &comment, "-j", target]);
+        iptables(family, &args).await?;
+    }
+    Ok(())
 }
 
 /// Removes every rule moat added for `run_id` (none is fine, and so is a

@@ -142,6 +142,15 @@ pub(crate) fn query_overrides_method(query: &str) -> bool {
     })
 }
 
+/// The byte a valid `%XX` escape at `bytes[i]` stands for.
+pub(crate) fn escaped_byte(bytes: &[u8], i: usize) -> Option<u8> {
+    (bytes.get(i) == Some(&b'%'))
+        .then(|| bytes.get(i + 1..i + 3))
+        .flatten()
+        .and_then(|hex| std::str::from_utf8(hex).ok())
+        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+}
+
 /// Decodes every valid `%XX` escape (and `+` as space, as in form data);
 /// anything else is kept as it is.
 pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
@@ -149,11 +158,7 @@ pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        let escaped = escaped_byte(bytes, i);
         match escaped {
             Some(byte) => {
                 out.push(byte);

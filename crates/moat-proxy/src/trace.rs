@@ -263,12 +263,7 @@ impl DecodedText {
         let mut spans = Vec::with_capacity(bytes.len());
         let mut i = 0;
         while i < bytes.len() {
-            let escaped = (bytes[i] == b'%')
-                .then(|| bytes.get(i + 1..i + 3))
-                .flatten()
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-            let (byte, width) = match escaped {
+            let (byte, width) = match crate::path::escaped_byte(bytes, i) {
                 Some(byte) => (byte, 3),
                 None => (bytes[i], 1),
             };
