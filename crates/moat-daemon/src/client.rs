@@ -130,12 +130,7 @@ impl DaemonClient {
             }
             Err(protocol(&op, "the answer ended before the run was created or refused"))
         };
-        tokio::time::timeout(CREATE_TIMEOUT, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                op: op.clone(),
-                after: CREATE_TIMEOUT,
-            })?
+        within(CREATE_TIMEOUT, &op, exchange).await
     }
 
     pub async fn list_runs(&self) -> Result<Vec<RunView>, ClientError> {
@@ -223,12 +218,7 @@ impl DaemonClient {
             let response = check_status(response, &op).await?;
             json_body(response, &op).await
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                op: op.clone(),
-                after: timeout,
-            })?
+        within(timeout, &op, exchange).await
     }
 
     async fn send(
@@ -288,6 +278,20 @@ fn is_ndjson(response: &Response<Incoming>) -> bool {
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with(NDJSON))
+}
+
+/// Bounds a whole exchange (connect, request, answer) by `limit`.
+async fn within<T>(
+    limit: Duration,
+    op: &str,
+    exchange: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| ClientError::Timeout {
+            op: op.to_string(),
+            after: limit,
+        })?
 }
 
 /// Reads a whole response body as JSON.
