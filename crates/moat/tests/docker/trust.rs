@@ -137,15 +137,19 @@ fn moat_home_is_never_mounted_without_the_flag() {
     );
 
     let allowed = home.home().join("daemon");
+    std::fs::write(allowed.join("marker"), "named on the command line").unwrap();
     let out = home.run(&[
         "run",
-        "--dry-run",
         "-m",
         &mount,
         "--allow-dangerous-mount",
         allowed.to_str().unwrap(),
+        "--",
+        "cat",
+        "/m/marker",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "named on the command line");
 }
 
 /// `exclude` hides a file and a directory from the container: the agent
