@@ -43,7 +43,10 @@ impl Facts {
             ..Facts::default()
         };
         for mount in &config.mounts {
-            let source = lexical(&mount.host_path(workspace));
+            // Symlinks resolved: a link in the workspace pointing outside it
+            // is a mount outside it.
+            let lexical = lexical(&mount.host_path(workspace));
+            let source = std::fs::canonicalize(&lexical).unwrap_or(lexical);
             let mode = if mount.read_only() { "read-only" } else { "read-write" };
             if !source.starts_with(workspace) {
                 facts
@@ -263,10 +266,10 @@ mod tests {
             ),
             (
                 "docker socket mount and a host secret",
-                "mounts: ['/var/run/docker.sock:/var/run/docker.sock']\nsecrets: {T: env://GH_TOKEN}\n",
+                "mounts: ['/nonexistent/docker.sock:/var/run/docker.sock']\nsecrets: {T: env://GH_TOKEN}\n",
                 None,
                 needs(&[
-                    "mount /var/run/docker.sock at /var/run/docker.sock (read-write)",
+                    "mount /nonexistent/docker.sock at /var/run/docker.sock (read-write)",
                     "secret T from env://GH_TOKEN",
                 ]),
             ),
@@ -334,6 +337,24 @@ mod tests {
         for (name, yaml, previous, expect) in cases {
             assert_eq!(verdict(yaml, previous), expect, "{name}");
         }
+    }
+
+    /// The attack: the agent plants a symlink in the workspace pointing at
+    /// a host directory and mounts the link, which lexically stays inside.
+    #[test]
+    fn a_symlink_out_of_the_workspace_is_a_mount_outside_it() {
+        let root = std::fs::canonicalize(std::env::temp_dir())
+            .unwrap()
+            .join(format!("moat-trust-link-{}", crate::RunId::generate()));
+        let (workspace, secret) = (root.join("ws"), root.join("ssh"));
+        std::fs::create_dir_all(&workspace).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::os::unix::fs::symlink(&secret, workspace.join("link")).unwrap();
+        let config: ProjectConfig = serde_yaml::from_str("mounts: ['./link:/keys']\n").unwrap();
+        let facts = Facts::of(&config, &workspace);
+        let expected = format!("mount {} at /keys (read-write)", secret.display());
+        assert_eq!(facts.widenings.into_iter().collect::<Vec<_>>(), [expected]);
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

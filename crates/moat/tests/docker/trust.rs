@@ -43,7 +43,7 @@ fn an_agent_written_config_is_refused_until_approved_and_the_socket_never_mounte
         "{stderr}"
     );
     assert!(
-        stderr.contains("mount /var/run/docker.sock at /var/run/docker.sock"),
+        stderr.contains("docker.sock at /var/run/docker.sock (read-write)"),
         "{stderr}"
     );
     assert!(
@@ -98,6 +98,19 @@ fn approval_is_asked_again_only_when_the_config_widens() {
         stderr.contains("secret X from env://HOME") && !stderr.contains("/data"),
         "{stderr}"
     );
+
+    // A symlink planted in the workspace, pointing out of it, is a mount
+    // outside it too.
+    std::os::unix::fs::symlink(&data, home.root.join("ws/link")).unwrap();
+    write_config(&home, "mounts: ['./link:/more']\n");
+    let out = home.run(&["run", "--", "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a link out of the workspace slipped through"
+    );
+    assert!(text(&out.stderr).contains(&format!("mount {} at /more", data.display())));
+    std::fs::remove_file(home.root.join("ws/link")).unwrap();
 
     // Narrowing (dropping the mount, adding an exclusion) needs nothing.
     write_config(&home, "mounts: [{source: ., target: /workspace, exclude: [.env]}]\n");
