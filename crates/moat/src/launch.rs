@@ -33,6 +33,16 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
                 .into(),
         );
     }
+    let unsupported = run.unsupported();
+    if !unsupported.is_empty() {
+        return Err(CliError::new(format!(
+            "this version of moat cannot act on {} yet; refusing to run without {}",
+            unsupported.join(", "),
+            if unsupported.len() == 1 { "it" } else { "them" }
+        ))
+        .with_hint("remove them from moat.yaml (or drop the flag) to run; `moat run --dry-run` shows the resolved run")
+        .into());
+    }
     let home = ctx.home()?;
     live::block_on(async {
         let runtime = choose_runtime(&run).await?;

@@ -172,6 +172,34 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
     })
 }
 
+impl ResolvedRun {
+    /// Keys and flags this version of moat accepts in a file but cannot act
+    /// on yet: a run that uses them is refused rather than run without them.
+    pub fn unsupported(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut refuse = |used: bool, key: &'static str| {
+            if used {
+                keys.push(key);
+            }
+        };
+        refuse(!self.dependencies.is_empty(), "dependencies");
+        refuse(!self.services.is_empty(), "services");
+        refuse(!self.ports.is_empty(), "ports");
+        refuse(self.hooks != HooksConfig::default(), "hooks");
+        let snapshots_off = SnapshotConfig {
+            disabled: true,
+            ..SnapshotConfig::default()
+        };
+        refuse(
+            self.snapshots != SnapshotConfig::default() && self.snapshots != snapshots_off,
+            "snapshots",
+        );
+        refuse(!self.container.ulimits.is_empty(), "container.ulimits");
+        refuse(self.rebuild, "--rebuild");
+        keys
+    }
+}
+
 fn resolve_image(src: &Sources<'_>) -> (String, Source) {
     [
         (src.args.image.clone(), Source::Flag),

@@ -74,6 +74,11 @@ fn print_dry_run(ctx: &Context, run: &ResolvedRun, json: bool) -> Result<ExitSta
         out.write_all(serde_yaml::to_string(run)?.as_bytes())?;
     }
     out.flush()?;
+    for key in run.unsupported() {
+        ctx.printer.warning(format!(
+            "{key}: not supported yet; `moat run` refuses a run that uses it"
+        ));
+    }
     ctx.printer.status("dry run: nothing was created");
     Ok(ExitStatus::Success)
 }

@@ -165,3 +165,34 @@ fn a_missing_workspace_is_an_error() {
     assert!(out.stderr.starts_with("error: workspace "), "{}", out.stderr);
     assert!(out.stderr.contains("No such file or directory"), "{}", out.stderr);
 }
+
+/// Keys this version cannot act on are never silently dropped: `moat run`
+/// refuses (before anything is created) and `--dry-run` says it would.
+#[test]
+fn keys_not_supported_yet_are_refused_not_ignored() {
+    let home = TestHome::new();
+    write_file(
+        &home.path("ws/moat.yaml"),
+        "dependencies: [node@20]\nports: {web: 3000}\nhooks: {pre_run: make}\n",
+    );
+    let ws = home.path("ws");
+    let out = home.moat(&["run", ws.to_str().unwrap(), "--", "true"]);
+    out.failure(1);
+    assert!(
+        out.stderr.starts_with(
+            "error: this version of moat cannot act on dependencies, ports, hooks yet; refusing to run without them\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!home.home_path("runs").exists(), "nothing may be created");
+    let out = home.moat(&["run", "--rebuild", ws.to_str().unwrap(), "--dry-run"]);
+    out.success();
+    for key in ["dependencies", "ports", "hooks", "--rebuild"] {
+        assert!(
+            out.stderr.contains(&format!("{key}: not supported yet")),
+            "{key}: {}",
+            out.stderr
+        );
+    }
+}
