@@ -21,6 +21,16 @@ use crate::report::CliError;
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
+    if let Some(host) = &args.host {
+        // Accepted by the parser for the providers that will need it (npm,
+        // ssh); none of today's providers can use it, so it is refused
+        // rather than dropped.
+        return Err(CliError::new(format!(
+            "--host {host}: no provider of this version takes a host; the credential's hosts come from its provider"
+        ))
+        .with_hint("drop --host; a YAML provider in MOAT_HOME/providers/ names its own hosts")
+        .into());
+    }
     let home = ctx.home()?;
     let store = CredentialStore::open(&home, ctx.profile.as_deref())?;
     match (&args.action, &args.provider) {

@@ -68,3 +68,17 @@ fn a_group_writable_provider_file_stops_grant_with_a_chmod_hint() {
     );
     assert!(!home.home_path("credentials/corp.enc").exists());
 }
+
+/// `grant --host` cannot act yet: refused, never silently dropped.
+#[test]
+fn grant_host_is_refused_until_a_provider_takes_one() {
+    let home = TestHome::new();
+    let out = home.moat(&["grant", "github", "--host", "github.example.com"]);
+    out.failure(1);
+    assert!(
+        out.stderr
+            .contains("--host github.example.com: no provider of this version takes a host"),
+        "{}",
+        out.stderr
+    );
+}
