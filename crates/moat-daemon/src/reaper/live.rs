@@ -8,7 +8,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use moat_core::lock::FileLock;
+use moat_core::lock::{FileLock, LockError};
 use moat_core::paths::run_files;
 use moat_core::store::{RunStore, StoreError};
 use moat_core::{RunId, RunState};
@@ -125,15 +125,23 @@ impl RunRecords for RunStore {
 }
 
 /// Whether the lock file is held; an error checking it is an error, not
-/// "free".
+/// "free". A missing lock file (or run directory, removed meanwhile) is
+/// free, and the scan never creates one.
 fn lock_held(path: &std::path::Path) -> Result<bool, LiveSetError> {
+    let failed = |reason: String| LiveSetError::Lock {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(failed(e.to_string())),
+    }
     match FileLock::try_acquire(path) {
         Ok(Some(_free)) => Ok(false),
         Ok(None) => Ok(true),
-        Err(e) => Err(LiveSetError::Lock {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
+        Err(LockError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(failed(e.to_string())),
     }
 }
 
@@ -336,6 +344,19 @@ mod tests {
         assert!(err.to_string().contains("Too many open files"), "{err}");
         let err = scan_run_dirs(&FailingRecords { fail_ids: false }).unwrap_err();
         assert!(err.to_string().contains("Permission denied"), "{err}");
+    }
+
+    #[test]
+    fn the_scan_creates_no_lock_files() {
+        let root = std::env::temp_dir().join(format!("moat-live-{}", RunId::generate()));
+        let store = RunStore::new(moat_core::MoatHome::new(&root));
+        let meta = moat_core::RunMetadata::new(RunId::generate(), "/w".into(), "img".into(), "fake".into());
+        store.create(&meta).unwrap();
+        let facts = scan_run_dirs(&store).unwrap();
+        assert_eq!(facts.len(), 1);
+        assert!(!facts[0].lock_held);
+        assert!(!store.run_dir(&meta.id).join(run_files::LOCK).exists());
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
