@@ -69,6 +69,13 @@ impl Facts {
             facts.widenings.insert(format!("host port {port}"));
         }
         for rule in &config.network.rules {
+            if names_exact_port(&rule.host) {
+                // The proxy lets an exact `host:port` rule reach addresses it
+                // refuses otherwise (loopback, cloud metadata, the host).
+                facts
+                    .widenings
+                    .insert(format!("rule {} (may reach restricted addresses)", rule.host));
+            }
             for request in &rule.requests {
                 facts.restrictions.insert(format!("rule {} {request}", rule.host));
             }
@@ -96,6 +103,14 @@ impl Facts {
         );
         lines
     }
+}
+
+/// `host:port` with an exact host (no wildcard).
+fn names_exact_port(pattern: &str) -> bool {
+    !pattern.contains('*')
+        && pattern.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// `a/./b/../c` → `a/c`, without touching the filesystem.
@@ -302,6 +317,18 @@ mod tests {
                 "network: {host: [5432]}\n",
                 None,
                 needs(&["host port 5432"]),
+            ),
+            (
+                "an exact host:port rule reaching cloud metadata",
+                "network: {rules: ['169.254.169.254:80']}\n",
+                None,
+                needs(&["rule 169.254.169.254:80 (may reach restricted addresses)"]),
+            ),
+            (
+                "a wildcard rule with a port",
+                "network: {rules: ['*.example.com:443']}\n",
+                None,
+                Verdict::Narrower,
             ),
             (
                 "strict on first use",
