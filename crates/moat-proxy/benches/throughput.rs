@@ -5,7 +5,8 @@
 //!
 //! Scenarios: keep-alive at 1 and 32 connections; a new connection/tunnel per
 //! request; a new tunnel to a never-seen host name per request (leaf minting
-//! and a fresh upstream connection).
+//! and a fresh upstream connection). These measure the data path, so moat's
+//! per-run limits are lifted for them.
 //!
 //! Run: `cargo bench -p moat-proxy --bench throughput -- [--seconds N]
 //!       [--upstream-dir DIR] [--upstream-port PORT] [--threads C,P,U] [--rounds N]
@@ -29,7 +30,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use moat_proxy::{CertificateAuthority, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunRegistration};
+use moat_proxy::{
+    CertificateAuthority, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunLimits, RunRegistration,
+};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
@@ -444,7 +447,6 @@ fn main() -> Result<(), Error> {
     // Upstream, proxy and load generator each get their own runtime (threads).
     let upstream_rt = runtime("upstream", options.threads.upstream)?;
     let proxy_rt = runtime("moat-proxy", options.threads.proxy)?;
-    let client_rt = runtime("client", options.threads.client)?;
 
     let (server_tls, upstream_ca) = upstream_tls(&upstream_dir)?;
     let upstream_listener = upstream_rt.block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, options.upstream_port)))?;
@@ -454,8 +456,15 @@ fn main() -> Result<(), Error> {
         TlsAcceptor::from(Arc::new(server_tls)),
     ));
 
-    let (proxy_addr, token) = proxy_rt.block_on(start_moat(&scratch, &upstream_ca, upstream_addr))?;
-    let moat_auth = basic_auth(token.as_str());
+    let client_rt = runtime("client", options.threads.client)?;
+    let (proxy_addr, _proxy, tokens) = proxy_rt.block_on(start_moat(
+        &scratch,
+        &upstream_ca,
+        upstream_addr,
+        LIFTED_LIMITS,
+        &["bench"],
+    ))?;
+    let moat_auth = basic_auth(tokens[0].as_str());
 
     let mut routes = vec![
         ("direct".to_string(), Route::Direct(upstream_addr), upstream_ca.clone()),
@@ -524,11 +533,22 @@ fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// Per-run limits no scenario reaches.
+const LIFTED_LIMITS: RunLimits = RunLimits {
+    max_tunnels: 1_000_000,
+    max_streams_per_tunnel: 1_000,
+    handshakes_per_second: 1_000_000,
+};
+
+/// A moat proxy with `limits`, serving on loopback, with one registered run
+/// (and its token) per entry of `run_ids`.
 async fn start_moat(
     scratch: &Path,
     upstream_ca: &Path,
     upstream: SocketAddr,
-) -> Result<(SocketAddr, ProxyToken), Error> {
+    limits: RunLimits,
+    run_ids: &[&str],
+) -> Result<(SocketAddr, ProxyHandle, Vec<ProxyToken>), Error> {
     let ca = Arc::new(CertificateAuthority::load_or_create(&scratch.join("ca"))?);
     let mut resolve_overrides: HashMap<String, IpAddr> = HashMap::new();
     resolve_overrides.insert(UPSTREAM_HOST.to_string(), upstream.ip());
@@ -539,30 +559,36 @@ async fn start_moat(
         extra_root_ca: Some(upstream_ca.to_path_buf()),
         use_system_roots: false,
         resolve_overrides,
+        limits,
         ..ProxyConfig::default()
     };
     let proxy = ProxyHandle::new(config, ca)?;
-    let token = ProxyToken::generate();
-    proxy.register_run(RunRegistration {
-        run_id: "bench".to_string(),
-        token: token.clone(),
-        policy: NetworkPolicy::default(),
-        injections: vec![moat_proxy::InjectionRule {
-            host_pattern: format!("{UPSTREAM_HOST}:{}", upstream.port()),
-            header_name: "x-api-key".to_string(),
-            header_value: "bench-placeholder-value".to_string(),
-            placeholder: None,
-            grant: "bench".to_string(),
-            plaintext: false,
-        }],
-        trace_path: scratch.join("network.jsonl"),
-        host_ports: vec![upstream.port()],
-        redact_values: vec![],
-    })?;
+    let mut tokens = Vec::new();
+    for run_id in run_ids {
+        let token = ProxyToken::generate();
+        proxy.register_run(RunRegistration {
+            run_id: run_id.to_string(),
+            token: token.clone(),
+            policy: NetworkPolicy::default(),
+            injections: vec![moat_proxy::InjectionRule {
+                host_pattern: format!("{UPSTREAM_HOST}:{}", upstream.port()),
+                header_name: "x-api-key".to_string(),
+                header_value: "bench-placeholder-value".to_string(),
+                placeholder: None,
+                grant: "bench".to_string(),
+                plaintext: false,
+            }],
+            trace_path: scratch.join(format!("{run_id}-network.jsonl")),
+            host_ports: vec![upstream.port()],
+            redact_values: vec![],
+        })?;
+        tokens.push(token);
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move { proxy.serve(listener).await });
-    Ok((addr, token))
+    let serving = proxy.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    Ok((addr, proxy, tokens))
 }
 
 fn basic_auth(token: &str) -> String {
