@@ -12,8 +12,16 @@
 //!       [--upstream-dir DIR] [--upstream-port PORT] [--threads C,P,U] [--rounds N]
 //!       [--external ...]`;
 //! `--prepare-upstream` only writes the upstream CA to `--upstream-dir`.
+//!
+//! `--fairness [--flood N] [--in-flight N] [--requests N] [--limits default|off|both]`
+//! runs the noisy-neighbour scenario instead (one run floods the proxy with
+//! tunnels while another's latency is measured; see [`fairness`] and
+//! scripts/bench-fairness.sh).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "throughput/fairness.rs"]
+mod fairness;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -63,6 +71,9 @@ struct Options {
     rounds: usize,
     /// Only create the upstream CA in `upstream_dir`, then exit.
     prepare_only: bool,
+    /// Run the noisy-neighbour scenario instead of the throughput table.
+    fairness: bool,
+    fairness_options: fairness::FairnessOptions,
 }
 
 struct External {
@@ -78,6 +89,8 @@ fn parse_options() -> Result<Options, Error> {
         upstream_port: 0,
         externals: Vec::new(),
         prepare_only: false,
+        fairness: false,
+        fairness_options: fairness::FairnessOptions::default(),
         rounds: 5,
         threads: Threads {
             client: 2,
@@ -96,6 +109,11 @@ fn parse_options() -> Result<Options, Error> {
             "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
             "--threads" => options.threads = parse_threads(&value()?)?,
             "--prepare-upstream" => options.prepare_only = true,
+            "--fairness" => options.fairness = true,
+            "--flood" => options.fairness_options.attempts = value()?.parse()?,
+            "--in-flight" => options.fairness_options.in_flight = value()?.parse()?,
+            "--requests" => options.fairness_options.requests = value()?.parse()?,
+            "--limits" => options.fairness_options.limits = value()?.parse()?,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -455,6 +473,19 @@ fn main() -> Result<(), Error> {
         upstream_listener,
         TlsAcceptor::from(Arc::new(server_tls)),
     ));
+
+    if options.fairness {
+        let measured = fairness::run(
+            &options.fairness_options,
+            &options.threads,
+            &scratch,
+            &upstream_ca,
+            upstream_addr,
+            &proxy_rt,
+        );
+        let _ = std::fs::remove_dir_all(&scratch);
+        return measured;
+    }
 
     let client_rt = runtime("client", options.threads.client)?;
     let (proxy_addr, _proxy, tokens) = proxy_rt.block_on(start_moat(
