@@ -5,14 +5,23 @@
 //!
 //! Scenarios: keep-alive at 1 and 32 connections; a new connection/tunnel per
 //! request; a new tunnel to a never-seen host name per request (leaf minting
-//! and a fresh upstream connection).
+//! and a fresh upstream connection). These measure the data path, so moat's
+//! per-run limits are lifted for them.
 //!
 //! Run: `cargo bench -p moat-proxy --bench throughput -- [--seconds N]
 //!       [--upstream-dir DIR] [--upstream-port PORT] [--threads C,P,U] [--rounds N]
 //!       [--external ...]`;
 //! `--prepare-upstream` only writes the upstream CA to `--upstream-dir`.
+//!
+//! `--fairness [--flood N] [--in-flight N] [--requests N] [--limits default|off|both]`
+//! runs the noisy-neighbour scenario instead (one run floods the proxy with
+//! tunnels while another's latency is measured; see [`fairness`] and
+//! scripts/bench-fairness.sh).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "throughput/fairness.rs"]
+mod fairness;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -29,7 +38,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use moat_proxy::{CertificateAuthority, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunRegistration};
+use moat_proxy::{
+    CertificateAuthority, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunLimits, RunRegistration,
+};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,6 +71,9 @@ struct Options {
     rounds: usize,
     /// Only create the upstream CA in `upstream_dir`, then exit.
     prepare_only: bool,
+    /// Run the noisy-neighbour scenario instead of the throughput table.
+    fairness: bool,
+    fairness_options: fairness::FairnessOptions,
 }
 
 struct External {
@@ -75,6 +89,8 @@ fn parse_options() -> Result<Options, Error> {
         upstream_port: 0,
         externals: Vec::new(),
         prepare_only: false,
+        fairness: false,
+        fairness_options: fairness::FairnessOptions::default(),
         rounds: 5,
         threads: Threads {
             client: 2,
@@ -93,6 +109,11 @@ fn parse_options() -> Result<Options, Error> {
             "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
             "--threads" => options.threads = parse_threads(&value()?)?,
             "--prepare-upstream" => options.prepare_only = true,
+            "--fairness" => options.fairness = true,
+            "--flood" => options.fairness_options.attempts = value()?.parse()?,
+            "--in-flight" => options.fairness_options.in_flight = value()?.parse()?,
+            "--requests" => options.fairness_options.requests = value()?.parse()?,
+            "--limits" => options.fairness_options.limits = value()?.parse()?,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -444,7 +465,6 @@ fn main() -> Result<(), Error> {
     // Upstream, proxy and load generator each get their own runtime (threads).
     let upstream_rt = runtime("upstream", options.threads.upstream)?;
     let proxy_rt = runtime("moat-proxy", options.threads.proxy)?;
-    let client_rt = runtime("client", options.threads.client)?;
 
     let (server_tls, upstream_ca) = upstream_tls(&upstream_dir)?;
     let upstream_listener = upstream_rt.block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, options.upstream_port)))?;
@@ -454,8 +474,28 @@ fn main() -> Result<(), Error> {
         TlsAcceptor::from(Arc::new(server_tls)),
     ));
 
-    let (proxy_addr, token) = proxy_rt.block_on(start_moat(&scratch, &upstream_ca, upstream_addr))?;
-    let moat_auth = basic_auth(token.as_str());
+    if options.fairness {
+        let measured = fairness::run(
+            &options.fairness_options,
+            &options.threads,
+            &scratch,
+            &upstream_ca,
+            upstream_addr,
+            &proxy_rt,
+        );
+        let _ = std::fs::remove_dir_all(&scratch);
+        return measured;
+    }
+
+    let client_rt = runtime("client", options.threads.client)?;
+    let (proxy_addr, _proxy, tokens) = proxy_rt.block_on(start_moat(
+        &scratch,
+        &upstream_ca,
+        upstream_addr,
+        LIFTED_LIMITS,
+        &["bench"],
+    ))?;
+    let moat_auth = basic_auth(tokens[0].as_str());
 
     let mut routes = vec![
         ("direct".to_string(), Route::Direct(upstream_addr), upstream_ca.clone()),
@@ -524,11 +564,22 @@ fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// Per-run limits no scenario reaches.
+const LIFTED_LIMITS: RunLimits = RunLimits {
+    max_tunnels: 1_000_000,
+    max_streams_per_tunnel: 1_000,
+    handshakes_per_second: 1_000_000,
+};
+
+/// A moat proxy with `limits`, serving on loopback, with one registered run
+/// (and its token) per entry of `run_ids`.
 async fn start_moat(
     scratch: &Path,
     upstream_ca: &Path,
     upstream: SocketAddr,
-) -> Result<(SocketAddr, ProxyToken), Error> {
+    limits: RunLimits,
+    run_ids: &[&str],
+) -> Result<(SocketAddr, ProxyHandle, Vec<ProxyToken>), Error> {
     let ca = Arc::new(CertificateAuthority::load_or_create(&scratch.join("ca"))?);
     let mut resolve_overrides: HashMap<String, IpAddr> = HashMap::new();
     resolve_overrides.insert(UPSTREAM_HOST.to_string(), upstream.ip());
@@ -539,30 +590,36 @@ async fn start_moat(
         extra_root_ca: Some(upstream_ca.to_path_buf()),
         use_system_roots: false,
         resolve_overrides,
+        limits,
         ..ProxyConfig::default()
     };
     let proxy = ProxyHandle::new(config, ca)?;
-    let token = ProxyToken::generate();
-    proxy.register_run(RunRegistration {
-        run_id: "bench".to_string(),
-        token: token.clone(),
-        policy: NetworkPolicy::default(),
-        injections: vec![moat_proxy::InjectionRule {
-            host_pattern: format!("{UPSTREAM_HOST}:{}", upstream.port()),
-            header_name: "x-api-key".to_string(),
-            header_value: "bench-placeholder-value".to_string(),
-            placeholder: None,
-            grant: "bench".to_string(),
-            plaintext: false,
-        }],
-        trace_path: scratch.join("network.jsonl"),
-        host_ports: vec![upstream.port()],
-        redact_values: vec![],
-    })?;
+    let mut tokens = Vec::new();
+    for run_id in run_ids {
+        let token = ProxyToken::generate();
+        proxy.register_run(RunRegistration {
+            run_id: run_id.to_string(),
+            token: token.clone(),
+            policy: NetworkPolicy::default(),
+            injections: vec![moat_proxy::InjectionRule {
+                host_pattern: format!("{UPSTREAM_HOST}:{}", upstream.port()),
+                header_name: "x-api-key".to_string(),
+                header_value: "bench-placeholder-value".to_string(),
+                placeholder: None,
+                grant: "bench".to_string(),
+                plaintext: false,
+            }],
+            trace_path: scratch.join(format!("{run_id}-network.jsonl")),
+            host_ports: vec![upstream.port()],
+            redact_values: vec![],
+        })?;
+        tokens.push(token);
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move { proxy.serve(listener).await });
-    Ok((addr, token))
+    let serving = proxy.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    Ok((addr, proxy, tokens))
 }
 
 fn basic_auth(token: &str) -> String {

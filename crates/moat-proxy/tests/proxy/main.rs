@@ -4,6 +4,7 @@
 mod auth;
 mod curl;
 mod destination;
+mod fairness;
 mod injection;
 mod limits;
 mod plain;

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::support::{TestProxy, get, get_h2, injection, next_data};
 
 async fn assert_events_arrive_one_by_one(h2: bool) {
+    let _not_flooded = crate::support::CPU.read().await;
     let proxy = TestProxy::start(if h2 { "sse-h2" } else { "sse-h1" }).await;
     let run = proxy.register("run", NetworkPolicy::default(), vec![]);
     let authority = proxy.upstream.authority("api.example.test");

@@ -36,6 +36,11 @@ pub const UPSTREAM_NAMES: &[&str] = &[
     "wild.example.test",
 ];
 
+/// The machine's CPU, shared by the tests in this binary: a test that
+/// saturates it on purpose (a flood) holds it for writing, and one that puts
+/// an upper bound on a latency holds it for reading, so the two never overlap.
+pub static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -404,10 +409,18 @@ pub enum Tunnel {
 }
 
 impl Tunnel {
+    /// Sends once the connection can take a request (an HTTP/1.1 one is
+    /// busy until the previous response has been read to its end).
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
         match self {
-            Self::Http1(sender) => sender.send_request(req).await.unwrap(),
-            Self::Http2(sender) => sender.send_request(req).await.unwrap(),
+            Self::Http1(sender) => {
+                sender.ready().await.unwrap();
+                sender.send_request(req).await.unwrap()
+            }
+            Self::Http2(sender) => {
+                sender.ready().await.unwrap();
+                sender.send_request(req).await.unwrap()
+            }
         }
     }
 
@@ -460,13 +473,58 @@ impl ProxyClient {
         (response, Some(upgraded))
     }
 
-    /// TLS through the tunnel, trusting only the moat CA, with the given ALPN.
-    pub async fn tls(
-        &self,
-        upgraded: hyper::upgrade::Upgraded,
-        sni: &str,
-        alpn: &[&[u8]],
-    ) -> tokio_rustls::client::TlsStream<TokioIo<hyper::upgrade::Upgraded>> {
+    /// CONNECT written on a raw socket (cheaper than [`ProxyClient::connect`],
+    /// for floods): the proxy's status and body, and on `200` the socket,
+    /// which is then the tunnel. Errors are returned, not unwrapped.
+    pub async fn connect_raw(&self, authority: &str) -> std::io::Result<(StatusCode, String, TcpStream)> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = TcpStream::connect(self.proxy).await?;
+        let auth = self
+            .auth
+            .as_ref()
+            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let connect = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n");
+        tcp.write_all(connect.as_bytes()).await?;
+        let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        // Nothing follows a 200 until the client's TLS hello, so reading
+        // past the head cannot swallow tunnel bytes.
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let head_end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let read = tcp.read(&mut chunk).await?;
+            if read == 0 {
+                return Err(invalid("proxy closed during CONNECT"));
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| StatusCode::from_bytes(code.as_bytes()).ok())
+            .ok_or_else(|| invalid(&format!("not an HTTP response: {head:?}")))?;
+        let length: usize = head
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| value.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < head_end + length {
+            let read = tcp.read(&mut chunk).await?;
+            if read == 0 {
+                break;
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+        Ok((status, String::from_utf8_lossy(&buffer[head_end..]).into_owned(), tcp))
+    }
+
+    /// A TLS client trusting only the moat CA, offering `alpn`.
+    pub fn tls_connector(&self, alpn: &[&[u8]]) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         let der: CertificateDer<'static> = rustls_pemfile::certs(&mut self.moat_ca_pem.as_bytes())
             .next()
@@ -480,6 +538,16 @@ impl ProxyClient {
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         TlsConnector::from(Arc::new(config))
+    }
+
+    /// TLS through the tunnel, trusting only the moat CA, with the given ALPN.
+    pub async fn tls(
+        &self,
+        upgraded: hyper::upgrade::Upgraded,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<TokioIo<hyper::upgrade::Upgraded>> {
+        self.tls_connector(alpn)
             .connect(ServerName::try_from(sni.to_string()).unwrap(), TokioIo::new(upgraded))
             .await
             .unwrap()
