@@ -192,7 +192,10 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
     for (i, name) in names.iter().enumerate() {
         let run_id = name.trim_start_matches("moat-");
         // Explicit subnets: Docker's default pools hold only ~30 networks.
-        let subnet = format!("10.254.{}.{}/28", i / 16, (i % 16) * 16);
+        // Eight /24s chosen by pid, so two suites on one engine do not
+        // collide (10.254.255.0/24 stays for the other-home test).
+        let base = (std::process::id() % 31) * 8;
+        let subnet = format!("10.254.{}.{}/28", base as usize + i / 16, (i % 16) * 16);
         let out = Command::new("docker")
             .args([
                 "network",
