@@ -5,6 +5,7 @@
 //! CLI uses live here too.
 
 pub mod api;
+mod capture;
 pub mod client;
 pub mod deadline;
 pub mod egress;

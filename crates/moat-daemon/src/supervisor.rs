@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use moat_core::lock::FileLock;
-use moat_core::logs::LogWriter;
 use moat_core::paths::run_files;
 use moat_core::{RunId, RunMetadata, RunState};
 use moat_proxy::{PolicyMode, ProxyToken};
@@ -18,12 +16,12 @@ use moat_runtime::{ContainerSpec, Mount, NetworkInfo, NetworkSpec, Runtime, Runt
 use std::net::IpAddr;
 
 use crate::api::{AttachEvent, RunSpec};
+use crate::capture::Capture;
 use crate::deadline::{CREATE_DEADLINE, Deadline, DeadlineExceeded, UNDO_WAIT};
 use crate::egress::{Egress, EgressError, PROXY_HOST, PROXY_VARIABLES};
 use crate::fault;
 use crate::firewall::{self, FirewallError};
 use crate::grants::{self, GrantError};
-use crate::lines::LineSplitter;
 use crate::network::{self, NetworkError};
 use crate::progress::Progress;
 use crate::registry::{Registration, RunHandle};
@@ -413,8 +411,11 @@ pub async fn supervise(
 ) {
     let meta = handle.metadata();
     let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());
-    capture_output(&daemon, runtime.as_ref(), &handle, &container, since).await;
+    let mut capture = Capture::open(&daemon, &handle, since);
+    capture.follow(runtime.as_ref(), &container).await;
     let exit = runtime.wait_container(&container).await;
+    capture.catch_up(runtime.as_ref(), &container).await;
+    capture.finish();
     let recorded = handle.update(daemon.store(), |m| match &exit {
         Ok(code) => {
             m.state = RunState::Exited;
@@ -439,57 +440,6 @@ fn announce_exit(handle: &RunHandle) {
         exit_code: meta.exit_code,
         failure: meta.failure,
     });
-}
-
-async fn capture_output(
-    daemon: &Daemon,
-    runtime: &dyn Runtime,
-    handle: &RunHandle,
-    container: &str,
-    since: Option<DateTime<Utc>>,
-) {
-    let id = handle.id();
-    let log_path = daemon.store().run_dir(&id).join(run_files::LOGS);
-    let mut writer = match LogWriter::open(&log_path) {
-        Ok(writer) => Some(writer),
-        Err(e) => {
-            tracing::error!(run = %id, "cannot open {}: {e}; output is not recorded", log_path.display());
-            None
-        }
-    };
-    let mut splitter = LineSplitter::default();
-    let mut stream = match runtime.logs(container, true, since).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::warn!(run = %id, "cannot follow output: {e}");
-            return;
-        }
-    };
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(chunk) => {
-                handle.output.push(chunk.stream, chunk.data.clone());
-                write_records(&mut writer, &splitter.feed(chunk.stream, &chunk.data), &id);
-            }
-            Err(e) => {
-                tracing::warn!(run = %id, "output stream broke: {e}");
-                break;
-            }
-        }
-    }
-    write_records(&mut writer, &splitter.finish(), &id);
-}
-
-fn write_records(writer: &mut Option<LogWriter>, records: &[moat_core::logs::LogRecord], id: &RunId) {
-    let Some(out) = writer else { return };
-    let result = records
-        .iter()
-        .try_for_each(|r| out.append(r))
-        .and_then(|()| out.flush());
-    if let Err(e) = result {
-        tracing::error!(run = %id, "writing logs.jsonl failed: {e}; further output is not recorded");
-        *writer = None;
-    }
 }
 
 /// Removes the run's container (unless kept), network and firewall rules,
