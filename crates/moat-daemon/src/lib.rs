@@ -17,6 +17,7 @@ mod lines;
 mod logfile;
 pub mod network;
 pub mod output;
+pub mod pool;
 pub mod progress;
 pub mod reaper;
 pub mod reconcile;
@@ -102,6 +103,7 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     }
     tokio::spawn(daemon.registry().clone().persist_loop());
     tokio::spawn(reaper::periodic(daemon.clone()));
+    tokio::spawn(pool::keep_filled(daemon.clone()));
     let idle_daemon = daemon.clone();
     tokio::spawn(idle::watch(daemon.clone(), move || {
         let daemon = idle_daemon.clone();
@@ -117,6 +119,7 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     if !daemon.drain_cleanups(CLEANUP_GRACE).await {
         tracing::warn!("shutting down with run cleanups unfinished; the next daemon finishes them");
     }
+    pool::release(&daemon).await;
 
     finish(&daemon, &info);
     Ok(())
