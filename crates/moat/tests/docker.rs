@@ -7,6 +7,7 @@ mod docker {
     pub mod isolation;
     pub mod lifecycle;
     pub mod netpool;
+    pub mod warmpool;
     pub mod proxy;
     pub mod reaper;
     pub mod support;
