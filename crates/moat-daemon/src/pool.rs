@@ -11,8 +11,9 @@
 //! it by that run. An untaken pool network belongs to its daemon: kept
 //! while that daemon lives, reclaimed as an orphan once it has died.
 //!
-//! The pool is filled at start-up and refilled in the background after
-//! each take, never above its size; the daemon removes what is left of it
+//! The pool is filled at start-up and refilled in the background shortly
+//! after each take (once the taker's container has started), never above
+//! its size; the daemon removes what is left of it
 //! when it shuts down (the reaper reclaims whatever that misses).
 
 use std::collections::BTreeMap;
@@ -30,6 +31,11 @@ pub const NAME_PREFIX: &str = "moat-pool-";
 
 /// Wait before trying again after a pool network could not be created.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a refill waits after a run took a network: creating a network
+/// while the run's container starts would slow that start down (the engine
+/// serialises network work), and the start is what the user waits for.
+const REFILL_DELAY: Duration = Duration::from_millis(500);
 
 /// Bound on removing the pool's networks at shutdown.
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
@@ -83,17 +89,14 @@ impl NetworkPool {
         &self.config
     }
 
-    /// Takes a ready network of the kind asked for, on `runtime`; wakes
-    /// the refill. `None` when the pool has none (the caller creates one).
+    /// Takes a ready network of the kind asked for, on `runtime`. `None`
+    /// when the pool has none (the caller creates one). The taker calls
+    /// [`refill_later`] once its container has started (or failed to).
     pub fn take(&self, runtime: &str, internal: bool) -> Option<NetworkInfo> {
         if runtime != self.config.runtime {
             return None;
         }
-        let taken = lock(&self.state).ready[slot(internal)].pop();
-        if taken.is_some() {
-            self.wake.notify_one();
-        }
-        taken
+        lock(&self.state).ready[slot(internal)].pop()
     }
 
     /// The names of the ready networks of one kind.
@@ -120,6 +123,18 @@ impl NetworkPool {
         let mut state = lock(&self.state);
         state.ready.iter_mut().flat_map(std::mem::take).collect()
     }
+}
+
+/// Wakes the refill after [`REFILL_DELAY`], off the path a user waits for.
+pub fn refill_later(daemon: &Daemon) {
+    if daemon.network_pool().config.size == 0 {
+        return;
+    }
+    let daemon = daemon.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(REFILL_DELAY).await;
+        daemon.network_pool().wake.notify_one();
+    });
 }
 
 /// The spec of a new pool network of this daemon.

@@ -165,7 +165,9 @@ pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Pro
     }
     timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
-    match provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await {
+    let provisioned = provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await;
+    crate::pool::refill_later(daemon);
+    match provisioned {
         Ok(notices) => {
             drop(creation_lock);
             tokio::spawn(supervise(daemon.clone(), runtime, handle, None));
