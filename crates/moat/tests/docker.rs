@@ -7,10 +7,10 @@ mod docker {
     pub mod isolation;
     pub mod lifecycle;
     pub mod netpool;
-    pub mod warmpool;
     pub mod proxy;
     pub mod reaper;
     pub mod support;
     pub mod trust;
     pub mod upstream;
+    pub mod warmpool;
 }

@@ -44,7 +44,10 @@ fn wait_pool(pid: u32, count: usize) -> Vec<String> {
         if pool.len() == count {
             return pool;
         }
-        assert!(Instant::now() < deadline, "daemon {pid}'s pool is {pool:?}, not {count} networks");
+        assert!(
+            Instant::now() < deadline,
+            "daemon {pid}'s pool is {pool:?}, not {count} networks"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -87,7 +90,10 @@ fn a_run_takes_a_pool_network_which_is_removed_after_it_and_a_dead_daemons_pool_
     let out = home.run(&["system", "prune", "--force"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for name in &refilled {
-        assert!(!docker_exists("network", name), "the dead daemon's {name} survived the prune");
+        assert!(
+            !docker_exists("network", name),
+            "the dead daemon's {name} survived the prune"
+        );
     }
     let next = home.daemon_pid().unwrap();
     assert_ne!(next, pid);
