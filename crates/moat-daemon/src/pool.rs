@@ -64,6 +64,9 @@ pub struct NetworkPool {
     config: PoolConfig,
     state: std::sync::Mutex<PoolState>,
     wake: Notify,
+    /// Held while a pool network is being created: the shutdown release
+    /// waits for it, so that no creation outlives the daemon unrecorded.
+    creating: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -82,6 +85,7 @@ impl NetworkPool {
             config,
             state: std::sync::Mutex::new(PoolState::default()),
             wake: Notify::new(),
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -194,6 +198,7 @@ pub async fn keep_filled(daemon: Daemon) {
 async fn fill(daemon: &Daemon, runtime: &dyn Runtime) -> bool {
     let pool = daemon.network_pool();
     while let Some(internal) = pool.missing() {
+        let _creating = pool.creating.lock().await;
         if daemon.is_shutting_down() {
             return true;
         }
@@ -220,6 +225,9 @@ async fn fill(daemon: &Daemon, runtime: &dyn Runtime) -> bool {
 /// [`RELEASE_WAIT`]; what is left is reclaimed by the next daemon's reaper.
 pub async fn release(daemon: &Daemon) {
     let pool = daemon.network_pool();
+    // A creation in flight finishes first (and, seeing the shutdown,
+    // removes what it made); it is bounded by the runtime's timeout.
+    let _no_creation = tokio::time::timeout(RELEASE_WAIT, pool.creating.lock()).await;
     let networks = pool.drain();
     if networks.is_empty() {
         return;
