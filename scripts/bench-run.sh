@@ -1,27 +1,54 @@
 #!/usr/bin/env bash
-# Latency of one short run, side by side: `moat run` (warm daemon; network,
-# proxy registration, container, log capture, exit code) against plain
-# `docker run --rm` and against doing moat's Docker work by hand (a network,
-# a container on it, removal of both). Release build; needs hyperfine and the
-# local base image (scripts/setup.sh).
+# Latency of one short run, side by side: `moat run` with a warm daemon and
+# its network pool filled (network taken from the pool, proxy registration,
+# container, log capture, exit code), `moat run` cold (no daemon running
+# before each run: spawn, pool fill, then the run), plain `docker run --rm`,
+# `docker run --rm` on an existing network of its own (what a warm moat run
+# asks of Docker), and moat's Docker work done by hand (a network, a
+# container on it, removal of both). Release build; needs hyperfine and the
+# local base image (scripts/setup.sh). RUNS (default 15) sets the runs per command.
+#
+# `moat run --timings -- true` prints where one run's time goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine >/dev/null; }
 cargo build --release -q -p moat
-moat="$PWD/target/release/moat"
+moat="${CARGO_TARGET_DIR:-$PWD/target}/release/moat"
 image=moat-base:bookworm
 home="$(mktemp -d /tmp/moat-bench-run.XXXXXX)"
 workspace="$(mktemp -d /tmp/moat-bench-ws.XXXXXX)"
 export MOAT_HOME="$home"
+ready_network="moat-bench-ready-$$"
 cleanup() {
     "$moat" daemon stop >/dev/null 2>&1 || true
+    docker network rm "$ready_network" >/dev/null 2>&1 || true
     rm -rf "$home" "$workspace"
 }
 trap cleanup EXIT
 cd "$workspace"
-"$moat" run --image "$image" -- true 2>/dev/null # start the daemon
+"$moat" run --image "$image" -- true 2>/dev/null # start the daemon (and fill its pool)
+# Waits until this home's daemon has its network pool full again (2 of each
+# kind by default), so that every warm run takes a ready network.
+cat >"$home/wait-pool.sh" <<'WAIT'
+pid=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$MOAT_HOME/daemon/daemon.json")
+for _ in $(seq 200); do
+    ready=$(docker network ls --filter label=dev.moat.role=pool --format '{{.Label "dev.moat.daemon"}}' | grep -c "^$pid-")
+    [ "$ready" -ge 4 ] && exit 0
+    sleep 0.05
+done
+echo "the network pool did not fill" >&2
+WAIT
+docker network create "$ready_network" >/dev/null
+echo "one warm run, step by step:"
+sh "$home/wait-pool.sh"
+"$moat" run --timings --image "$image" -- true
 hyperfine --warmup 2 --runs "${RUNS:-15}" -N \
-    --command-name "moat run -- true" "$moat run --image $image -- true" \
+    --prepare "sh $home/wait-pool.sh" \
+    --command-name "moat run -- true (warm, pool filled)" "$moat run --image $image -- true" \
     --command-name "docker run --rm" "docker run --rm $image true" \
+    --command-name "docker run --rm on a ready network" "docker run --rm --network $ready_network $image true" \
     --command-name "docker network + run + rm by hand" \
     "sh -c 'n=bench-\$\$; docker network create \$n >/dev/null && docker run --rm --network \$n $image true && docker network rm \$n >/dev/null'"
+hyperfine --runs "${RUNS:-15}" -N \
+    --prepare "$moat daemon stop" \
+    --command-name "moat run -- true (cold: no daemon running)" "$moat run --image $image -- true"

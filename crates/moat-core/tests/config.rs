@@ -353,6 +353,17 @@ fn global_values_are_read() {
 }
 
 #[test]
+fn the_network_pool_size_defaults_to_two_may_be_zero_and_is_capped() {
+    let (_dir, home) = home_with(None);
+    assert_eq!(load_global(&home).unwrap().config.network_pool_size, 2);
+    let (_dir, home) = home_with(Some("network_pool_size: 0\n"));
+    assert_eq!(load_global(&home).unwrap().config.network_pool_size, 0);
+    let (_dir, home) = home_with(Some("network_pool_size: 17\n"));
+    let err = load_global(&home).unwrap_err().to_string();
+    assert!(err.contains("network_pool_size") && err.contains("at most 16"), "{err}");
+}
+
+#[test]
 fn malformed_global_config_is_a_clear_error() {
     let cases = [
         (

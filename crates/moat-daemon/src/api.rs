@@ -82,6 +82,17 @@ pub struct CreateRunResponse {
     /// "reclaimed 2 orphaned network(s) to make room".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// How long each step of the creation took, in order (`--timings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<StepTiming>,
+}
+
+/// One step of a run's creation and how long it took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepTiming {
+    pub step: String,
+    /// Milliseconds (fractional).
+    pub ms: f64,
 }
 
 /// One line of a streamed `POST /v1/runs` answer, which a client asks for

@@ -18,6 +18,7 @@ mod lines;
 mod logfile;
 pub mod network;
 pub mod output;
+pub mod pool;
 pub mod progress;
 pub mod reaper;
 pub mod reconcile;
@@ -103,6 +104,7 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     }
     tokio::spawn(daemon.registry().clone().persist_loop());
     tokio::spawn(reaper::periodic(daemon.clone()));
+    tokio::spawn(pool::keep_filled(daemon.clone()));
     let idle_daemon = daemon.clone();
     tokio::spawn(idle::watch(daemon.clone(), move || {
         let daemon = idle_daemon.clone();
@@ -118,6 +120,7 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     if !daemon.drain_cleanups(CLEANUP_GRACE).await {
         tracing::warn!("shutting down with run cleanups unfinished; the next daemon finishes them");
     }
+    pool::release(&daemon).await;
 
     finish(&daemon, &info);
     Ok(())

@@ -220,7 +220,7 @@ async fn sweep_all(
     let mut sweeps = Vec::new();
     let mut judged = Vec::new();
     for runtime in daemon.runtimes().available().await {
-        let listing = list_candidates(runtime.as_ref(), &request.kinds).await;
+        let mut listing = list_candidates(runtime.as_ref(), &request.kinds).await;
         let now = Utc::now();
         let Some(running) = listing.running else {
             // Without the container listing the reaper cannot tell which
@@ -229,7 +229,7 @@ async fn sweep_all(
             continue;
         };
         // The live set is taken after listing, never before.
-        let live = live_set(daemon, &listing.candidates, &running)?;
+        let (live, pool_takers_unknown) = live_set(daemon, &mut listing.candidates, &running)?;
         let home = daemon.home().label();
         let input = SweepInput {
             candidates: &listing.candidates,
@@ -240,6 +240,8 @@ async fn sweep_all(
             second_sighting_after: chrono::Duration::from_std(daemon.config().second_sighting_after)
                 .unwrap_or(chrono::Duration::MAX),
             home: &home,
+            daemon: daemon.instance(),
+            pool_takers_unknown,
         };
         let decisions = decide::decide(&input);
         let mut sweep = summarise(runtime.kind(), &listing.candidates, &decisions, listing.errors);
@@ -272,20 +274,42 @@ async fn sweep_all(
     Ok(sweeps)
 }
 
-/// The live runs among the candidates' runs; an unreadable registry or
-/// run record is an error, never a smaller live set.
+/// The live runs among the candidates' runs, and whether some run record
+/// is too unreadable to say which pool network it took; an unreadable
+/// registry or run record is an error, never a smaller live set. Each
+/// warm-pool network gets the run that recorded it as its network (a live
+/// one, when several did), or none when untaken.
 fn live_set(
     daemon: &Daemon,
-    candidates: &[Candidate],
+    candidates: &mut [Candidate],
     running: &HashSet<RunId>,
-) -> Result<HashSet<RunId>, LiveSetError> {
+) -> Result<(HashSet<RunId>, bool), LiveSetError> {
     if let Some(reason) = daemon.registry_error() {
         return Err(LiveSetError::Registry(reason));
     }
     let registry: HashSet<RunId> = daemon.registry().all().iter().map(|h| h.id()).collect();
     let dirs = live::scan_run_dirs(daemon.store())?;
-    let runs = candidates.iter().filter_map(|c| c.run_id.as_ref());
-    Ok(live::live_runs(runs, &registry, &dirs, running))
+    let takers = live::network_takers(&dirs);
+    let runs: Vec<RunId> = candidates
+        .iter()
+        .flat_map(|c| c.run_id.iter().chain(pool_takers(&takers, c)))
+        .cloned()
+        .collect();
+    let live = live::live_runs(&runs, &registry, &dirs, running);
+    for candidate in candidates.iter_mut().filter(|c| c.pool_owner.is_some()) {
+        let of_run = pool_takers(&takers, candidate);
+        let taker = of_run.iter().find(|id| live.contains(*id)).or(of_run.first());
+        candidate.run_id = taker.cloned();
+    }
+    Ok((live, live::takers_unknown(&dirs)))
+}
+
+/// The runs that recorded a pool network as theirs (none for other objects).
+fn pool_takers<'a>(takers: &'a BTreeMap<String, Vec<RunId>>, candidate: &Candidate) -> &'a [RunId] {
+    match candidate.pool_owner {
+        Some(_) => takers.get(&candidate.key.name).map_or(&[], Vec::as_slice),
+        None => &[],
+    }
 }
 
 fn backing_off(state: &ReaperFile, key: &ObjectKey, now: DateTime<Utc>) -> bool {
@@ -308,7 +332,13 @@ fn summarise(
         protected: count(&|d| {
             matches!(
                 d,
-                Decision::Keep(KeepReason::ForeignHome | KeepReason::ForeignAttachment(_) | KeepReason::NotARunObject)
+                Decision::Keep(
+                    KeepReason::ForeignHome
+                        | KeepReason::ForeignAttachment(_)
+                        | KeepReason::NotARunObject
+                        | KeepReason::Pool
+                        | KeepReason::PoolTakerUnknown
+                )
             )
         }),
         failed: Vec::new(),
@@ -432,6 +462,7 @@ async fn sweep_legacy(
         home: None,
         attached: Vec::new(),
         running,
+        pool_owner: None,
     };
     let candidates: Vec<Candidate> = (found.containers.iter())
         .map(|c| legacy(ObjectKind::Container, &c.name, c.status.is_running()))
@@ -505,8 +536,15 @@ async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> Listing
     if wanted(ObjectKind::Network) {
         match runtime.list_networks().await {
             Ok(list) => listing.candidates.extend(list.into_iter().filter_map(|n| {
-                let run_id = label_run(&n.labels).or_else(|| RunId::from_network_name(&n.name));
-                candidate(kind, ObjectKind::Network, n.name, run_id, &n.labels, n.containers)
+                // A pool network's run comes from the run records, later.
+                let pool_owner = crate::pool::owner(&n.labels);
+                let run_id = match pool_owner {
+                    Some(_) => None,
+                    None => label_run(&n.labels).or_else(|| RunId::from_network_name(&n.name)),
+                };
+                let mut candidate = candidate(kind, ObjectKind::Network, n.name, run_id, &n.labels, n.containers)?;
+                candidate.pool_owner = pool_owner;
+                Some(candidate)
             })),
             Err(e) => listing.errors.push(format!("listing networks: {e}")),
         }
@@ -547,6 +585,7 @@ fn candidate(
         home,
         attached,
         running: false,
+        pool_owner: None,
     })
 }
 

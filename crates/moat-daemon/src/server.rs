@@ -178,10 +178,19 @@ fn accepts_ndjson(req: &Request<Incoming>) -> bool {
 /// The last event of a creation's answer.
 fn create_outcome(daemon: &Daemon, created: Result<CreatedRun, RunError>) -> CreateEvent {
     match created {
-        Ok(CreatedRun { run_id, notices }) => {
+        Ok(CreatedRun {
+            run_id,
+            notices,
+            timings,
+        }) => {
             let state = daemon.registry().get(&run_id).map(|h| h.metadata().state);
             let state = state.unwrap_or(moat_core::RunState::Exited);
-            CreateEvent::Created(CreateRunResponse { run_id, state, notices })
+            CreateEvent::Created(CreateRunResponse {
+                run_id,
+                state,
+                notices,
+                timings,
+            })
         }
         Err(e) => {
             let (status, body) = run_error_body(e);

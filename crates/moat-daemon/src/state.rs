@@ -14,6 +14,7 @@ use moat_runtime::{Runtime, RuntimeError};
 use tokio_util::sync::CancellationToken;
 
 use crate::egress::{Egress, EgressConfig};
+use crate::pool::{NetworkPool, PoolConfig};
 use crate::reaper::Reaper;
 use crate::registry::Registry;
 
@@ -44,6 +45,8 @@ pub struct DaemonConfig {
     /// The proxy's settings; `None` runs without a proxy (tests of
     /// lifecycle logic).
     pub egress: Option<EgressConfig>,
+    /// The warm network pool (off unless configured).
+    pub network_pool: PoolConfig,
 }
 
 impl DaemonConfig {
@@ -55,6 +58,7 @@ impl DaemonConfig {
             second_sighting_after: crate::reaper::decide::SECOND_SIGHTING_AFTER,
             stop_grace: Duration::from_secs(10),
             egress: Some(EgressConfig::default()),
+            network_pool: PoolConfig::default(),
         }
     }
 }
@@ -77,6 +81,9 @@ struct Inner {
     cleanups_in_flight: AtomicUsize,
     cleanup_finished: tokio::sync::Notify,
     started_at: DateTime<Utc>,
+    /// This daemon's instance (`<pid>-<random hex>`), on its pool networks.
+    instance: String,
+    network_pool: NetworkPool,
     egress: Option<Arc<Egress>>,
     /// Set when the registry could not be fully restored: the reaper
     /// pauses rather than judge liveness from an incomplete registry.
@@ -88,6 +95,12 @@ impl Daemon {
         let store = RunStore::new(config.home.clone());
         let registry = Arc::new(Registry::new(config.home.runs_json()));
         let reaper = Reaper::load(&config.home.reaper_json());
+        let hex = moat_core::RunId::generate()
+            .as_str()
+            .trim_start_matches("run_")
+            .to_string();
+        let instance = format!("{}-{hex}", std::process::id());
+        let network_pool = NetworkPool::new(config.network_pool.clone());
         Daemon {
             inner: Arc::new(Inner {
                 config,
@@ -101,6 +114,8 @@ impl Daemon {
                 cleanups_in_flight: AtomicUsize::new(0),
                 cleanup_finished: tokio::sync::Notify::new(),
                 started_at: Utc::now(),
+                instance,
+                network_pool,
                 egress,
                 registry_error: std::sync::Mutex::new(None),
             }),
@@ -133,6 +148,15 @@ impl Daemon {
 
     pub fn started_at(&self) -> DateTime<Utc> {
         self.inner.started_at
+    }
+
+    /// This daemon's instance; its pool networks carry it.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    pub fn network_pool(&self) -> &NetworkPool {
+        &self.inner.network_pool
     }
 
     pub fn proxy_port(&self) -> Option<u16> {

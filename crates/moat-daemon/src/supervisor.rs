@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use moat_core::lock::FileLock;
@@ -15,7 +15,7 @@ use moat_proxy::{PolicyMode, ProxyToken};
 use moat_runtime::{ContainerSpec, Mount, NetworkInfo, NetworkSpec, Runtime, RuntimeError, labels};
 use std::net::IpAddr;
 
-use crate::api::{AttachEvent, RunSpec};
+use crate::api::{AttachEvent, RunSpec, StepTiming};
 use crate::capture::Capture;
 use crate::deadline::{CREATE_DEADLINE, Deadline, DeadlineExceeded, UNDO_WAIT};
 use crate::egress::{Egress, EgressError, PROXY_HOST, PROXY_VARIABLES};
@@ -101,6 +101,35 @@ impl RunError {
 pub struct CreatedRun {
     pub run_id: RunId,
     pub notices: Vec<String>,
+    /// How long each step took.
+    pub timings: Vec<StepTiming>,
+}
+
+/// Records how long each step of a creation takes.
+#[derive(Debug, Default)]
+pub struct Timings {
+    steps: Vec<StepTiming>,
+    last: Option<Instant>,
+}
+
+impl Timings {
+    fn start() -> Self {
+        Timings {
+            steps: Vec::new(),
+            last: Some(Instant::now()),
+        }
+    }
+
+    /// Ends a step (begun at the previous one's end).
+    fn lap(&mut self, step: &str) {
+        let now = Instant::now();
+        let began = self.last.unwrap_or(now);
+        self.steps.push(StepTiming {
+            step: step.to_string(),
+            ms: now.duration_since(began).as_secs_f64() * 1000.0,
+        });
+        self.last = Some(now);
+    }
 }
 
 /// Registers a run, creates its network and container, starts it, and
@@ -116,11 +145,13 @@ pub async fn create_run(daemon: &Daemon, spec: RunSpec) -> Result<RunId, RunErro
 /// time) is recorded failed and undone before the answer.
 pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Progress) -> Result<CreatedRun, RunError> {
     let deadline = Deadline::after(CREATE_DEADLINE);
+    let mut timings = Timings::start();
     if !spec.workspace.is_dir() {
         return Err(RunError::MissingWorkspace(spec.workspace.display().to_string()));
     }
     let step = format!("connecting to {}", spec.runtime);
     let runtime = deadline.bound(step, daemon.runtimes().get(&spec.runtime)).await??;
+    timings.lap("runtime connect");
     let meta = initial_metadata(&spec);
     let id = meta.id.clone();
     let run_dir = daemon.store().create(&meta)?;
@@ -130,12 +161,19 @@ pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Pro
         let _ = handle.update(daemon.store(), |m| fail(m, &e.to_string()));
         return Err(e);
     }
+    timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
-    match provision(daemon, runtime.as_ref(), &handle, &deadline, progress).await {
+    let provisioned = provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await;
+    crate::pool::refill_later(daemon);
+    match provisioned {
         Ok(notices) => {
             drop(creation_lock);
             tokio::spawn(supervise(daemon.clone(), runtime, handle, None));
-            Ok(CreatedRun { run_id: id, notices })
+            Ok(CreatedRun {
+                run_id: id,
+                notices,
+                timings: timings.steps,
+            })
         }
         Err(e) => {
             let reason = e.to_string();
@@ -199,6 +237,7 @@ async fn provision(
     handle: &RunHandle,
     deadline: &Deadline,
     progress: &Progress,
+    timings: &mut Timings,
 ) -> Result<Vec<String>, RunError> {
     let spec = &handle.spec;
     let id = handle.id();
@@ -211,32 +250,43 @@ async fn provision(
         });
     }
     let grants = grants::resolve(daemon.home(), spec)?;
-    let home_label = daemon.home().label();
-    let network_name = id.network_name();
-    handle.update(daemon.store(), |m| m.network = Some(network_name.clone()))?;
-    let network_spec = NetworkSpec {
-        name: network_name.clone(),
-        labels: labels::for_run(&home_label, id.as_str(), labels::role::NETWORK),
-        internal: spec.policy.mode == PolicyMode::Strict,
+    timings.lap("image lookup and grants");
+    let network = match take_pooled(daemon, runtime, handle, deadline).await? {
+        Some(network) => {
+            timings.lap("network take (warm pool)");
+            network
+        }
+        None => {
+            let network_name = id.network_name();
+            handle.update(daemon.store(), |m| m.network = Some(network_name.clone()))?;
+            let network_spec = NetworkSpec {
+                name: network_name,
+                labels: labels::for_run(&daemon.home().label(), id.as_str(), labels::role::NETWORK),
+                internal: spec.policy.mode == PolicyMode::Strict,
+            };
+            let created = network::create(daemon, runtime, &network_spec, deadline, progress).await?;
+            notices.extend(created.notice);
+            timings.lap("network create");
+            created.info
+        }
     };
-    let created = network::create(daemon, runtime, &network_spec, deadline, progress).await?;
-    notices.extend(created.notice);
-    let network = created.info;
     fault::point("after-network-create", spec).await;
     let proxy = match daemon.egress() {
         Some(egress) => {
             let attaching = attach_proxy(daemon, egress, handle, &network, grants);
             let proxy = deadline.bound("attaching the run to the proxy", attaching).await??;
             notices.extend(proxy.isolation_notice.clone());
+            timings.lap("proxy registration");
             Some(proxy)
         }
         None => None,
     };
-    let container_spec = container_spec(daemon, handle, &network_name, proxy);
+    let container_spec = container_spec(daemon, handle, &network.name, proxy);
     let step = format!("creating container {id}");
     let container_id = deadline
         .bound(step, runtime.create_container(&container_spec))
         .await??;
+    timings.lap("container create");
     handle.update(daemon.store(), |m| {
         m.container_id = Some(container_id.clone());
         m.state = RunState::Created;
@@ -249,9 +299,39 @@ async fn provision(
         m.state = RunState::Running;
         m.started_at = Some(Utc::now());
     })?;
+    timings.lap("container start");
     daemon.registry().persist_soon();
     fault::point("after-start", spec).await;
     Ok(notices)
+}
+
+/// A ready network of the warm pool, made the run's: its name is recorded
+/// as the run's network (persisted) before anything uses it, so cleanup
+/// removes it and the reaper judges it by this run. A pooled network that
+/// has vanished (e.g. `docker network prune`) is dropped for the next;
+/// `None` when the pool has none left (the caller creates one).
+async fn take_pooled(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    handle: &RunHandle,
+    deadline: &Deadline,
+) -> Result<Option<NetworkInfo>, RunError> {
+    let internal = handle.spec.policy.mode == PolicyMode::Strict;
+    while let Some(pooled) = daemon.network_pool().take(&handle.spec.runtime, internal) {
+        handle.update(daemon.store(), |m| m.network = Some(pooled.name.clone()))?;
+        let step = format!("checking pooled network {}", pooled.name);
+        match deadline.bound(step, runtime.inspect_network(&pooled.name)).await? {
+            Ok(network) if network.internal == internal && network.containers.is_empty() => {
+                tracing::debug!(run = %handle.id(), "took pooled network {}", network.name);
+                return Ok(Some(network));
+            }
+            Ok(network) => {
+                tracing::warn!(run = %handle.id(), "pooled network {} is not as created; not used", network.name);
+            }
+            Err(e) => tracing::warn!(run = %handle.id(), "pooled network {} is gone ({e})", pooled.name),
+        }
+    }
+    Ok(None)
 }
 
 /// What a container needs to reach the proxy.

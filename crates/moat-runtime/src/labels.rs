@@ -7,6 +7,8 @@ pub const MANAGED: &str = "dev.moat.managed";
 pub const RUN_ID: &str = "dev.moat.run-id";
 pub const HOME: &str = "dev.moat.home";
 pub const ROLE: &str = "dev.moat.role";
+/// On a warm-pool network: the daemon instance that created it.
+pub const DAEMON: &str = "dev.moat.daemon";
 
 /// Every label of this implementation starts with this.
 pub const PREFIX: &str = "dev.moat.";
@@ -22,6 +24,9 @@ pub mod role {
     pub const NETWORK: &str = "network";
     pub const SERVICE: &str = "service";
     pub const VOLUME: &str = "volume";
+    /// A ready-made network of the daemon's warm pool, taken by a run
+    /// (which records its name) instead of creating one.
+    pub const POOL: &str = "pool";
 }
 
 /// The full label set for one object of a run.

@@ -163,6 +163,10 @@ pub struct RunArgs {
     #[arg(short = 'd', long, conflicts_with = "interactive")]
     pub detach: bool,
 
+    /// Print how long each step took to stderr (also `MOAT_TIMINGS=1`).
+    #[arg(long)]
+    pub timings: bool,
+
     /// Connect stdin and a terminal.
     #[arg(short = 'i', long)]
     pub interactive: bool,

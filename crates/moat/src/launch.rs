@@ -44,13 +44,17 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         .into());
     }
     let home = ctx.home()?;
+    let mut clock = Stopwatch::new(run.timings);
     live::block_on(async {
         let runtime = choose_runtime(&run).await?;
+        clock.lap("runtime probe");
         if runtime == RuntimeKind::Docker && run.image == DEFAULT_LOCAL_BASE_IMAGE {
             build_local_base_image().await?;
+            clock.lap("base image check");
         }
         let spec = run_spec(ctx, &run, runtime)?;
         let client = live::daemon(&home).await?;
+        clock.lap("daemon connect/spawn");
         // The daemon's progress lines (e.g. while it sweeps orphans to make
         // room for the run's network) and notices go to stderr.
         let say = |message: &str| ctx.printer.status(format!("moat: {message}"));
@@ -60,17 +64,70 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
             other => other,
         }
         .map_err(live::client_error)?;
+        clock.lap("create request (round trip)");
+        for step in &created.timings {
+            clock.say(&format!("  daemon: {}", step.step), step.ms);
+        }
         for notice in &created.notices {
             say(notice);
         }
         if run.detach {
             println!("{}", created.run_id);
+            clock.total();
             return Ok(ExitStatus::Success);
         }
         ctx.printer
             .status(format!("{} started (Ctrl-C stops it)", created.run_id));
-        live::follow(&client, &created.run_id, &ctx.printer, true).await
+        let mut first_output = None;
+        let status = live::follow_observed(&client, &created.run_id, &ctx.printer, true, &mut || {
+            first_output.get_or_insert_with(std::time::Instant::now);
+        })
+        .await;
+        if let Some(at) = first_output {
+            clock.lap_at("first output", at);
+        }
+        clock.lap("exit");
+        clock.total();
+        status
     })
+}
+
+/// `--timings`: each step's duration on stderr, as it ends.
+struct Stopwatch {
+    enabled: bool,
+    started: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Stopwatch {
+    fn new(enabled: bool) -> Self {
+        let now = std::time::Instant::now();
+        Stopwatch {
+            enabled,
+            started: now,
+            last: now,
+        }
+    }
+
+    fn lap(&mut self, step: &str) {
+        self.lap_at(step, std::time::Instant::now());
+    }
+
+    fn lap_at(&mut self, step: &str, at: std::time::Instant) {
+        let ms = at.saturating_duration_since(self.last).as_secs_f64() * 1000.0;
+        self.last = at;
+        self.say(step, ms);
+    }
+
+    fn say(&self, step: &str, ms: f64) {
+        if self.enabled {
+            eprintln!("moat: timing: {step:<36} {ms:>8.1} ms");
+        }
+    }
+
+    fn total(&self) {
+        self.say("total", self.started.elapsed().as_secs_f64() * 1000.0);
+    }
 }
 
 /// The resolved runtime, or the detected one (runtime.md, "Selection").

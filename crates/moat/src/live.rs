@@ -65,6 +65,18 @@ pub async fn follow(
     printer: &Printer,
     stop_on_interrupt: bool,
 ) -> Result<ExitStatus> {
+    follow_observed(client, run_id, printer, stop_on_interrupt, &mut || {}).await
+}
+
+/// [`follow`], calling `on_output` before each piece of output is written
+/// (`--timings` notes the first).
+pub async fn follow_observed(
+    client: &DaemonClient,
+    run_id: &RunId,
+    printer: &Printer,
+    stop_on_interrupt: bool,
+    on_output: &mut dyn FnMut(),
+) -> Result<ExitStatus> {
     let events = client.attach(run_id).await.map_err(client_error)?;
     tokio::pin!(events);
     let mut interrupts = Interrupts::None;
@@ -81,7 +93,10 @@ pub async fn follow(
             }
         };
         match event {
-            Some(Ok(AttachEvent::Output { stream, data })) => write_output(stream, &data)?,
+            Some(Ok(AttachEvent::Output { stream, data })) => {
+                on_output();
+                write_output(stream, &data)?
+            }
             Some(Ok(AttachEvent::Truncated { dropped_bytes })) => printer.warning(format!(
                 "{dropped_bytes} bytes of earlier output are not shown (see `moat logs {run_id}`)"
             )),

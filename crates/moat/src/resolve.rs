@@ -49,6 +49,9 @@ pub struct ResolvedRun {
     pub command: Vec<String>,
     pub interactive: bool,
     pub detach: bool,
+    /// Print each step's duration (`--timings`, `MOAT_TIMINGS=1`).
+    #[serde(skip)]
+    pub timings: bool,
     pub keep: bool,
     pub rebuild: bool,
     /// Refuse a strict run the host firewall cannot isolate.
@@ -154,6 +157,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         command: resolve_command(args, project),
         interactive: args.interactive || project.interactive,
         detach: args.detach,
+        timings: args.timings || std::env::var("MOAT_TIMINGS").is_ok_and(|v| v == "1"),
         keep: args.keep,
         rebuild: args.rebuild,
         require_isolation: args.require_isolation,

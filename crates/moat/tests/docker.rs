@@ -12,4 +12,5 @@ mod docker {
     pub mod support;
     pub mod trust;
     pub mod upstream;
+    pub mod warmpool;
 }

@@ -16,6 +16,9 @@ use super::values;
 use super::{ConfigError, Problem, Warning, decode, read};
 use crate::paths::MoatHome;
 
+/// The most ready-made networks of one kind `network_pool_size` may ask for.
+pub const MAX_NETWORK_POOL_SIZE: u32 = 16;
+
 /// Global settings; every key has a default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -45,6 +48,10 @@ pub struct GlobalConfig {
     pub subnet_pool: SubnetPool,
     /// Prefix length of each per-run network (default /28).
     pub subnet_prefix: u8,
+    /// Ready-made networks the daemon keeps of each kind (ordinary, and
+    /// internal for strict runs), so that a run takes one instead of
+    /// creating one; 0 disables the warm pool.
+    pub network_pool_size: u32,
     /// Runtime used when neither `--runtime`, `MOAT_RUNTIME` nor moat.yaml
     /// names one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,6 +82,7 @@ impl Default for GlobalConfig {
             network_create_timeout: Duration::from_secs(30),
             subnet_pool: SubnetPool::default(),
             subnet_prefix: 28,
+            network_pool_size: 2,
             runtime: None,
             base_image: None,
             extra_ca_file: None,
@@ -184,6 +192,15 @@ impl GlobalConfig {
                 format!(
                     "must be between the pool's /{} and /30, got /{}",
                     self.subnet_pool.prefix_len, self.subnet_prefix
+                ),
+            ));
+        }
+        if self.network_pool_size > MAX_NETWORK_POOL_SIZE {
+            problems.push(Problem::new(
+                "network_pool_size",
+                format!(
+                    "must be at most {MAX_NETWORK_POOL_SIZE}, got {}",
+                    self.network_pool_size
                 ),
             ));
         }

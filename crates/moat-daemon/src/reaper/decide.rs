@@ -58,6 +58,10 @@ pub struct Candidate {
     pub attached: Vec<String>,
     /// For containers: it is running (a sweep stops it before removing it).
     pub running: bool,
+    /// For warm-pool networks (`dev.moat.role=pool`): the daemon instance
+    /// that created it (empty when unlabelled). Such a network's `run_id`
+    /// is the run that took it (from the run records), `None` if untaken.
+    pub pool_owner: Option<String>,
 }
 
 /// Why a candidate is left alone this time.
@@ -74,6 +78,11 @@ pub enum KeepReason {
     ForeignAttachment(String),
     /// First seen now or less than a minute ago; removed on a later sweep.
     AwaitingSecondSighting,
+    /// An untaken warm-pool network of the running daemon.
+    Pool,
+    /// An untaken pool network of a dead daemon, while some run record
+    /// cannot be read (that run may have taken it).
+    PoolTakerUnknown,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +105,11 @@ pub struct SweepInput<'a> {
     pub second_sighting_after: Duration,
     /// This `MOAT_HOME`'s label.
     pub home: &'a str,
+    /// The running daemon's instance: its untaken pool networks are live.
+    pub daemon: &'a str,
+    /// Some run record is unreadable yet young: which network it took
+    /// cannot be known, so no dead daemon's pool network is removed.
+    pub pool_takers_unknown: bool,
 }
 
 /// One decision per candidate, in the candidates' order.
@@ -106,6 +120,9 @@ pub fn decide(input: &SweepInput<'_>) -> Vec<Decision> {
 fn decide_one(input: &SweepInput<'_>, candidate: &Candidate) -> Decision {
     if candidate.home.as_deref().is_some_and(|home| home != input.home) {
         return Decision::Keep(KeepReason::ForeignHome);
+    }
+    if let (Some(owner), None) = (&candidate.pool_owner, &candidate.run_id) {
+        return decide_untaken_pool(input, candidate, owner);
     }
     let Some(run_id) = &candidate.run_id else {
         return Decision::Keep(KeepReason::NotARunObject);
@@ -120,6 +137,27 @@ fn decide_one(input: &SweepInput<'_>, candidate: &Candidate) -> Decision {
     {
         return Decision::Keep(KeepReason::ForeignAttachment(foreign.clone()));
     }
+    after_second_sighting(input, candidate)
+}
+
+/// An untaken pool network: live while its daemon runs (the reaper runs
+/// in the only daemon of this home, so another instance has died); then
+/// an orphan, unless something is attached or a run that may have taken
+/// it cannot be read.
+fn decide_untaken_pool(input: &SweepInput<'_>, candidate: &Candidate, owner: &str) -> Decision {
+    if owner == input.daemon {
+        return Decision::Keep(KeepReason::Pool);
+    }
+    if let Some(attached) = candidate.attached.first() {
+        return Decision::Keep(KeepReason::ForeignAttachment(attached.clone()));
+    }
+    if input.pool_takers_unknown {
+        return Decision::Keep(KeepReason::PoolTakerUnknown);
+    }
+    after_second_sighting(input, candidate)
+}
+
+fn after_second_sighting(input: &SweepInput<'_>, candidate: &Candidate) -> Decision {
     if !input.force {
         let seen_long_enough = input
             .first_seen
@@ -171,6 +209,7 @@ mod tests {
     use super::*;
 
     const HOME: &str = "aaaaaaaaaaaa";
+    const DAEMON: &str = "100-0123456789ab";
 
     fn run(n: u8) -> RunId {
         format!("run_{n:012x}").parse().unwrap()
@@ -187,6 +226,7 @@ mod tests {
             home: home.map(String::from),
             attached: attached.iter().map(|s| s.to_string()).collect(),
             running: false,
+            pool_owner: None,
         }
     }
 
@@ -314,8 +354,100 @@ mod tests {
                 force: case.force,
                 second_sighting_after: Duration::seconds(60),
                 home: HOME,
+                daemon: DAEMON,
+                pool_takers_unknown: false,
             };
             assert_eq!(decide(&input), vec![case.expect], "{}", case.name);
+        }
+    }
+
+    fn pool_network(owner: &str, taken_by: Option<&RunId>, attached: &[&str]) -> Candidate {
+        Candidate {
+            key: ObjectKey {
+                runtime: RuntimeKind::Docker,
+                kind: ObjectKind::Network,
+                name: "moat-pool-0123456789ab".into(),
+            },
+            run_id: taken_by.cloned(),
+            home: Some(HOME.into()),
+            attached: attached.iter().map(|s| s.to_string()).collect(),
+            running: false,
+            pool_owner: Some(owner.into()),
+        }
+    }
+
+    #[test]
+    fn pool_networks_belong_to_their_daemon_until_taken_then_to_their_run() {
+        let r1 = run(1);
+        let dead = "99-ffffffffffff";
+        // (case, candidate, live runs, takers unknown, decision)
+        let cases: Vec<(&str, Candidate, Vec<RunId>, bool, Decision)> = vec![
+            (
+                "untaken, of the running daemon",
+                pool_network(DAEMON, None, &[]),
+                vec![],
+                false,
+                Decision::Keep(KeepReason::Pool),
+            ),
+            (
+                "untaken, of a dead daemon",
+                pool_network(dead, None, &[]),
+                vec![],
+                false,
+                Decision::Remove,
+            ),
+            (
+                "untaken, unlabelled owner",
+                pool_network("", None, &[]),
+                vec![],
+                false,
+                Decision::Remove,
+            ),
+            (
+                "untaken, of a dead daemon, a run record unreadable",
+                pool_network(dead, None, &[]),
+                vec![],
+                true,
+                Decision::Keep(KeepReason::PoolTakerUnknown),
+            ),
+            (
+                "untaken, of a dead daemon, something attached",
+                pool_network(dead, None, &["postgres"]),
+                vec![],
+                false,
+                Decision::Keep(KeepReason::ForeignAttachment("postgres".into())),
+            ),
+            (
+                "taken by a live run, of a dead daemon",
+                pool_network(dead, Some(&r1), &[r1.as_str()]),
+                vec![r1.clone()],
+                false,
+                Decision::Keep(KeepReason::Live),
+            ),
+            (
+                "taken by a dead run, of the running daemon",
+                pool_network(DAEMON, Some(&r1), &[]),
+                vec![],
+                false,
+                Decision::Remove,
+            ),
+        ];
+        let now = Utc::now();
+        for (name, candidate, live, pool_takers_unknown, expect) in cases {
+            let live: HashSet<RunId> = live.into_iter().collect();
+            let candidates = [candidate];
+            let input = SweepInput {
+                candidates: &candidates,
+                live: &live,
+                first_seen: &BTreeMap::new(),
+                now,
+                force: true,
+                second_sighting_after: Duration::seconds(60),
+                home: HOME,
+                daemon: DAEMON,
+                pool_takers_unknown,
+            };
+            assert_eq!(decide(&input), vec![expect], "{name}");
         }
     }
 
@@ -370,6 +502,8 @@ mod tests {
             force: false,
             second_sighting_after: Duration::seconds(60),
             home: HOME,
+            daemon: DAEMON,
+            pool_takers_unknown: false,
         };
         assert_eq!(decide(&input), vec![missed], "the second miss waits again");
     }

@@ -3,7 +3,7 @@
 //! that evidence. Fail closed: any error while reading run records aborts
 //! the sweep; it never shrinks the live set.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -26,6 +26,8 @@ pub enum Record {
         keep: bool,
         /// `cleaned_at` is set: every object of the run was removed.
         cleaned: bool,
+        /// The run's network (a warm-pool network it took, or its own).
+        network: Option<String>,
     },
     /// Missing, or present but not valid JSON.
     Unreadable,
@@ -65,7 +67,9 @@ pub fn is_live(evidence: Evidence<'_>) -> bool {
         return true;
     }
     match dir.record {
-        Record::Readable { state, keep, cleaned } => !state.is_terminal() || keep || !cleaned,
+        Record::Readable {
+            state, keep, cleaned, ..
+        } => !state.is_terminal() || keep || !cleaned,
         Record::Unreadable => dir.age < NO_METADATA_GRACE || evidence.container_running,
     }
 }
@@ -110,6 +114,7 @@ impl RunRecords for RunStore {
                 state: meta.state,
                 keep: meta.keep,
                 cleaned: meta.cleaned_at.is_some(),
+                network: meta.network,
             },
             Err(StoreError::NotFound(_) | StoreError::Corrupt { .. }) => Record::Unreadable,
             Err(StoreError::Io { path, source }) => return Err(LiveSetError::Read { path, source }),
@@ -155,6 +160,29 @@ pub fn scan_run_dirs(records: &impl RunRecords) -> Result<Vec<RunDirFacts>, Live
     Ok(facts)
 }
 
+/// The runs that recorded each network as theirs (how a warm-pool network,
+/// which carries no run id, is mapped to the run that took it).
+pub fn network_takers(dirs: &[RunDirFacts]) -> BTreeMap<String, Vec<RunId>> {
+    let mut takers: BTreeMap<String, Vec<RunId>> = BTreeMap::new();
+    for dir in dirs {
+        if let Record::Readable {
+            network: Some(network), ..
+        } = &dir.record
+        {
+            takers.entry(network.clone()).or_default().push(dir.id.clone());
+        }
+    }
+    takers
+}
+
+/// Whether some run directory may have taken a network without the
+/// reaper being able to tell: its record is unreadable and young (a
+/// creation in progress or a damaged record).
+pub fn takers_unknown(dirs: &[RunDirFacts]) -> bool {
+    dirs.iter()
+        .any(|d| d.record == Record::Unreadable && d.age < NO_METADATA_GRACE)
+}
+
 /// The live runs among `runs`, from the registry, the run directories and
 /// the runs with a running container.
 pub fn live_runs<'a>(
@@ -184,7 +212,12 @@ mod tests {
     }
 
     fn readable(state: RunState, keep: bool, cleaned: bool) -> Record {
-        Record::Readable { state, keep, cleaned }
+        Record::Readable {
+            state,
+            keep,
+            cleaned,
+            network: None,
+        }
     }
 
     fn dir(lock_held: bool, record: Record, age_secs: u64) -> RunDirFacts {

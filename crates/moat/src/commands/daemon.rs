@@ -117,6 +117,13 @@ fn daemon_config(home: &MoatHome, global: &GlobalConfig) -> DaemonConfig {
     config.idle_timeout = global.idle_timeout;
     config.reap_interval = global.reap_interval;
     config.second_sighting_after = global.reap_second_sighting;
+    config.network_pool = moat_daemon::pool::PoolConfig {
+        size: global.network_pool_size as usize,
+        runtime: global
+            .runtime
+            .map_or(moat_runtime::RuntimeKind::Docker.as_str(), |kind| kind.as_str())
+            .to_string(),
+    };
     config.egress = Some(EgressConfig {
         preferred_port: global.proxy_port,
         extra_root_ca: global.extra_ca_file.clone(),

@@ -109,6 +109,10 @@ fn a_corrupt_registry_loses_no_live_run_and_reaps_nothing() {
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with("runs.json.unreadable-"));
     assert!(aside, "the unreadable runs.json is kept as evidence");
+    // A restarted daemon trusts its registry again: its sweep (on drop)
+    // reclaims the killed daemon's warm pool, which the paused reaper kept.
+    let restart = home.run(&["daemon", "restart"]);
+    assert!(restart.status.success(), "{}", text(&restart.stderr));
 }
 
 /// The attack: the daemon becomes unreachable (stopped with SIGSTOP, or

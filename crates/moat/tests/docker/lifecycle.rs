@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::support::{Home, kill9, objects_of, text};
+use super::support::{Home, kill9, text};
 
 #[test]
 fn run_streams_output_to_the_right_streams_and_exits_with_the_containers_code() {
@@ -36,7 +36,7 @@ fn run_streams_output_to_the_right_streams_and_exits_with_the_containers_code() 
         tagged.contains(&("stdout", "out")) && tagged.contains(&("stderr", "err")),
         "{tagged:?}"
     );
-    assert_eq!(objects_of(run_id), Vec::<String>::new());
+    assert_eq!(home.objects_of_run(run_id), Vec::<String>::new());
     assert_private(&home.home());
 }
 
@@ -76,7 +76,7 @@ fn a_killed_cli_leaves_the_run_to_the_daemon_and_attach_shows_its_output() {
     let meta = home.wait_cleaned(&run_id, Duration::from_secs(20));
     assert_eq!(meta["exit_code"], 4);
     assert_eq!(meta["state"], "exited");
-    assert_eq!(objects_of(&run_id), Vec::<String>::new());
+    assert_eq!(home.objects_of_run(&run_id), Vec::<String>::new());
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn a_killed_daemon_is_replaced_and_the_new_one_readopts_the_run() {
     assert_eq!(meta["exit_code"], 5);
     let logs = std::fs::read_to_string(home.home().join("runs").join(&run_id).join("logs.jsonl")).unwrap();
     assert!(logs.contains("\"done\""), "{logs}");
-    assert_eq!(objects_of(&run_id), Vec::<String>::new());
+    assert_eq!(home.objects_of_run(&run_id), Vec::<String>::new());
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn bad_input_is_one_clear_line_with_a_hint_and_leaves_nothing() {
     assert!(err.contains("no-such-image:1") && err.contains("hint:"), "{err}");
     let run = home.only_run();
     assert_eq!(run["state"], "failed");
-    assert_eq!(objects_of(run["id"].as_str().unwrap()), Vec::<String>::new());
+    assert_eq!(home.objects_of_run(run["id"].as_str().unwrap()), Vec::<String>::new());
     home.run(&["daemon", "stop"]);
 
     let down = home

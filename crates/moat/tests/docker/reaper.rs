@@ -220,6 +220,7 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
     assert!(report.contains("100 removed"), "{report}");
+    // Run networks only: the live daemon's warm pool stays.
     let left = Command::new("docker")
         .args([
             "network",
@@ -227,6 +228,8 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
             "-q",
             "--filter",
             &format!("label=dev.moat.home={label}"),
+            "--filter",
+            "label=dev.moat.run-id",
         ])
         .output()
         .unwrap();

@@ -87,6 +87,24 @@ impl Home {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// [`objects_of`] the run, plus the network its record names (a warm
+    /// pool network carries no run id) while it exists.
+    pub fn objects_of_run(&self, run_id: &str) -> Vec<String> {
+        let mut names = objects_of(run_id);
+        let path = self.home().join("runs").join(run_id).join("metadata.json");
+        let network = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|meta| meta["network"].as_str().map(String::from));
+        if let Some(network) = network
+            && !names.contains(&network)
+            && docker_exists("network", &network)
+        {
+            names.push(network);
+        }
+        names
+    }
+
     /// Waits until the run's metadata says it was cleaned up.
     pub fn wait_cleaned(&self, run_id: &str, within: Duration) -> serde_json::Value {
         let deadline = Instant::now() + within;

@@ -1,0 +1,244 @@
+//! The warm network pool against the in-memory fake runtime: it fills at
+//! start, a run takes a ready network instead of creating one and the pool
+//! refills, strict runs take internal ones, and the reaper keeps the live
+//! daemon's pool, reclaims a dead daemon's, and judges a taken network by
+//! the run that took it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::Fixture;
+use moat_core::logs::Stream;
+use moat_core::{RunId, RunMetadata, RunState};
+use moat_daemon::api::RunSpec;
+use moat_daemon::pool::{self, NAME_PREFIX, PoolConfig};
+use moat_daemon::reaper::SweepRequest;
+use moat_daemon::registry::RunHandle;
+use moat_daemon::supervisor;
+use moat_proxy::PolicyMode;
+use moat_runtime::fake::{FakeOp, ScriptedRun};
+use moat_runtime::{NetworkInfo, labels};
+
+fn pooled(size: usize) -> Fixture {
+    Fixture::new(|c| {
+        c.network_pool = PoolConfig {
+            size,
+            runtime: "fake".into(),
+        }
+    })
+}
+
+/// Waits until the pool holds `size` ready networks of both kinds.
+async fn wait_full(fx: &Fixture, size: usize) {
+    for _ in 0..300 {
+        let pool = fx.daemon.network_pool();
+        if pool.ready(false).len() == size && pool.ready(true).len() == size {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the pool never filled to {size}");
+}
+
+fn pool_networks(fx: &Fixture) -> Vec<NetworkInfo> {
+    fx.fake
+        .networks()
+        .into_iter()
+        .filter(|n| n.labels.get(labels::ROLE).map(String::as_str) == Some(labels::role::POOL))
+        .collect()
+}
+
+fn created_networks(fx: &Fixture) -> Vec<String> {
+    fx.fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == FakeOp::CreateNetwork)
+        .map(|c| c.target)
+        .collect()
+}
+
+fn forced() -> SweepRequest {
+    SweepRequest {
+        force: true,
+        ..SweepRequest::default()
+    }
+}
+
+/// A pool network as a daemon instance `owner` of this home made it.
+fn pool_network(fx: &Fixture, name: &str, owner: &str) {
+    fx.fake.insert_network(NetworkInfo {
+        id: format!("id-{name}"),
+        name: name.into(),
+        labels: BTreeMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::HOME.to_string(), fx.daemon.home().label()),
+            (labels::ROLE.to_string(), labels::role::POOL.to_string()),
+            (labels::DAEMON.to_string(), owner.to_string()),
+        ]),
+        subnet: None,
+        gateway: None,
+        internal: false,
+        containers: Vec::new(),
+    });
+}
+
+fn network_names(fx: &Fixture) -> Vec<String> {
+    fx.fake.networks().into_iter().map(|n| n.name).collect()
+}
+
+#[tokio::test]
+async fn the_pool_fills_to_its_size_at_start_with_both_kinds() {
+    let fx = pooled(2);
+    let filling = tokio::spawn(pool::keep_filled(fx.daemon.clone()));
+    wait_full(&fx, 2).await;
+    let networks = pool_networks(&fx);
+    assert_eq!(networks.len(), 4, "{networks:?}");
+    assert_eq!(networks.iter().filter(|n| n.internal).count(), 2);
+    for network in &networks {
+        assert!(network.name.starts_with(NAME_PREFIX), "{}", network.name);
+        assert_eq!(network.labels.get(labels::RUN_ID), None, "a pool network names no run");
+        assert_eq!(network.labels[labels::DAEMON], fx.daemon.instance());
+        assert_eq!(network.labels[labels::HOME], fx.daemon.home().label());
+    }
+    // Never above the cap.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(created_networks(&fx).len(), 4);
+    fx.daemon.begin_shutdown();
+    filling.await.unwrap();
+    pool::release(&fx.daemon).await;
+    assert!(pool_networks(&fx).is_empty(), "shutdown removes the untaken pool");
+}
+
+#[tokio::test]
+async fn a_run_takes_a_pool_network_without_creating_one_and_the_pool_refills() {
+    let fx = pooled(2);
+    fx.fake.script_container(
+        "img",
+        ScriptedRun {
+            output: vec![(Stream::Stdout, "hi\n".into())],
+            exit_code: 0,
+            run_for: Duration::from_millis(200),
+        },
+    );
+    tokio::spawn(pool::keep_filled(fx.daemon.clone()));
+    wait_full(&fx, 2).await;
+    let ready = fx.daemon.network_pool().ready(false);
+    let created_before = created_networks(&fx);
+
+    let created = supervisor::create_run_reporting(&fx.daemon, fx.spec(), &moat_daemon::progress::Progress::none())
+        .await
+        .unwrap();
+    let id = created.run_id;
+    let network = fx.daemon.store().load(&id).unwrap().network.unwrap();
+    assert!(ready.contains(&network), "{network} is not one of {ready:?}");
+    let created_after = created_networks(&fx);
+    assert!(
+        !created_after.contains(&id.network_name()),
+        "no network was created for the run: {created_after:?}"
+    );
+    assert!(
+        created_after[..created_before.len()] == created_before[..],
+        "only refills follow"
+    );
+    let steps: Vec<&str> = created.timings.iter().map(|t| t.step.as_str()).collect();
+    assert!(steps.contains(&"network take (warm pool)"), "{steps:?}");
+    assert!(steps.contains(&"container start"), "{steps:?}");
+
+    wait_full(&fx, 2).await;
+    assert!(!fx.daemon.network_pool().ready(false).contains(&network));
+    fx.wait_until_gone(&id).await;
+    assert!(
+        !network_names(&fx).contains(&network),
+        "cleanup removed the taken network"
+    );
+    assert!(fx.daemon.store().load(&id).unwrap().cleaned_at.is_some());
+}
+
+#[tokio::test]
+async fn a_strict_run_takes_an_internal_network() {
+    let fx = pooled(1);
+    tokio::spawn(pool::keep_filled(fx.daemon.clone()));
+    wait_full(&fx, 1).await;
+    let internal = fx.daemon.network_pool().ready(true);
+    let mut spec: RunSpec = fx.spec();
+    spec.policy.mode = PolicyMode::Strict;
+    let id = supervisor::create_run(&fx.daemon, spec).await.unwrap();
+    let network = fx.daemon.store().load(&id).unwrap().network.unwrap();
+    assert_eq!(vec![network.clone()], internal);
+    let info = fx.fake.networks().into_iter().find(|n| n.name == network).unwrap();
+    assert!(info.internal);
+    assert_eq!(fx.daemon.network_pool().ready(false).len(), 1, "the ordinary one stays");
+}
+
+#[tokio::test]
+async fn the_run_creates_its_network_when_the_pool_is_empty() {
+    let fx = pooled(0);
+    let id = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap();
+    assert_eq!(fx.daemon.store().load(&id).unwrap().network, Some(id.network_name()));
+}
+
+#[tokio::test]
+async fn the_live_daemons_pool_stays_and_a_dead_daemons_goes() {
+    let fx = pooled(0);
+    let ours = format!("{NAME_PREFIX}000000000001");
+    let dead = format!("{NAME_PREFIX}000000000002");
+    pool_network(&fx, &ours, fx.daemon.instance());
+    pool_network(&fx, &dead, "1-ffffffffffff");
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+    assert_eq!(report.error, None);
+    assert_eq!(network_names(&fx), vec![ours.clone()], "{report:?}");
+    assert_eq!(report.runtimes[0].removed.len(), 1);
+    assert_eq!(report.runtimes[0].removed[0].name, dead);
+}
+
+#[tokio::test]
+async fn a_taken_pool_network_is_judged_by_its_run() {
+    let fx = pooled(0);
+    let dead_daemon = "1-ffffffffffff";
+    let of_live = format!("{NAME_PREFIX}00000000000a");
+    let of_cleaned = format!("{NAME_PREFIX}00000000000b");
+    let of_cleaned_ours = format!("{NAME_PREFIX}00000000000c");
+    pool_network(&fx, &of_live, dead_daemon);
+    pool_network(&fx, &of_cleaned, dead_daemon);
+    pool_network(&fx, &of_cleaned_ours, fx.daemon.instance());
+
+    // A live run (supervised) took one.
+    let live = RunId::generate();
+    let mut meta = RunMetadata::new(live.clone(), fx.root.clone(), "img".into(), "fake".into());
+    meta.network = Some(of_live.clone());
+    meta.state = RunState::Running;
+    fx.daemon.store().create(&meta).unwrap();
+    fx.daemon
+        .registry()
+        .lock()
+        .insert(live.clone(), RunHandle::new(RunSpec::default(), meta));
+    // Finished, cleaned-up runs took the others (their removal failed).
+    for network in [&of_cleaned, &of_cleaned_ours] {
+        let mut meta = RunMetadata::new(RunId::generate(), fx.root.clone(), "img".into(), "fake".into());
+        meta.network = Some(network.clone());
+        meta.state = RunState::Exited;
+        meta.exited_at = Some(Utc::now());
+        meta.cleaned_at = Some(Utc::now());
+        fx.daemon.store().create(&meta).unwrap();
+    }
+
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+    assert_eq!(report.error, None);
+    assert_eq!(network_names(&fx), vec![of_live.clone()], "{report:?}");
+    assert_eq!(report.runtimes[0].live, 1);
+
+    // Once its run is cleaned up too, the last one goes.
+    let handle = fx.daemon.registry().get(&live).unwrap();
+    handle
+        .update(fx.daemon.store(), |m| {
+            m.state = RunState::Exited;
+            m.cleaned_at = Some(Utc::now());
+        })
+        .unwrap();
+    fx.daemon.registry().remove(&live);
+    fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+    assert!(network_names(&fx).is_empty(), "{:?}", network_names(&fx));
+}
