@@ -294,14 +294,19 @@ async fn within<T>(
         })?
 }
 
-/// Reads a whole response body as JSON.
-async fn json_body<T: DeserializeOwned>(response: Response<Incoming>, op: &str) -> Result<T, ClientError> {
-    let bytes = response
+/// Reads a whole response body.
+async fn body_bytes(response: Response<Incoming>, op: &str) -> Result<Bytes, ClientError> {
+    Ok(response
         .into_body()
         .collect()
         .await
         .map_err(|e| protocol(op, e))?
-        .to_bytes();
+        .to_bytes())
+}
+
+/// Reads a whole response body as JSON.
+async fn json_body<T: DeserializeOwned>(response: Response<Incoming>, op: &str) -> Result<T, ClientError> {
+    let bytes = body_bytes(response, op).await?;
     serde_json::from_slice(&bytes).map_err(|e| protocol(op, e))
 }
 
@@ -310,12 +315,7 @@ async fn check_status(response: Response<Incoming>, op: &str) -> Result<Response
     if status.is_success() {
         return Ok(response);
     }
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| protocol(op, e))?
-        .to_bytes();
+    let bytes = body_bytes(response, op).await?;
     let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
         error: format!("{op} failed with {status}: {}", String::from_utf8_lossy(&bytes)),
         hint: None,
