@@ -73,7 +73,7 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show the requests a run made through the proxy.
     Trace(TraceArgs),
-    /// Verify a run's audit log (hash chain and signature).
+    /// Audit logs of runs: not available in this version (refused).
     Audit(AuditArgs),
     /// Store a credential for a provider, or list/show stored ones.
     Grant(GrantArgs),

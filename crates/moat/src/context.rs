@@ -51,5 +51,7 @@ impl From<ExitStatus> for ExitCode {
 
 /// The error of a command whose body another part of moat provides.
 pub fn not_yet_available(command: &str) -> Result<ExitStatus> {
-    Err(CliError::new(format!("moat {command} is not yet available")).into())
+    Err(CliError::new(format!("moat {command} is not yet available"))
+        .with_hint("nothing was done; this version of moat does not provide it")
+        .into())
 }
