@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::printer::Verbosity;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moat_core::config::{self, HostRule, Mount};
 use moat_core::env_vars;
@@ -32,11 +33,28 @@ pub struct Cli {
     )]
     pub profile: Option<String>,
 
+    /// Print only warnings, errors and the command's data.
+    #[arg(short, long, global = true, conflicts_with = "verbose", display_order = 901)]
+    pub quiet: bool,
+
+    /// Print more detail (moat's own diagnostics at info level; headers in
+    /// `trace`).
+    #[arg(short, long, global = true, display_order = 902)]
+    pub verbose: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        }
+    }
+
     /// Whether this invocation is the daemon itself (`moat daemon run`).
     pub fn is_daemon_process(&self) -> bool {
         matches!(
@@ -285,10 +303,6 @@ pub struct TraceArgs {
     /// Show proxied network requests (the default and only trace for now).
     #[arg(long)]
     pub network: bool,
-
-    /// Include request and response headers (credentials redacted).
-    #[arg(short, long)]
-    pub verbose: bool,
 
     /// Print JSON lines instead of a table.
     #[arg(long, conflicts_with = "har")]

@@ -21,6 +21,7 @@ use moat_runtime::{Runtime, RuntimeKind, Timeouts};
 
 use crate::context::{Context, ExitStatus};
 use crate::live;
+use crate::printer::Printer;
 use crate::report::CliError;
 use crate::resolve::ResolvedRun;
 
@@ -44,15 +45,22 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         .into());
     }
     let home = ctx.home()?;
-    let mut clock = Stopwatch::new(run.timings);
+    let mut clock = Stopwatch::new(run.timings, ctx.printer.clone());
     live::block_on(async {
         let runtime = choose_runtime(&run).await?;
         clock.lap("runtime probe");
         if runtime == RuntimeKind::Docker && run.image == DEFAULT_LOCAL_BASE_IMAGE {
-            build_local_base_image().await?;
+            build_local_base_image(&ctx.printer).await?;
             clock.lap("base image check");
         }
         let spec = run_spec(ctx, &run, runtime)?;
+        ctx.printer.detail(format!(
+            "moat: {} run of {} on {runtime}, policy {}, grants [{}]",
+            if spec.keep { "kept" } else { "throwaway" },
+            spec.image,
+            spec.policy.mode.as_str(),
+            spec.grants.join(", ")
+        ));
         let client = live::daemon(&home).await?;
         clock.lap("daemon connect/spawn");
         // The daemon's progress lines (e.g. while it sweeps orphans to make
@@ -72,7 +80,7 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
             say(notice);
         }
         if run.detach {
-            println!("{}", created.run_id);
+            ctx.printer.data(&created.run_id)?;
             clock.total();
             return Ok(ExitStatus::Success);
         }
@@ -95,15 +103,17 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
 /// `--timings`: each step's duration on stderr, as it ends.
 struct Stopwatch {
     enabled: bool,
+    printer: Printer,
     started: std::time::Instant,
     last: std::time::Instant,
 }
 
 impl Stopwatch {
-    fn new(enabled: bool) -> Self {
+    fn new(enabled: bool, printer: Printer) -> Self {
         let now = std::time::Instant::now();
         Stopwatch {
             enabled,
+            printer,
             started: now,
             last: now,
         }
@@ -121,7 +131,7 @@ impl Stopwatch {
 
     fn say(&self, step: &str, ms: f64) {
         if self.enabled {
-            eprintln!("moat: timing: {step:<36} {ms:>8.1} ms");
+            self.printer.requested(format!("moat: timing: {step:<36} {ms:>8.1} ms"));
         }
     }
 
@@ -181,9 +191,9 @@ fn probe_timeouts() -> Timeouts {
 
 /// Builds moat's local base image from Debian packages when it is missing
 /// (no registry needed), with a spinner on a terminal.
-async fn build_local_base_image() -> Result<()> {
+async fn build_local_base_image(printer: &Printer) -> Result<()> {
     let docker = DockerRuntime::new(DockerOptions::default()).context("connecting to Docker")?;
-    let reporter = SpinnerReporter::new();
+    let reporter = SpinnerReporter::new(printer.clone());
     let recipe = BaseImageRecipe::bookworm(DEFAULT_LOCAL_BASE_IMAGE);
     let outcome = ensure_base_image(&docker, &recipe, &reporter).await;
     reporter.finish();
@@ -200,17 +210,18 @@ async fn build_local_base_image() -> Result<()> {
 /// otherwise).
 struct SpinnerReporter {
     bar: ProgressBar,
+    printer: Printer,
 }
 
 impl SpinnerReporter {
-    fn new() -> Self {
+    fn new(printer: Printer) -> Self {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        SpinnerReporter { bar }
+        SpinnerReporter { bar, printer }
     }
 
     fn finish(&self) {
@@ -229,7 +240,7 @@ impl BaseImageReporter for SpinnerReporter {
             BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({:.0?})", elapsed),
         };
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            self.printer.status(line);
         } else {
             self.bar.set_message(line);
         }
