@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use moat_core::config::NetworkPolicy;
-use moat_daemon::api::RunSpec;
+use moat_daemon::api::{RunSpec, SecretEnv};
 use moat_daemon::egress::PROXY_VARIABLES;
 use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::base_image::{
@@ -259,12 +259,12 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         }
         env.push((key.clone(), value.clone()));
     }
-    let mut secret_names = Vec::new();
+    let mut secrets = SecretEnv::default();
     for (name, reference) in &run.secrets {
         let value = moat_creds::resolve_secret(&reference.to_string()).with_context(|| format!("secrets.{name}"))?;
-        env.push((name.clone(), value));
-        secret_names.push(name.clone());
+        secrets.0.push((name.clone(), value));
     }
+    let secret_names = secrets.0.iter().map(|(name, _)| name.clone()).collect();
     let mut mounts: Vec<moat_core::BindMount> = run
         .mounts
         .iter()
@@ -291,6 +291,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         dns: run.container.dns.iter().map(|ip| ip.to_string()).collect(),
         grants: run.grants.clone(),
         secret_names,
+        secrets,
         labels: fault_label(),
         policy: NetworkPolicy::from(&run.network),
         host_ports: run.network.host.clone(),
