@@ -16,6 +16,7 @@ use moat_runtime::{ContainerSpec, Mount, NetworkInfo, NetworkSpec, Runtime, Runt
 use std::net::IpAddr;
 
 use crate::api::{AttachEvent, RunSpec, StepTiming};
+use crate::audit::Event;
 use crate::capture::Capture;
 use crate::deadline::{CREATE_DEADLINE, Deadline, DeadlineExceeded, UNDO_WAIT};
 use crate::egress::{Egress, EgressError, PROXY_HOST, PROXY_VARIABLES};
@@ -161,6 +162,7 @@ pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Pro
         let _ = handle.update(daemon.store(), |m| fail(m, &e.to_string()));
         return Err(e);
     }
+    daemon.audit().record(&id, Event::run_created(&handle.spec));
     timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
     let provisioned = provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await;
@@ -287,6 +289,7 @@ async fn provision(
         .bound(step, runtime.create_container(&container_spec))
         .await??;
     timings.lap("container create");
+    daemon.audit().record(&id, Event::container_created(&container_id));
     handle.update(daemon.store(), |m| {
         m.container_id = Some(container_id.clone());
         m.state = RunState::Created;
@@ -300,6 +303,7 @@ async fn provision(
         m.started_at = Some(Utc::now());
     })?;
     timings.lap("container start");
+    daemon.audit().record(&id, Event::ContainerStarted { container: container_id });
     daemon.registry().persist_soon();
     fault::point("after-start", spec).await;
     Ok(notices)
@@ -360,7 +364,8 @@ async fn attach_proxy(
     Registration::write(daemon.store(), handle)?;
     daemon.registry().persist_soon();
     let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
-    egress.register(&id, &token, &handle.spec, grants::injection_rules(&grants), &trace_path)?;
+    let rules = grants::injection_rules(&grants);
+    egress.register(&id, &token, &handle.spec, rules, &trace_path, daemon.audit().proxy_sink(&id))?;
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;
@@ -507,6 +512,7 @@ pub async fn supervise(
     if let Err(e) = recorded {
         tracing::error!(run = %meta.id, "recording the exit failed: {e}");
     }
+    daemon.audit().record(&meta.id, Event::exited(&handle.metadata()));
     // Attached clients learn the exit now; nobody waits for the cleanup.
     announce_exit(&handle);
     cleanup(&daemon, runtime.as_ref(), &handle).await;
@@ -564,6 +570,8 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     if let Some(egress) = daemon.egress() {
         egress.release(&meta.id);
     }
+    daemon.audit().record(&meta.id, Event::Cleaned { failures });
+    daemon.audit().close(&meta.id);
     daemon.registry().remove(&meta.id);
 }
 
