@@ -7,8 +7,8 @@ use moat_core::MoatHome;
 use moat_creds::{CredentialStore, InjectionSpec, Providers, RunGrantError, RunGrants, resolve_run_grants};
 use moat_proxy::InjectionRule;
 
-use crate::audit::Event;
 use crate::api::RunSpec;
+use crate::audit::Event;
 use crate::state::Daemon;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,9 @@ pub fn refresh_live_runs(daemon: &Daemon) -> usize {
                 granted.sort();
                 granted.dedup();
                 if remaining != granted {
-                    daemon.audit().record(&handle.id(), Event::GrantsChanged { grants: remaining });
+                    daemon
+                        .audit()
+                        .record(&handle.id(), Event::GrantsChanged { grants: remaining });
                 }
                 updated += 1;
             }

@@ -19,11 +19,11 @@ use tokio::net::UnixListener;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream_shim::channel_stream;
 
-use crate::audit::Event;
 use crate::api::{
     API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health,
     NDJSON, RunSpec, StopRequest,
 };
+use crate::audit::Event;
 use crate::network::NetworkError;
 use crate::progress::Progress;
 use crate::reaper::SweepRequest;

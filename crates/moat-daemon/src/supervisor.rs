@@ -303,7 +303,12 @@ async fn provision(
         m.started_at = Some(Utc::now());
     })?;
     timings.lap("container start");
-    daemon.audit().record(&id, Event::ContainerStarted { container: container_id });
+    daemon.audit().record(
+        &id,
+        Event::ContainerStarted {
+            container: container_id,
+        },
+    );
     daemon.registry().persist_soon();
     fault::point("after-start", spec).await;
     Ok(notices)
@@ -365,7 +370,14 @@ async fn attach_proxy(
     daemon.registry().persist_soon();
     let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
     let rules = grants::injection_rules(&grants);
-    egress.register(&id, &token, &handle.spec, rules, &trace_path, daemon.audit().proxy_sink(&id))?;
+    egress.register(
+        &id,
+        &token,
+        &handle.spec,
+        rules,
+        &trace_path,
+        daemon.audit().proxy_sink(&id),
+    )?;
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;

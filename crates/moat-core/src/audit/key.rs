@@ -26,7 +26,9 @@ pub enum KeyError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Untrusted(#[from] UntrustedFile),
-    #[error("the audit signing key {0} is not 64 hex digits; move it away to make a new key (old signatures then no longer verify against it)")]
+    #[error(
+        "the audit signing key {0} is not 64 hex digits; move it away to make a new key (old signatures then no longer verify against it)"
+    )]
     Malformed(PathBuf),
     #[error("{0:?} is not an Ed25519 public key (expected ed25519:<64 hex digits>)")]
     BadPublicKey(String),
@@ -47,6 +49,14 @@ impl AuditKey {
     /// The key file of `home`.
     pub fn path(home: &MoatHome) -> PathBuf {
         home.root().join("audit").join("signing.key")
+    }
+
+    /// Loads the key if this home has one (read-only callers: the CLI).
+    pub fn load_existing(home: &MoatHome) -> Result<Option<Self>, KeyError> {
+        if !Self::path(home).exists() {
+            return Ok(None);
+        }
+        Self::load_or_create(home).map(Some)
     }
 
     /// Loads the key, creating it on first use (two creators racing agree
@@ -94,7 +104,11 @@ fn create(path: &Path) -> Result<(), KeyError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir).map_err(io)?;
     let seed: [u8; 32] = rand::rng().random();
-    let temp = dir.join(format!(".signing.key.{}.{}", std::process::id(), hex::encode(&seed[..4])));
+    let temp = dir.join(format!(
+        ".signing.key.{}.{}",
+        std::process::id(),
+        hex::encode(&seed[..4])
+    ));
     let written = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -91,7 +91,10 @@ fn check_line(line: &[u8], line_number: usize, seq: u64, prev: &str) -> Result<E
         });
     }
     if entry.expected_hash() != entry.hash {
-        return Err(format!("its content does not match its hash: the entry was edited (kind {:?})", entry.kind));
+        return Err(format!(
+            "its content does not match its hash: the entry was edited (kind {:?})",
+            entry.kind
+        ));
     }
     if entry.to_line().as_bytes() != line {
         return Err("the line is not byte for byte as written (its JSON was reformatted or extended)".to_string());
@@ -116,7 +119,10 @@ pub enum SignatureCheck {
 pub fn check_signature(run_id: &str, report: &ChainReport, head: &SignedHead, key: &PublicKey) -> SignatureCheck {
     let bad = |seq, why: String| SignatureCheck::Bad(Tamper { seq, why });
     if head.run_id != run_id {
-        return bad(head.seq, format!("the signature is for run {}, not {run_id}", head.run_id));
+        return bad(
+            head.seq,
+            format!("the signature is for run {}, not {run_id}", head.run_id),
+        );
     }
     if !key.verifies(head) {
         return bad(

@@ -29,34 +29,74 @@ pub enum Event {
         grants: Vec<String>,
         secrets: Vec<String>,
     },
-    ContainerCreated { container: String },
-    ContainerStarted { container: String },
+    ContainerCreated {
+        container: String,
+    },
+    ContainerStarted {
+        container: String,
+    },
     /// The workload ended (`state` exited or failed).
-    Exited { state: String, exit_code: Option<i64>, failure: Option<String> },
+    Exited {
+        state: String,
+        exit_code: Option<i64>,
+        failure: Option<String>,
+    },
     /// Cleanup finished; `failures` are left for the reaper.
-    Cleaned { failures: Vec<String> },
-    PolicyDenied { method: String, host: String, path: String, rule: String },
+    Cleaned {
+        failures: Vec<String>,
+    },
+    PolicyDenied {
+        method: String,
+        host: String,
+        path: String,
+        rule: String,
+    },
     /// A grant's credential was added to a request (never the value).
-    CredentialInjected { grant: String, host: String },
+    CredentialInjected {
+        grant: String,
+        host: String,
+    },
     /// `moat exec`: the program and how many arguments (not their text,
     /// which may hold what the user typed as a secret).
-    ExecStarted { program: String, arguments: usize },
-    ExecEnded { exit_code: Option<i64>, error: Option<String> },
+    ExecStarted {
+        program: String,
+        arguments: usize,
+    },
+    ExecEnded {
+        exit_code: Option<i64>,
+        error: Option<String>,
+    },
     /// A client attached to the run's output.
     Attached,
     Detached,
     /// `moat revoke` (or a refresh) changed the run's grants.
-    GrantsChanged { grants: Vec<String> },
+    GrantsChanged {
+        grants: Vec<String>,
+    },
     /// A restarted daemon took the run over.
-    Readopted { daemon_pid: u32 },
+    Readopted {
+        daemon_pid: u32,
+    },
     /// The reaper removed (or failed to remove) one of the run's objects.
-    Reaped { object: String, name: String, error: Option<String> },
+    Reaped {
+        object: String,
+        name: String,
+        error: Option<String>,
+    },
     /// Events that could not be queued (the writer fell behind).
-    EventsDropped { count: u64 },
+    EventsDropped {
+        count: u64,
+    },
     /// The writer cut a torn last line (a crash mid-write) before appending.
-    TornLineRemoved { bytes: u64, sha256: String },
+    TornLineRemoved {
+        bytes: u64,
+        sha256: String,
+    },
     /// The writer resumed a log that does not verify from `seq` on.
-    ResumedDamagedLog { seq: u64, why: String },
+    ResumedDamagedLog {
+        seq: u64,
+        why: String,
+    },
 }
 
 impl Event {
