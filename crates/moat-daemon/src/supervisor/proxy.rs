@@ -2,6 +2,7 @@
 //! container starts, the listener on its network's gateway, the strict
 //! firewall rules, and re-registration of re-adopted runs.
 
+
 use moat_core::RunId;
 use moat_core::paths::run_files;
 use moat_proxy::{PolicyMode, ProxyToken};
@@ -9,7 +10,6 @@ use moat_runtime::{Mount, NetworkInfo, Runtime};
 use std::net::IpAddr;
 
 use super::RunError;
-
 use crate::egress::Egress;
 use crate::firewall::{self, FirewallError};
 use crate::grants::{self};
@@ -44,14 +44,8 @@ pub(super) async fn attach_proxy(
     daemon.registry().persist_soon();
     let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
     let rules = grants::injection_rules(&grants);
-    egress.register(
-        &id,
-        &token,
-        &handle.spec,
-        rules,
-        &trace_path,
-        daemon.audit().proxy_sink(&id),
-    )?;
+    let events = daemon.audit().proxy_sink(&id);
+    egress.register(&id, &token, &handle.spec, rules, &trace_path, events)?;
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;
