@@ -2,7 +2,6 @@
 //! container starts, the listener on its network's gateway, the strict
 //! firewall rules, and re-registration of re-adopted runs.
 
-
 use moat_core::RunId;
 use moat_core::paths::run_files;
 use moat_proxy::{PolicyMode, ProxyToken};
