@@ -1,6 +1,5 @@
 //! Removing a run's objects exactly once, and recording that they are gone.
 
-
 use chrono::Utc;
 use moat_proxy::PolicyMode;
 use moat_runtime::Runtime;

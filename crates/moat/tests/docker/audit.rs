@@ -70,7 +70,13 @@ fn a_real_run_records_its_denial_and_injection_in_a_signed_chain() {
         serde_json::json!({"grant": "echo", "host": API_HOST})
     );
     assert_eq!(entries[5]["data"]["host"], "other.moat-test.example");
-    assert_eq!(entries[5]["data"]["path"], "/denied");
+    // Refused at the CONNECT, before any path was sent.
+    assert_eq!(entries[5]["data"]["method"], "CONNECT");
+    assert!(
+        entries[5]["data"]["rule"].as_str().unwrap().contains("strict"),
+        "{:?}",
+        entries[5]
+    );
     assert_eq!(entries[6]["data"]["exit_code"], 0);
 
     let audit = home.run(&["audit", &run_id]);
