@@ -3,7 +3,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use moat_proxy::PolicyMode;
-use moat_runtime::{ContainerSpec, Mount, labels};
+use moat_runtime::{BindMount, ContainerSpec, labels};
 
 use super::WORKSPACE_TARGET;
 use super::proxy::ProxyAttachment;
@@ -22,7 +22,7 @@ pub(super) fn container_spec(
     let id = handle.id();
     let mut labels = spec.labels.clone();
     labels.extend(labels::for_run(&daemon.home().label(), id.as_str(), labels::role::MAIN));
-    let mut mounts = vec![Mount {
+    let mut mounts = vec![BindMount {
         source: spec.workspace.display().to_string(),
         target: WORKSPACE_TARGET.to_string(),
         read_only: false,

@@ -5,7 +5,7 @@
 use moat_core::RunId;
 use moat_core::paths::run_files;
 use moat_proxy::{PolicyMode, ProxyToken};
-use moat_runtime::{Mount, NetworkInfo, Runtime};
+use moat_runtime::{BindMount, NetworkInfo, Runtime};
 use std::net::IpAddr;
 
 use super::RunError;
@@ -20,7 +20,7 @@ use moat_creds::RunGrants;
 pub(super) struct ProxyAttachment {
     pub(super) env: Vec<(String, String)>,
     pub(super) gateway: IpAddr,
-    pub(super) ca_mount: Mount,
+    pub(super) ca_mount: BindMount,
     /// A strict run whose host stays reachable: what to tell the user.
     pub(super) isolation_notice: Option<String>,
 }
