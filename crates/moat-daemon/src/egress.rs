@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use moat_core::BindMount;
 use moat_core::{MoatHome, RunId};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, ProxyConfig, ProxyHandle, ProxyToken, RunLimits, RunRegistration,
+    CertificateAuthority, InjectionRule, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken, RunLimits,
+    RunRegistration,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -137,6 +138,7 @@ impl Egress {
         spec: &RunSpec,
         injections: Vec<InjectionRule>,
         trace_path: &Path,
+        events: ProxyEventSink,
     ) -> Result<(), EgressError> {
         self.proxy.register_run(RunRegistration {
             run_id: run_id.to_string(),
@@ -146,6 +148,7 @@ impl Egress {
             trace_path: trace_path.to_path_buf(),
             host_ports: spec.host_ports.clone(),
             redact_values: secret_values(spec),
+            events: Some(events),
         })?;
         Ok(())
     }

@@ -112,7 +112,7 @@ pub struct PersistedRun {
 
 /// The spec minus the values of `secrets:` (their names stay): secret
 /// values never reach `runs.json`.
-fn without_secret_values(spec: &RunSpec) -> RunSpec {
+pub(crate) fn without_secret_values(spec: &RunSpec) -> RunSpec {
     let mut spec = spec.clone();
     spec.secrets = SecretEnv::default();
     spec
