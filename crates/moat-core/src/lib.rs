@@ -17,6 +17,7 @@ pub mod paths;
 pub mod store;
 pub mod trust;
 
+pub use config::RuntimeKind;
 pub use id::RunId;
 pub use metadata::{RunMetadata, RunState};
 pub use mount::BindMount;

@@ -101,7 +101,11 @@ fn per_value_rules_name_the_field_and_line() {
         ),
         (
             "runtime: podman\n",
-            "runtime: unknown variant `podman`, expected `docker` or `apple` (line 1)",
+            "runtime: invalid runtime \"podman\": expected \"docker\" or \"apple\" (line 1)",
+        ),
+        (
+            "runtime: fake\n",
+            "runtime: invalid runtime \"fake\": expected \"docker\" or \"apple\" (line 1)",
         ),
         (
             "container:\n  memory: 12\n",

@@ -14,7 +14,7 @@ use moat_core::config::{
 use moat_core::env_vars;
 use serde::Serialize;
 
-use crate::cli::{PolicyArg, RunArgs, RuntimeArg};
+use crate::cli::{PolicyArg, RunArgs};
 
 /// Image used when nothing names one.
 pub const DEFAULT_IMAGE: &str = "debian:bookworm-slim";
@@ -224,10 +224,7 @@ fn resolve_runtime(src: &Sources<'_>) -> Result<(Option<RuntimeKind>, Source), R
         })?),
         None => None,
     };
-    let flag = src.args.runtime.map(|r| match r {
-        RuntimeArg::Docker => RuntimeKind::Docker,
-        RuntimeArg::Apple => RuntimeKind::Apple,
-    });
+    let flag = src.args.runtime;
     Ok([
         (flag, Source::Flag),
         (src.project.runtime, Source::ProjectFile),

@@ -54,7 +54,7 @@ pub struct GlobalConfig {
     pub network_pool_size: u32,
     /// Runtime used when neither `--runtime`, `MOAT_RUNTIME` nor moat.yaml
     /// names one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "values::user_runtime")]
     pub runtime: Option<RuntimeKind>,
     /// Image used when neither `--image`, `MOAT_BASE_IMAGE` nor moat.yaml
     /// names one.

@@ -81,7 +81,7 @@ pub struct ProjectConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandSpec>,
     pub interactive: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "values::user_runtime")]
     pub runtime: Option<RuntimeKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,

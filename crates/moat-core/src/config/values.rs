@@ -241,6 +241,17 @@ pub(super) fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
+/// `runtime:` as a user may write it (`docker` or `apple`; never `fake`).
+pub(super) fn user_runtime<'de, D: Deserializer<'de>>(de: D) -> Result<Option<super::RuntimeKind>, D::Error> {
+    struct UserRuntime(super::RuntimeKind);
+    impl<'de> Deserialize<'de> for UserRuntime {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            parse_str(de, "\"docker\" or \"apple\"", str::parse).map(UserRuntime)
+        }
+    }
+    Ok(Option::<UserRuntime>::deserialize(de)?.map(|runtime| runtime.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,7 +177,7 @@ fn daemon_config(home: &MoatHome, global: &GlobalConfig) -> DaemonConfig {
         size: global.network_pool_size as usize,
         runtime: global
             .runtime
-            .map_or(moat_runtime::RuntimeKind::Docker.as_str(), |kind| kind.as_str())
+            .map_or(moat_core::RuntimeKind::Docker.as_str(), |kind| kind.as_str())
             .to_string(),
     };
     config.egress = Some(EgressConfig {
