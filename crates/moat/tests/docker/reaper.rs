@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use moat_daemon::fault::POINTS;
+use moat_api::fault::POINTS;
 
 use super::support::{
     DockerLeftovers, Home, container_running, docker, docker_exists, fast_home, kill9, objects_of, text,

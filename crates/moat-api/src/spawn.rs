@@ -16,8 +16,8 @@ use moat_core::lock::FileLock;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::api::{API_VERSION, Health};
 use crate::client::{ClientError, DaemonClient};
+use crate::wire::{API_VERSION, Health};
 
 /// Bound on taking `spawn.lock`.
 const SPAWN_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
