@@ -240,8 +240,11 @@ fn spawn(home: &MoatHome) -> Result<(), SpawnError> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
+    // The one unsafe call in moat: `pre_exec` runs between fork and exec,
+    // and Rust cannot check what it does there.
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
     // CLI's session and terminal so that killing the CLI spares it.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }

@@ -598,7 +598,7 @@ mod tests {
         for (target, forwarded) in cases {
             match check(&policy, "GET", target, &[]) {
                 RequestCheck::Allow { path_and_query, .. } => {
-                    assert_eq!(path_and_query.as_deref(), Some(forwarded), "{target}")
+                    assert_eq!(path_and_query.as_deref(), Some(forwarded), "{target}");
                 }
                 other => panic!("{target}: {other:?}"),
             }

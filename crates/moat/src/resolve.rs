@@ -270,7 +270,7 @@ fn resolve_mounts(src: &Sources<'_>) -> Result<Vec<ResolvedMount>, ResolveError>
     let workspace = Mount {
         source: src.workspace.display().to_string(),
         target: WORKSPACE_TARGET.into(),
-        mode: Default::default(),
+        mode: moat_core::config::MountMode::default(),
         exclude: Vec::new(),
     };
     let mut mounts: Vec<ResolvedMount> = Vec::new();
