@@ -122,11 +122,11 @@ impl Checker<'_> {
 
 /// Parses and validates one provider file.
 pub fn parse_provider_file(path: &Path, yaml: &str) -> Result<Provider, Vec<ProviderFileError>> {
-    let file: ProviderFile = serde_yaml::from_str(yaml).map_err(|e| {
+    let file: ProviderFile = serde_saphyr::from_str(yaml).map_err(|e| {
         vec![ProviderFileError {
             path: path.to_path_buf(),
             field: None,
-            message: e.to_string(),
+            message: e.without_snippet().to_string(),
         }]
     })?;
     let mut checker = Checker {

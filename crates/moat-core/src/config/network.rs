@@ -47,7 +47,7 @@ impl std::str::FromStr for NetworkPolicy {
 pub struct NetworkConfig {
     pub policy: NetworkPolicy,
     /// `allow:` is what older Go versions called this list.
-    #[serde(alias = "allow")]
+    #[serde(deserialize_with = "values::or_empty", alias = "allow")]
     pub rules: Vec<HostRule>,
     /// Host TCP ports the container may connect to (all blocked otherwise).
     #[serde(deserialize_with = "values::port_list")]
