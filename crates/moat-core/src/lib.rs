@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod config;
 pub mod env_vars;
 pub mod fs_perms;
+pub mod host_pattern;
 pub mod id;
 pub mod lock;
 pub mod logs;
@@ -15,6 +16,7 @@ pub mod paths;
 pub mod store;
 pub mod trust;
 
+pub use host_pattern::HostPattern;
 pub use id::RunId;
 pub use metadata::{RunMetadata, RunState};
 pub use paths::MoatHome;

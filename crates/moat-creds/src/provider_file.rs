@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::credential::CredentialKind;
-use crate::host_match::HostPattern;
 use crate::provider::{GrantSources, HeaderRule, Provider, ProviderSource, ValidationEndpoint, ValueFormat};
 use crate::store::check_name;
+use moat_core::HostPattern;
 
 /// Placeholders shorter than this could occur in ordinary traffic.
 const MIN_PLACEHOLDER_LEN: usize = 8;
