@@ -4,6 +4,7 @@
 //! trusts. Nothing here talks to the network or a runtime.
 
 pub mod atomic;
+pub mod audit;
 pub mod config;
 pub mod env_vars;
 pub mod fs_perms;
@@ -12,6 +13,7 @@ pub mod id;
 pub mod lock;
 pub mod logs;
 pub mod metadata;
+pub mod mount;
 pub mod paths;
 pub mod store;
 pub mod trust;
@@ -19,4 +21,5 @@ pub mod trust;
 pub use host_pattern::HostPattern;
 pub use id::RunId;
 pub use metadata::{RunMetadata, RunState};
+pub use mount::BindMount;
 pub use paths::MoatHome;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use moat_core::BindMount;
 use moat_core::{RunId, RunState};
-use moat_runtime::Mount;
 use serde::{Deserialize, Serialize};
 
 /// Version of this API; a client refuses a daemon with another major.
@@ -27,7 +27,8 @@ pub const CAPABILITIES: &[&str] = &[
 /// Media type of streamed answers (attach, and run creation when asked for).
 pub const NDJSON: &str = "application/x-ndjson";
 
-/// Everything the daemon needs to create a run. Carries no secret values.
+/// Everything the daemon needs to create a run. Secret values are in
+/// [`RunSpec::secrets`] and nowhere else.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,7 +40,7 @@ pub struct RunSpec {
     #[serde(default)]
     pub env: Vec<(String, String)>,
     #[serde(default)]
-    pub mounts: Vec<Mount>,
+    pub mounts: Vec<BindMount>,
     /// `docker`, `apple` (or `fake` in tests).
     pub runtime: String,
     #[serde(default)]
@@ -54,9 +55,12 @@ pub struct RunSpec {
     pub dns: Vec<String>,
     #[serde(default)]
     pub grants: Vec<String>,
-    /// Names of secrets resolved into `env` (recorded, never their values).
+    /// Names of the run's `secrets:` (recorded; they survive a restart).
     #[serde(default)]
     pub secret_names: Vec<String>,
+    /// Values of the run's `secrets:`, resolved by the CLI.
+    #[serde(default, skip_serializing_if = "SecretEnv::is_empty")]
+    pub secrets: SecretEnv,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Network policy the proxy enforces for this run.
@@ -72,6 +76,30 @@ pub struct RunSpec {
     /// Credential profile the grants come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+}
+
+/// The values of a run's `secrets:` (name, value), resolved on the user's
+/// host: the one part of a [`RunSpec`] that holds secret values. They travel
+/// over the daemon's private socket into the container's environment (where
+/// the user asked for them) and the proxy's redaction list; they are never
+/// persisted (the registry drops them) and never logged (`Debug` shows the
+/// names only).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretEnv(pub Vec<(String, String)>);
+
+impl SecretEnv {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}=<redacted>")))
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use moat_core::config::NetworkConfig;
-use moat_daemon::api::RunSpec;
+use moat_core::config::NetworkPolicy;
+use moat_daemon::api::{RunSpec, SecretEnv};
 use moat_daemon::egress::PROXY_VARIABLES;
 use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::base_image::{
@@ -21,6 +21,7 @@ use moat_runtime::{Runtime, RuntimeKind, Timeouts};
 
 use crate::context::{Context, ExitStatus};
 use crate::live;
+use crate::printer::Printer;
 use crate::report::CliError;
 use crate::resolve::ResolvedRun;
 
@@ -44,15 +45,22 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         .into());
     }
     let home = ctx.home()?;
-    let mut clock = Stopwatch::new(run.timings);
+    let mut clock = Stopwatch::new(run.timings, ctx.printer.clone());
     live::block_on(async {
         let runtime = choose_runtime(&run).await?;
         clock.lap("runtime probe");
         if runtime == RuntimeKind::Docker && run.image == DEFAULT_LOCAL_BASE_IMAGE {
-            build_local_base_image().await?;
+            build_local_base_image(&ctx.printer).await?;
             clock.lap("base image check");
         }
         let spec = run_spec(ctx, &run, runtime)?;
+        ctx.printer.detail(format!(
+            "moat: {} run of {} on {runtime}, policy {}, grants [{}]",
+            if spec.keep { "kept" } else { "throwaway" },
+            spec.image,
+            spec.policy.mode.as_str(),
+            spec.grants.join(", ")
+        ));
         let client = live::daemon(&home).await?;
         clock.lap("daemon connect/spawn");
         // The daemon's progress lines (e.g. while it sweeps orphans to make
@@ -72,7 +80,7 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
             say(notice);
         }
         if run.detach {
-            println!("{}", created.run_id);
+            ctx.printer.data(&created.run_id)?;
             clock.total();
             return Ok(ExitStatus::Success);
         }
@@ -95,15 +103,17 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
 /// `--timings`: each step's duration on stderr, as it ends.
 struct Stopwatch {
     enabled: bool,
+    printer: Printer,
     started: std::time::Instant,
     last: std::time::Instant,
 }
 
 impl Stopwatch {
-    fn new(enabled: bool) -> Self {
+    fn new(enabled: bool, printer: Printer) -> Self {
         let now = std::time::Instant::now();
         Stopwatch {
             enabled,
+            printer,
             started: now,
             last: now,
         }
@@ -121,7 +131,7 @@ impl Stopwatch {
 
     fn say(&self, step: &str, ms: f64) {
         if self.enabled {
-            eprintln!("moat: timing: {step:<36} {ms:>8.1} ms");
+            self.printer.requested(format!("moat: timing: {step:<36} {ms:>8.1} ms"));
         }
     }
 
@@ -181,9 +191,9 @@ fn probe_timeouts() -> Timeouts {
 
 /// Builds moat's local base image from Debian packages when it is missing
 /// (no registry needed), with a spinner on a terminal.
-async fn build_local_base_image() -> Result<()> {
+async fn build_local_base_image(printer: &Printer) -> Result<()> {
     let docker = DockerRuntime::new(DockerOptions::default()).context("connecting to Docker")?;
-    let reporter = SpinnerReporter::new();
+    let reporter = SpinnerReporter::new(printer.clone());
     let recipe = BaseImageRecipe::bookworm(DEFAULT_LOCAL_BASE_IMAGE);
     let outcome = ensure_base_image(&docker, &recipe, &reporter).await;
     reporter.finish();
@@ -200,17 +210,18 @@ async fn build_local_base_image() -> Result<()> {
 /// otherwise).
 struct SpinnerReporter {
     bar: ProgressBar,
+    printer: Printer,
 }
 
 impl SpinnerReporter {
-    fn new() -> Self {
+    fn new(printer: Printer) -> Self {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        SpinnerReporter { bar }
+        SpinnerReporter { bar, printer }
     }
 
     fn finish(&self) {
@@ -229,7 +240,7 @@ impl BaseImageReporter for SpinnerReporter {
             BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({elapsed:.0?})"),
         };
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            self.printer.status(line);
         } else {
             self.bar.set_message(line);
         }
@@ -248,17 +259,17 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         }
         env.push((key.clone(), value.clone()));
     }
-    let mut secret_names = Vec::new();
+    let mut secrets = SecretEnv::default();
     for (name, reference) in &run.secrets {
         let value = moat_creds::resolve_secret(&reference.to_string()).with_context(|| format!("secrets.{name}"))?;
-        env.push((name.clone(), value));
-        secret_names.push(name.clone());
+        secrets.0.push((name.clone(), value));
     }
-    let mut mounts: Vec<moat_runtime::Mount> = run
+    let secret_names = secrets.0.iter().map(|(name, _)| name.clone()).collect();
+    let mut mounts: Vec<moat_core::BindMount> = run
         .mounts
         .iter()
         .filter(|m| !(m.target == "/workspace" && m.source == run.workspace))
-        .map(|m| moat_runtime::Mount {
+        .map(|m| moat_core::BindMount {
             source: m.source.display().to_string(),
             target: m.target.clone(),
             read_only: m.read_only,
@@ -280,8 +291,9 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         dns: run.container.dns.iter().map(|ip| ip.to_string()).collect(),
         grants: run.grants.clone(),
         secret_names,
+        secrets,
         labels: fault_label(),
-        policy: network_policy(&run.network),
+        policy: NetworkPolicy::from(&run.network),
         host_ports: run.network.host.clone(),
         require_isolation: run.require_isolation,
         profile: run.profile.clone(),
@@ -298,20 +310,4 @@ fn fault_label() -> std::collections::BTreeMap<String, String> {
         labels.insert(moat_daemon::fault::LABEL.to_string(), fault);
     }
     labels
-}
-
-fn network_policy(network: &NetworkConfig) -> moat_proxy::NetworkPolicy {
-    let mode = match network.policy {
-        moat_core::config::NetworkPolicy::Permissive => moat_proxy::PolicyMode::Permissive,
-        moat_core::config::NetworkPolicy::Strict => moat_proxy::PolicyMode::Strict,
-    };
-    let rules = network
-        .rules
-        .iter()
-        .map(|rule| moat_proxy::HostRule {
-            host_pattern: rule.host.clone(),
-            method_path_rules: rule.requests.iter().map(|r| r.to_string()).collect(),
-        })
-        .collect();
-    moat_proxy::NetworkPolicy { mode, rules }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stderr)]
 
 mod docker {
+    pub mod audit;
     pub mod exec_status;
     pub mod fail_closed;
     pub mod isolation;
