@@ -237,7 +237,7 @@ impl BaseImageReporter for SpinnerReporter {
             }
             BaseImageProgress::BootstrapLine(line) => line,
             BaseImageProgress::Importing { tag } => format!("importing {tag}"),
-            BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({:.0?})", elapsed),
+            BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({elapsed:.0?})"),
         };
         if self.bar.is_hidden() {
             self.printer.status(line);

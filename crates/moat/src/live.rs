@@ -95,7 +95,7 @@ pub async fn follow_observed(
         match event {
             Some(Ok(AttachEvent::Output { stream, data })) => {
                 on_output();
-                write_output(stream, &data)?
+                write_output(stream, &data)?;
             }
             Some(Ok(AttachEvent::Truncated { dropped_bytes })) => printer.warning(format!(
                 "{dropped_bytes} bytes of earlier output are not shown (see `moat logs {run_id}`)"

@@ -65,7 +65,7 @@ pub struct GlobalConfig {
     pub extra_ca_file: Option<PathBuf>,
     /// Host → IP overrides for the proxy's upstream connections. For tests
     /// and debugging only, not for normal use: it bypasses DNS.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(deserialize_with = "values::or_empty", skip_serializing_if = "BTreeMap::is_empty")]
     pub resolve: BTreeMap<String, IpAddr>,
 }
 

@@ -112,7 +112,7 @@ fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
             h.pid,
             h.version,
             h.live_runs,
-            h.proxy_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+            h.proxy_port.map_or_else(|| "-".into(), |p| p.to_string())
         )?,
         None => writeln!(out, "daemon: not running (starts on demand)")?,
     }
