@@ -18,16 +18,17 @@ use tokio::net::UnixStream;
 use crate::sweep::{SweepReport, SweepRequest};
 use crate::wire::{
     ApiError, AttachEvent, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health, NDJSON, RunSpec, RunView,
-    StopRequest,
+    RuntimeCheck, StopRequest,
 };
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Run creation may create a network twice with a sweep between, and a
-/// container; the daemon answers within its own, shorter deadline
-/// (the daemon's creation deadline).
-pub const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Run creation may build moat's base image (the daemon bounds that at 11
+/// minutes), then create a network twice with a sweep between, and a
+/// container; the daemon answers within its own, shorter deadlines. The
+/// answer's head must come within [`CALL_TIMEOUT`].
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(840);
 /// A sweep may wait for another (150 s) and take up to 2 minutes itself.
 const REAP_TIMEOUT: Duration = Duration::from_secs(300);
 /// A graceful stop waits for the grace period and the kill.
@@ -94,6 +95,11 @@ impl DaemonClient {
         self.call(Method::GET, "/v1/health", None::<&()>, HEALTH_TIMEOUT).await
     }
 
+    /// The container runtime as the daemon sees it.
+    pub async fn runtime_check(&self) -> Result<RuntimeCheck, ClientError> {
+        self.call(Method::GET, "/v1/runtime", None::<&()>, CALL_TIMEOUT).await
+    }
+
     pub async fn create_run(&self, spec: &RunSpec) -> Result<CreateRunResponse, ClientError> {
         self.create_run_with_progress(spec, |_| {}).await
     }
@@ -115,7 +121,7 @@ impl DaemonClient {
                 body: payload,
                 accept: Some(NDJSON),
             };
-            let response = self.send(request, CREATE_TIMEOUT, &op).await?;
+            let response = self.send(request, CALL_TIMEOUT, &op).await?;
             let response = check_status(response, &op).await?;
             if !is_ndjson(&response) {
                 return json_body(response, &op).await;

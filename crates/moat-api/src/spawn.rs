@@ -38,6 +38,8 @@ pub enum SpawnError {
     SocketPathTooLong { path: PathBuf, len: usize },
     #[error("cannot find moat's own executable: {0}")]
     Executable(std::io::Error),
+    #[error("cannot find the moat daemon executable: no moatd in {beside} or on PATH")]
+    NoDaemonExecutable { beside: PathBuf },
     #[error("refusing to spawn the daemon from a test harness binary {0}")]
     TestHarness(PathBuf),
     #[error("cannot start the daemon ({exe}): {source}")]
@@ -54,7 +56,11 @@ impl SpawnError {
     pub fn hint(&self) -> Option<String> {
         match self {
             SpawnError::SocketPathTooLong { .. } => Some("set MOAT_HOME to a shorter path".into()),
-            SpawnError::TestHarness(_) => Some(format!("set {} to the moat binary", env_vars::MOAT_EXECUTABLE)),
+            SpawnError::TestHarness(_) => Some(format!("set {} to the moatd binary", env_vars::MOAT_DAEMON_EXECUTABLE)),
+            SpawnError::NoDaemonExecutable { .. } => Some(format!(
+                "install moatd beside moat (`cargo install --path crates/moat-daemon`), or set {}",
+                env_vars::MOAT_DAEMON_EXECUTABLE
+            )),
             SpawnError::NotReady { log, .. } => Some(format!("see {}", log.display())),
             SpawnError::Lock(_) => {
                 Some("another moat is starting the daemon; retry, or check `moat daemon status`".into())
@@ -219,15 +225,31 @@ pub fn process_alive(pid: u32) -> bool {
     kill(Pid::from_raw(pid as i32), None).is_ok()
 }
 
-fn daemon_executable() -> Result<PathBuf, SpawnError> {
-    if let Some(exe) = std::env::var_os(env_vars::MOAT_EXECUTABLE).filter(|v| !v.is_empty()) {
+/// Name of the daemon's executable.
+const DAEMON_EXECUTABLE: &str = "moatd";
+
+/// The daemon executable: `MOAT_DAEMON_EXECUTABLE`, else `moatd` beside
+/// this executable (symlinks resolved), else `moatd` on `PATH`.
+pub fn daemon_executable() -> Result<PathBuf, SpawnError> {
+    if let Some(exe) = std::env::var_os(env_vars::MOAT_DAEMON_EXECUTABLE).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(exe));
     }
     let exe = std::env::current_exe().map_err(SpawnError::Executable)?;
-    if exe.parent().is_some_and(|p| p.ends_with("deps")) {
+    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
         return Err(SpawnError::TestHarness(exe));
     }
-    Ok(exe)
+    let beside = dir.join(DAEMON_EXECUTABLE);
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(DAEMON_EXECUTABLE))
+        .find(|candidate| candidate.is_file())
+        .ok_or(SpawnError::NoDaemonExecutable { beside: dir })
 }
 
 fn spawn(home: &MoatHome) -> Result<(), SpawnError> {
@@ -249,7 +271,7 @@ fn spawn(home: &MoatHome) -> Result<(), SpawnError> {
     })?;
     let mut command = Command::new(&exe);
     command
-        .args(["daemon", "run"])
+        .arg("run")
         .env(env_vars::MOAT_HOME, home.root())
         .current_dir("/")
         .stdin(Stdio::null())

@@ -41,7 +41,8 @@ pub struct RunSpec {
     pub env: Vec<(String, String)>,
     #[serde(default)]
     pub mounts: Vec<BindMount>,
-    /// `docker`, `apple` (or `fake` in tests).
+    /// `docker`, `apple` (or `fake` in tests); empty: the daemon detects it.
+    #[serde(default)]
     pub runtime: String,
     #[serde(default)]
     pub keep: bool,
@@ -223,4 +224,33 @@ pub struct ExecResult {
     pub exit_code: Option<i64>,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// What probing the container runtime found (`GET /v1/runtime`, or
+/// `moatd probe` when no daemon runs): which endpoint and how it was found,
+/// and whether it answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeCheck {
+    pub kind: String,
+    pub endpoint: Option<String>,
+    pub found_via: Option<String>,
+    pub available: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl RuntimeCheck {
+    /// One line for people, e.g. `docker at unix:///var/run/docker.sock (found via ...)`.
+    pub fn describe(&self) -> String {
+        let problem = self.problem.as_deref().unwrap_or("?");
+        match (&self.endpoint, self.available) {
+            (Some(endpoint), true) => format!(
+                "{} at {endpoint} (found via {})",
+                self.kind,
+                self.found_via.as_deref().unwrap_or("?")
+            ),
+            (Some(endpoint), false) => format!("{} at {endpoint} does not answer: {problem}", self.kind),
+            (None, _) => format!("none found: {problem}"),
+        }
+    }
 }

@@ -6,8 +6,9 @@ pub const MOAT_HOME: &str = "MOAT_HOME";
 pub const MOAT_RUNTIME: &str = "MOAT_RUNTIME";
 /// Base image used when moat.yaml names none.
 pub const MOAT_BASE_IMAGE: &str = "MOAT_BASE_IMAGE";
-/// Executable the CLI re-executes as the daemon (defaults to the current one).
-pub const MOAT_EXECUTABLE: &str = "MOAT_EXECUTABLE";
+/// The daemon executable the CLI starts (default: `moatd` beside the CLI's
+/// own executable, else `moatd` on `PATH`).
+pub const MOAT_DAEMON_EXECUTABLE: &str = "MOAT_DAEMON_EXECUTABLE";
 /// Credential profile (same as `--profile`).
 pub const MOAT_PROFILE: &str = "MOAT_PROFILE";
 /// Where the credential encryption key lives. `keyring`: the OS keyring

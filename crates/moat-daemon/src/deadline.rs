@@ -1,6 +1,7 @@
 //! The time budget of a run's creation. The CLI waits
 //! [`client::CREATE_TIMEOUT`](crate::client::CREATE_TIMEOUT) for
-//! `POST /v1/runs`; the daemon gives the whole creation (network, with a
+//! `POST /v1/runs`; the daemon first connects to the runtime and makes the
+//! image available (each with its own bound), then gives the creation (network, with a
 //! sweep of orphans and one retry, proxy, container) [`CREATE_DEADLINE`],
 //! then undoes the run and answers with an error naming the step that did
 //! not finish. So the client always hears the outcome first and never
@@ -17,6 +18,13 @@ use tokio::time::Instant;
 
 /// Bound on creating a run, from its registration to its container running.
 pub const CREATE_DEADLINE: Duration = Duration::from_secs(85);
+/// Bound on connecting to (or detecting) the run's runtime, before the run
+/// is registered.
+pub const RUNTIME_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// Bound on making the run's image available, before the run is registered:
+/// a build of moat's local base image takes 20–40 s and is bounded by its
+/// recipe at 10 minutes.
+pub const IMAGE_DEADLINE: Duration = Duration::from_secs(660);
 /// How long a failed creation waits for its undoing before answering (the
 /// undoing goes on in the background; the run is already recorded failed).
 pub const UNDO_WAIT: Duration = Duration::from_secs(10);
@@ -24,8 +32,7 @@ pub const UNDO_WAIT: Duration = Duration::from_secs(10);
 pub const NETWORK_SWEEP_BUDGET: Duration = Duration::from_secs(15);
 /// The least time worth a retry of the network after a sweep.
 pub const RETRY_AT_LEAST: Duration = Duration::from_secs(5);
-/// What the default budget leaves for the image check, the proxy and the
-/// container (normally well under a second).
+/// What the default budget leaves for the proxy and the container (normally well under a second).
 pub const REST_OF_CREATION: Duration = Duration::from_secs(10);
 
 /// The creation ran out of time.

@@ -16,6 +16,7 @@ mod lines;
 pub mod network;
 pub mod output;
 pub mod pool;
+pub mod probe;
 pub mod progress;
 pub mod reaper;
 pub mod reconcile;
@@ -23,6 +24,7 @@ pub mod records;
 pub mod registry;
 pub mod runtimes;
 pub mod server;
+pub mod standalone;
 pub mod state;
 pub mod supervisor;
 

@@ -7,11 +7,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use moat_core::config::GlobalConfig;
 use moat_runtime::apple::{AppleOptions, AppleRuntime};
+use moat_runtime::base_image::{
+    BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE, ensure_base_image,
+};
 use moat_runtime::docker::{DockerOptions, DockerRuntime};
+use moat_runtime::select::{Probe, SelectionInput, select_runtime};
 use moat_runtime::subnet::{Ipv4Subnet, SubnetPool};
 use moat_runtime::{Runtime, RuntimeError, RuntimeKind, Timeouts};
 use tokio::sync::OnceCell;
 
+use crate::progress::Progress;
 use crate::state::Runtimes;
 
 /// Whether this build can drive Apple's `container` CLI.
@@ -109,6 +114,58 @@ impl Runtimes for SystemRuntimes {
         }
     }
 
+    /// Apple on Apple silicon Macs when it answers, else Docker
+    /// (runtime.md, "Selection"); the error says why neither can be used.
+    async fn detect(&self) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        let probe = |answer: Result<(), RuntimeError>| match answer {
+            Ok(()) => Probe::Available,
+            Err(e) => Probe::Unavailable(e.to_string()),
+        };
+        let docker = probe(self.docker().await.map(|_| ()));
+        let apple = if APPLE_SUPPORTED {
+            probe(self.apple().await.map(|_| ()))
+        } else {
+            Probe::Unavailable(apple_unsupported_reason(std::env::consts::OS))
+        };
+        let input = SelectionInput {
+            flag: None,
+            config: None,
+            env: None,
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+            docker,
+            apple,
+        };
+        let kind = select_runtime(&input).map_err(|e| RuntimeError::Unavailable {
+            runtime: RuntimeKind::Docker,
+            reason: e.to_string(),
+        })?;
+        self.get(kind.as_str()).await
+    }
+
+    /// Builds moat's local base image from Debian's packages when a Docker
+    /// run asks for it and it is missing (no registry needed).
+    async fn ensure_image(
+        &self,
+        runtime: &dyn Runtime,
+        image: &str,
+        progress: &Progress,
+    ) -> Result<bool, RuntimeError> {
+        if runtime.kind() != RuntimeKind::Docker || image != DEFAULT_LOCAL_BASE_IMAGE {
+            return runtime.image_exists(image).await;
+        }
+        let docker = self.docker().await?;
+        let recipe = BaseImageRecipe::bookworm(DEFAULT_LOCAL_BASE_IMAGE);
+        ensure_base_image(&docker, &recipe, &ProgressReporter(progress))
+            .await
+            .map(|_| true)
+            .map_err(|e| RuntimeError::Other {
+                runtime: RuntimeKind::Docker,
+                op: format!("build the local base image {DEFAULT_LOCAL_BASE_IMAGE}"),
+                message: e.to_string(),
+            })
+    }
+
     async fn available(&self) -> Vec<Arc<dyn Runtime>> {
         let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
         match self.docker().await {
@@ -122,6 +179,22 @@ impl Runtimes for SystemRuntimes {
             }
         }
         runtimes
+    }
+}
+
+/// Base-image build progress, told to the client waiting for its run.
+struct ProgressReporter<'a>(&'a Progress);
+
+impl BaseImageReporter for ProgressReporter<'_> {
+    fn on_progress(&self, progress: BaseImageProgress) {
+        self.0.say(match progress {
+            BaseImageProgress::Bootstrapping { suite, mirror } => {
+                format!("building the local base image {DEFAULT_LOCAL_BASE_IMAGE} (Debian {suite} from {mirror})")
+            }
+            BaseImageProgress::BootstrapLine(line) => line,
+            BaseImageProgress::Importing { tag } => format!("importing {tag}"),
+            BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({elapsed:.0?})"),
+        });
     }
 }
 

@@ -75,6 +75,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let response = match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "health"]) => json(StatusCode::OK, &health(&daemon)),
+        (&Method::GET, ["v1", "runtime"]) => json(StatusCode::OK, &crate::probe::check_docker().await),
         (&Method::POST, ["v1", "runs"]) => create(&daemon, req).await,
         (&Method::GET, ["v1", "runs"]) => {
             let views: Vec<_> = daemon.registry().all().iter().map(|h| h.view()).collect();

@@ -28,6 +28,27 @@ pub trait Runtimes: Send + Sync + 'static {
     async fn get(&self, kind: &str) -> Result<Arc<dyn Runtime>, RuntimeError>;
     /// Every runtime that is reachable now (the reaper sweeps them all).
     async fn available(&self) -> Vec<Arc<dyn Runtime>>;
+    /// The runtime a run gets when it names none: the first available.
+    async fn detect(&self) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        self.available()
+            .await
+            .into_iter()
+            .next()
+            .ok_or_else(|| RuntimeError::Unavailable {
+                runtime: moat_core::RuntimeKind::Docker,
+                reason: "no container runtime answers".into(),
+            })
+    }
+    /// Whether `image` is there for `runtime`; one that moat can build
+    /// itself (its local base image) is built first, telling `progress`.
+    async fn ensure_image(
+        &self,
+        runtime: &dyn Runtime,
+        image: &str,
+        _progress: &crate::progress::Progress,
+    ) -> Result<bool, RuntimeError> {
+        runtime.image_exists(image).await
+    }
 }
 
 /// Daemon settings, resolved from `config.yaml` before anything starts.
@@ -61,6 +82,32 @@ impl DaemonConfig {
             egress: Some(EgressConfig::default()),
             network_pool: PoolConfig::default(),
         }
+    }
+
+    /// The settings `config.yaml` gives a production daemon.
+    pub fn from_global(home: MoatHome, global: &moat_core::config::GlobalConfig) -> Self {
+        let mut config = DaemonConfig::new(home);
+        config.idle_timeout = global.idle_timeout;
+        config.reap_interval = global.reap_interval;
+        config.second_sighting_after = global.reap_second_sighting;
+        config.network_pool = PoolConfig {
+            size: global.network_pool_size as usize,
+            runtime: global
+                .runtime
+                .map_or(moat_core::RuntimeKind::Docker.as_str(), |kind| kind.as_str())
+                .to_string(),
+        };
+        config.egress = Some(EgressConfig {
+            preferred_port: global.proxy_port,
+            extra_root_ca: global.extra_ca_file.clone(),
+            resolve_overrides: global.resolve.iter().map(|(host, ip)| (host.clone(), *ip)).collect(),
+            limits: moat_proxy::RunLimits {
+                max_tunnels: global.proxy_max_tunnels,
+                max_streams_per_tunnel: global.proxy_max_streams,
+                handshakes_per_second: global.proxy_handshakes_per_second,
+            },
+        });
+        config
     }
 }
 

@@ -5,7 +5,7 @@
 //! (runtime.md, "Docker (bollard)").
 
 mod convert;
-pub mod endpoint;
+pub use moat_core::docker_endpoint as endpoint;
 mod errors;
 mod images;
 mod output;

@@ -55,16 +55,6 @@ impl Cli {
             (false, false) => Verbosity::Normal,
         }
     }
-
-    /// Whether this invocation is the daemon itself (`moat daemon run`).
-    pub fn is_daemon_process(&self) -> bool {
-        matches!(
-            &self.command,
-            Command::Daemon(DaemonArgs {
-                command: DaemonCommand::Run
-            })
-        )
-    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use moat_runtime::docker::endpoint::{EndpointEnv, candidate_sockets};
+use moat_core::docker_endpoint::{EndpointEnv, candidate_sockets};
 
 use crate::report::CliError;
 

@@ -1,23 +1,13 @@
-//! Starting a resolved run: pick the runtime, make sure a local base image
-//! exists (built with progress when it is moat's own), resolve `secrets:`
-//! on the host, turn everything into the daemon's `RunSpec`, create the run
-//! through the daemon (relaying its progress lines and notices to stderr),
-//! then follow it (or print its id with `-d`).
-
-use std::time::Duration;
+//! Starting a resolved run: resolve `secrets:` on the host, turn
+//! everything into the daemon's `RunSpec`, create the run through the
+//! daemon (which picks the runtime when none is named and builds moat's
+//! local base image when it is missing; its progress lines and notices are
+//! relayed to stderr), then follow it (or print its id with `-d`).
 
 use anyhow::{Context as _, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use moat_api::PROXY_VARIABLES;
 use moat_api::{RunSpec, SecretEnv};
 use moat_core::config::NetworkPolicy;
-use moat_runtime::apple::{AppleOptions, AppleRuntime};
-use moat_runtime::base_image::{
-    BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE, ensure_base_image,
-};
-use moat_runtime::docker::{DockerOptions, DockerRuntime};
-use moat_runtime::select::{Probe, SelectionInput, select_runtime};
-use moat_runtime::{Runtime, RuntimeKind, Timeouts};
 
 use crate::context::{Context, ExitStatus};
 use crate::live;
@@ -47,17 +37,16 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
     let home = ctx.home()?;
     let mut clock = Stopwatch::new(run.timings, ctx.printer.clone());
     live::block_on(async {
-        let runtime = choose_runtime(&run).await?;
-        clock.lap("runtime probe");
-        if runtime == RuntimeKind::Docker && run.image == DEFAULT_LOCAL_BASE_IMAGE {
-            build_local_base_image(&ctx.printer).await?;
-            clock.lap("base image check");
-        }
-        let spec = run_spec(ctx, &run, runtime)?;
+        let spec = run_spec(ctx, &run)?;
         ctx.printer.detail(format!(
-            "moat: {} run of {} on {runtime}, policy {}, grants [{}]",
+            "moat: {} run of {} on {}, policy {}, grants [{}]",
             if spec.keep { "kept" } else { "throwaway" },
             spec.image,
+            if spec.runtime.is_empty() {
+                "the detected runtime"
+            } else {
+                &spec.runtime
+            },
             spec.policy.mode.as_str(),
             spec.grants.join(", ")
         ));
@@ -65,13 +54,16 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         clock.lap("daemon connect/spawn");
         // The daemon's progress lines (e.g. while it sweeps orphans to make
         // room for the run's network) and notices go to stderr.
-        let say = |message: &str| ctx.printer.status(format!("moat: {message}"));
+        let progress = ctx.printer.progress();
+        let say = |message: &str| progress.say(message);
         let created = match client.create_run_with_progress(&spec, say).await {
             // The daemon decided to exit while we asked: ask its successor.
             Err(e) if e.is_shutting_down() => live::daemon(&home).await?.create_run_with_progress(&spec, say).await,
             other => other,
         }
         .map_err(live::client_error)?;
+        drop(progress);
+        let say = |message: &str| ctx.printer.status(format!("moat: {message}"));
         clock.lap("create request (round trip)");
         for step in &created.timings {
             clock.say(&format!("  daemon: {}", step.step), step.ms);
@@ -140,116 +132,9 @@ impl Stopwatch {
     }
 }
 
-/// The resolved runtime, or the detected one (runtime.md, "Selection").
-async fn choose_runtime(run: &ResolvedRun) -> Result<RuntimeKind> {
-    let docker = match DockerRuntime::new(DockerOptions {
-        timeouts: probe_timeouts(),
-        ..DockerOptions::default()
-    }) {
-        Ok(docker) => match docker.ping().await {
-            Ok(()) => Probe::Available,
-            Err(e) => Probe::Unavailable(e.to_string()),
-        },
-        Err(e) => Probe::Unavailable(e.to_string()),
-    };
-    // Selection itself refuses Apple off macOS/arm64, without a probe.
-    let apple = if cfg!(all(target_os = "macos", target_arch = "aarch64")) {
-        AppleRuntime::probe(AppleOptions {
-            timeouts: probe_timeouts(),
-            ..AppleOptions::default()
-        })
-        .await
-    } else {
-        Probe::Unavailable("Apple containers need macOS 26 on Apple silicon".into())
-    };
-    let input = SelectionInput {
-        flag: run.runtime.map(|kind| kind.as_str()),
-        config: None,
-        env: None,
-        os: std::env::consts::OS,
-        arch: std::env::consts::ARCH,
-        docker,
-        apple,
-    };
-    select_runtime(&input).map_err(|e| {
-        CliError::new(e.to_string())
-            .with_hint("start Docker (`systemctl start docker`), or check `moat doctor`")
-            .into()
-    })
-}
-
-fn probe_timeouts() -> Timeouts {
-    let quick = Duration::from_secs(5);
-    Timeouts {
-        call: quick,
-        network_create: quick,
-        list: quick,
-        remove: quick,
-        exec: quick,
-    }
-}
-
-/// Builds moat's local base image from Debian packages when it is missing
-/// (no registry needed), with a spinner on a terminal.
-async fn build_local_base_image(printer: &Printer) -> Result<()> {
-    let docker = DockerRuntime::new(DockerOptions::default()).context("connecting to Docker")?;
-    let reporter = SpinnerReporter::new(printer.clone());
-    let recipe = BaseImageRecipe::bookworm(DEFAULT_LOCAL_BASE_IMAGE);
-    let outcome = ensure_base_image(&docker, &recipe, &reporter).await;
-    reporter.finish();
-    outcome.map(|_| ()).map_err(|e| {
-        CliError::new(format!(
-            "cannot build the local base image {DEFAULT_LOCAL_BASE_IMAGE}: {e}"
-        ))
-        .with_hint("run `scripts/setup.sh`, or pass --image with an image you have")
-        .into()
-    })
-}
-
-/// Shows base-image build progress (a spinner on a terminal, plain lines
-/// otherwise).
-struct SpinnerReporter {
-    bar: ProgressBar,
-    printer: Printer,
-}
-
-impl SpinnerReporter {
-    fn new(printer: Printer) -> Self {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        SpinnerReporter { bar, printer }
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
-    }
-}
-
-impl BaseImageReporter for SpinnerReporter {
-    fn on_progress(&self, progress: BaseImageProgress) {
-        let line = match progress {
-            BaseImageProgress::Bootstrapping { suite, mirror } => {
-                format!("building the local base image {DEFAULT_LOCAL_BASE_IMAGE} (Debian {suite} from {mirror})")
-            }
-            BaseImageProgress::BootstrapLine(line) => line,
-            BaseImageProgress::Importing { tag } => format!("importing {tag}"),
-            BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({elapsed:.0?})"),
-        };
-        if self.bar.is_hidden() {
-            self.printer.status(line);
-        } else {
-            self.bar.set_message(line);
-        }
-    }
-}
-
 /// The daemon's view of the run: no secret value leaves the host except
 /// inside the container's environment, and moat's proxy variables win.
-fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<RunSpec> {
+fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
     let mut env: Vec<(String, String)> = Vec::new();
     for (key, value) in &run.env {
         if PROXY_VARIABLES.contains(&key.as_str()) {
@@ -283,7 +168,8 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         command: run.command.clone(),
         env,
         mounts,
-        runtime: runtime.as_str().to_string(),
+        // Empty: the daemon detects it.
+        runtime: run.runtime.map(|kind| kind.as_str().to_string()).unwrap_or_default(),
         keep: run.keep,
         interactive: run.interactive,
         memory_bytes: run.container.memory.map(|mb| (mb as i64).saturating_mul(1024 * 1024)),

@@ -29,7 +29,7 @@ pub async fn daemon(home: &MoatHome) -> Result<DaemonClient> {
     moat_api::ensure_running(home).await.map_err(spawn_error)
 }
 
-fn spawn_error(e: SpawnError) -> anyhow::Error {
+pub fn spawn_error(e: SpawnError) -> anyhow::Error {
     let hint = e.hint();
     let error = CliError::new(format!("cannot reach the moat daemon: {e}"));
     match hint {

@@ -11,8 +11,8 @@ mod exclude;
 mod launch;
 mod live;
 mod maintenance;
+mod moatd;
 mod printer;
-mod probe;
 mod report;
 mod resolve;
 mod trust;
@@ -24,7 +24,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let printer = printer::Printer::from_env(cli.verbosity());
-    report::init_tracing(cli.is_daemon_process(), printer.verbosity());
+    report::init_tracing(printer.verbosity());
     match commands::run(cli, &printer) {
         Ok(status) => status.into(),
         Err(err) => report::report(&printer, &err),

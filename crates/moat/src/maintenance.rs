@@ -1,63 +1,27 @@
 //! Sweeps on request (`moat system prune`, `moat clean`, `moat doctor`):
-//! asked of the daemon, which is single-flight with its own sweeps; run in
-//! this process only when no daemon can be started, and then only under
-//! the daemon's lifetime lock with its registry restored.
+//! asked of the daemon, which is single-flight with its own sweeps; run by
+//! `moatd sweep` only when no daemon can be started, and then only under
+//! the daemon's lifetime lock with its registry restored. And how sweep
+//! reports are printed.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use moat_api::sweep::ObjectKey;
 use moat_api::sweep::{SweepReport, SweepRequest};
 use moat_core::MoatHome;
-use moat_core::config;
-use moat_core::lock::{FileLock, LockError};
-use moat_daemon::reconcile;
-use moat_daemon::runtimes::SystemRuntimes;
-use moat_daemon::{Daemon, DaemonConfig};
 
-use crate::live;
 use crate::printer::Printer;
-use crate::report::CliError;
+use crate::{live, moatd};
 
-/// Sweeps through the daemon, or in-process when it cannot be started.
+/// Sweeps through the daemon, or by `moatd sweep` (under the daemon's
+/// lifetime lock, with its registry restored) when no daemon can be started.
 pub async fn sweep(home: &MoatHome, printer: &Printer, request: &SweepRequest) -> Result<SweepReport> {
     match moat_api::ensure_running(home).await {
         Ok(client) => client.reap(request).await.map_err(live::client_error),
         Err(e) => {
-            printer.warning(format!("no daemon ({e}); sweeping in this process"));
-            sweep_in_process(home, request).await
+            printer.warning(format!("no daemon ({e}); sweeping in a process of its own"));
+            moatd::sweep(home, request).await
         }
     }
-}
-
-/// Bound on taking the daemon's lifetime lock for an in-process sweep.
-const DAEMON_LOCK_WAIT: Duration = Duration::from_secs(1);
-
-/// Sweeps as the daemon would, holding its lifetime lock (so no daemon
-/// starts meanwhile, and none that still holds it is raced) and with its
-/// registry restored from `runs.json`; refuses when either is impossible.
-async fn sweep_in_process(home: &MoatHome, request: &SweepRequest) -> Result<SweepReport> {
-    let lock_path = home.daemon_lock();
-    let _lifetime = FileLock::acquire(&lock_path, DAEMON_LOCK_WAIT).map_err(|e| match e {
-        LockError::Timeout { .. } => CliError::new(format!(
-            "a moat daemon ({}) holds this MOAT_HOME but does not answer; not sweeping beside it",
-            FileLock::holder(&lock_path).map_or("pid unknown".to_string(), |pid| format!("pid {pid}"))
-        ))
-        .with_hint("`moat daemon restart` replaces it; `moat daemon status` shows it")
-        .into(),
-        other => anyhow::Error::from(other),
-    })?;
-    let global = config::load_global(home)?.config;
-    let runtimes = Arc::new(SystemRuntimes::new(&global).context("configuring runtimes")?);
-    let mut daemon_config = DaemonConfig::new(home.clone());
-    daemon_config.egress = None;
-    let daemon = Daemon::new(daemon_config, runtimes, None);
-    reconcile::load_registry(&daemon).map_err(|e| {
-        CliError::new(format!("not sweeping: the run registry cannot be read ({e})"))
-            .with_hint("start the daemon (`moat daemon restart`): it recovers runs from their directories")
-    })?;
-    Ok(daemon.reaper().sweep(&daemon, request, "in-process (no daemon)").await)
 }
 
 /// How to remove what `print_legacy` lists.
@@ -121,7 +85,7 @@ pub fn print_report(report: &SweepReport, out: &mut impl std::io::Write) -> std:
 mod tests {
     use moat_api::sweep::ObjectKind;
     use moat_api::sweep::RuntimeSweep;
-    use moat_runtime::RuntimeKind;
+    use moat_core::RuntimeKind;
 
     use super::*;
 

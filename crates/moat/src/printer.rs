@@ -105,6 +105,24 @@ impl Printer {
         let _ = writeln!(io::stderr(), "{message}");
     }
 
+    /// Progress of a slow step: a spinner with the latest line on a
+    /// terminal, plain status lines otherwise (and nothing with `--quiet`).
+    pub fn progress(&self) -> Progress {
+        let bar = (self.verbosity > Verbosity::Quiet && io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress {
+            bar,
+            printer: self.clone(),
+        }
+    }
+
     /// A detail line on stderr, shown only with `--verbose`.
     pub fn detail(&self, message: impl Display) {
         if self.verbosity == Verbosity::Verbose {
@@ -131,6 +149,29 @@ impl Printer {
         let mut err = io::stderr().lock();
         for line in message.lines() {
             let _ = writeln!(err, "{label} {line}");
+        }
+    }
+}
+
+/// See [`Printer::progress`]; the spinner is cleared when dropped.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    printer: Printer,
+}
+
+impl Progress {
+    pub fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(line.to_string()),
+            None => self.printer.status(format!("moat: {line}")),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }

@@ -69,10 +69,9 @@ fn hint_for(err: &anyhow::Error) -> Option<String> {
 }
 
 /// Diagnostics from moat's libraries go to stderr, filtered by `MOAT_LOG`
-/// (default: warnings only; the daemon, whose stderr is `daemon.log`,
-/// logs at info with timestamps).
-pub fn init_tracing(daemon: bool, verbosity: Verbosity) {
-    let default = if daemon || verbosity == Verbosity::Verbose {
+/// (default: warnings only, info with `--verbose`).
+pub fn init_tracing(verbosity: Verbosity) {
+    let default = if verbosity == Verbosity::Verbose {
         "info"
     } else {
         "warn"
@@ -81,9 +80,5 @@ pub fn init_tracing(daemon: bool, verbosity: Verbosity) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(io::stderr);
-    let _ = if daemon {
-        builder.try_init()
-    } else {
-        builder.without_time().try_init()
-    };
+    let _ = builder.without_time().try_init();
 }

@@ -19,7 +19,7 @@ use super::watch::supervise;
 use super::{RUN_LOCK_TIMEOUT, RunError, fail};
 use crate::api::{RunSpec, StepTiming};
 use crate::audit::Event;
-use crate::deadline::{CREATE_DEADLINE, Deadline, UNDO_WAIT};
+use crate::deadline::{CREATE_DEADLINE, Deadline, IMAGE_DEADLINE, RUNTIME_CONNECT_DEADLINE, UNDO_WAIT};
 use crate::fault;
 use crate::grants::{self};
 use crate::network::{self};
@@ -74,15 +74,21 @@ pub async fn create_run(daemon: &Daemon, spec: RunSpec) -> Result<RunId, RunErro
 /// [`create_run`], telling `progress` about slow steps. The whole creation
 /// is bounded by [`CREATE_DEADLINE`]; a creation that fails (or runs out of
 /// time) is recorded failed and undone before the answer.
-pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Progress) -> Result<CreatedRun, RunError> {
-    let deadline = Deadline::after(CREATE_DEADLINE);
+pub async fn create_run_reporting(
+    daemon: &Daemon,
+    mut spec: RunSpec,
+    progress: &Progress,
+) -> Result<CreatedRun, RunError> {
     let mut timings = Timings::start();
     if !spec.workspace.is_dir() {
         return Err(RunError::MissingWorkspace(spec.workspace.display().to_string()));
     }
-    let step = format!("connecting to {}", spec.runtime);
-    let runtime = deadline.bound(step, daemon.runtimes().get(&spec.runtime)).await??;
+    let runtime = connect_runtime(daemon, &spec).await?;
+    spec.runtime = runtime.kind().as_str().to_string();
     timings.lap("runtime connect");
+    ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
+    timings.lap("image check");
+    let deadline = Deadline::after(CREATE_DEADLINE);
     let meta = initial_metadata(&spec);
     let id = meta.id.clone();
     let run_dir = daemon.store().create(&meta)?;
@@ -114,6 +120,37 @@ pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Pro
             Err(e)
         }
     }
+}
+
+/// The runtime the spec names, or the detected one when it names none.
+async fn connect_runtime(daemon: &Daemon, spec: &RunSpec) -> Result<Arc<dyn Runtime>, RunError> {
+    let bound = Deadline::after(RUNTIME_CONNECT_DEADLINE);
+    if spec.runtime.is_empty() {
+        return Ok(bound
+            .bound("detecting the container runtime", daemon.runtimes().detect())
+            .await??);
+    }
+    let step = format!("connecting to {}", spec.runtime);
+    Ok(bound.bound(step, daemon.runtimes().get(&spec.runtime)).await??)
+}
+
+/// Makes the run's image available (building moat's local base image when
+/// it is the one missing) before anything of the run exists.
+async fn ensure_image(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    image: &str,
+    progress: &Progress,
+) -> Result<(), RunError> {
+    let step = format!("making image {image} available");
+    let ensured = daemon.runtimes().ensure_image(runtime, image, progress);
+    if Deadline::after(IMAGE_DEADLINE).bound(step, ensured).await?? {
+        return Ok(());
+    }
+    Err(RunError::UnknownImage {
+        image: image.to_string(),
+        runtime: runtime.kind().to_string(),
+    })
 }
 
 /// Removes what a failed creation made. Waits at most [`UNDO_WAIT`], so
@@ -174,15 +211,8 @@ async fn provision(
     let spec = &handle.spec;
     let id = handle.id();
     let mut notices = Vec::new();
-    let step = format!("looking up image {}", spec.image);
-    if !deadline.bound(step, runtime.image_exists(&spec.image)).await?? {
-        return Err(RunError::UnknownImage {
-            image: spec.image.clone(),
-            runtime: runtime.kind().to_string(),
-        });
-    }
     let grants = grants::resolve(daemon.home(), spec)?;
-    timings.lap("image lookup and grants");
+    timings.lap("grants");
     let network = match take_pooled(daemon, runtime, handle, deadline).await? {
         Some(network) => {
             timings.lap("network take (warm pool)");

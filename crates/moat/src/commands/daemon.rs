@@ -1,19 +1,15 @@
 //! `moat daemon status|stop|restart|run`: manage the daemon of this
 //! MOAT_HOME (`run` is what the CLI spawns, hidden from help).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use chrono::Utc;
 use moat_api::spawn::process_alive;
 use moat_api::{API_VERSION, Health};
 use moat_api::{ClientError, DaemonClient};
 use moat_core::MoatHome;
-use moat_core::config::{self, GlobalConfig};
 use moat_core::lock::FileLock;
-use moat_daemon::runtimes::SystemRuntimes;
-use moat_daemon::{DaemonConfig, egress::EgressConfig};
 
 use crate::cli::{DaemonArgs, DaemonCommand};
 use crate::context::{Context, ExitStatus};
@@ -153,43 +149,13 @@ async fn stop(ctx: &Context, home: &MoatHome) -> Result<()> {
     Ok(())
 }
 
-/// The daemon process itself: settings from `config.yaml`, then serve until
-/// shutdown.
+/// The daemon in the foreground: this process becomes `moatd run`.
 fn run_foreground(home: &MoatHome) -> Result<ExitStatus> {
-    let global = config::load_global(home)?.config;
-    let config = daemon_config(home, &global);
-    let runtimes = Arc::new(SystemRuntimes::new(&global).context("configuring runtimes")?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the daemon's async runtime")?;
-    runtime.block_on(moat_daemon::run(config, runtimes))?;
-    // Supervision tasks end with the runtime; the next daemon re-adopts runs.
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    Ok(ExitStatus::Success)
-}
-
-fn daemon_config(home: &MoatHome, global: &GlobalConfig) -> DaemonConfig {
-    let mut config = DaemonConfig::new(home.clone());
-    config.idle_timeout = global.idle_timeout;
-    config.reap_interval = global.reap_interval;
-    config.second_sighting_after = global.reap_second_sighting;
-    config.network_pool = moat_daemon::pool::PoolConfig {
-        size: global.network_pool_size as usize,
-        runtime: global
-            .runtime
-            .map_or(moat_core::RuntimeKind::Docker.as_str(), |kind| kind.as_str())
-            .to_string(),
-    };
-    config.egress = Some(EgressConfig {
-        preferred_port: global.proxy_port,
-        extra_root_ca: global.extra_ca_file.clone(),
-        resolve_overrides: global.resolve.iter().map(|(host, ip)| (host.clone(), *ip)).collect(),
-        limits: moat_proxy::RunLimits {
-            max_tunnels: global.proxy_max_tunnels,
-            max_streams_per_tunnel: global.proxy_max_streams,
-            handshakes_per_second: global.proxy_handshakes_per_second,
-        },
-    });
-    config
+    use std::os::unix::process::CommandExt;
+    let exe = moat_api::spawn::daemon_executable().map_err(live::spawn_error)?;
+    let failure = std::process::Command::new(&exe)
+        .arg("run")
+        .env(moat_core::env_vars::MOAT_HOME, home.root())
+        .exec();
+    Err(anyhow::Error::from(failure).context(format!("starting {}", exe.display())))
 }

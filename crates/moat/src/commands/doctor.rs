@@ -17,8 +17,9 @@ use serde::Serialize;
 
 use crate::cli::DoctorArgs;
 use crate::context::{Context, ExitStatus};
-use crate::probe::{self, RuntimeCheck};
+use crate::moatd;
 use crate::{live, maintenance};
+use moat_api::RuntimeCheck;
 
 #[derive(Serialize)]
 struct Diagnosis {
@@ -60,7 +61,7 @@ pub fn doctor(ctx: &Context, args: &DoctorArgs) -> Result<ExitStatus> {
 }
 
 async fn diagnose(ctx: &Context, home: &MoatHome) -> Result<Diagnosis> {
-    let runtime = probe::check_docker().await;
+    let runtime = moatd::runtime_check(home).await;
     let (daemon, reclaimable) = if runtime.available {
         let dry_run = SweepRequest {
             dry_run: true,
@@ -104,7 +105,7 @@ async fn diagnose(ctx: &Context, home: &MoatHome) -> Result<Diagnosis> {
 }
 
 fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(out, "runtime: {}", probe::describe(&d.runtime))?;
+    writeln!(out, "runtime: {}", d.runtime.describe())?;
     match &d.daemon {
         Some(h) => writeln!(
             out,

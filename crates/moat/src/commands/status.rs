@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::context::{Context, ExitStatus};
 use crate::live;
-use crate::probe::{self, RuntimeCheck};
+use crate::moatd;
+use moat_api::RuntimeCheck;
 
 #[derive(Serialize)]
 struct Status {
@@ -76,13 +77,13 @@ pub fn status(ctx: &Context, args: &StatusArgs) -> Result<ExitStatus> {
 }
 
 async fn gather(store: &RunStore) -> Result<Status> {
-    let runtime = probe::check_docker().await;
+    let runtime = moatd::runtime_check(store.home()).await;
     let client = DaemonClient::new(store.home().daemon_socket());
     let (daemon, supervised) = ask_daemon(&client).await;
     let entries = store.list()?;
     let mut warnings = Vec::new();
     if !runtime.available {
-        warnings.push(format!("runtime unreachable: {}", probe::describe(&runtime)));
+        warnings.push(format!("runtime unreachable: {}", runtime.describe()));
     }
     if let Some(problem) = &daemon.problem {
         warnings.push(format!("the daemon does not answer: {problem}"));
@@ -192,7 +193,7 @@ fn bytes_under(dir: &Path) -> u64 {
 
 fn print(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
     for runtime in &s.runtimes {
-        writeln!(out, "runtime: {}", probe::describe(runtime))?;
+        writeln!(out, "runtime: {}", runtime.describe())?;
     }
     match &s.daemon.health {
         Some(h) => writeln!(

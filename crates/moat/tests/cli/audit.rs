@@ -1,45 +1,48 @@
-//! `moat audit` end to end on logs written by the daemon's audit writer:
-//! verdicts, the seq named on tampering, exports, and bundle verification
-//! that trusts only the verifier's key.
-
-use std::time::Duration;
+//! `moat audit` end to end on logs written as the daemon's audit writer
+//! writes them (hash-chained entries, the head signed with this home's
+//! key): verdicts, the seq named on tampering, exports, and bundle
+//! verification that trusts only the verifier's key.
 
 use moat_core::RunState;
+use moat_core::audit::{AuditKey, Entry, genesis_hash};
 use moat_core::paths::run_files;
-use moat_daemon::audit::{AuditLog, Event};
+use serde_json::{Value, json};
 
 use super::support::TestHome;
 
-/// A finished run whose audit log holds `events`, closed and signed.
-fn audited_run(home: &TestHome, events: Vec<Event>) -> String {
+/// A finished run whose audit log holds `events`, signed.
+fn audited_run(home: &TestHome, events: Vec<(&str, Value)>) -> String {
     let meta = home.run(Some("audited"), RunState::Exited, 5);
-    let audit = AuditLog::start(home.store.home());
-    for event in events {
-        audit.record(&meta.id, event);
+    let run_id = meta.id.to_string();
+    let mut prev = genesis_hash(&run_id);
+    let mut log = String::new();
+    for (seq, (kind, data)) in (0u64..).zip(events) {
+        let entry = Entry::new(seq, format!("2026-12-02T10:00:{seq:02}Z"), kind.into(), prev, data);
+        log.push_str(&entry.to_line());
+        log.push('\n');
+        prev = entry.hash;
     }
-    audit.close(&meta.id);
-    assert!(audit.flush(Duration::from_secs(10)));
-    meta.id.to_string()
+    let run_dir = home.store.home().run_dir(&meta.id);
+    moat_core::atomic::write_atomic(&run_dir.join(run_files::AUDIT), log.as_bytes(), 0o600).unwrap();
+    let key = AuditKey::load_or_create(home.store.home()).unwrap();
+    let head = key.sign_head(&run_id, log.lines().count() as u64 - 1, &prev);
+    let head = serde_json::to_vec_pretty(&head).unwrap();
+    moat_core::atomic::write_atomic(&run_dir.join(run_files::AUDIT_SIGNATURE), &head, 0o600).unwrap();
+    run_id
 }
 
-fn events() -> Vec<Event> {
+fn events() -> Vec<(&'static str, Value)> {
     vec![
-        Event::PolicyDenied {
-            method: "GET".into(),
-            host: "evil.example".into(),
-            path: "/exfil".into(),
-            rule: "strict: no rule".into(),
-        },
-        Event::CredentialInjected {
-            grant: "github".into(),
-            host: "api.github.com".into(),
-        },
-        Event::Exited {
-            state: "exited".into(),
-            exit_code: Some(0),
-            failure: None,
-        },
-        Event::Cleaned { failures: vec![] },
+        (
+            "policy_denied",
+            json!({"method": "GET", "host": "evil.example", "path": "/exfil", "rule": "strict: no rule"}),
+        ),
+        (
+            "credential_injected",
+            json!({"grant": "github", "host": "api.github.com"}),
+        ),
+        ("exited", json!({"state": "exited", "exit_code": 0, "failure": null})),
+        ("cleaned", json!({"failures": []})),
     ]
 }
 

@@ -142,7 +142,7 @@ fn clean_and_prune_with_an_unreachable_daemon_spare_a_live_run() {
         "clean without the daemon's socket removed the live run"
     );
 
-    // No daemon can be started: the sweep runs in this process, with the
+    // No daemon can be started: `moatd sweep` runs on its own, with the
     // registry restored, under the daemon's lifetime lock.
     let pid = home.daemon_pid().unwrap();
     super::support::kill9(pid);
@@ -150,9 +150,21 @@ fn clean_and_prune_with_an_unreachable_daemon_spare_a_live_run() {
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
     });
+    // A daemon executable that cannot serve (`run` fails at once) but can
+    // still sweep (`moatd sweep`).
+    let cannot_serve = home.root.join("moatd-cannot-serve");
+    std::fs::write(
+        &cannot_serve,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = run ] && exit 1\nexec {} \"$@\"\n",
+            super::support::moatd().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cannot_serve, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let no_daemon = |args: &[&str]| {
         home.moat()
-            .env("MOAT_EXECUTABLE", "/bin/false")
+            .env("MOAT_DAEMON_EXECUTABLE", &cannot_serve)
             .args(args)
             .output()
             .unwrap()
@@ -160,7 +172,7 @@ fn clean_and_prune_with_an_unreachable_daemon_spare_a_live_run() {
     let out = no_daemon(&["system", "prune", "--force"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("sweeping in this process"),
+        text(&out.stderr).contains("sweeping in a process of its own"),
         "{}",
         text(&out.stderr)
     );

@@ -70,7 +70,7 @@ impl EndpointEnv {
     pub fn from_process() -> EndpointEnv {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         EndpointEnv {
-            docker_host: var(moat_core::env_vars::DOCKER_HOST),
+            docker_host: var(crate::env_vars::DOCKER_HOST),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR").map(PathBuf::from),
             home: var("HOME").map(PathBuf::from),
         }
