@@ -29,6 +29,9 @@ pub mod server;
 pub mod spawn;
 pub mod state;
 pub mod supervisor;
+pub mod terminal;
+pub mod terminal_api;
+mod terminal_session;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

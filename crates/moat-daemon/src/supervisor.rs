@@ -292,6 +292,12 @@ async fn provision(
         m.state = RunState::Created;
     })?;
     fault::point("after-container-create", spec).await;
+    if spec.interactive {
+        // Attached before the start: the program's first output is not lost.
+        let step = format!("attaching to container {id}");
+        let attached = deadline.bound(step, runtime.attach_container(&container_id)).await??;
+        handle.terminal.connect(attached);
+    }
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
     let step = format!("starting container {id}");
     deadline.bound(step, runtime.start_container(&container_id)).await??;
@@ -446,8 +452,9 @@ fn container_spec(daemon: &Daemon, handle: &RunHandle, network: &str, proxy: Opt
         memory_bytes: spec.memory_bytes,
         cpus: spec.cpus,
         dns: container_dns(spec),
-        tty: spec.interactive,
+        tty: spec.terminal.is_some(),
         open_stdin: spec.interactive,
+        console_size: spec.terminal,
         ..Default::default()
     }
 }
@@ -492,7 +499,11 @@ pub async fn supervise(
     let meta = handle.metadata();
     let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());
     let mut capture = Capture::open(&daemon, &handle, since);
-    capture.follow(runtime.as_ref(), &container).await;
+    if handle.spec.interactive {
+        follow_terminal(runtime.as_ref(), &handle, &container, &mut capture).await;
+    } else {
+        capture.follow(runtime.as_ref(), &container).await;
+    }
     let exit = runtime.wait_container(&container).await;
     capture.catch_up(runtime.as_ref(), &container).await;
     capture.finish();
@@ -512,9 +523,37 @@ pub async fn supervise(
     cleanup(&daemon, runtime.as_ref(), &handle).await;
 }
 
+/// Follows an interactive run's output through its attachment (made before
+/// the start, or now when a restarted daemon re-adopts the run).
+async fn follow_terminal(runtime: &dyn Runtime, handle: &RunHandle, container: &str, capture: &mut Capture<'_>) {
+    let output = match handle.terminal.take_output() {
+        Some(output) => output,
+        None => match runtime.attach_container(container).await {
+            Ok(attached) => {
+                handle.terminal.connect(attached);
+                let Some(output) = handle.terminal.take_output() else {
+                    return;
+                };
+                output
+            }
+            Err(e) => {
+                tracing::warn!(run = %handle.id(), "cannot attach to the run's terminal: {e}; following its logs");
+                capture.follow(runtime, container).await;
+                return;
+            }
+        },
+    };
+    capture.follow_stream(output).await;
+}
+
 /// Tells attached clients how the run ended (once).
 fn announce_exit(handle: &RunHandle) {
     let meta = handle.metadata();
+    handle.terminal.finish(crate::terminal_api::Exit {
+        state: meta.state,
+        exit_code: meta.exit_code,
+        failure: meta.failure.clone(),
+    });
     handle.output.finish(AttachEvent::Exit {
         state: meta.state,
         exit_code: meta.exit_code,
