@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use moat_core::config::NetworkConfig;
 use moat_daemon::api::RunSpec;
+use moat_daemon::terminal_api::Open;
 use moat_daemon::egress::PROXY_VARIABLES;
 use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::base_image::{
@@ -17,7 +18,7 @@ use moat_runtime::base_image::{
 };
 use moat_runtime::docker::{DockerOptions, DockerRuntime};
 use moat_runtime::select::{Probe, SelectionInput, select_runtime};
-use moat_runtime::{Runtime, RuntimeKind, Timeouts};
+use moat_runtime::{Runtime, RuntimeKind, TerminalSize, Timeouts};
 
 use crate::context::{Context, ExitStatus};
 use crate::live;
@@ -26,13 +27,7 @@ use crate::resolve::ResolvedRun;
 
 /// Creates the run through the daemon and follows it to its end.
 pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
-    if run.interactive {
-        return Err(
-            CliError::new("interactive runs (-i, `interactive: true`) are not available yet")
-                .with_hint("run the command non-interactively, or follow its output with `moat attach`")
-                .into(),
-        );
-    }
+    let terminal = terminal_size(&run)?;
     let unsupported = run.unsupported();
     if !unsupported.is_empty() {
         return Err(CliError::new(format!(
@@ -52,7 +47,15 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
             build_local_base_image().await?;
             clock.lap("base image check");
         }
-        let spec = run_spec(ctx, &run, runtime)?;
+        if run.interactive && runtime != RuntimeKind::Docker {
+            return Err(CliError::new(format!(
+                "interactive runs (-i, -t, `interactive: true`) need the Docker runtime; {runtime} cannot attach to a container in this version of moat"
+            ))
+            .with_hint("use `--runtime docker`, or run the command non-interactively")
+            .into());
+        }
+        let mut spec = run_spec(ctx, &run, runtime)?;
+        spec.terminal = terminal;
         let client = live::daemon(&home).await?;
         clock.lap("daemon connect/spawn");
         // The daemon's progress lines (e.g. while it sweeps orphans to make
@@ -76,6 +79,25 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
             clock.total();
             return Ok(ExitStatus::Success);
         }
+        if run.interactive {
+            let options = crate::tty::SessionOptions {
+                tty: terminal.is_some(),
+                stop_on_interrupt: true,
+                escape_key: run.escape_key,
+            };
+            let open = Open::Attach {
+                take_input: true,
+                watch: false,
+                size: terminal,
+            };
+            let io = client
+                .terminal(&created.run_id, &open)
+                .await
+                .map_err(live::client_error)?;
+            let status = crate::tty::run(&client, &created.run_id, io, &ctx.printer, options).await;
+            clock.lap("exit");
+            return status;
+        }
         ctx.printer
             .status(format!("{} started (Ctrl-C stops it)", created.run_id));
         let mut first_output = None;
@@ -90,6 +112,22 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         clock.total();
         status
     })
+}
+
+/// The size of the run's TTY (`-t`, or `interactive: true` on a terminal),
+/// taken now so the program starts at the client's size; `None` without a
+/// TTY. A TTY needs a terminal on stdin.
+fn terminal_size(run: &ResolvedRun) -> Result<Option<TerminalSize>> {
+    use std::io::IsTerminal;
+    if !run.tty {
+        return Ok(None);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::new("-t needs a terminal on stdin, and stdin is not one")
+            .with_hint("drop -t to stream stdin to the command: `... | moat run -i -- CMD`")
+            .into());
+    }
+    Ok(Some(crate::tty::raw::size().unwrap_or(moat_daemon::terminal::DEFAULT_SIZE)))
 }
 
 /// `--timings`: each step's duration on stderr, as it ends.
@@ -275,6 +313,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         runtime: runtime.as_str().to_string(),
         keep: run.keep,
         interactive: run.interactive,
+        terminal: None,
         memory_bytes: run.container.memory.map(|mb| (mb as i64).saturating_mul(1024 * 1024)),
         cpus: run.container.cpus,
         dns: run.container.dns.iter().map(|ip| ip.to_string()).collect(),

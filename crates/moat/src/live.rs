@@ -155,7 +155,7 @@ fn write_output(stream: moat_core::logs::Stream, data: &str) -> Result<()> {
     Ok(())
 }
 
-fn exit_status(
+pub fn exit_status(
     printer: &Printer,
     run_id: &RunId,
     state: RunState,

@@ -15,6 +15,7 @@ mod probe;
 mod report;
 mod resolve;
 mod trust;
+mod tty;
 
 use std::process::ExitCode;
 
