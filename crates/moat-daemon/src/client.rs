@@ -229,7 +229,10 @@ impl DaemonClient {
             let response = sender.send_request(request).await.map_err(|e| protocol(&op, e))?;
             if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 let response = check_status(response, &op).await?;
-                return Err(protocol(&op, format!("answered {} instead of upgrading", response.status())));
+                return Err(protocol(
+                    &op,
+                    format!("answered {} instead of upgrading", response.status()),
+                ));
             }
             let upgraded = hyper::upgrade::on(response).await.map_err(|e| protocol(&op, e))?;
             let mut io = TokioIo::new(upgraded);

@@ -26,6 +26,10 @@ const BROADCAST_CAPACITY: usize = 4096;
 const INPUT_QUEUE: usize = 256;
 /// Scrollback the VT parser keeps (not replayed: a repaint is one screen).
 const SCROLLBACK_ROWS: usize = 0;
+/// A TTY's output kept raw until its first client joins: that client (the
+/// `moat run -it` that created the run) gets the bytes as they came, drawn
+/// from where its cursor is, instead of a full-screen repaint.
+const EARLY_OUTPUT_BYTES: usize = 64 * 1024;
 /// The size of a TTY whose client did not say.
 pub const DEFAULT_SIZE: TerminalSize = TerminalSize { rows: 24, cols: 80 };
 
@@ -34,7 +38,9 @@ pub const DEFAULT_SIZE: TerminalSize = TerminalSize { rows: 24, cols: 80 };
 pub enum HubEvent {
     Output(Stream, Bytes),
     /// The input moved to client `to`.
-    InputMoved { to: u64 },
+    InputMoved {
+        to: u64,
+    },
     Exit(Exit),
 }
 
@@ -47,6 +53,8 @@ pub struct TerminalHub {
 
 struct HubState {
     screen: Option<vt100::Parser>,
+    /// The TTY's output so far while nobody joined yet and it is small.
+    early: Option<Vec<u8>>,
     ring: VecDeque<(Stream, Bytes)>,
     ring_bytes: usize,
     holder: Option<u64>,
@@ -82,6 +90,7 @@ impl TerminalHub {
         TerminalHub {
             tty: size.is_some(),
             state: Mutex::new(HubState {
+                early: screen.as_ref().map(|_| Vec::new()),
                 screen,
                 ring: VecDeque::new(),
                 ring_bytes: 0,
@@ -116,6 +125,12 @@ impl TerminalHub {
     /// Records output and sends it to every attached client.
     pub fn push(&self, stream: Stream, data: Bytes) {
         let mut state = lock(&self.state);
+        if let Some(early) = &mut state.early {
+            early.extend_from_slice(&data);
+            if early.len() > EARLY_OUTPUT_BYTES {
+                state.early = None;
+            }
+        }
         match &mut state.screen {
             Some(screen) => screen.process(&data),
             None => {
@@ -152,9 +167,11 @@ impl TerminalHub {
             state.holder = Some(client);
             let _ = self.events.send(HubEvent::InputMoved { to: client });
         }
-        let first = match &state.screen {
-            Some(screen) => vec![Frame::Repaint(repaint(screen))],
-            None => state
+        let early = state.early.take();
+        let first = match (&state.screen, early) {
+            (Some(_), Some(early)) => vec![Frame::Output(Stream::Tty, Bytes::from(early))],
+            (Some(screen), None) => vec![Frame::Repaint(repaint(screen))],
+            (None, _) => state
                 .ring
                 .iter()
                 .map(|(stream, data)| Frame::Output(*stream, data.clone()))
@@ -304,6 +321,16 @@ mod tests {
         assert!(screen.contents().starts_with("full screen"), "{}", screen.contents());
         assert!(!screen.contents().contains("garbage"));
         assert_eq!(screen.cursor_position(), (4, 10));
+    }
+
+    #[test]
+    fn the_first_client_gets_the_early_output_raw_and_later_ones_a_repaint() {
+        let hub = TerminalHub::new(Some(DEFAULT_SIZE));
+        hub.push(Stream::Tty, Bytes::from_static(b"$ "));
+        let first = hub.join(true, false);
+        assert_eq!(first.first, vec![Frame::Output(Stream::Tty, Bytes::from_static(b"$ "))]);
+        let second = hub.join(false, false);
+        assert!(matches!(&second.first[..], [Frame::Repaint(_)]));
     }
 
     #[test]

@@ -47,8 +47,21 @@ pub async fn serve(daemon: Daemon, handle: Arc<RunHandle>, io: Io, joins: bool) 
         Open::Attach { .. } | Open::Exec { .. } if joins != matches!(open, Open::Attach { .. }) => {
             refuse(&mut writer, "the `open` frame does not match the call").await
         }
-        Open::Attach { take_input, watch, size } => {
-            attach(&daemon, &handle, &mut frames, &mut writer, take_input && !watch, watch, size).await
+        Open::Attach {
+            take_input,
+            watch,
+            size,
+        } => {
+            attach(
+                &daemon,
+                &handle,
+                &mut frames,
+                &mut writer,
+                take_input && !watch,
+                watch,
+                size,
+            )
+            .await
         }
         Open::Exec { command, size } => exec(&daemon, &handle, &mut frames, &mut writer, command, size).await,
     };
@@ -106,8 +119,10 @@ async fn attach(
         resize(daemon, handle, client, size).await;
     }
     write_frame(writer, &Frame::HoldsInput(joined.holds_input)).await?;
-    // A resize changes the screen: paint the one the client will keep.
-    let first = match (joined.holds_input && size.is_some(), hub.repaint()) {
+    // A resize changes the screen: paint the one the client will keep
+    // (unless it gets the run's first output as it came).
+    let repainted = matches!(joined.first.as_slice(), [Frame::Repaint(_)]);
+    let first = match (repainted && joined.holds_input && size.is_some(), hub.repaint()) {
         (true, Some(painted)) => vec![Frame::Repaint(painted)],
         _ => joined.first,
     };
@@ -156,7 +171,10 @@ async fn catch_up(handle: &RunHandle, writer: &mut WriteHalf<Io>) -> Result<(), 
     match handle.terminal.repaint() {
         Some(painted) => write_frame(writer, &Frame::Repaint(painted)).await,
         None => {
-            let notice = format!("output was dropped while this client lagged (see `moat logs {}`)", handle.id());
+            let notice = format!(
+                "output was dropped while this client lagged (see `moat logs {}`)",
+                handle.id()
+            );
             write_frame(writer, &Frame::Notice(notice)).await
         }
     }

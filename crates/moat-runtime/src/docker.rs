@@ -29,8 +29,9 @@ use tokio::sync::OnceCell;
 use crate::select::Probe;
 use crate::subnet::SubnetPool;
 use crate::{
-    Attached, Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ExecSpec, TerminalSize, ImageInfo, LegacyObjects, NetworkInfo, NetworkSpec,
-    OutputStream, Runtime, RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo, VolumeSpec, bounded, labels,
+    Attached, Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ExecSpec, ImageInfo, LegacyObjects, NetworkInfo,
+    NetworkSpec, OutputStream, Runtime, RuntimeError, RuntimeKind, RuntimeResult, TerminalSize, Timeouts, VolumeInfo,
+    VolumeSpec, bounded, labels,
 };
 
 pub use endpoint::{DockerEndpoint, EndpointEnv, EndpointSource};

@@ -10,8 +10,8 @@ use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use moat_core::config::NetworkConfig;
 use moat_daemon::api::RunSpec;
-use moat_daemon::terminal_api::Open;
 use moat_daemon::egress::PROXY_VARIABLES;
+use moat_daemon::terminal_api::Open;
 use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::base_image::{
     BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE, ensure_base_image,
@@ -127,7 +127,9 @@ fn terminal_size(run: &ResolvedRun) -> Result<Option<TerminalSize>> {
             .with_hint("drop -t to stream stdin to the command: `... | moat run -i -- CMD`")
             .into());
     }
-    Ok(Some(crate::tty::raw::size().unwrap_or(moat_daemon::terminal::DEFAULT_SIZE)))
+    Ok(Some(
+        crate::tty::raw::size().unwrap_or(moat_daemon::terminal::DEFAULT_SIZE),
+    ))
 }
 
 /// `--timings`: each step's duration on stderr, as it ends.

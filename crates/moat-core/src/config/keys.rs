@@ -88,7 +88,10 @@ mod tests {
         let bracket: EscapeKey = "ctrl-]".parse().unwrap();
         assert_eq!((bracket.byte(), bracket.kitty_code()), (0x1d, 93));
         let a: EscapeKey = "Ctrl-A".parse().unwrap();
-        assert_eq!((a.byte(), a.kitty_code(), a.to_string()), (0x01, 97, "ctrl-a".to_string()));
+        assert_eq!(
+            (a.byte(), a.kitty_code(), a.to_string()),
+            (0x01, 97, "ctrl-a".to_string())
+        );
         for bad in ["/", "ctrl-", "ctrl-ab", "alt-x", "ctrl-1"] {
             assert!(bad.parse::<EscapeKey>().is_err(), "{bad}");
         }

@@ -44,10 +44,13 @@ pub async fn resize_container(docker: &Docker, id: &str, size: TerminalSize) -> 
         h: i32::from(size.rows),
         w: i32::from(size.cols),
     };
-    docker
-        .resize_container_tty(id, options)
-        .await
-        .map_err(|e| map_error(&format!("resize the TTY of container {id}"), &format!("container {id}"), e))
+    docker.resize_container_tty(id, options).await.map_err(|e| {
+        map_error(
+            &format!("resize the TTY of container {id}"),
+            &format!("container {id}"),
+            e,
+        )
+    })
 }
 
 /// Creates and starts an exec with its streams attached, its TTY (if any)
@@ -100,10 +103,13 @@ pub async fn resize_exec(docker: &Docker, exec_id: &str, size: TerminalSize) -> 
         h: i32::from(size.rows),
         w: i32::from(size.cols),
     };
-    docker
-        .resize_exec(exec_id, options)
-        .await
-        .map_err(|e| map_error(&format!("resize the TTY of exec {exec_id}"), &format!("exec {exec_id}"), e))
+    docker.resize_exec(exec_id, options).await.map_err(|e| {
+        map_error(
+            &format!("resize the TTY of exec {exec_id}"),
+            &format!("exec {exec_id}"),
+            e,
+        )
+    })
 }
 
 pub async fn exec_exit_code(docker: &Docker, exec_id: &str) -> Result<Option<i64>, RuntimeError> {

@@ -53,7 +53,12 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<ExitStatus> {
 
 /// `exec -i` / `exec -it`: the command's stdin streamed (and a TTY of the
 /// client's size with `-t`) over a terminal connection; no time bound.
-fn interactive(ctx: &Context, args: &ExecArgs, home: &moat_core::MoatHome, run_id: &moat_core::RunId) -> Result<ExitStatus> {
+fn interactive(
+    ctx: &Context,
+    args: &ExecArgs,
+    home: &moat_core::MoatHome,
+    run_id: &moat_core::RunId,
+) -> Result<ExitStatus> {
     let size = match args.tty {
         false => None,
         true if std::io::stdin().is_terminal() => {

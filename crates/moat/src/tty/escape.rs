@@ -128,7 +128,9 @@ fn next_key(input: &[u8]) -> (Option<KittyKey>, usize) {
         let end = input[2..].iter().position(|b| (0x40..=0x7e).contains(b));
         if let Some(end) = end {
             let used = 2 + end + 1;
-            let kitty = (input[used - 1] == b'u').then(|| kitty_key(&input[2..used - 1])).flatten();
+            let kitty = (input[used - 1] == b'u')
+                .then(|| kitty_key(&input[2..used - 1]))
+                .flatten();
             return (kitty, used);
         }
     }
@@ -163,7 +165,10 @@ mod tests {
     #[test]
     fn ordinary_keys_and_ctrl_c_pass_through_whole() {
         let mut s = scanner();
-        assert_eq!(s.feed(b"ls -l\r\x03\x1b[A"), vec![Action::Send(b"ls -l\r\x03\x1b[A".to_vec())]);
+        assert_eq!(
+            s.feed(b"ls -l\r\x03\x1b[A"),
+            vec![Action::Send(b"ls -l\r\x03\x1b[A".to_vec())]
+        );
     }
 
     #[test]
@@ -171,7 +176,11 @@ mod tests {
         let mut s = scanner();
         assert_eq!(
             s.feed(b"ab\x1fd"),
-            vec![Action::Send(b"ab".to_vec()), Action::OpenMenu, Action::Chose(Choice::Detach)]
+            vec![
+                Action::Send(b"ab".to_vec()),
+                Action::OpenMenu,
+                Action::Chose(Choice::Detach)
+            ]
         );
         assert_eq!(s.feed(b"\x1f"), vec![Action::OpenMenu]);
         assert_eq!(s.feed(b"k"), vec![Action::Chose(Choice::Stop)]);

@@ -55,7 +55,10 @@ impl RawTerminal {
     }
 
     pub fn resized(&mut self, size: TerminalSize) {
-        if let (Some(rows), Some(cols)) = (std::num::NonZeroU16::new(size.rows), std::num::NonZeroU16::new(size.cols)) {
+        if let (Some(rows), Some(cols)) = (
+            std::num::NonZeroU16::new(size.rows),
+            std::num::NonZeroU16::new(size.cols),
+        ) {
             self.screen.screen_mut().set_size(rows, cols);
         }
     }
