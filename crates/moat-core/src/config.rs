@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 pub use global::{GlobalConfig, LoadedGlobal, SubnetPool, load_global};
 pub use keys::EscapeKey;
-pub use network::{HostRule, NetworkConfig, NetworkPolicy, RequestRule, RuleAction, check_host_pattern};
+pub use network::{HostRule, NetworkConfig, NetworkPolicy, PolicyMode, RequestRule, RuleAction, check_host_pattern};
 pub use project::{
     AGENT_FILE, ContainerConfig, HooksConfig, LoadedProject, PROJECT_FILE, ProjectConfig, ServiceConfig,
     SnapshotConfig, SnapshotExclude, SnapshotRetention, SnapshotTriggers, Ulimit, check_run_name, load_project,

@@ -11,10 +11,12 @@ pub mod id;
 pub mod lock;
 pub mod logs;
 pub mod metadata;
+pub mod mount;
 pub mod paths;
 pub mod store;
 pub mod trust;
 
 pub use id::RunId;
 pub use metadata::{RunMetadata, RunState};
+pub use mount::BindMount;
 pub use paths::MoatHome;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::atomic::{create_private_dir, write_atomic};
-use crate::config::{NetworkPolicy, ProjectConfig};
+use crate::config::{PolicyMode, ProjectConfig};
 use crate::lock::FileLock;
 
 /// `trust.json` format version.
@@ -39,7 +39,7 @@ impl Facts {
     /// The facts of `config`, whose workspace is `workspace` (absolute).
     pub fn of(config: &ProjectConfig, workspace: &Path) -> Facts {
         let mut facts = Facts {
-            strict: config.network.policy == NetworkPolicy::Strict,
+            strict: config.network.policy == PolicyMode::Strict,
             ..Facts::default()
         };
         for mount in &config.mounts {

@@ -264,7 +264,7 @@ snapshots:
     assert_eq!(c.mounts[0].mode, MountMode::Ro);
     assert_eq!(c.mounts[1].exclude, ["node_modules", ".venv"]);
     assert_eq!(c.ports["api"], 8080);
-    assert_eq!(c.network.policy, NetworkPolicy::Strict);
+    assert_eq!(c.network.policy, PolicyMode::Strict);
     assert_eq!(c.network.rules[2].host, "api.github.com");
     assert_eq!(c.network.rules[2].requests[1].to_string(), "deny * /**");
     assert_eq!(c.network.host, [11434]);
@@ -298,7 +298,7 @@ fn agent_yaml_is_the_fallback_and_moat_yaml_wins() {
 fn empty_and_missing_files_mean_defaults() {
     assert_eq!(load("# nothing\n").config, ProjectConfig::default());
     let c = ProjectConfig::default();
-    assert_eq!(c.network.policy, NetworkPolicy::Permissive);
+    assert_eq!(c.network.policy, PolicyMode::Permissive);
     assert!(c.command.is_none() && c.mounts.is_empty());
 }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use moat_core::BindMount;
 use moat_core::{RunId, RunState};
-use moat_runtime::Mount;
 use serde::{Deserialize, Serialize};
 
 /// Version of this API; a client refuses a daemon with another major.
@@ -40,7 +40,7 @@ pub struct RunSpec {
     #[serde(default)]
     pub env: Vec<(String, String)>,
     #[serde(default)]
-    pub mounts: Vec<Mount>,
+    pub mounts: Vec<BindMount>,
     /// `docker`, `apple` (or `fake` in tests).
     pub runtime: String,
     #[serde(default)]

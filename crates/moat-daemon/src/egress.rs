@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use moat_core::BindMount;
 use moat_core::{MoatHome, RunId};
 use moat_proxy::{
     CertificateAuthority, InjectionRule, ProxyConfig, ProxyHandle, ProxyToken, RunLimits, RunRegistration,
 };
-use moat_runtime::Mount;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -224,8 +224,8 @@ impl Egress {
     }
 
     /// Read-only mount of the CA's public directory.
-    pub fn ca_mount(&self) -> Mount {
-        Mount {
+    pub fn ca_mount(&self) -> BindMount {
+        BindMount {
             source: self.ca_public_dir.display().to_string(),
             target: CA_MOUNT_DIR.to_string(),
             read_only: true,

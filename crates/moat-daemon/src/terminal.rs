@@ -118,6 +118,12 @@ impl TerminalHub {
         state.output = Some(attached.output);
     }
 
+    /// No attachment was made yet (a run re-adopted by a new daemon).
+    pub fn is_detached(&self) -> bool {
+        let state = lock(&self.state);
+        state.input.is_none() && state.output.is_none()
+    }
+
     pub fn take_output(&self) -> Option<OutputStream> {
         lock(&self.state).output.take()
     }

@@ -8,41 +8,13 @@
 //! checked.
 
 use http::{HeaderMap, Method, Uri};
-use serde::{Deserialize, Serialize};
+pub use moat_core::config::{HostRule, NetworkPolicy, PolicyMode};
 
 use crate::error::ProxyError;
 use crate::path::{
     METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAM, PathError, normalize_path, normalize_segment,
     query_overrides_method,
 };
-
-/// Whether hosts without a matching rule are allowed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyMode {
-    /// Everything allowed (and traced) unless a rule denies it.
-    #[default]
-    Permissive,
-    /// Only hosts matched by a rule, or by one of the run's injections.
-    Strict,
-}
-
-/// A run's network policy as configured (`network.rules` in moat.yaml).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkPolicy {
-    pub mode: PolicyMode,
-    #[serde(default)]
-    pub rules: Vec<HostRule>,
-}
-
-/// One `network.rules` entry: a host pattern, optionally refined by
-/// `allow|deny METHOD /path/glob` rules evaluated in order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostRule {
-    pub host_pattern: String,
-    #[serde(default)]
-    pub method_path_rules: Vec<String>,
-}
 
 // === impl HostPattern ===
 
@@ -333,11 +305,11 @@ impl CompiledPolicy {
             .rules
             .iter()
             .map(|rule| {
-                let pattern = HostPattern::parse(&rule.host_pattern)?;
+                let pattern = HostPattern::parse(&rule.host)?;
                 let method_path_rules = rule
-                    .method_path_rules
+                    .requests
                     .iter()
-                    .map(|r| MethodPathRule::parse(&rule.host_pattern, r))
+                    .map(|r| MethodPathRule::parse(&rule.host, &r.to_string()))
                     .collect::<Result<_, _>>()?;
                 Ok(CompiledHostRule {
                     pattern,
@@ -480,8 +452,8 @@ mod tests {
         let rules = rules
             .iter()
             .map(|(host, mp)| HostRule {
-                host_pattern: host.to_string(),
-                method_path_rules: mp.iter().map(|s| s.to_string()).collect(),
+                host: host.to_string(),
+                requests: mp.iter().map(|s| s.parse().unwrap()).collect(),
             })
             .collect();
         CompiledPolicy::compile(&NetworkPolicy {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
+pub use moat_core::BindMount;
 pub use moat_core::logs::Stream as OutputStreamKind;
 
 use crate::RuntimeResult;
@@ -48,13 +49,6 @@ pub struct Capabilities {
     pub privileged: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mount {
-    pub source: String,
-    pub target: String,
-    pub read_only: bool,
-}
-
 /// Everything needed to create a container.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -64,7 +58,7 @@ pub struct ContainerSpec {
     /// Command and arguments; empty = the image's default.
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub mounts: Vec<Mount>,
+    pub mounts: Vec<BindMount>,
     pub working_dir: Option<String>,
     /// `uid:gid` to run as.
     pub user: Option<String>,

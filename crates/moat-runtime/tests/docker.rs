@@ -476,7 +476,7 @@ async fn mounts_user_limits_and_extra_hosts_are_applied() {
                       cat /sys/fs/cgroup/memory.max 2>/dev/null \
                       || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
         let mut spec = shell(&home, "shaped", image, script);
-        spec.mounts = vec![moat_runtime::Mount {
+        spec.mounts = vec![moat_core::BindMount {
             source: workspace.display().to_string(),
             target: "/workspace".into(),
             read_only: false,

@@ -7,8 +7,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use moat_core::BindMount;
 use moat_core::MoatHome;
-use moat_runtime::Mount;
 
 use crate::report::CliError;
 use crate::resolve::ResolvedMount;
@@ -17,7 +17,7 @@ use crate::resolve::ResolvedMount;
 const EMPTY_FILE: &str = "/dev/null";
 
 /// The masking mounts for every mount's `exclude` entries.
-pub fn masks(home: &MoatHome, mounts: &[ResolvedMount]) -> Result<Vec<Mount>, CliError> {
+pub fn masks(home: &MoatHome, mounts: &[ResolvedMount]) -> Result<Vec<BindMount>, CliError> {
     let mut masks = Vec::new();
     for mount in mounts {
         for entry in &mount.exclude {
@@ -29,7 +29,7 @@ pub fn masks(home: &MoatHome, mounts: &[ResolvedMount]) -> Result<Vec<Mount>, Cl
     Ok(masks)
 }
 
-fn mask(home: &MoatHome, mount: &ResolvedMount, entry: &str) -> Result<Option<Mount>, CliError> {
+fn mask(home: &MoatHome, mount: &ResolvedMount, entry: &str) -> Result<Option<BindMount>, CliError> {
     let invalid = |why: &str| {
         CliError::new(format!("mounts ({}): exclude {entry:?}: {why}", mount.target))
             .with_hint("exclude entries are paths relative to the mount's source, such as `.env` or `secrets/`")
@@ -59,7 +59,7 @@ fn mask(home: &MoatHome, mount: &ResolvedMount, entry: &str) -> Result<Option<Mo
     } else {
         PathBuf::from(EMPTY_FILE)
     };
-    Ok(Some(Mount {
+    Ok(Some(BindMount {
         source: source.display().to_string(),
         target: format!("{}/{}", mount.target.trim_end_matches('/'), inside.display()),
         read_only: true,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use moat_core::config::NetworkConfig;
+use moat_core::config::NetworkPolicy;
 use moat_daemon::api::RunSpec;
 use moat_daemon::egress::PROXY_VARIABLES;
 use moat_daemon::terminal_api::Open;
@@ -294,11 +294,11 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         env.push((name.clone(), value));
         secret_names.push(name.clone());
     }
-    let mut mounts: Vec<moat_runtime::Mount> = run
+    let mut mounts: Vec<moat_core::BindMount> = run
         .mounts
         .iter()
         .filter(|m| !(m.target == "/workspace" && m.source == run.workspace))
-        .map(|m| moat_runtime::Mount {
+        .map(|m| moat_core::BindMount {
             source: m.source.display().to_string(),
             target: m.target.clone(),
             read_only: m.read_only,
@@ -322,7 +322,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         grants: run.grants.clone(),
         secret_names,
         labels: fault_label(),
-        policy: network_policy(&run.network),
+        policy: NetworkPolicy::from(&run.network),
         host_ports: run.network.host.clone(),
         require_isolation: run.require_isolation,
         profile: run.profile.clone(),
@@ -339,20 +339,4 @@ fn fault_label() -> std::collections::BTreeMap<String, String> {
         labels.insert(moat_daemon::fault::LABEL.to_string(), fault);
     }
     labels
-}
-
-fn network_policy(network: &NetworkConfig) -> moat_proxy::NetworkPolicy {
-    let mode = match network.policy {
-        moat_core::config::NetworkPolicy::Permissive => moat_proxy::PolicyMode::Permissive,
-        moat_core::config::NetworkPolicy::Strict => moat_proxy::PolicyMode::Strict,
-    };
-    let rules = network
-        .rules
-        .iter()
-        .map(|rule| moat_proxy::HostRule {
-            host_pattern: rule.host.clone(),
-            method_path_rules: rule.requests.iter().map(|r| r.to_string()).collect(),
-        })
-        .collect();
-    moat_proxy::NetworkPolicy { mode, rules }
 }

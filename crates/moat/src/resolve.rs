@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use moat_core::config::{
-    self, ContainerConfig, GlobalConfig, HooksConfig, Mount, NetworkConfig, NetworkPolicy, ProjectConfig, RuntimeKind,
+    self, ContainerConfig, GlobalConfig, HooksConfig, Mount, NetworkConfig, PolicyMode, ProjectConfig, RuntimeKind,
     SecretRef, ServiceConfig, SnapshotConfig,
 };
 use moat_core::env_vars;
@@ -145,10 +145,10 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
     let (runtime, runtime_source) = resolve_runtime(src)?;
     let (env, secrets) = resolve_env(src)?;
     let network = resolve_network(args, &project.network);
-    if args.require_isolation && network.policy != NetworkPolicy::Strict {
+    if args.require_isolation && network.policy != PolicyMode::Strict {
         return Err(ResolveError::IsolationWithoutStrict);
     }
-    if network.policy == NetworkPolicy::Strict && !project.container.dns.is_empty() {
+    if network.policy == PolicyMode::Strict && !project.container.dns.is_empty() {
         return Err(ResolveError::DnsInStrict);
     }
     Ok(ResolvedRun {
@@ -309,8 +309,8 @@ fn resolve_network(args: &RunArgs, project: &NetworkConfig) -> NetworkConfig {
     let mut network = project.clone();
     if let Some(policy) = args.policy {
         network.policy = match policy {
-            PolicyArg::Strict => NetworkPolicy::Strict,
-            PolicyArg::Permissive => NetworkPolicy::Permissive,
+            PolicyArg::Strict => PolicyMode::Strict,
+            PolicyArg::Permissive => PolicyMode::Permissive,
         };
     }
     for rule in &args.allow_hosts {
@@ -482,7 +482,7 @@ mod tests {
         );
         let hosts: Vec<&str> = r.network.rules.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(hosts, ["a.com", "b.com"]);
-        assert_eq!(r.network.policy, NetworkPolicy::Strict);
+        assert_eq!(r.network.policy, PolicyMode::Strict);
     }
 
     #[test]

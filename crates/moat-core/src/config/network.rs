@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::values;
 
-/// What happens to a request no rule matches.
+/// What happens to a request no rule matches (`network.policy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum NetworkPolicy {
+pub enum PolicyMode {
     /// Everything not denied is allowed (the Go default).
     #[default]
     Permissive,
@@ -20,21 +20,21 @@ pub enum NetworkPolicy {
     Strict,
 }
 
-impl NetworkPolicy {
+impl PolicyMode {
     pub fn as_str(self) -> &'static str {
         match self {
-            NetworkPolicy::Permissive => "permissive",
-            NetworkPolicy::Strict => "strict",
+            PolicyMode::Permissive => "permissive",
+            PolicyMode::Strict => "strict",
         }
     }
 }
 
-impl std::str::FromStr for NetworkPolicy {
+impl std::str::FromStr for PolicyMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "permissive" => Ok(NetworkPolicy::Permissive),
-            "strict" => Ok(NetworkPolicy::Strict),
+            "permissive" => Ok(PolicyMode::Permissive),
+            "strict" => Ok(PolicyMode::Strict),
             _ => Err(format!(
                 "invalid network policy {s:?}: expected \"strict\" or \"permissive\""
             )),
@@ -45,7 +45,7 @@ impl std::str::FromStr for NetworkPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NetworkConfig {
-    pub policy: NetworkPolicy,
+    pub policy: PolicyMode,
     /// `allow:` is what older Go versions called this list.
     #[serde(alias = "allow")]
     pub rules: Vec<HostRule>,
@@ -54,13 +54,44 @@ pub struct NetworkConfig {
     pub host: Vec<u16>,
 }
 
+/// A run's network policy as the proxy enforces it: the mode and the host
+/// rules, evaluated in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    pub mode: PolicyMode,
+    #[serde(default)]
+    pub rules: Vec<HostRule>,
+}
+
+impl From<&NetworkConfig> for NetworkPolicy {
+    fn from(network: &NetworkConfig) -> Self {
+        NetworkPolicy {
+            mode: network.policy,
+            rules: network.rules.clone(),
+        }
+    }
+}
+
 /// Access to one host pattern (`*` matches one DNS label), optionally
-/// narrowed by request rules evaluated in order, first match wins.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// narrowed by request rules evaluated in order, first match wins. Written
+/// (and sent to the daemon) in the shape moat.yaml uses: the host alone, or
+/// the host mapped to its rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostRule {
     pub host: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<RequestRule>,
+}
+
+impl Serialize for HostRule {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.requests.is_empty() {
+            return ser.serialize_str(&self.host);
+        }
+        let mut map = ser.serialize_map(Some(1))?;
+        map.serialize_entry(&self.host, &self.requests)?;
+        map.end()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,8 +102,8 @@ pub enum RuleAction {
 }
 
 /// `allow GET /repos/**`: `*` as method matches any; in the path `*` matches
-/// one segment and `**` any number.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// one segment and `**` any number. Written as that text.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRule {
     pub action: RuleAction,
     pub method: String,
@@ -112,6 +143,12 @@ impl fmt::Display for RequestRule {
             RuleAction::Deny => "deny",
         };
         write!(f, "{action} {} {}", self.method, self.path)
+    }
+}
+
+impl Serialize for RequestRule {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
     }
 }
 
@@ -210,6 +247,29 @@ mod tests {
             let err = bad.parse::<RequestRule>().unwrap_err();
             assert!(err.contains("expected \"allow|deny METHOD /path\""), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn policies_round_trip_in_the_shape_moat_yaml_uses() {
+        let policy = NetworkPolicy {
+            mode: PolicyMode::Strict,
+            rules: vec![
+                HostRule {
+                    host: "api.example.com".into(),
+                    requests: vec!["allow GET /repos/**".parse().unwrap()],
+                },
+                HostRule {
+                    host: "*.example.org:8443".into(),
+                    requests: Vec::new(),
+                },
+            ],
+        };
+        let json = serde_json::to_value(&policy).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"mode": "strict", "rules": [{"api.example.com": ["allow GET /repos/**"]}, "*.example.org:8443"]})
+        );
+        assert_eq!(serde_json::from_value::<NetworkPolicy>(json).unwrap(), policy);
     }
 
     #[test]

@@ -120,8 +120,8 @@ impl Canary {
 
 fn rule(pattern: String) -> HostRule {
     HostRule {
-        host_pattern: pattern,
-        method_path_rules: vec![],
+        host: pattern,
+        requests: vec![],
     }
 }
 

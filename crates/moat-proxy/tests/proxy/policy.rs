@@ -15,8 +15,8 @@ fn strict(rules: Vec<HostRule>) -> NetworkPolicy {
 
 fn host_rule(pattern: String, method_path_rules: &[&str]) -> HostRule {
     HostRule {
-        host_pattern: pattern,
-        method_path_rules: method_path_rules.iter().map(|s| s.to_string()).collect(),
+        host: pattern,
+        requests: method_path_rules.iter().map(|s| s.parse().unwrap()).collect(),
     }
 }
 

@@ -59,8 +59,8 @@ async fn secret_values_are_redacted_from_urls_and_rules_however_encoded() {
     let policy = NetworkPolicy {
         mode: PolicyMode::Permissive,
         rules: vec![HostRule {
-            host_pattern: up.pattern("other.example.test"),
-            method_path_rules: vec!["allow GET /public/**".to_string()],
+            host: up.pattern("other.example.test"),
+            requests: vec!["allow GET /public/**".parse().unwrap()],
         }],
     };
     proxy

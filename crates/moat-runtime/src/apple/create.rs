@@ -76,7 +76,7 @@ fn refuse_unsupported(spec: &ContainerSpec) -> RuntimeResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Mount;
+    use crate::BindMount;
 
     #[test]
     fn spec_becomes_flags_then_image_then_command() {
@@ -85,7 +85,7 @@ mod tests {
             image: "alpine:latest".into(),
             command: vec!["sleep".into(), "infinity".into()],
             env: vec![("APP_ENV".into(), "test".into())],
-            mounts: vec![Mount {
+            mounts: vec![BindMount {
                 source: "/Users/dev/src/project".into(),
                 target: "/workspace".into(),
                 read_only: true,

@@ -58,7 +58,7 @@ fn host_config(spec: &ContainerSpec) -> HostConfig {
     }
 }
 
-fn bind_mount(mount: &crate::Mount) -> DockerMount {
+fn bind_mount(mount: &crate::BindMount) -> DockerMount {
     DockerMount {
         typ: Some(MountType::BIND),
         source: Some(mount.source.clone()),
@@ -240,7 +240,7 @@ fn sorted_keys<V>(map: Option<HashMap<String, V>>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Mount;
+    use crate::BindMount;
 
     #[test]
     fn exit_codes_are_read_from_list_status_text() {
@@ -257,7 +257,7 @@ mod tests {
             image: "moat-base:bookworm".into(),
             command: vec!["sh".into(), "-c".into(), "true".into()],
             env: vec![("A".into(), "1".into())],
-            mounts: vec![Mount {
+            mounts: vec![BindMount {
                 source: "/src".into(),
                 target: "/workspace".into(),
                 read_only: true,

@@ -16,12 +16,15 @@ fn grant_corp(home: &TestHome) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
+    // A grant refused before it reads the token closes its stdin early.
+    let written = child
         .stdin
         .take()
         .unwrap()
-        .write_all(b"fake-corp-token-for-tests-51aa\n")
-        .unwrap();
+        .write_all(b"fake-corp-token-for-tests-51aa\n");
+    if let Err(e) = written {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing the token: {e}");
+    }
     child.wait_with_output().unwrap()
 }
 

@@ -1,0 +1,56 @@
+//! Removing a run's objects exactly once, and recording that they are gone.
+
+use chrono::Utc;
+use moat_proxy::PolicyMode;
+use moat_runtime::Runtime;
+
+use super::watch::announce_exit;
+use crate::fault;
+use crate::firewall::{self};
+use crate::registry::RunHandle;
+use crate::state::Daemon;
+
+/// Removes the run's container (unless kept), network and firewall rules,
+/// exactly once, records `cleaned_at` when all are gone, tells attached
+/// clients, and leaves the registry.
+pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) {
+    if !handle.claim_cleanup() {
+        return;
+    }
+    let _in_flight = daemon.cleanup_started();
+    fault::point(fault::BEFORE_CLEANUP, &handle.spec).await;
+    let meta = handle.metadata();
+    let mut failures = Vec::new();
+    if !meta.keep {
+        let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());
+        if let Err(e) = runtime.remove_container(&container).await {
+            failures.push(e.to_string());
+        }
+        if let Some(network) = &meta.network
+            && let Err(e) = runtime.remove_network(network).await
+        {
+            failures.push(e.to_string());
+        }
+    }
+    if handle.spec.policy.mode == PolicyMode::Strict
+        && let Err(e) = firewall::release(&meta.id).await
+    {
+        failures.push(format!("removing the run's firewall rules: {e}"));
+    }
+    let result = handle.update(daemon.store(), |m| {
+        if failures.is_empty() && !m.keep {
+            m.cleaned_at = Some(Utc::now());
+        }
+    });
+    if let Err(e) = result {
+        tracing::error!(run = %meta.id, "recording cleanup failed: {e}");
+    }
+    for failure in &failures {
+        tracing::warn!(run = %meta.id, "cleanup left something for the reaper: {failure}");
+    }
+    announce_exit(handle);
+    if let Some(egress) = daemon.egress() {
+        egress.release(&meta.id);
+    }
+    daemon.registry().remove(&meta.id);
+}

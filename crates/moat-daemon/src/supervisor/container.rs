@@ -1,0 +1,85 @@
+//! The container a run gets: labels, mounts, proxy variables, DNS, user.
+
+use std::os::unix::fs::MetadataExt;
+
+use moat_proxy::PolicyMode;
+use moat_runtime::{BindMount, ContainerSpec, labels};
+
+use super::WORKSPACE_TARGET;
+use super::proxy::ProxyAttachment;
+use crate::api::RunSpec;
+use crate::egress::{PROXY_HOST, PROXY_VARIABLES};
+use crate::registry::RunHandle;
+use crate::state::Daemon;
+
+pub(super) fn container_spec(
+    daemon: &Daemon,
+    handle: &RunHandle,
+    network: &str,
+    proxy: Option<ProxyAttachment>,
+) -> ContainerSpec {
+    let spec = &handle.spec;
+    let id = handle.id();
+    let mut labels = spec.labels.clone();
+    labels.extend(labels::for_run(&daemon.home().label(), id.as_str(), labels::role::MAIN));
+    let mut mounts = vec![BindMount {
+        source: spec.workspace.display().to_string(),
+        target: WORKSPACE_TARGET.to_string(),
+        read_only: false,
+    }];
+    mounts.extend(spec.mounts.iter().cloned());
+    // moat owns the proxy variables; user attempts were warned about by the CLI.
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .filter(|(k, _)| !PROXY_VARIABLES.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let mut extra_hosts = Vec::new();
+    if let Some(proxy) = proxy {
+        env.extend(proxy.env);
+        mounts.push(proxy.ca_mount);
+        extra_hosts.push((PROXY_HOST.to_string(), proxy.gateway.to_string()));
+    }
+    ContainerSpec {
+        name: id.to_string(),
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        env,
+        mounts,
+        working_dir: Some(WORKSPACE_TARGET.to_string()),
+        user: workspace_owner(&spec.workspace),
+        network: Some(network.to_string()),
+        labels,
+        extra_hosts,
+        memory_bytes: spec.memory_bytes,
+        cpus: spec.cpus,
+        dns: container_dns(spec),
+        tty: spec.terminal.is_some(),
+        open_stdin: spec.interactive,
+        console_size: spec.terminal,
+        ..Default::default()
+    }
+}
+
+/// A strict run resolves nothing itself: the proxy resolves for it, and
+/// `moat-proxy` is in its hosts file. Its DNS points at a loopback address
+/// where nothing answers, so no engine's embedded DNS (which forwards from
+/// internal networks on engines before 25.0.5) carries queries out: DNS is
+/// not a way out of a strict run.
+const STRICT_DNS: &str = "127.0.0.1";
+
+fn container_dns(spec: &RunSpec) -> Vec<String> {
+    if spec.policy.mode == PolicyMode::Strict {
+        vec![STRICT_DNS.to_string()]
+    } else {
+        spec.dns.clone()
+    }
+}
+
+/// `uid:gid` of the workspace's owner, so files the agent writes belong to
+/// the user (Linux).
+pub(super) fn workspace_owner(workspace: &std::path::Path) -> Option<String> {
+    let meta = std::fs::metadata(workspace).ok()?;
+    Some(format!("{}:{}", meta.uid(), meta.gid()))
+}

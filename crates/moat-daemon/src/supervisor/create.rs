@@ -1,0 +1,271 @@
+//! Creating a run: registration before any runtime object exists, the
+//! network (from the warm pool or made), the proxy entry, the container,
+//! all within the creation deadline; a failed creation is undone.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use moat_core::lock::FileLock;
+use moat_core::paths::run_files;
+use moat_core::{RunId, RunMetadata, RunState};
+use moat_proxy::PolicyMode;
+use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, labels};
+
+use super::cleanup::cleanup;
+use super::container::container_spec;
+use super::proxy::attach_proxy;
+use super::watch::supervise;
+use super::{RUN_LOCK_TIMEOUT, RunError, fail};
+use crate::api::{RunSpec, StepTiming};
+use crate::deadline::{CREATE_DEADLINE, Deadline, UNDO_WAIT};
+use crate::fault;
+use crate::grants::{self};
+use crate::network::{self};
+use crate::progress::Progress;
+use crate::registry::{Registration, RunHandle};
+use crate::state::Daemon;
+
+/// A run that is up, and what the user should hear about its creation.
+#[derive(Debug)]
+pub struct CreatedRun {
+    pub run_id: RunId,
+    pub notices: Vec<String>,
+    /// How long each step took.
+    pub timings: Vec<StepTiming>,
+}
+
+/// Records how long each step of a creation takes.
+#[derive(Debug, Default)]
+pub struct Timings {
+    steps: Vec<StepTiming>,
+    last: Option<Instant>,
+}
+
+impl Timings {
+    fn start() -> Self {
+        Timings {
+            steps: Vec::new(),
+            last: Some(Instant::now()),
+        }
+    }
+
+    /// Ends a step (begun at the previous one's end).
+    fn lap(&mut self, step: &str) {
+        let now = Instant::now();
+        let began = self.last.unwrap_or(now);
+        self.steps.push(StepTiming {
+            step: step.to_string(),
+            ms: now.duration_since(began).as_secs_f64() * 1000.0,
+        });
+        self.last = Some(now);
+    }
+}
+
+/// Registers a run, creates its network and container, starts it, and
+/// leaves a task supervising it. Returns once the container is running.
+pub async fn create_run(daemon: &Daemon, spec: RunSpec) -> Result<RunId, RunError> {
+    create_run_reporting(daemon, spec, &Progress::none())
+        .await
+        .map(|created| created.run_id)
+}
+
+/// [`create_run`], telling `progress` about slow steps. The whole creation
+/// is bounded by [`CREATE_DEADLINE`]; a creation that fails (or runs out of
+/// time) is recorded failed and undone before the answer.
+pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Progress) -> Result<CreatedRun, RunError> {
+    let deadline = Deadline::after(CREATE_DEADLINE);
+    let mut timings = Timings::start();
+    if !spec.workspace.is_dir() {
+        return Err(RunError::MissingWorkspace(spec.workspace.display().to_string()));
+    }
+    let step = format!("connecting to {}", spec.runtime);
+    let runtime = deadline.bound(step, daemon.runtimes().get(&spec.runtime)).await??;
+    timings.lap("runtime connect");
+    let meta = initial_metadata(&spec);
+    let id = meta.id.clone();
+    let run_dir = daemon.store().create(&meta)?;
+    let creation_lock = FileLock::acquire(&run_dir.join(run_files::LOCK), RUN_LOCK_TIMEOUT)?;
+    let handle = RunHandle::new(spec, meta);
+    if let Err(e) = register(daemon, &handle) {
+        let _ = handle.update(daemon.store(), |m| fail(m, &e.to_string()));
+        return Err(e);
+    }
+    timings.lap("run registration");
+    fault::point("after-registry-write", &handle.spec).await;
+    let provisioned = provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await;
+    crate::pool::refill_later(daemon);
+    match provisioned {
+        Ok(notices) => {
+            drop(creation_lock);
+            tokio::spawn(supervise(daemon.clone(), runtime, handle, None));
+            Ok(CreatedRun {
+                run_id: id,
+                notices,
+                timings: timings.steps,
+            })
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            let _ = handle.update(daemon.store(), |m| fail(m, &reason));
+            undo(daemon, runtime, handle).await;
+            Err(e)
+        }
+    }
+}
+
+/// Removes what a failed creation made. Waits at most [`UNDO_WAIT`], so
+/// the answer reaches the client in time; the run is recorded failed
+/// already and a slower cleanup finishes in the background.
+async fn undo(daemon: &Daemon, runtime: Arc<dyn Runtime>, handle: Arc<RunHandle>) {
+    let id = handle.id();
+    let undoing = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { cleanup(&daemon, runtime.as_ref(), &handle).await }
+    });
+    if tokio::time::timeout(UNDO_WAIT, undoing).await.is_err() {
+        tracing::warn!(run = %id, "undoing the failed creation takes longer than {UNDO_WAIT:?}; it goes on in the background");
+    }
+}
+
+fn initial_metadata(spec: &RunSpec) -> RunMetadata {
+    let mut meta = RunMetadata::new(
+        RunId::generate(),
+        spec.workspace.clone(),
+        spec.image.clone(),
+        spec.runtime.clone(),
+    );
+    meta.name = spec.name.clone();
+    meta.command = spec.command.clone();
+    meta.keep = spec.keep;
+    meta.grants = spec.grants.clone();
+    meta.secrets = spec.secret_names.clone();
+    meta.labels = spec.labels.clone();
+    meta
+}
+
+/// Inserts the run unless the daemon has decided to exit; the check and the
+/// insert happen under the registry lock that idle shutdown re-checks under.
+fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
+    {
+        let mut runs = daemon.registry().lock();
+        if daemon.is_shutting_down() {
+            return Err(RunError::ShuttingDown);
+        }
+        runs.insert(handle.id(), handle.clone());
+    }
+    Registration::write(daemon.store(), handle)?;
+    daemon.registry().persist_now()?;
+    Ok(())
+}
+
+/// Creates the run's objects and starts its container, every step within
+/// `deadline`; returns the notices for the user.
+async fn provision(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    handle: &RunHandle,
+    deadline: &Deadline,
+    progress: &Progress,
+    timings: &mut Timings,
+) -> Result<Vec<String>, RunError> {
+    let spec = &handle.spec;
+    let id = handle.id();
+    let mut notices = Vec::new();
+    let step = format!("looking up image {}", spec.image);
+    if !deadline.bound(step, runtime.image_exists(&spec.image)).await?? {
+        return Err(RunError::UnknownImage {
+            image: spec.image.clone(),
+            runtime: runtime.kind().to_string(),
+        });
+    }
+    let grants = grants::resolve(daemon.home(), spec)?;
+    timings.lap("image lookup and grants");
+    let network = match take_pooled(daemon, runtime, handle, deadline).await? {
+        Some(network) => {
+            timings.lap("network take (warm pool)");
+            network
+        }
+        None => {
+            let network_name = id.network_name();
+            handle.update(daemon.store(), |m| m.network = Some(network_name.clone()))?;
+            let network_spec = NetworkSpec {
+                name: network_name,
+                labels: labels::for_run(&daemon.home().label(), id.as_str(), labels::role::NETWORK),
+                internal: spec.policy.mode == PolicyMode::Strict,
+            };
+            let created = network::create(daemon, runtime, &network_spec, deadline, progress).await?;
+            notices.extend(created.notice);
+            timings.lap("network create");
+            created.info
+        }
+    };
+    fault::point("after-network-create", spec).await;
+    let proxy = match daemon.egress() {
+        Some(egress) => {
+            let attaching = attach_proxy(daemon, egress, handle, &network, grants);
+            let proxy = deadline.bound("attaching the run to the proxy", attaching).await??;
+            notices.extend(proxy.isolation_notice.clone());
+            timings.lap("proxy registration");
+            Some(proxy)
+        }
+        None => None,
+    };
+    let container_spec = container_spec(daemon, handle, &network.name, proxy);
+    let step = format!("creating container {id}");
+    let container_id = deadline
+        .bound(step, runtime.create_container(&container_spec))
+        .await??;
+    timings.lap("container create");
+    handle.update(daemon.store(), |m| {
+        m.container_id = Some(container_id.clone());
+        m.state = RunState::Created;
+    })?;
+    fault::point("after-container-create", spec).await;
+    if spec.interactive {
+        // Attached before the start: the program's first output is not lost.
+        let step = format!("attaching to container {id}");
+        let attached = deadline.bound(step, runtime.attach_container(&container_id)).await??;
+        handle.terminal.connect(attached);
+    }
+    handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
+    let step = format!("starting container {id}");
+    deadline.bound(step, runtime.start_container(&container_id)).await??;
+    handle.update(daemon.store(), |m| {
+        m.state = RunState::Running;
+        m.started_at = Some(Utc::now());
+    })?;
+    timings.lap("container start");
+    daemon.registry().persist_soon();
+    fault::point("after-start", spec).await;
+    Ok(notices)
+}
+
+/// A ready network of the warm pool, made the run's: its name is recorded
+/// as the run's network (persisted) before anything uses it, so cleanup
+/// removes it and the reaper judges it by this run. A pooled network that
+/// has vanished (e.g. `docker network prune`) is dropped for the next;
+/// `None` when the pool has none left (the caller creates one).
+async fn take_pooled(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    handle: &RunHandle,
+    deadline: &Deadline,
+) -> Result<Option<NetworkInfo>, RunError> {
+    let internal = handle.spec.policy.mode == PolicyMode::Strict;
+    while let Some(pooled) = daemon.network_pool().take(&handle.spec.runtime, internal) {
+        handle.update(daemon.store(), |m| m.network = Some(pooled.name.clone()))?;
+        let step = format!("checking pooled network {}", pooled.name);
+        match deadline.bound(step, runtime.inspect_network(&pooled.name)).await? {
+            Ok(network) if network.internal == internal && network.containers.is_empty() => {
+                tracing::debug!(run = %handle.id(), "took pooled network {}", network.name);
+                return Ok(Some(network));
+            }
+            Ok(network) => {
+                tracing::warn!(run = %handle.id(), "pooled network {} is not as created; not used", network.name);
+            }
+            Err(e) => tracing::warn!(run = %handle.id(), "pooled network {} is gone ({e})", pooled.name),
+        }
+    }
+    Ok(None)
+}

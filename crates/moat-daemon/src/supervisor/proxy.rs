@@ -1,0 +1,95 @@
+//! A run's proxy entry: registration with the credential proxy before the
+//! container starts, the listener on its network's gateway, the strict
+//! firewall rules, and re-registration of re-adopted runs.
+
+use moat_core::RunId;
+use moat_core::paths::run_files;
+use moat_proxy::{PolicyMode, ProxyToken};
+use moat_runtime::{BindMount, NetworkInfo, Runtime};
+use std::net::IpAddr;
+
+use super::RunError;
+use crate::egress::Egress;
+use crate::firewall::{self, FirewallError};
+use crate::grants::{self};
+use crate::registry::{Registration, RunHandle};
+use crate::state::Daemon;
+use moat_creds::RunGrants;
+
+/// What a container needs to reach the proxy.
+pub(super) struct ProxyAttachment {
+    pub(super) env: Vec<(String, String)>,
+    pub(super) gateway: IpAddr,
+    pub(super) ca_mount: BindMount,
+    /// A strict run whose host stays reachable: what to tell the user.
+    pub(super) isolation_notice: Option<String>,
+}
+
+/// Registers the run with the proxy (complete before its container starts)
+/// and listens on its network's gateway.
+pub(super) async fn attach_proxy(
+    daemon: &Daemon,
+    egress: &Egress,
+    handle: &RunHandle,
+    network: &NetworkInfo,
+    grants: RunGrants,
+) -> Result<ProxyAttachment, RunError> {
+    let id = handle.id();
+    let token = handle.proxy_token().unwrap_or_else(ProxyToken::generate);
+    handle.set_proxy_token(token.clone());
+    // On disk before the container exists: a container's token is never
+    // one that only this daemon's memory knows.
+    Registration::write(daemon.store(), handle)?;
+    daemon.registry().persist_soon();
+    let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
+    egress.register(&id, &token, &handle.spec, grants::injection_rules(&grants), &trace_path)?;
+    let gateway = egress
+        .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
+        .await?;
+    let mut isolation_notice = None;
+    if handle.spec.policy.mode == PolicyMode::Strict
+        && let Err(e) = close_host_services(&id, network, egress.port()).await
+    {
+        if handle.spec.require_isolation {
+            return Err(RunError::IsolationUnavailable(e));
+        }
+        tracing::warn!(run = %id, "strict run: host services listening on {gateway} stay reachable from the container ({e})");
+        isolation_notice = Some(format!(
+            "warning: strict run without host isolation: services listening on the host ({gateway} or all \
+             interfaces) stay reachable from the container ({e}); --require-isolation refuses such runs"
+        ));
+    }
+    let mut env = egress.container_env(&token);
+    env.extend(grants.env);
+    Ok(ProxyAttachment {
+        env,
+        gateway,
+        ca_mount: egress.ca_mount(),
+        isolation_notice,
+    })
+}
+
+/// Strict runs may reach the host only at the proxy port (IPv4 and IPv6).
+pub(super) async fn close_host_services(
+    id: &RunId,
+    network: &NetworkInfo,
+    proxy_port: u16,
+) -> Result<(), FirewallError> {
+    let interface = firewall::bridge_interface(&network.id);
+    firewall::release(id).await?;
+    firewall::restrict_host(id, &interface, proxy_port).await
+}
+
+/// Re-registers a re-adopted run with this daemon's proxy under the token
+/// its container already has; grants revoked meanwhile are dropped.
+pub async fn reattach_proxy(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -> Result<(), RunError> {
+    let (Some(egress), Some(network)) = (daemon.egress(), handle.metadata().network) else {
+        return Ok(());
+    };
+    if handle.proxy_token().is_none() {
+        return Ok(());
+    }
+    let grants = grants::resolve_remaining(daemon.home(), &handle.spec)?;
+    let network = runtime.inspect_network(&network).await?;
+    attach_proxy(daemon, egress, handle, &network, grants).await.map(|_| ())
+}
