@@ -231,6 +231,12 @@ async fn provision(
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
     let step = format!("starting container {id}");
     deadline.bound(step, runtime.start_container(&container_id)).await??;
+    if let Some(size) = spec.terminal {
+        // Engines before API 1.42 ignore the size given at creation.
+        if let Err(e) = runtime.resize_container(&container_id, size).await {
+            tracing::debug!(run = %id, "sizing the terminal after the start failed: {e}");
+        }
+    }
     handle.update(daemon.store(), |m| {
         m.state = RunState::Running;
         m.started_at = Some(Utc::now());

@@ -32,7 +32,11 @@ pub async fn supervise(
         capture.follow(runtime.as_ref(), &container).await;
     }
     let exit = runtime.wait_container(&container).await;
-    capture.catch_up(runtime.as_ref(), &container).await;
+    // An attachment ends only after the last output (and the engine's log
+    // may differ from it: its json-file driver mangles invalid UTF-8).
+    if !handle.spec.interactive {
+        capture.catch_up(runtime.as_ref(), &container).await;
+    }
     capture.finish();
     let recorded = handle.update(daemon.store(), |m| match &exit {
         Ok(code) => {
