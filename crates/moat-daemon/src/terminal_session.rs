@@ -136,7 +136,7 @@ async fn attach(
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
-                Some(frame) => from_client(daemon, handle, client, frame, writer).await?,
+                Some(frame) => client_sent(daemon, handle, client, frame, writer).await?,
                 None => return Ok(()),
             },
             event = live.recv() => match event {
@@ -180,7 +180,7 @@ async fn catch_up(handle: &RunHandle, writer: &mut WriteHalf<Io>) -> Result<(), 
     }
 }
 
-async fn from_client(
+async fn client_sent(
     daemon: &Daemon,
     handle: &RunHandle,
     client: u64,

@@ -118,7 +118,7 @@ impl Session<'_> {
         loop {
             tokio::select! {
                 frame = incoming.recv() => match frame {
-                    Some(frame) => if let Some(end) = self.from_daemon(frame) { return end },
+                    Some(frame) => if let Some(end) = self.received(frame) { return end },
                     None => return End::Failed(self.lost()),
                 },
                 read = keys.recv(), if keys_open => match read {
@@ -152,7 +152,7 @@ impl Session<'_> {
     }
 
     /// Shows a frame from the daemon; `Some` when the session is over.
-    fn from_daemon(&mut self, frame: Frame) -> Option<End> {
+    fn received(&mut self, frame: Frame) -> Option<End> {
         match frame {
             Frame::Output(stream, data) => self.show(stream, &data),
             Frame::Repaint(data) => self.show(Stream::Tty, &data),
