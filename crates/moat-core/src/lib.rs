@@ -4,6 +4,7 @@
 //! trusts. Nothing here talks to the network or a runtime.
 
 pub mod atomic;
+pub mod audit;
 pub mod config;
 pub mod env_vars;
 pub mod fs_perms;

@@ -120,6 +120,8 @@ pub mod run_files {
     pub const LOGS: &str = "logs.jsonl";
     pub const NETWORK: &str = "network.jsonl";
     pub const AUDIT: &str = "audit.jsonl";
+    /// The signed head of `audit.jsonl`.
+    pub const AUDIT_SIGNATURE: &str = "audit.sig";
     pub const LOCK: &str = ".lock";
     /// What the daemon needs to re-adopt the run (spec without secret
     /// values, proxy token); written before the run's first runtime object.

@@ -28,7 +28,8 @@ pub const CAPABILITIES: &[&str] = &[
 /// Media type of streamed answers (attach, and run creation when asked for).
 pub const NDJSON: &str = "application/x-ndjson";
 
-/// Everything the daemon needs to create a run. Carries no secret values.
+/// Everything the daemon needs to create a run. Secret values are in
+/// [`RunSpec::secrets`] and nowhere else.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,9 +61,12 @@ pub struct RunSpec {
     pub dns: Vec<String>,
     #[serde(default)]
     pub grants: Vec<String>,
-    /// Names of secrets resolved into `env` (recorded, never their values).
+    /// Names of the run's `secrets:` (recorded; they survive a restart).
     #[serde(default)]
     pub secret_names: Vec<String>,
+    /// Values of the run's `secrets:`, resolved by the CLI.
+    #[serde(default, skip_serializing_if = "SecretEnv::is_empty")]
+    pub secrets: SecretEnv,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Network policy the proxy enforces for this run.
@@ -78,6 +82,30 @@ pub struct RunSpec {
     /// Credential profile the grants come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+}
+
+/// The values of a run's `secrets:` (name, value), resolved on the user's
+/// host: the one part of a [`RunSpec`] that holds secret values. They travel
+/// over the daemon's private socket into the container's environment (where
+/// the user asked for them) and the proxy's redaction list; they are never
+/// persisted (the registry drops them) and never logged (`Debug` shows the
+/// names only).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretEnv(pub Vec<(String, String)>);
+
+impl SecretEnv {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}=<redacted>")))
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

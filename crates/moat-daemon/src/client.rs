@@ -41,6 +41,10 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(630);
 pub enum ClientError {
     #[error("the moat daemon is not running (no answer on {0})")]
     NotRunning(PathBuf),
+    /// The socket is there but cannot be used (permissions, a file that is
+    /// not a socket): a daemon may live behind it, so it is not "down".
+    #[error("cannot connect to the moat daemon on {socket}: {source}")]
+    Unreachable { socket: PathBuf, source: std::io::Error },
     #[error("the moat daemon did not answer {op} within {after:?}")]
     Timeout { op: String, after: Duration },
     #[error("{}", .0.error)]
@@ -247,7 +251,11 @@ impl DaemonClient {
     async fn connect(&self) -> Result<UnixStream, ClientError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket)).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(_)) => Err(ClientError::NotRunning(self.socket.clone())),
+            Ok(Err(e)) if is_absent(&e) => Err(ClientError::NotRunning(self.socket.clone())),
+            Ok(Err(source)) => Err(ClientError::Unreachable {
+                socket: self.socket.clone(),
+                source,
+            }),
             Err(_) => Err(ClientError::Timeout {
                 op: format!("connect to {}", self.socket.display()),
                 after: CONNECT_TIMEOUT,
@@ -421,5 +429,13 @@ fn ndjson_events<T: DeserializeOwned>(body: Incoming, op: String) -> impl Stream
                 }
             }
         },
+    )
+}
+
+/// No socket, or nobody listening on it: no daemon.
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
     )
 }

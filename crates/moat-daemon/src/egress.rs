@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use moat_core::BindMount;
 use moat_core::{MoatHome, RunId};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, ProxyConfig, ProxyHandle, ProxyToken, RunLimits, RunRegistration,
+    CertificateAuthority, InjectionRule, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken, RunLimits,
+    RunRegistration,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -137,6 +138,7 @@ impl Egress {
         spec: &RunSpec,
         injections: Vec<InjectionRule>,
         trace_path: &Path,
+        events: ProxyEventSink,
     ) -> Result<(), EgressError> {
         self.proxy.register_run(RunRegistration {
             run_id: run_id.to_string(),
@@ -146,6 +148,7 @@ impl Egress {
             trace_path: trace_path.to_path_buf(),
             host_ports: spec.host_ports.clone(),
             redact_values: secret_values(spec),
+            events: Some(events),
         })?;
         Ok(())
     }
@@ -233,14 +236,14 @@ impl Egress {
     }
 }
 
-/// The values of the run's `secrets:` (in `env` under their names), for the
-/// proxy to redact from the run's trace. In memory only: a re-adopted run's
+/// The values of the run's `secrets:`, for the proxy to redact from the run's trace. In memory only: a re-adopted run's
 /// spec no longer has them, so its trace is redacted of injected
 /// credentials and placeholders only.
 fn secret_values(spec: &RunSpec) -> Vec<String> {
-    spec.env
+    spec.secrets
+        .0
         .iter()
-        .filter(|(name, value)| !value.is_empty() && spec.secret_names.contains(name))
+        .filter(|(_, value)| !value.is_empty())
         .map(|(_, value)| value.clone())
         .collect()
 }
@@ -269,18 +272,30 @@ async fn bind_loopback(preferred: u16) -> Result<TcpListener, EgressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::SecretEnv;
 
     /// Leak: a run's `secrets:` value put in a URL by the agent is written
     /// to its trace unless the proxy is told the value to redact.
     #[test]
+    fn secret_values_never_show_in_debug_output() {
+        let spec = RunSpec {
+            secrets: SecretEnv(vec![("DB_PASSWORD".into(), "fake-db-pass".into())]),
+            ..RunSpec::default()
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("DB_PASSWORD=<redacted>"), "{shown}");
+        assert!(!shown.contains("fake-db-pass"), "{shown}");
+    }
+
+    #[test]
     fn the_proxy_learns_the_values_of_the_runs_secrets_only() {
         let spec = RunSpec {
-            env: vec![
+            env: vec![("EDITOR".into(), "vi".into())],
+            secret_names: vec!["DB_PASSWORD".into(), "EMPTY_SECRET".into()],
+            secrets: SecretEnv(vec![
                 ("DB_PASSWORD".into(), "fake-db-pass".into()),
                 ("EMPTY_SECRET".into(), String::new()),
-                ("EDITOR".into(), "vi".into()),
-            ],
-            secret_names: vec!["DB_PASSWORD".into(), "EMPTY_SECRET".into()],
+            ]),
             ..RunSpec::default()
         };
         assert_eq!(secret_values(&spec), ["fake-db-pass"]);

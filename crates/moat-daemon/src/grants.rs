@@ -8,6 +8,7 @@ use moat_creds::{CredentialStore, InjectionSpec, Providers, RunGrantError, RunGr
 use moat_proxy::InjectionRule;
 
 use crate::api::RunSpec;
+use crate::audit::Event;
 use crate::state::Daemon;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,14 @@ fn rule(spec: &InjectionSpec) -> InjectionRule {
     }
 }
 
+/// The names of the grants that inject something, sorted.
+fn grant_names(grants: &RunGrants) -> Vec<String> {
+    let mut names: Vec<String> = grants.injections.iter().map(|i| i.grant.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Re-reads the credentials of every live run that has grants and swaps
 /// its injection snapshot; returns how many runs were updated.
 pub fn refresh_live_runs(daemon: &Daemon) -> usize {
@@ -84,6 +93,15 @@ pub fn refresh_live_runs(daemon: &Daemon) -> usize {
         match resolve_remaining(daemon.home(), &handle.spec) {
             Ok(grants) => {
                 egress.update_injections(&handle.id(), injection_rules(&grants));
+                let remaining = grant_names(&grants);
+                let mut granted = handle.spec.grants.clone();
+                granted.sort();
+                granted.dedup();
+                if remaining != granted {
+                    daemon
+                        .audit()
+                        .record(&handle.id(), Event::GrantsChanged { grants: remaining });
+                }
                 updated += 1;
             }
             Err(e) => tracing::warn!(run = %handle.id(), "refreshing grants failed: {e}"),

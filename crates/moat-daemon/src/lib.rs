@@ -5,6 +5,7 @@
 //! CLI uses live here too.
 
 pub mod api;
+pub mod audit;
 mod capture;
 pub mod client;
 pub mod deadline;
@@ -62,6 +63,9 @@ pub enum DaemonError {
 
 /// How long shutdown waits for run cleanups in progress.
 const CLEANUP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long shutdown waits for the audit writer's last fsync and signatures.
+const AUDIT_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Target for the open-files limit (agents open many connections).
 const NOFILE_TARGET: u64 = 65536;
@@ -181,6 +185,9 @@ fn bind_private_socket(socket: &std::path::Path) -> Result<UnixListener, DaemonE
 /// Persists the registry and removes the socket and `daemon.json` (when
 /// they are still ours).
 fn finish(daemon: &Daemon, info: &DaemonInfo) {
+    if !daemon.audit().flush(AUDIT_FLUSH_WAIT) {
+        tracing::error!("the audit logs were not all fsynced within {AUDIT_FLUSH_WAIT:?} at shutdown");
+    }
     if let Err(e) = daemon.registry().persist_now() {
         tracing::error!("persisting the run registry at shutdown failed: {e}");
     }

@@ -5,6 +5,7 @@
 pub mod decide;
 pub mod live;
 
+use crate::audit::{AuditLog, Event};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -263,6 +264,7 @@ async fn sweep_all(
                 &mut sweep,
             )
             .await;
+            record_reaped(daemon.audit(), &to_remove, &sweep);
         }
         sweep_legacy(runtime.clone(), request, state, &mut sweep).await;
         judged.extend(listing.candidates.into_iter().zip(decisions));
@@ -431,6 +433,30 @@ fn record_removal(state: &mut ReaperFile, sweep: &mut RuntimeSweep, key: ObjectK
                 failures: record.count,
             });
         }
+    }
+}
+
+/// Tells each run's audit log what the sweep removed of its objects (or
+/// failed to).
+fn record_reaped(audit: &AuditLog, removed: &[&Candidate], sweep: &RuntimeSweep) {
+    for candidate in removed {
+        let Some(run) = &candidate.run_id else { continue };
+        let error = sweep
+            .failed
+            .iter()
+            .find(|f| f.object == candidate.key)
+            .map(|f| f.error.clone());
+        if error.is_none() && !sweep.removed.contains(&candidate.key) {
+            continue;
+        }
+        audit.record(
+            run,
+            Event::Reaped {
+                object: candidate.key.kind.to_string(),
+                name: candidate.key.name.clone(),
+                error,
+            },
+        );
     }
 }
 

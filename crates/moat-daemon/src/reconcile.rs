@@ -17,6 +17,7 @@ use moat_core::{RunId, RunMetadata, RunState};
 use moat_runtime::{ContainerStatus, Runtime};
 
 use crate::api::RunSpec;
+use crate::audit::Event;
 use crate::registry::{PersistedRun, Registration, RunHandle};
 use crate::state::Daemon;
 use crate::supervisor::{cleanup, reattach_proxy, supervise};
@@ -206,6 +207,12 @@ async fn readopt(daemon: Daemon, runtime: Arc<dyn Runtime>, handle: Arc<RunHandl
     match runtime.inspect_container(&container).await {
         Ok(info) if info.status != ContainerStatus::Created => {
             tracing::info!(run = %meta.id, "re-adopting container {container} ({:?})", info.status);
+            daemon.audit().record(
+                &meta.id,
+                Event::Readopted {
+                    daemon_pid: std::process::id(),
+                },
+            );
             if let Err(e) = reattach_proxy(&daemon, runtime.as_ref(), &handle).await {
                 tracing::warn!(run = %meta.id, "the run's proxy could not be restored: {e}");
             }

@@ -18,7 +18,7 @@ use moat_proxy::ProxyToken;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::api::{RunSpec, RunView};
+use crate::api::{RunSpec, RunView, SecretEnv};
 use crate::output::{OutputHub, lock};
 use crate::terminal::TerminalHub;
 
@@ -116,9 +116,9 @@ pub struct PersistedRun {
 
 /// The spec minus the values of `secrets:` (their names stay): secret
 /// values never reach `runs.json`.
-fn without_secret_values(spec: &RunSpec) -> RunSpec {
+pub(crate) fn without_secret_values(spec: &RunSpec) -> RunSpec {
     let mut spec = spec.clone();
-    spec.env.retain(|(name, _)| !spec.secret_names.contains(name));
+    spec.secrets = SecretEnv::default();
     spec
 }
 

@@ -23,6 +23,7 @@ use crate::api::{
     API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health,
     NDJSON, RunSpec, StopRequest,
 };
+use crate::audit::Event;
 use crate::network::NetworkError;
 use crate::progress::Progress;
 use crate::reaper::SweepRequest;
@@ -277,11 +278,14 @@ async fn exec(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Bod
         );
     }
     let container = meta.container_id.unwrap_or_else(|| meta.id.to_string());
+    daemon.audit().record(&meta.id, Event::exec_started(&request.command));
     let running = async {
         let runtime = daemon.runtimes().get(&handle.spec.runtime).await?;
         Ok::<_, RunError>(runtime.exec(&container, &request.command).await?)
     };
-    match tokio::time::timeout(EXEC_TIMEOUT, running).await {
+    let outcome = tokio::time::timeout(EXEC_TIMEOUT, running).await;
+    daemon.audit().record(&meta.id, Event::exec_ended(&outcome));
+    match outcome {
         Ok(Ok(output)) => json(
             StatusCode::OK,
             &ExecResult {
@@ -313,7 +317,7 @@ fn attach(daemon: &Daemon, id: &str) -> Response<Body> {
     let Some(handle) = live_or_just_finished else {
         return finished_run_exit(daemon, &run_id);
     };
-    let guard = daemon.client_attached();
+    let guard = (daemon.client_attached(), daemon.audit().attachment(&run_id));
     let subscription = handle.output.subscribe();
     let (tx, rx) = tokio::sync::mpsc::channel::<AttachEvent>(256);
     tokio::spawn(async move {

@@ -46,6 +46,8 @@ pub enum SpawnError {
     NotReady { last: String, log: PathBuf },
     #[error("the daemon (pid {pid}) speaks API version {found}, this moat needs {API_VERSION}")]
     Incompatible { pid: u32, found: u32 },
+    #[error("{0}")]
+    Unusable(ClientError),
 }
 
 impl SpawnError {
@@ -58,6 +60,9 @@ impl SpawnError {
                 Some("another moat is starting the daemon; retry, or check `moat daemon status`".into())
             }
             SpawnError::Dir { .. } => Some("check that MOAT_HOME is writable".into()),
+            SpawnError::Unusable(_) => {
+                Some("check the daemon socket's owner and mode (`ls -l` on it); `moat daemon status` says more".into())
+            }
             _ => None,
         }
     }
@@ -88,7 +93,8 @@ pub async fn ensure_running(home: &MoatHome) -> Result<DaemonClient, SpawnError>
         Probe::Ready => return Ok(client),
         Probe::Outdated(health) if health.live_runs > 0 => return keep_outdated(client, &health),
         Probe::Outdated(health) => retire(&client, home, health.pid).await,
-        Probe::Down => replace_wedged(home).await,
+        Probe::Down | Probe::Wedged => replace_wedged(home).await,
+        Probe::Unusable(e) => return Err(SpawnError::Unusable(e)),
     }
     spawn(home)?;
     wait_ready(&client, home).await?;
@@ -112,15 +118,23 @@ enum Probe {
     Ready,
     /// Older than this CLI (version skew).
     Outdated(Health),
-    /// Not answering.
+    /// No daemon: no socket, nobody listening, or one that is exiting.
     Down,
+    /// A daemon holds the socket but does not answer in time: replaced.
+    Wedged,
+    /// Something else is wrong (permissions, a garbled answer): neither
+    /// spawn a second daemon nor kill the first; tell the user.
+    Unusable(ClientError),
 }
 
 async fn probe(client: &DaemonClient) -> Probe {
     match client.health().await {
         Ok(health) if is_older(&health.version, env!("CARGO_PKG_VERSION")) => Probe::Outdated(health),
         Ok(_) => Probe::Ready,
-        Err(_) => Probe::Down,
+        Err(ClientError::NotRunning(_)) => Probe::Down,
+        Err(e) if e.is_shutting_down() => Probe::Down,
+        Err(ClientError::Timeout { .. }) => Probe::Wedged,
+        Err(e) => Probe::Unusable(e),
     }
 }
 
@@ -129,7 +143,8 @@ async fn usable(client: &DaemonClient) -> Result<bool, SpawnError> {
     match probe(client).await {
         Probe::Ready => Ok(true),
         Probe::Outdated(health) if health.live_runs > 0 => keep_outdated(client.clone(), &health).map(|_| true),
-        _ => Ok(false),
+        Probe::Unusable(e) => Err(SpawnError::Unusable(e)),
+        Probe::Outdated(_) | Probe::Down | Probe::Wedged => Ok(false),
     }
 }
 

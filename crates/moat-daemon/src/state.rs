@@ -13,6 +13,7 @@ use moat_core::store::RunStore;
 use moat_runtime::{Runtime, RuntimeError};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
 use crate::egress::{Egress, EgressConfig};
 use crate::pool::{NetworkPool, PoolConfig};
 use crate::reaper::Reaper;
@@ -85,6 +86,7 @@ struct Inner {
     instance: String,
     network_pool: NetworkPool,
     egress: Option<Arc<Egress>>,
+    audit: AuditLog,
     /// Set when the registry could not be fully restored: the reaper
     /// pauses rather than judge liveness from an incomplete registry.
     registry_error: std::sync::Mutex<Option<String>>,
@@ -101,6 +103,7 @@ impl Daemon {
             .to_string();
         let instance = format!("{}-{hex}", std::process::id());
         let network_pool = NetworkPool::new(config.network_pool.clone());
+        let audit = AuditLog::start(&config.home);
         Daemon {
             inner: Arc::new(Inner {
                 config,
@@ -117,6 +120,7 @@ impl Daemon {
                 instance,
                 network_pool,
                 egress,
+                audit,
                 registry_error: std::sync::Mutex::new(None),
             }),
         }
@@ -166,6 +170,11 @@ impl Daemon {
     /// The proxy, when this daemon runs one (tests may run without).
     pub fn egress(&self) -> Option<&Arc<Egress>> {
         self.inner.egress.as_ref()
+    }
+
+    /// The runs' audit logs (one writer for the whole daemon).
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
     }
 
     /// Why the registry is not to be trusted, when it is not.

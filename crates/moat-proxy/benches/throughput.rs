@@ -612,6 +612,7 @@ async fn start_moat(
             trace_path: scratch.join(format!("{run_id}-network.jsonl")),
             host_ports: vec![upstream.port()],
             redact_values: vec![],
+            events: None,
         })?;
         tokens.push(token);
     }

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 
 use crate::body::{CountingBody, ProxyBody, TracedBody, local_body};
 use crate::destination::{Destination, check_destination};
+use crate::events::ProxyEvent;
 use crate::injection::InjectionSet;
 use crate::path::PathError;
 use crate::policy::{Decision, RequestCheck};
@@ -75,6 +76,8 @@ pub(crate) struct PendingTrace {
     request_id: String,
     method: String,
     url: String,
+    /// Path and query, redacted.
+    path: String,
     host: String,
     pub(crate) status: Option<u16>,
     decision: &'static str,
@@ -96,6 +99,7 @@ impl PendingTrace {
             // A denial's rule may quote the request's path.
             self.rule = redact_secrets(&self.rule, self.run.redactables(&self.run.injections()));
         }
+        self.report();
         let record = TraceRecord {
             time: self.time,
             request_id: self.request_id,
@@ -113,6 +117,24 @@ impl PendingTrace {
             private_address: self.private_address,
         };
         self.run.trace(record);
+    }
+
+    /// Tells the run's owner about a denial or the grants injected.
+    fn report(&self) {
+        if self.decision == "deny" {
+            self.run.report(ProxyEvent::Denied {
+                method: self.method.clone(),
+                host: self.host.clone(),
+                path: self.path.clone(),
+                rule: self.rule.clone(),
+            });
+        }
+        for grant in &self.grants {
+            self.run.report(ProxyEvent::Injected {
+                grant: grant.clone(),
+                host: self.host.clone(),
+            });
+        }
     }
 }
 
@@ -140,6 +162,7 @@ fn start_trace_with(
         request_id: format!("{:08x}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)),
         method: method.to_string(),
         url: format!("{}://{}{path}", target.scheme(), redact(&target.authority())),
+        path,
         host: redact(&target.host),
         status: None,
         decision: "allow",

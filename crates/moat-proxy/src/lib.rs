@@ -28,6 +28,7 @@
 //!     trace_path: "/home/u/.moat/runs/run-1/network.jsonl".into(),
 //!     host_ports: vec![],
 //!     redact_values: vec![], // the run's `secrets:` values, kept out of its trace
+//!     events: None,          // or a sink for denials and injections (the audit log)
 //! })?;
 //! // ... later
 //! let summary = proxy.unregister_run("run-1")?;
@@ -41,6 +42,7 @@ mod ca;
 mod config;
 mod destination;
 mod error;
+mod events;
 mod forward;
 mod injection;
 mod limits;
@@ -59,6 +61,7 @@ mod upstream;
 pub use ca::CertificateAuthority;
 pub use config::{ProxyConfig, ProxyTimeouts, RunLimits};
 pub use error::{CaError, ProxyError};
+pub use events::{ProxyEvent, ProxyEventSink};
 pub use injection::InjectionRule;
 pub use policy::{HostRule, NetworkPolicy, PolicyMode};
 pub use proxy::ProxyHandle;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::RunLimits;
 use crate::error::ProxyError;
+use crate::events::{ProxyEvent, ProxyEventSink};
 use crate::injection::{InjectionRule, InjectionSet};
 use crate::limits::RunLimiter;
 use crate::policy::{CompiledPolicy, NetworkPolicy, PolicyMode};
@@ -35,6 +36,8 @@ pub struct RunRegistration {
     /// Values redacted wherever they appear in a traced URL, however
     /// encoded: the run's `secrets:`. Kept in memory only, never written.
     pub redact_values: Vec<String>,
+    /// Where the run's denials and injections are reported, if anywhere.
+    pub events: Option<ProxyEventSink>,
 }
 
 impl std::fmt::Debug for RunRegistration {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for RunRegistration {
                 "redact_values",
                 &format_args!("<{} redacted>", self.redact_values.len()),
             )
+            .field("events", &self.events.is_some())
             .finish()
     }
 }
@@ -76,6 +80,7 @@ pub(crate) struct RunEntry {
     /// The run's share of tunnels and handshakes.
     pub(crate) limiter: RunLimiter,
     trace: TraceSink,
+    events: Option<ProxyEventSink>,
     active: AtomicBool,
     /// Bumped when the run is unregistered or its injections change.
     changes: watch::Sender<u64>,
@@ -137,6 +142,13 @@ impl RunEntry {
     pub(crate) fn trace(&self, record: TraceRecord) {
         self.trace.record(record);
     }
+
+    /// Reports a denial or an injection to the run's owner.
+    pub(crate) fn report(&self, event: ProxyEvent) {
+        if let Some(events) = &self.events {
+            events(event);
+        }
+    }
 }
 
 /// All registered runs.
@@ -178,6 +190,7 @@ impl Registry {
                 .collect(),
             limiter: RunLimiter::new(self.limits),
             trace,
+            events: registration.events,
             active: AtomicBool::new(true),
             changes: watch::channel(0).0,
         });

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::printer::Verbosity;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moat_core::config::{self, HostRule, Mount};
 use moat_core::env_vars;
@@ -32,11 +33,28 @@ pub struct Cli {
     )]
     pub profile: Option<String>,
 
+    /// Print only warnings, errors and the command's data.
+    #[arg(short, long, global = true, conflicts_with = "verbose", display_order = 901)]
+    pub quiet: bool,
+
+    /// Print more detail (moat's own diagnostics at info level; headers in
+    /// `trace`).
+    #[arg(short, long, global = true, display_order = 902)]
+    pub verbose: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        }
+    }
+
     /// Whether this invocation is the daemon itself (`moat daemon run`).
     pub fn is_daemon_process(&self) -> bool {
         matches!(
@@ -73,7 +91,10 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show the requests a run made through the proxy.
     Trace(TraceArgs),
-    /// Audit logs of runs: not available in this version (refused).
+    /// Verify and print a run's tamper-evident audit log, or export or verify a bundle.
+    #[command(after_help = "Exits 1 when the log does not verify.\n\n\
+                            Examples:\n  moat audit\n  moat audit my-run --export run.audit.json\n  \
+                            moat audit key\n  moat audit verify run.audit.json --key ed25519:…")]
     Audit(AuditArgs),
     /// Store a credential for a provider, or list/show stored ones.
     Grant(GrantArgs),
@@ -303,10 +324,6 @@ pub struct TraceArgs {
     #[arg(long)]
     pub network: bool,
 
-    /// Include request and response headers (credentials redacted).
-    #[arg(short, long)]
-    pub verbose: bool,
-
     /// Print JSON lines instead of a table.
     #[arg(long, conflicts_with = "har")]
     pub json: bool,
@@ -325,17 +342,29 @@ pub struct AuditArgs {
     #[arg(value_name = "RUN", help = RUN_HELP)]
     pub run: Option<String>,
 
-    /// Also write the verified log and its signature to FILE.
+    /// Also write a self-contained bundle (entries, signed head) to FILE.
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
-    /// Verify an exported audit log.
+    /// Print this MOAT_HOME's audit public key (pin it where bundles are verified).
+    Key,
+    /// Verify an exported bundle against a public key you trust.
+    #[command(group(clap::ArgGroup::new("trusted_key").required(true).args(["key", "key_file", "trust_embedded_key"])))]
     Verify {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// The signer's public key (ed25519:<hex>, from `moat audit key`).
+        #[arg(long, value_name = "PUBKEY")]
+        key: Option<String>,
+        /// A file holding the signer's public key.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// Check against the key inside the bundle (proves nothing about who wrote it).
+        #[arg(long)]
+        trust_embedded_key: bool,
     },
 }
 

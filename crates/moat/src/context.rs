@@ -8,7 +8,6 @@ use moat_core::MoatHome;
 use moat_core::store::RunStore;
 
 use crate::printer::Printer;
-use crate::report::CliError;
 
 pub struct Context {
     pub printer: Printer,
@@ -47,11 +46,4 @@ impl From<ExitStatus> for ExitCode {
             },
         }
     }
-}
-
-/// The error of a command whose body another part of moat provides.
-pub fn not_yet_available(command: &str) -> Result<ExitStatus> {
-    Err(CliError::new(format!("moat {command} is not yet available"))
-        .with_hint("nothing was done; this version of moat does not provide it")
-        .into())
 }

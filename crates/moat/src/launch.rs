@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use moat_core::config::NetworkPolicy;
-use moat_daemon::api::RunSpec;
+use moat_daemon::api::{RunSpec, SecretEnv};
 use moat_daemon::egress::PROXY_VARIABLES;
 use moat_daemon::terminal_api::Open;
 use moat_runtime::apple::{AppleOptions, AppleRuntime};
@@ -22,6 +22,7 @@ use moat_runtime::{Runtime, RuntimeKind, TerminalSize, Timeouts};
 
 use crate::context::{Context, ExitStatus};
 use crate::live;
+use crate::printer::Printer;
 use crate::report::CliError;
 use crate::resolve::ResolvedRun;
 
@@ -39,12 +40,12 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         .into());
     }
     let home = ctx.home()?;
-    let mut clock = Stopwatch::new(run.timings);
+    let mut clock = Stopwatch::new(run.timings, ctx.printer.clone());
     live::block_on(async {
         let runtime = choose_runtime(&run).await?;
         clock.lap("runtime probe");
         if runtime == RuntimeKind::Docker && run.image == DEFAULT_LOCAL_BASE_IMAGE {
-            build_local_base_image().await?;
+            build_local_base_image(&ctx.printer).await?;
             clock.lap("base image check");
         }
         if run.interactive && runtime != RuntimeKind::Docker {
@@ -56,6 +57,13 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         }
         let mut spec = run_spec(ctx, &run, runtime)?;
         spec.terminal = terminal;
+        ctx.printer.detail(format!(
+            "moat: {} run of {} on {runtime}, policy {}, grants [{}]",
+            if spec.keep { "kept" } else { "throwaway" },
+            spec.image,
+            spec.policy.mode.as_str(),
+            spec.grants.join(", ")
+        ));
         let client = live::daemon(&home).await?;
         clock.lap("daemon connect/spawn");
         // The daemon's progress lines (e.g. while it sweeps orphans to make
@@ -75,7 +83,7 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
             say(notice);
         }
         if run.detach {
-            println!("{}", created.run_id);
+            ctx.printer.data(&created.run_id)?;
             clock.total();
             return Ok(ExitStatus::Success);
         }
@@ -135,15 +143,17 @@ fn terminal_size(run: &ResolvedRun) -> Result<Option<TerminalSize>> {
 /// `--timings`: each step's duration on stderr, as it ends.
 struct Stopwatch {
     enabled: bool,
+    printer: Printer,
     started: std::time::Instant,
     last: std::time::Instant,
 }
 
 impl Stopwatch {
-    fn new(enabled: bool) -> Self {
+    fn new(enabled: bool, printer: Printer) -> Self {
         let now = std::time::Instant::now();
         Stopwatch {
             enabled,
+            printer,
             started: now,
             last: now,
         }
@@ -161,7 +171,7 @@ impl Stopwatch {
 
     fn say(&self, step: &str, ms: f64) {
         if self.enabled {
-            eprintln!("moat: timing: {step:<36} {ms:>8.1} ms");
+            self.printer.requested(format!("moat: timing: {step:<36} {ms:>8.1} ms"));
         }
     }
 
@@ -221,9 +231,9 @@ fn probe_timeouts() -> Timeouts {
 
 /// Builds moat's local base image from Debian packages when it is missing
 /// (no registry needed), with a spinner on a terminal.
-async fn build_local_base_image() -> Result<()> {
+async fn build_local_base_image(printer: &Printer) -> Result<()> {
     let docker = DockerRuntime::new(DockerOptions::default()).context("connecting to Docker")?;
-    let reporter = SpinnerReporter::new();
+    let reporter = SpinnerReporter::new(printer.clone());
     let recipe = BaseImageRecipe::bookworm(DEFAULT_LOCAL_BASE_IMAGE);
     let outcome = ensure_base_image(&docker, &recipe, &reporter).await;
     reporter.finish();
@@ -240,17 +250,18 @@ async fn build_local_base_image() -> Result<()> {
 /// otherwise).
 struct SpinnerReporter {
     bar: ProgressBar,
+    printer: Printer,
 }
 
 impl SpinnerReporter {
-    fn new() -> Self {
+    fn new(printer: Printer) -> Self {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        SpinnerReporter { bar }
+        SpinnerReporter { bar, printer }
     }
 
     fn finish(&self) {
@@ -269,7 +280,7 @@ impl BaseImageReporter for SpinnerReporter {
             BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({:.0?})", elapsed),
         };
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            self.printer.status(line);
         } else {
             self.bar.set_message(line);
         }
@@ -288,12 +299,12 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         }
         env.push((key.clone(), value.clone()));
     }
-    let mut secret_names = Vec::new();
+    let mut secrets = SecretEnv::default();
     for (name, reference) in &run.secrets {
         let value = moat_creds::resolve_secret(&reference.to_string()).with_context(|| format!("secrets.{name}"))?;
-        env.push((name.clone(), value));
-        secret_names.push(name.clone());
+        secrets.0.push((name.clone(), value));
     }
+    let secret_names = secrets.0.iter().map(|(name, _)| name.clone()).collect();
     let mut mounts: Vec<moat_core::BindMount> = run
         .mounts
         .iter()
@@ -321,6 +332,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
         dns: run.container.dns.iter().map(|ip| ip.to_string()).collect(),
         grants: run.grants.clone(),
         secret_names,
+        secrets,
         labels: fault_label(),
         policy: NetworkPolicy::from(&run.network),
         host_ports: run.network.host.clone(),

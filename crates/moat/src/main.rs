@@ -1,6 +1,9 @@
 //! The `moat` binary: parse the arguments, run the command, turn the outcome
 //! into an exit code (cli.md, "Output conventions"). Usage errors exit 2
 //! (clap), moat's errors 1, `run`/`exec` the workload's own code.
+//! Everything the user reads goes through [`printer::Printer`].
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
 mod commands;
@@ -23,8 +26,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let printer = printer::Printer::from_env();
-    report::init_tracing(cli.is_daemon_process());
+    let printer = printer::Printer::from_env(cli.verbosity());
+    report::init_tracing(cli.is_daemon_process(), printer.verbosity());
     match commands::run(cli, &printer) {
         Ok(status) => status.into(),
         Err(err) => report::report(&printer, &err),

@@ -1,6 +1,8 @@
 //! All of the CLI's output goes through [`Printer`]: data (listings, `--json`,
 //! a run's stdout) to stdout; moat's own messages (errors, warnings, hints,
 //! progress) to stderr. Colour only on a terminal, never with `NO_COLOR`.
+//! `--quiet` silences status lines (never warnings or errors); `--verbose`
+//! adds detail lines.
 
 use std::fmt::Display;
 use std::io::{self, BufWriter, IsTerminal, Stdout, Write};
@@ -31,21 +33,52 @@ impl Style {
     }
 }
 
+/// How much of moat's own output the user asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// `--quiet`: warnings and errors only.
+    Quiet,
+    #[default]
+    Normal,
+    /// `--verbose`: detail lines too.
+    Verbose,
+}
+
 #[derive(Clone, Debug)]
 pub struct Printer {
     stdout_color: bool,
     stderr_color: bool,
+    verbosity: Verbosity,
 }
 
 impl Printer {
     /// Colour where the stream is a terminal and `NO_COLOR` is unset.
-    pub fn from_env() -> Self {
+    pub fn from_env(verbosity: Verbosity) -> Self {
         let allowed = std::env::var_os(env_vars::NO_COLOR).is_none_or(|v| v.is_empty())
             && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
         Printer {
             stdout_color: allowed && io::stdout().is_terminal(),
             stderr_color: allowed && io::stderr().is_terminal(),
+            verbosity,
         }
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    /// One line of data on stdout, unbuffered (a run id, a JSON document).
+    pub fn data(&self, line: impl Display) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()
+    }
+
+    /// A question on stderr, the answer to be typed on the same line.
+    pub fn prompt(&self, question: impl Display) {
+        let mut err = io::stderr().lock();
+        let _ = write!(err, "{question}");
+        let _ = err.flush();
     }
 
     /// Buffered stdout for listings; flush it when done (errors such as a
@@ -59,9 +92,24 @@ impl Printer {
         paint(self.stdout_color, style, text)
     }
 
-    /// A line of moat's own output on stderr.
+    /// A line of moat's own output on stderr (silent with `--quiet`).
     pub fn status(&self, message: impl Display) {
+        if self.verbosity > Verbosity::Quiet {
+            let _ = writeln!(io::stderr(), "{message}");
+        }
+    }
+
+    /// A stderr line the user asked for by a flag (`--timings`): shown even
+    /// with `--quiet`.
+    pub fn requested(&self, message: impl Display) {
         let _ = writeln!(io::stderr(), "{message}");
+    }
+
+    /// A detail line on stderr, shown only with `--verbose`.
+    pub fn detail(&self, message: impl Display) {
+        if self.verbosity == Verbosity::Verbose {
+            let _ = writeln!(io::stderr(), "{message}");
+        }
     }
 
     pub fn warning(&self, message: impl Display) {

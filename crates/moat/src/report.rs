@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use moat_core::env_vars;
 use moat_core::store::StoreError;
 
-use crate::printer::Printer;
+use crate::printer::{Printer, Verbosity};
 
 /// An error raised by the CLI itself, with an optional next step.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +71,12 @@ fn hint_for(err: &anyhow::Error) -> Option<String> {
 /// Diagnostics from moat's libraries go to stderr, filtered by `MOAT_LOG`
 /// (default: warnings only; the daemon, whose stderr is `daemon.log`,
 /// logs at info with timestamps).
-pub fn init_tracing(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
+pub fn init_tracing(daemon: bool, verbosity: Verbosity) {
+    let default = if daemon || verbosity == Verbosity::Verbose {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = std::env::var(env_vars::MOAT_LOG).unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -2,6 +2,7 @@
 //! fabricated runs (no daemon, no runtime).
 
 mod cli {
+    pub mod audit;
     pub mod credentials;
     pub mod help;
     pub mod run_dry_run;

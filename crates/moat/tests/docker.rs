@@ -2,6 +2,7 @@
 //! Docker engine.
 
 mod docker {
+    pub mod audit;
     pub mod exec_status;
     pub mod fail_closed;
     pub mod isolation;

@@ -5,6 +5,7 @@ use moat_proxy::PolicyMode;
 use moat_runtime::Runtime;
 
 use super::watch::announce_exit;
+use crate::audit::Event;
 use crate::fault;
 use crate::firewall::{self};
 use crate::registry::RunHandle;
@@ -52,5 +53,7 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     if let Some(egress) = daemon.egress() {
         egress.release(&meta.id);
     }
+    daemon.audit().record(&meta.id, Event::Cleaned { failures });
+    daemon.audit().close(&meta.id);
     daemon.registry().remove(&meta.id);
 }

@@ -33,6 +33,7 @@ pub(super) fn container_spec(
         .env
         .iter()
         .filter(|(k, _)| !PROXY_VARIABLES.contains(&k.as_str()))
+        .chain(spec.secrets.0.iter())
         .cloned()
         .collect();
     let mut extra_hosts = Vec::new();

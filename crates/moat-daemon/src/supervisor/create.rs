@@ -18,6 +18,7 @@ use super::proxy::attach_proxy;
 use super::watch::supervise;
 use super::{RUN_LOCK_TIMEOUT, RunError, fail};
 use crate::api::{RunSpec, StepTiming};
+use crate::audit::Event;
 use crate::deadline::{CREATE_DEADLINE, Deadline, UNDO_WAIT};
 use crate::fault;
 use crate::grants::{self};
@@ -91,6 +92,7 @@ pub async fn create_run_reporting(daemon: &Daemon, spec: RunSpec, progress: &Pro
         let _ = handle.update(daemon.store(), |m| fail(m, &e.to_string()));
         return Err(e);
     }
+    daemon.audit().record(&id, Event::run_created(&handle.spec));
     timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
     let provisioned = provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await;
@@ -217,6 +219,7 @@ async fn provision(
         .bound(step, runtime.create_container(&container_spec))
         .await??;
     timings.lap("container create");
+    daemon.audit().record(&id, Event::container_created(&container_id));
     handle.update(daemon.store(), |m| {
         m.container_id = Some(container_id.clone());
         m.state = RunState::Created;
@@ -242,6 +245,12 @@ async fn provision(
         m.started_at = Some(Utc::now());
     })?;
     timings.lap("container start");
+    daemon.audit().record(
+        &id,
+        Event::ContainerStarted {
+            container: container_id,
+        },
+    );
     daemon.registry().persist_soon();
     fault::point("after-start", spec).await;
     Ok(notices)

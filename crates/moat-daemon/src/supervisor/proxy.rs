@@ -42,7 +42,9 @@ pub(super) async fn attach_proxy(
     Registration::write(daemon.store(), handle)?;
     daemon.registry().persist_soon();
     let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
-    egress.register(&id, &token, &handle.spec, grants::injection_rules(&grants), &trace_path)?;
+    let rules = grants::injection_rules(&grants);
+    let events = daemon.audit().proxy_sink(&id);
+    egress.register(&id, &token, &handle.spec, rules, &trace_path, events)?;
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;

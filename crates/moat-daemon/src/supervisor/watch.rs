@@ -10,6 +10,7 @@ use moat_runtime::Runtime;
 use super::cleanup::cleanup;
 use super::fail;
 use crate::api::AttachEvent;
+use crate::audit::Event;
 use crate::capture::Capture;
 use crate::registry::RunHandle;
 use crate::state::Daemon;
@@ -49,6 +50,7 @@ pub async fn supervise(
     if let Err(e) = recorded {
         tracing::error!(run = %meta.id, "recording the exit failed: {e}");
     }
+    daemon.audit().record(&meta.id, Event::exited(&handle.metadata()));
     // Attached clients learn the exit now; nobody waits for the cleanup.
     announce_exit(&handle);
     cleanup(&daemon, runtime.as_ref(), &handle).await;

@@ -139,6 +139,7 @@ fn register_plain(proxy: &TestProxy, run_id: &str, policy: NetworkPolicy) -> (Pr
             trace_path: trace_path.clone(),
             host_ports: vec![],
             redact_values: vec![],
+            events: None,
         })
         .unwrap();
     (token, trace_path)

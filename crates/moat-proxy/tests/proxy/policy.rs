@@ -92,6 +92,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             trace_path: proxy.dir.join("no-host-ports.jsonl"),
             host_ports: vec![],
             redact_values: vec![],
+            events: None,
         })
         .unwrap();
     let client = proxy.client(&token);
@@ -125,6 +126,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             trace_path: proxy.dir.join("explicit.jsonl"),
             host_ports: vec![],
             redact_values: vec![],
+            events: None,
         })
         .unwrap();
     let mut tunnel = proxy

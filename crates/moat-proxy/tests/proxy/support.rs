@@ -331,6 +331,7 @@ impl TestProxy {
                 trace_path: trace_path.clone(),
                 host_ports: vec![self.upstream.addr.port(), self.upstream.plain_addr.port()],
                 redact_values: vec![],
+                events: None,
             })
             .unwrap();
         TestRun { token, trace_path }

@@ -73,6 +73,7 @@ async fn secret_values_are_redacted_from_urls_and_rules_however_encoded() {
             trace_path: trace_path.clone(),
             host_ports: vec![up.addr.port()],
             redact_values: vec!["db-pass/w0rd+x".to_string(), "evil".to_string()],
+            events: None,
         })
         .unwrap();
     let client = proxy.client(&token);

@@ -10,6 +10,7 @@ use moat_daemon::reaper::SweepRequest;
 
 use crate::cli::CleanArgs;
 use crate::context::{Context, ExitStatus};
+use crate::printer::Printer;
 use crate::report::CliError;
 use crate::{live, maintenance};
 
@@ -28,7 +29,7 @@ pub fn clean(ctx: &Context, args: &CleanArgs) -> Result<ExitStatus> {
         for id in &finished {
             writeln!(out, "would remove the record of {id}")?;
         }
-    } else if !finished.is_empty() && (args.force || confirm(finished.len())?) {
+    } else if !finished.is_empty() && (args.force || confirm(&ctx.printer, finished.len())?) {
         let (removed, kept) = destroy_through_daemon(ctx, &finished)?;
         writeln!(out, "removed {removed} finished run record(s)")?;
         for reason in kept {
@@ -64,7 +65,7 @@ fn destroy_through_daemon(ctx: &Context, ids: &[RunId]) -> Result<(usize, Vec<St
     })
 }
 
-fn confirm(count: usize) -> Result<bool> {
+fn confirm(printer: &Printer, count: usize) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::new(format!(
             "{count} finished run record(s) would be removed, but there is no terminal to confirm"
@@ -72,7 +73,7 @@ fn confirm(count: usize) -> Result<bool> {
         .with_hint("pass -f to remove them, or --dry-run to list them")
         .into());
     }
-    eprint!("remove {count} finished run record(s)? [y/N] ");
+    printer.prompt(format!("remove {count} finished run record(s)? [y/N] "));
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))

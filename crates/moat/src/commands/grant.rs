@@ -15,6 +15,7 @@ use moat_creds::{
 use crate::cli::{GrantAction, GrantArgs};
 use crate::context::{Context, ExitStatus};
 use crate::live;
+use crate::printer::Printer;
 use crate::report::CliError;
 
 /// Bound on validating a grant against the provider's API.
@@ -44,7 +45,7 @@ pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
 fn store_grant(ctx: &Context, home: &moat_core::MoatHome, store: &CredentialStore, name: &str) -> Result<ExitStatus> {
     let providers = Providers::load(home)?;
     let provider = providers.require(name)?;
-    let granted = provider.acquire_token(&TerminalPrompt)?;
+    let granted = provider.acquire_token(&TerminalPrompt(&ctx.printer))?;
     ctx.printer.status(format!("token for {name} from {}", granted.source));
     let credential = granted.into_credential();
     let global = config::load_global(home)?.config;
@@ -162,9 +163,9 @@ fn show(ctx: &Context, store: &CredentialStore, provider: &str, json: bool) -> R
 
 /// Asks on the terminal without echo, or reads the first line of standard
 /// input when it is not a terminal (`echo "$TOKEN" | moat grant x`).
-struct TerminalPrompt;
+struct TerminalPrompt<'a>(&'a Printer);
 
-impl TokenPrompt for TerminalPrompt {
+impl TokenPrompt for TerminalPrompt<'_> {
     fn ask_token(&self, provider: &Provider) -> std::io::Result<Option<String>> {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
@@ -173,9 +174,9 @@ impl TokenPrompt for TerminalPrompt {
             let token = line.trim().to_string();
             return Ok((!token.is_empty()).then_some(token));
         }
-        eprint!("{} token (input hidden): ", provider.name());
+        self.0.prompt(format!("{} token (input hidden): ", provider.name()));
         let token = read_without_echo(&stdin)?;
-        eprintln!();
+        self.0.prompt("\n");
         Ok((!token.is_empty()).then_some(token))
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::cli::TraceArgs;
 use crate::context::{Context, ExitStatus};
+use crate::printer::Verbosity;
 
 pub fn trace(ctx: &Context, args: &TraceArgs) -> Result<ExitStatus> {
     let store = ctx.store()?;
@@ -32,7 +33,7 @@ pub fn trace(ctx: &Context, args: &TraceArgs) -> Result<ExitStatus> {
             writeln!(out, "{record}")?;
         }
     } else {
-        print_table(&mut out, &records, args.verbose)?;
+        print_table(&mut out, &records, ctx.printer.verbosity() == Verbosity::Verbose)?;
     }
     out.flush()?;
     Ok(ExitStatus::Success)

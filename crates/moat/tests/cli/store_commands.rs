@@ -234,17 +234,6 @@ fn commands_on_an_empty_home_say_so() {
 }
 
 #[test]
-fn commands_without_a_body_yet_say_so() {
-    let home = TestHome::new();
-    let out = home.moat(&["audit"]);
-    out.failure(1);
-    assert_eq!(
-        out.stderr,
-        "error: moat audit is not yet available\nhint: nothing was done; this version of moat does not provide it\n"
-    );
-}
-
-#[test]
 fn a_closed_stdout_pipe_is_not_an_error() {
     let home = TestHome::new();
     let run = home.run(None, RunState::Exited, 1);

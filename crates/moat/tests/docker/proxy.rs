@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use super::support::{Home, text};
 use super::upstream::{Upstream, docker_bridge_address};
 
-const API_HOST: &str = "api.moat-test.example";
+pub(super) const API_HOST: &str = "api.moat-test.example";
 /// Obviously fake; the test searches for it everywhere it must not be.
-const TOKEN: &str = "moat-test-credential-5f3a9c1e77";
+pub(super) const TOKEN: &str = "moat-test-credential-5f3a9c1e77";
 
 /// A home whose daemon trusts the upstream's CA and resolves the test host
 /// to it.
-fn home_with_upstream() -> Option<(Home, Upstream)> {
+pub(super) fn home_with_upstream() -> Option<(Home, Upstream)> {
     let home = Home::new()?;
     std::fs::create_dir_all(home.home()).unwrap();
     let upstream = Upstream::start(API_HOST, &home.root);
@@ -41,6 +41,41 @@ fn exit_of(output: &str, name: &str) -> Option<i32> {
     output
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{name}=")).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Defines a provider `echo` for the upstream and stores [`TOKEN`] for it.
+pub(super) fn store_echo_grant(home: &Home, port: u16) {
+    std::fs::create_dir_all(home.home().join("providers")).unwrap();
+    std::fs::write(
+        home.home().join("providers/echo.yaml"),
+        format!(
+            "name: echo\nhosts: [\"{API_HOST}:{port}\"]\nheader: Authorization\nprefix: \"Bearer \"\n\
+             placeholder: moat-echo-placeholder-0000000000\nenv: ECHO_TOKEN\n\
+             validate:\n  url: https://127.0.0.1:{port}/user\n  expect_status: 200\n"
+        ),
+    )
+    .unwrap();
+    let granted = home
+        .moat()
+        .args(["grant", "echo"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut granted = granted;
+    granted
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{TOKEN}\n").as_bytes())
+        .unwrap();
+    let granted = granted.wait_with_output().unwrap();
+    assert!(
+        granted.status.success(),
+        "{}{}",
+        text(&granted.stdout),
+        text(&granted.stderr)
+    );
 }
 
 #[test]
@@ -145,37 +180,7 @@ fn a_granted_credential_is_injected_never_visible_and_revocable_during_a_run() {
         return;
     };
     let port = upstream.port;
-    std::fs::create_dir_all(home.home().join("providers")).unwrap();
-    std::fs::write(
-        home.home().join("providers/echo.yaml"),
-        format!(
-            "name: echo\nhosts: [\"{API_HOST}:{port}\"]\nheader: Authorization\nprefix: \"Bearer \"\n\
-             placeholder: moat-echo-placeholder-0000000000\nenv: ECHO_TOKEN\n\
-             validate:\n  url: https://127.0.0.1:{port}/user\n  expect_status: 200\n"
-        ),
-    )
-    .unwrap();
-    let granted = home
-        .moat()
-        .args(["grant", "echo"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    let mut granted = granted;
-    granted
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{TOKEN}\n").as_bytes())
-        .unwrap();
-    let granted = granted.wait_with_output().unwrap();
-    assert!(
-        granted.status.success(),
-        "{}{}",
-        text(&granted.stdout),
-        text(&granted.stderr)
-    );
+    store_echo_grant(&home, port);
 
     let script = format!(
         "curl -sS --max-time 10 https://{API_HOST}:{port}/first; echo; env; \
