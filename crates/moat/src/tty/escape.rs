@@ -31,6 +31,9 @@ pub enum Action {
 pub struct EscapeScanner {
     key: EscapeKey,
     menu_open: bool,
+    /// The kitty code of the key that chose in the menu: its release (and
+    /// repeats) belong to the menu too, not to the program.
+    chosen_with: Option<u32>,
 }
 
 /// Kitty key event types (`CSI code;mods:event u`).
@@ -48,7 +51,11 @@ const CTRL_MODIFIERS: u32 = 5;
 
 impl EscapeScanner {
     pub fn new(key: EscapeKey) -> Self {
-        EscapeScanner { key, menu_open: false }
+        EscapeScanner {
+            key,
+            menu_open: false,
+            chosen_with: None,
+        }
     }
 
     /// The bytes that send the prefix itself to the program.
@@ -67,10 +74,18 @@ impl EscapeScanner {
             if self.menu_open {
                 if let Some(choice) = self.choose(key, chunk) {
                     self.menu_open = false;
+                    self.chosen_with = key.map(|key| key.code);
                     actions.push(Action::Chose(choice));
                 }
                 continue;
             }
+            if let (Some(key), Some(code)) = (key, self.chosen_with)
+                && key.code == code
+                && key.event != PRESS
+            {
+                continue;
+            }
+            self.chosen_with = None;
             match self.prefix_event(key, chunk) {
                 Some(true) => {
                     flush(&mut pending, &mut actions);
