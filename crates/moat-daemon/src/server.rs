@@ -29,7 +29,7 @@ use crate::progress::Progress;
 use crate::reaper::SweepRequest;
 use crate::state::Daemon;
 use crate::supervisor::{self, CreatedRun, RunError};
-use crate::terminal_api::UPGRADE_PROTOCOL as TERMINAL_PROTOCOL;
+use moat_api::terminal::UPGRADE_PROTOCOL as TERMINAL_PROTOCOL;
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -358,7 +358,7 @@ enum Session {
     Exec,
 }
 
-/// Upgrades the connection to the terminal protocol (terminal_api.rs) for
+/// Upgrades the connection to the terminal protocol (`terminal.rs`) for
 /// a live run: joining an interactive run's terminal, or running a command
 /// with the connection as its terminal.
 fn terminal(daemon: &Daemon, id: &str, mut req: Request<Incoming>, session: Session) -> Response<Body> {

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::output::lock;
-use crate::terminal_api::{Exit, Frame};
+use moat_api::terminal::{Exit, Frame};
 
 /// Raw output kept for late clients of a run without a TTY.
 const RING_CAPACITY_BYTES: usize = 1 << 20;
@@ -30,8 +30,6 @@ const SCROLLBACK_ROWS: usize = 0;
 /// `moat run -it` that created the run) gets the bytes as they came, drawn
 /// from where its cursor is, instead of a full-screen repaint.
 const EARLY_OUTPUT_BYTES: usize = 64 * 1024;
-/// The size of a TTY whose client did not say.
-pub const DEFAULT_SIZE: TerminalSize = TerminalSize { rows: 24, cols: 80 };
 
 /// What attached clients hear.
 #[derive(Clone, Debug)]
@@ -331,7 +329,7 @@ mod tests {
 
     #[test]
     fn the_first_client_gets_the_early_output_raw_and_later_ones_a_repaint() {
-        let hub = TerminalHub::new(Some(DEFAULT_SIZE));
+        let hub = TerminalHub::new(Some(TerminalSize::DEFAULT));
         hub.push(Stream::Tty, Bytes::from_static(b"$ "));
         let first = hub.join(true, false);
         assert_eq!(first.first, vec![Frame::Output(Stream::Tty, Bytes::from_static(b"$ "))]);
@@ -341,7 +339,7 @@ mod tests {
 
     #[test]
     fn one_client_holds_the_input_and_take_input_moves_it() {
-        let hub = TerminalHub::new(Some(DEFAULT_SIZE));
+        let hub = TerminalHub::new(Some(TerminalSize::DEFAULT));
         let first = hub.join(false, false);
         let watcher = hub.join(false, false);
         assert!(first.holds_input && !watcher.holds_input);

@@ -1,7 +1,7 @@
 //! One client's terminal connection, after the API upgraded it: frames in
 //! (input, resize, redraw, take-input, EOF), frames out (repaint, output,
 //! notices, exit). Either joins a run's [`TerminalHub`] or runs an `exec`
-//! with the connection as its terminal (terminal_api.rs for the frames).
+//! with the connection as its terminal (`moat_api::terminal` for the frames).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::registry::RunHandle;
 use crate::state::Daemon;
 use crate::terminal::HubEvent;
-use crate::terminal_api::{Exit, Frame, FrameError, Open, read_frame, write_frame};
+use moat_api::terminal::{Exit, Frame, FrameError, Open, read_frame, write_frame};
 
 /// Bound on the client's first frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);

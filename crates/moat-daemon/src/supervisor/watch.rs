@@ -76,7 +76,7 @@ async fn follow_terminal(runtime: &dyn Runtime, handle: &RunHandle, container: &
 /// Tells attached clients how the run ended (once).
 pub(super) fn announce_exit(handle: &RunHandle) {
     let meta = handle.metadata();
-    handle.terminal.finish(crate::terminal_api::Exit {
+    handle.terminal.finish(moat_api::terminal::Exit {
         state: meta.state,
         exit_code: meta.exit_code,
         failure: meta.failure.clone(),

@@ -8,8 +8,8 @@
 use std::io::IsTerminal;
 
 use anyhow::Result;
+use moat_api::terminal::Open;
 use moat_core::config;
-use moat_daemon::terminal_api::Open;
 
 use crate::cli::AttachArgs;
 use crate::context::{Context, ExitStatus};

@@ -7,8 +7,8 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
-use moat_daemon::ClientError;
-use moat_daemon::terminal_api::Open;
+use moat_api::ClientError;
+use moat_api::terminal::Open;
 
 use crate::cli::ExecArgs;
 use crate::context::{Context, ExitStatus};
@@ -62,7 +62,7 @@ fn interactive(
     let size = match args.tty {
         false => None,
         true if std::io::stdin().is_terminal() => {
-            Some(crate::tty::raw::size().unwrap_or(moat_daemon::terminal::DEFAULT_SIZE))
+            Some(crate::tty::raw::size().unwrap_or(moat_core::TerminalSize::DEFAULT))
         }
         true => {
             return Err(CliError::new("-t needs a terminal on stdin, and stdin is not one")

@@ -8,12 +8,12 @@ use std::io::{Read, Write};
 
 use anyhow::Result;
 use bytes::Bytes;
+use moat_api::DaemonClient;
+use moat_api::client::TerminalConnection;
+use moat_api::terminal::{Frame, MAX_INPUT_CHUNK, read_frame, write_frame};
 use moat_core::RunId;
 use moat_core::config::EscapeKey;
 use moat_core::logs::Stream;
-use moat_daemon::DaemonClient;
-use moat_daemon::client::TerminalConnection;
-use moat_daemon::terminal_api::{Frame, MAX_INPUT_CHUNK, read_frame, write_frame};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -60,7 +60,7 @@ pub async fn run(
     let (reader, writer) = tokio::io::split(io);
     let mut incoming = read_frames(reader);
     let outgoing = write_frames(writer);
-    let size = raw::size().unwrap_or(moat_daemon::terminal::DEFAULT_SIZE);
+    let size = raw::size().unwrap_or(moat_core::TerminalSize::DEFAULT);
     let raw = if options.tty { RawTerminal::enter(size)? } else { None };
     let mut session = Session {
         client,
@@ -331,7 +331,7 @@ fn read_keys() -> mpsc::Receiver<Vec<u8>> {
                         return;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return,
             }
         }

@@ -95,7 +95,7 @@ fn detach_leaves_the_run_going_and_attach_repaints_its_full_screen() {
     // The run goes on: its output keeps arriving in logs.jsonl.
     let run_id = home.only_run()["id"].as_str().unwrap().to_string();
     let logs = home.home().join("runs").join(&run_id).join("logs.jsonl");
-    let size = || std::fs::metadata(&logs).map(|m| m.len()).unwrap_or(0);
+    let size = || std::fs::metadata(&logs).map_or(0, |m| m.len());
     let before = size();
     let deadline = Instant::now() + SHORT;
     while size() <= before {

@@ -6,13 +6,13 @@
 //! kind: u8 | length: u32 (big-endian) | payload: `length` bytes
 //! ```
 //!
-//! The client's first frame is [`Open`]. Self-contained (frames, messages,
-//! codec) so it can move with the rest of the API's wire types.
+//! The client's first frame is [`Open`]. Frames, messages and codec, used
+//! by the daemon's server and the typed client alike.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use moat_core::RunState;
+use moat_core::TerminalSize;
 use moat_core::logs::Stream;
-use moat_runtime::TerminalSize;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -15,12 +15,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use crate::api::{
+use crate::sweep::{SweepReport, SweepRequest};
+use crate::terminal::{Frame, Open, UPGRADE_PROTOCOL, write_frame};
+use crate::wire::{
     ApiError, AttachEvent, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health, NDJSON, RunSpec, RunView,
     StopRequest,
 };
-use crate::reaper::{SweepReport, SweepRequest};
-use crate::terminal_api::{Frame, Open, UPGRADE_PROTOCOL, write_frame};
 use hyper::upgrade::Upgraded;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,7 +28,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Run creation may create a network twice with a sweep between, and a
 /// container; the daemon answers within its own, shorter deadline
-/// ([`crate::deadline::CREATE_DEADLINE`]).
+/// (the daemon's creation deadline).
 pub const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A sweep may wait for another (150 s) and take up to 2 minutes itself.
 const REAP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -77,7 +77,7 @@ impl ClientError {
     }
 }
 
-/// A connection upgraded to the terminal protocol (terminal_api.rs).
+/// A connection upgraded to the terminal protocol (`terminal.rs`).
 pub type TerminalConnection = TokioIo<Upgraded>;
 
 /// A client for one daemon socket.

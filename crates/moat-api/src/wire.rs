@@ -52,7 +52,7 @@ pub struct RunSpec {
     /// Give the container a TTY of this size (`-t`); its size before the
     /// process starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub terminal: Option<moat_runtime::TerminalSize>,
+    pub terminal: Option<moat_core::TerminalSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,7 +71,7 @@ pub struct RunSpec {
     pub labels: BTreeMap<String, String>,
     /// Network policy the proxy enforces for this run.
     #[serde(default)]
-    pub policy: moat_proxy::NetworkPolicy,
+    pub policy: moat_core::config::NetworkPolicy,
     /// Host ports (`network.host`) the run may reach.
     #[serde(default)]
     pub host_ports: Vec<u16>,
