@@ -8,6 +8,7 @@ time until the container's TTY echoes it back is measured, 200 keystrokes
     scripts/bench-tty.py                 # builds moat (release) first
     MOAT_BIN=target/debug/moat scripts/bench-tty.py
 """
+import json
 import os
 import pty
 import select
@@ -22,6 +23,7 @@ IMAGE = os.environ.get("IMAGE", "moat-base:bookworm")
 KEYS = int(os.environ.get("KEYS", "200"))
 WARMUP = 20
 PROGRAM = ["sh", "-c", "echo RE''ADY; exec cat"]
+DOCKER_NAME = f"moat-bench-tty-{os.getpid()}"
 
 
 def read_until(fd, wanted, timeout):
@@ -83,8 +85,14 @@ def main():
     os.chdir(workspace)
     try:
         report("moat run -it", measure([moat, "run", "-it", "--image", IMAGE, "--"] + PROGRAM, env))
-        report("docker run -it", measure(["docker", "run", "-it", "--rm", IMAGE] + PROGRAM, env))
+        report("docker run -it", measure(["docker", "run", "-it", "--rm", "--name", DOCKER_NAME, IMAGE] + PROGRAM, env))
     finally:
+        # Killed clients leave their runs going: stop them, then the daemon.
+        runs = subprocess.run([moat, "list", "--json"], env=env, capture_output=True, text=True).stdout
+        for run in json.loads(runs or "[]"):
+            if run.get("state") == "running":
+                subprocess.run([moat, "stop", run["id"]], env=env, capture_output=True)
+        subprocess.run(["docker", "rm", "-f", DOCKER_NAME], capture_output=True)
         subprocess.run([moat, "daemon", "stop"], env=env, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(workspace, ignore_errors=True)

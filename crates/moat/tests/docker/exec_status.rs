@@ -91,6 +91,7 @@ fn exec_with_a_tty_needs_a_terminal_on_stdin() {
     let out = home.run(&["exec", "-i", &run_id, "--", "sh", "-c", "cat; echo after-eof"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "after-eof\n");
+    assert!(home.run(&["stop", &run_id]).status.success());
 }
 
 #[test]

@@ -20,6 +20,24 @@ fn script(home: &Home, name: &str, script: &str) -> String {
     format!("/workspace/{name}")
 }
 
+/// Stops every live run of the home when the test ends, passed or failed
+/// (detached runs and runs whose client was killed outlive the client).
+struct StopLiveRuns<'a>(&'a Home);
+
+impl Drop for StopLiveRuns<'_> {
+    fn drop(&mut self) {
+        let Ok(out) = self.0.moat().args(["list", "--json"]).output() else {
+            return;
+        };
+        let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for run in runs.iter().filter(|run| run["state"] == "running") {
+            if let Some(id) = run["id"].as_str() {
+                let _ = self.0.moat().args(["stop", id]).output();
+            }
+        }
+    }
+}
+
 /// The CLI process in the pane (the shell's child).
 fn cli_pid(tmux: &Tmux) -> u32 {
     let shell = tmux.shell_pid();
@@ -35,6 +53,7 @@ fn cli_pid(tmux: &Tmux) -> u32 {
 #[test]
 fn typed_input_reaches_the_program_and_its_terminal_has_the_clients_size() {
     let Some(home) = Home::new() else { return };
+    let _stop = StopLiveRuns(&home);
     let Some(tmux) = Tmux::new(&home, 100, 30) else { return };
     let program = script(
         &home,
@@ -58,6 +77,7 @@ fn typed_input_reaches_the_program_and_its_terminal_has_the_clients_size() {
 #[test]
 fn ctrl_c_reaches_the_program_and_moat_exits_with_its_code() {
     let Some(home) = Home::new() else { return };
+    let _stop = StopLiveRuns(&home);
     let Some(tmux) = Tmux::new(&home, 100, 30) else { return };
     let program = script(
         &home,
@@ -81,6 +101,7 @@ i=0; while :; do i=$((i+1)); printf '\\033[2;1Htick%s\\r\\n\\033[10;11H' $i; sle
 #[test]
 fn detach_leaves_the_run_going_and_attach_repaints_its_full_screen() {
     let Some(home) = Home::new() else { return };
+    let _stop = StopLiveRuns(&home);
     let Some(tmux) = Tmux::new(&home, 100, 30) else { return };
     let program = script(&home, "fs.sh", FULL_SCREEN);
     tmux.line(&format!("moat run -it --name fs -- sh {program}; echo rc=$?"));
@@ -133,6 +154,7 @@ const MODES_ON: &str = "printf '\\033[?1049h\\033[?1000h\\033[?2004h\\033[>1u\\0
 #[test]
 fn the_terminal_is_restored_when_the_cli_gets_sigterm() {
     let Some(home) = Home::new() else { return };
+    let _stop = StopLiveRuns(&home);
     let Some(tmux) = Tmux::new(&home, 100, 30) else { return };
     let program = script(&home, "modes.sh", MODES_ON);
     tmux.line(&format!("moat run -it -- sh {program}; echo rc=$?"));
@@ -152,6 +174,7 @@ fn the_terminal_is_restored_when_the_cli_gets_sigterm() {
 #[test]
 fn the_terminal_is_restored_when_the_daemon_is_killed_mid_session() {
     let Some(home) = Home::new() else { return };
+    let _stop = StopLiveRuns(&home);
     let Some(tmux) = Tmux::new(&home, 100, 30) else { return };
     let program = script(&home, "modes.sh", MODES_ON);
     tmux.line(&format!("moat run -it -- sh {program}; echo rc=$?"));
@@ -165,6 +188,7 @@ fn the_terminal_is_restored_when_the_daemon_is_killed_mid_session() {
 #[test]
 fn exec_it_gives_a_shell_in_a_live_run() {
     let Some(home) = Home::new() else { return };
+    let _stop = StopLiveRuns(&home);
     let out = home.run(&["run", "-d", "--name", "svc", "--", "sleep", "300"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let Some(tmux) = Tmux::new(&home, 90, 25) else { return };
@@ -179,6 +203,7 @@ fn exec_it_gives_a_shell_in_a_live_run() {
 #[test]
 fn stdin_without_a_tty_streams_10_mb_intact_and_eof_ends_the_program() {
     let Some(home) = Home::new() else { return };
+    let _stop = StopLiveRuns(&home);
     let data: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
