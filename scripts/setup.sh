@@ -6,6 +6,8 @@ set -euo pipefail
 need_apt=()
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The interactive-run tests drive moat in a real pseudo-terminal.
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

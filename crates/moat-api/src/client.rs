@@ -16,10 +16,12 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::sweep::{SweepReport, SweepRequest};
+use crate::terminal::{Frame, Open, UPGRADE_PROTOCOL, write_frame};
 use crate::wire::{
     ApiError, AttachEvent, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health, NDJSON, RunSpec, RunView,
     RuntimeCheck, StopRequest,
 };
+use hyper::upgrade::Upgraded;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,6 +77,9 @@ impl ClientError {
         }
     }
 }
+
+/// A connection upgraded to the terminal protocol (`terminal.rs`).
+pub type TerminalConnection = TokioIo<Upgraded>;
 
 /// A client for one daemon socket.
 #[derive(Clone, Debug)]
@@ -205,6 +210,65 @@ impl DaemonClient {
         Ok(ndjson_events(response.into_body(), op))
     }
 
+    /// Joins an interactive run's terminal (`open` is an attach) or runs a
+    /// command with a terminal (`open` is an exec): the connection, upgraded
+    /// to the terminal protocol, with the `open` frame sent. Only the
+    /// upgrade is bounded: a session may last for days.
+    pub async fn terminal(&self, id: &RunId, open: &Open) -> Result<TerminalConnection, ClientError> {
+        let path = match open {
+            Open::Attach { .. } => format!("/v1/runs/{id}/terminal"),
+            Open::Exec { .. } => format!("/v1/runs/{id}/exec/terminal"),
+        };
+        let op = format!("open the terminal of {id}");
+        let upgrading = async {
+            let stream = self.connect().await?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| protocol(&op, e))?;
+            tokio::spawn(async move {
+                let _ = connection.with_upgrades().await;
+            });
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(&path)
+                .header("host", "moat-daemon")
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, UPGRADE_PROTOCOL)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| protocol(&op, e))?;
+            let response = sender.send_request(request).await.map_err(|e| protocol(&op, e))?;
+            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                let response = check_status(response, &op).await?;
+                return Err(protocol(
+                    &op,
+                    format!("answered {} instead of upgrading", response.status()),
+                ));
+            }
+            let upgraded = hyper::upgrade::on(response).await.map_err(|e| protocol(&op, e))?;
+            let mut io = TokioIo::new(upgraded);
+            write_frame(&mut io, &Frame::Open(open.clone()))
+                .await
+                .map_err(|e| protocol(&op, e))?;
+            Ok(io)
+        };
+        within(CALL_TIMEOUT, &op, upgrading).await
+    }
+
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) if is_absent(&e) => Err(ClientError::NotRunning(self.socket.clone())),
+            Ok(Err(source)) => Err(ClientError::Unreachable {
+                socket: self.socket.clone(),
+                source,
+            }),
+            Err(_) => Err(ClientError::Timeout {
+                op: format!("connect to {}", self.socket.display()),
+                after: CONNECT_TIMEOUT,
+            }),
+        }
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -237,22 +301,7 @@ impl DaemonClient {
         timeout: Duration,
         op: &str,
     ) -> Result<Response<Incoming>, ClientError> {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) if is_absent(&e) => return Err(ClientError::NotRunning(self.socket.clone())),
-            Ok(Err(source)) => {
-                return Err(ClientError::Unreachable {
-                    socket: self.socket.clone(),
-                    source,
-                });
-            }
-            Err(_) => {
-                return Err(ClientError::Timeout {
-                    op: format!("connect to {}", self.socket.display()),
-                    after: CONNECT_TIMEOUT,
-                });
-            }
-        };
+        let stream = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| protocol(op, e))?;

@@ -10,6 +10,7 @@ pub mod info;
 mod logfile;
 pub mod spawn;
 pub mod sweep;
+pub mod terminal;
 mod wire;
 
 pub use client::{ClientError, DaemonClient};

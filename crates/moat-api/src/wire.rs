@@ -22,6 +22,7 @@ pub const CAPABILITIES: &[&str] = &[
     "proxy",
     "exec",
     "create-progress",
+    "terminal",
 ];
 
 /// Media type of streamed answers (attach, and run creation when asked for).
@@ -46,8 +47,13 @@ pub struct RunSpec {
     pub runtime: String,
     #[serde(default)]
     pub keep: bool,
+    /// Keep the container's stdin open for a client (`-i`).
     #[serde(default)]
     pub interactive: bool,
+    /// Give the container a TTY of this size (`-t`); its size before the
+    /// process starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<moat_core::TerminalSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@
 //! which hid typos).
 
 mod global;
+mod keys;
 mod network;
 mod project;
 mod shapes;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 pub use global::{GlobalConfig, LoadedGlobal, SubnetPool, load_global};
+pub use keys::EscapeKey;
 pub use network::{HostRule, NetworkConfig, NetworkPolicy, PolicyMode, RequestRule, RuleAction, check_host_pattern};
 pub use project::{
     AGENT_FILE, ContainerConfig, HooksConfig, LoadedProject, PROJECT_FILE, ProjectConfig, ServiceConfig,

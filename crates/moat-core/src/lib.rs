@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod mount;
 pub mod paths;
 pub mod store;
+pub mod terminal;
 pub mod trust;
 
 pub use config::RuntimeKind;
@@ -25,3 +26,4 @@ pub use id::RunId;
 pub use metadata::{RunMetadata, RunState};
 pub use mount::BindMount;
 pub use paths::MoatHome;
+pub use terminal::TerminalSize;

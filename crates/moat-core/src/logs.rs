@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 pub enum Stream {
     Stdout,
     Stderr,
+    /// A terminal's output (an interactive run with a TTY): one stream,
+    /// escape sequences included.
+    Tty,
 }
 
 /// One line of a run's output.

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use moat_core::RunId;
 use moat_core::logs::{LogRecord, LogWriter};
 use moat_core::paths::run_files;
-use moat_runtime::{OutputChunk, Runtime};
+use moat_runtime::{OutputChunk, OutputStream, Runtime};
 
 use crate::lines::LineSplitter;
 use crate::registry::RunHandle;
@@ -51,13 +51,15 @@ impl<'a> Capture<'a> {
 
     /// Follows the container's output until its stream ends.
     pub async fn follow(&mut self, runtime: &dyn Runtime, container: &str) {
-        let mut stream = match runtime.logs(container, true, self.since).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(run = %self.id, "cannot follow output: {e}");
-                return;
-            }
-        };
+        match runtime.logs(container, true, self.since).await {
+            Ok(stream) => self.follow_stream(stream).await,
+            Err(e) => tracing::warn!(run = %self.id, "cannot follow output: {e}"),
+        }
+    }
+
+    /// Takes output from `stream` (a log follow or a terminal attachment)
+    /// until it ends.
+    pub async fn follow_stream(&mut self, mut stream: OutputStream) {
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(chunk) => self.take(&chunk),
@@ -105,6 +107,9 @@ impl<'a> Capture<'a> {
     fn take(&mut self, chunk: &OutputChunk) {
         self.received += chunk.data.len();
         self.handle.output.push(chunk.stream, chunk.data.clone());
+        if self.handle.spec.interactive {
+            self.handle.terminal.push(chunk.stream, chunk.data.clone());
+        }
         let records = self.splitter.feed(chunk.stream, &chunk.data);
         self.write(&records);
     }

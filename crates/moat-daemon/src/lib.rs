@@ -27,6 +27,8 @@ pub mod server;
 pub mod standalone;
 pub mod state;
 pub mod supervisor;
+pub mod terminal;
+mod terminal_session;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -12,6 +12,7 @@ const MAX_LINE_BYTES: usize = 256 * 1024;
 pub struct LineSplitter {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    tty: Vec<u8>,
 }
 
 impl LineSplitter {
@@ -35,7 +36,7 @@ impl LineSplitter {
     /// Flushes unterminated lines (at the end of the output).
     pub fn finish(&mut self) -> Vec<LogRecord> {
         let mut records = Vec::new();
-        for stream in [Stream::Stdout, Stream::Stderr] {
+        for stream in [Stream::Stdout, Stream::Stderr, Stream::Tty] {
             let buffer = self.buffer(stream);
             if !buffer.is_empty() {
                 records.push(record(stream, buffer));
@@ -48,6 +49,7 @@ impl LineSplitter {
         match stream {
             Stream::Stdout => &mut self.stdout,
             Stream::Stderr => &mut self.stderr,
+            Stream::Tty => &mut self.tty,
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use crate::api::{RunSpec, RunView, SecretEnv};
 use crate::output::{OutputHub, lock};
+use crate::terminal::TerminalHub;
 
 /// `runs.json` format version.
 const RUNS_JSON_VERSION: u32 = 1;
@@ -35,6 +36,8 @@ pub struct RunHandle {
     pub spec: RunSpec,
     meta: Mutex<RunMetadata>,
     pub output: OutputHub,
+    /// The terminal of an interactive run (`spec.interactive`).
+    pub terminal: TerminalHub,
     /// The run's proxy token; persisted (containers have it baked into
     /// their proxy settings), never logged.
     proxy_token: Mutex<Option<ProxyToken>>,
@@ -46,6 +49,7 @@ pub struct RunHandle {
 impl RunHandle {
     pub fn new(spec: RunSpec, meta: RunMetadata) -> Arc<Self> {
         Arc::new(RunHandle {
+            terminal: TerminalHub::new(spec.terminal),
             spec,
             meta: Mutex::new(meta),
             output: OutputHub::default(),

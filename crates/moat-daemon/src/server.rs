@@ -29,6 +29,7 @@ use crate::progress::Progress;
 use crate::reaper::SweepRequest;
 use crate::state::Daemon;
 use crate::supervisor::{self, CreatedRun, RunError};
+use moat_api::terminal::UPGRADE_PROTOCOL as TERMINAL_PROTOCOL;
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -61,6 +62,7 @@ pub async fn serve(daemon: Daemon, listener: UnixListener) {
             let service = service_fn(move |req| route(daemon.clone(), req));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!("API connection ended: {e}");
@@ -88,6 +90,8 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
         (&Method::DELETE, ["v1", "runs", id]) => destroy(&daemon, id).await,
         (&Method::POST, ["v1", "runs", id, "stop"]) => stop(&daemon, id, req).await,
         (&Method::GET, ["v1", "runs", id, "attach"]) => attach(&daemon, id),
+        (&Method::GET, ["v1", "runs", id, "terminal"]) => terminal(&daemon, id, req, Session::Attach),
+        (&Method::GET, ["v1", "runs", id, "exec", "terminal"]) => terminal(&daemon, id, req, Session::Exec),
         (&Method::POST, ["v1", "runs", id, "exec"]) => exec(&daemon, id, req).await,
         (&Method::POST, ["v1", "maintenance", "reap"]) => reap(&daemon, req).await,
         (&Method::POST, ["v1", "grants", "refresh"]) => {
@@ -345,6 +349,59 @@ fn attach(daemon: &Daemon, id: &str) -> Response<Body> {
         .status(StatusCode::OK)
         .header("content-type", NDJSON)
         .body(BodyExt::boxed(body))
+        .unwrap_or_else(|_| internal_error())
+}
+
+/// Which terminal session an upgrade is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Session {
+    Attach,
+    Exec,
+}
+
+/// Upgrades the connection to the terminal protocol (`terminal.rs`) for
+/// a live run: joining an interactive run's terminal, or running a command
+/// with the connection as its terminal.
+fn terminal(daemon: &Daemon, id: &str, mut req: Request<Incoming>, session: Session) -> Response<Body> {
+    let asks_upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case(TERMINAL_PROTOCOL));
+    if !asks_upgrade {
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            format!("this call needs `Upgrade: {TERMINAL_PROTOCOL}`"),
+            None,
+        );
+    }
+    let handle = match live_run(daemon, id) {
+        Ok(handle) => handle,
+        Err(reject) => return reject.into_response(),
+    };
+    if session == Session::Attach && !handle.spec.interactive {
+        return error(
+            StatusCode::CONFLICT,
+            format!("run {} is not interactive: it has no terminal to join", handle.id()),
+            Some("`moat attach` follows its output instead".into()),
+        );
+    }
+    let upgrading = hyper::upgrade::on(&mut req);
+    let daemon = daemon.clone();
+    tokio::spawn(async move {
+        match upgrading.await {
+            Ok(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                crate::terminal_session::serve(daemon, handle, io, session == Session::Attach).await;
+            }
+            Err(e) => tracing::debug!("terminal upgrade failed: {e}"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(hyper::header::UPGRADE, TERMINAL_PROTOCOL)
+        .body(Full::new(Bytes::new()).boxed())
         .unwrap_or_else(|_| internal_error())
 }
 

@@ -10,6 +10,7 @@ mod errors;
 mod images;
 mod output;
 mod pool;
+mod terminal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -28,8 +29,9 @@ use tokio::sync::OnceCell;
 use crate::select::Probe;
 use crate::subnet::SubnetPool;
 use crate::{
-    Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ImageInfo, LegacyObjects, NetworkInfo, NetworkSpec,
-    OutputStream, Runtime, RuntimeError, RuntimeKind, RuntimeResult, Timeouts, VolumeInfo, VolumeSpec, bounded, labels,
+    Attached, Capabilities, ContainerInfo, ContainerSpec, ExecOutput, ExecSpec, ImageInfo, LegacyObjects, NetworkInfo,
+    NetworkSpec, OutputStream, Runtime, RuntimeError, RuntimeKind, RuntimeResult, TerminalSize, Timeouts, VolumeInfo,
+    VolumeSpec, bounded, labels,
 };
 
 pub use endpoint::{DockerEndpoint, EndpointEnv, EndpointSource};
@@ -385,6 +387,46 @@ impl Runtime for DockerRuntime {
             output::exec(docker, id, command)
                 .await
                 .map_err(|e| map_error(&op, &what, e))
+        })
+        .await
+    }
+
+    async fn attach_container(&self, id: &str) -> RuntimeResult<Attached> {
+        let op = format!("attach to container {id}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            terminal::attach(self.client().await?, id).await
+        })
+        .await
+    }
+
+    async fn resize_container(&self, id: &str, size: TerminalSize) -> RuntimeResult<()> {
+        let op = format!("resize the TTY of container {id}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            terminal::resize_container(self.client().await?, id, size).await
+        })
+        .await
+    }
+
+    async fn exec_attached(&self, id: &str, spec: &ExecSpec) -> RuntimeResult<(String, Attached)> {
+        let op = format!("exec in container {id}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            terminal::exec(self.client().await?, id, spec).await
+        })
+        .await
+    }
+
+    async fn resize_exec(&self, exec_id: &str, size: TerminalSize) -> RuntimeResult<()> {
+        let op = format!("resize the TTY of exec {exec_id}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            terminal::resize_exec(self.client().await?, exec_id, size).await
+        })
+        .await
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> RuntimeResult<Option<i64>> {
+        let op = format!("inspect exec {exec_id}");
+        bounded(DOCKER, &op, self.timeouts.call, async {
+            terminal::exec_exit_code(self.client().await?, exec_id).await
         })
         .await
     }

@@ -24,6 +24,8 @@ pub enum RuntimeError {
     },
     #[error("{runtime} is unavailable: {reason}")]
     Unavailable { runtime: RuntimeKind, reason: String },
+    #[error("{runtime} cannot {what} in this version of moat")]
+    Unsupported { runtime: RuntimeKind, what: String },
     #[error("{runtime}: no free subnet in moat's pool {pool} for {network}")]
     AddressSpaceExhausted {
         runtime: RuntimeKind,

@@ -63,6 +63,32 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> RuntimeResult<OutputStream>;
     /// Runs a command in a running container; returns exit code and output.
     async fn exec(&self, id: &str, command: &[String]) -> RuntimeResult<ExecOutput>;
+    /// Attaches to a created (or running) container's stdin and output;
+    /// attached before the start, nothing the process writes is missed.
+    /// Unbounded once attached (the stream lasts as long as the container).
+    async fn attach_container(&self, id: &str) -> RuntimeResult<Attached> {
+        Err(self.unsupported(&format!("attach to container {id}")))
+    }
+    /// Sets the size of a container's TTY.
+    async fn resize_container(&self, id: &str, size: TerminalSize) -> RuntimeResult<()> {
+        let _ = size;
+        Err(self.unsupported(&format!("resize the terminal of container {id}")))
+    }
+    /// Starts a command in a running container with its stdin and output
+    /// attached; returns the exec's id (for resize and exit code).
+    async fn exec_attached(&self, id: &str, spec: &ExecSpec) -> RuntimeResult<(String, Attached)> {
+        let _ = spec;
+        Err(self.unsupported(&format!("run an interactive command in container {id}")))
+    }
+    async fn resize_exec(&self, exec_id: &str, size: TerminalSize) -> RuntimeResult<()> {
+        let _ = size;
+        Err(self.unsupported(&format!("resize the terminal of exec {exec_id}")))
+    }
+    /// How an `exec_attached` command ended (`None` while it runs or when
+    /// the runtime cannot tell).
+    async fn exec_exit_code(&self, exec_id: &str) -> RuntimeResult<Option<i64>> {
+        Err(self.unsupported(&format!("read the exit code of exec {exec_id}")))
+    }
     /// Containers carrying moat's labels (Docker) or moat's names (Apple).
     async fn list_containers(&self) -> RuntimeResult<Vec<ContainerInfo>>;
 
@@ -83,6 +109,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// label. Runtimes the Go implementation never used have none.
     async fn list_legacy(&self) -> RuntimeResult<LegacyObjects> {
         Ok(LegacyObjects::default())
+    }
+
+    /// The error of a call this runtime does not offer.
+    fn unsupported(&self, what: &str) -> RuntimeError {
+        RuntimeError::Unsupported {
+            runtime: self.kind(),
+            what: what.to_string(),
+        }
     }
 }
 

@@ -47,8 +47,13 @@ pub struct ContainerSpec {
     pub dns: Vec<String>,
     pub tty: bool,
     pub open_stdin: bool,
+    /// The terminal's size when the process starts (with `tty`), so its
+    /// first frame is drawn at the client's size, not 80x24.
+    pub console_size: Option<TerminalSize>,
     pub cap_add: Vec<String>,
 }
+
+pub use moat_core::TerminalSize;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +97,28 @@ pub struct OutputChunk {
 }
 
 pub type OutputStream = Pin<Box<dyn Stream<Item = RuntimeResult<OutputChunk>> + Send>>;
+
+/// A container's (or an exec's) attached streams: its output as it comes,
+/// and its stdin. Dropping `input` closes the container's stdin where it
+/// was created to close with its first attachment (no TTY).
+pub struct Attached {
+    pub output: OutputStream,
+    pub input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attached")
+    }
+}
+
+/// What to run with `exec_attached`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub command: Vec<String>,
+    /// A TTY of this size; `None` = plain pipes.
+    pub tty: Option<TerminalSize>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecOutput {

@@ -517,7 +517,7 @@ async fn mounts_user_limits_and_extra_hosts_are_applied() {
 }
 
 #[tokio::test]
-async fn tty_output_is_stdout_and_since_skips_earlier_output() {
+async fn tty_output_is_its_own_stream_and_since_skips_earlier_output() {
     let Some(docker) = engine().await else { return };
     let image = base_image(&docker).await;
     let home = test_home("tty");
@@ -537,7 +537,7 @@ async fn tty_output_is_stdout_and_since_skips_earlier_output() {
             .try_collect()
             .await
             .unwrap();
-        assert!(all.iter().all(|c| c.stream == OutputStreamKind::Stdout));
+        assert!(all.iter().all(|c| c.stream == OutputStreamKind::Tty));
         let text: String = all
             .iter()
             .map(|c| String::from_utf8_lossy(&c.data).into_owned())

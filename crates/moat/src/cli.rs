@@ -173,9 +173,17 @@ pub struct RunArgs {
     #[arg(long)]
     pub timings: bool,
 
-    /// Connect stdin and a terminal.
+    /// Keep stdin open and stream it to the command (EOF closes it).
     #[arg(short = 'i', long)]
     pub interactive: bool,
+
+    /// Give the command a terminal (implies -i): `moat run -it -- bash`.
+    #[arg(short = 't', long, conflicts_with = "detach")]
+    pub tty: bool,
+
+    /// Show a status footer under an interactive run (not available yet).
+    #[arg(long)]
+    pub footer: bool,
 
     /// Network policy: strict (only allowed hosts and granted credentials' hosts) or permissive.
     #[arg(long, value_enum, value_name = "POLICY", hide_possible_values = true)]
@@ -214,6 +222,11 @@ pub struct AttachArgs {
     /// Run id, id prefix (run_…) or name.
     #[arg(value_name = "RUN")]
     pub run: String,
+
+    /// Take the input of an interactive run from the client holding it
+    /// (otherwise this client watches while another one types).
+    #[arg(long)]
+    pub take_input: bool,
 }
 
 #[derive(Debug, Args)]
@@ -278,9 +291,13 @@ pub struct ExecArgs {
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 
-    /// Connect stdin and a terminal.
+    /// Keep stdin open and stream it to the command (EOF closes it).
     #[arg(short, long)]
     pub interactive: bool,
+
+    /// Give the command a terminal (implies -i): `moat exec -it RUN -- bash`.
+    #[arg(short = 't', long)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,9 @@
 
 use anyhow::{Context as _, Result};
 use moat_api::PROXY_VARIABLES;
+use moat_api::terminal::Open;
 use moat_api::{RunSpec, SecretEnv};
+use moat_core::TerminalSize;
 use moat_core::config::NetworkPolicy;
 
 use crate::context::{Context, ExitStatus};
@@ -17,13 +19,7 @@ use crate::resolve::ResolvedRun;
 
 /// Creates the run through the daemon and follows it to its end.
 pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
-    if run.interactive {
-        return Err(
-            CliError::new("interactive runs (-i, `interactive: true`) are not available yet")
-                .with_hint("run the command non-interactively, or follow its output with `moat attach`")
-                .into(),
-        );
-    }
+    let terminal = terminal_size(&run)?;
     let unsupported = run.unsupported();
     if !unsupported.is_empty() {
         return Err(CliError::new(format!(
@@ -37,7 +33,8 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
     let home = ctx.home()?;
     let mut clock = Stopwatch::new(run.timings, ctx.printer.clone());
     live::block_on(async {
-        let spec = run_spec(ctx, &run)?;
+        let mut spec = run_spec(ctx, &run)?;
+        spec.terminal = terminal;
         ctx.printer.detail(format!(
             "moat: {} run of {} on {}, policy {}, grants [{}]",
             if spec.keep { "kept" } else { "throwaway" },
@@ -76,6 +73,25 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
             clock.total();
             return Ok(ExitStatus::Success);
         }
+        if run.interactive {
+            let options = crate::tty::SessionOptions {
+                tty: terminal.is_some(),
+                stop_on_interrupt: true,
+                escape_key: run.escape_key,
+            };
+            let open = Open::Attach {
+                take_input: true,
+                watch: false,
+                size: terminal,
+            };
+            let io = client
+                .terminal(&created.run_id, &open)
+                .await
+                .map_err(live::client_error)?;
+            let status = crate::tty::run(&client, &created.run_id, io, &ctx.printer, options).await;
+            clock.lap("exit");
+            return status;
+        }
         ctx.printer
             .status(format!("{} started (Ctrl-C stops it)", created.run_id));
         let mut first_output = None;
@@ -90,6 +106,24 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         clock.total();
         status
     })
+}
+
+/// The size of the run's TTY (`-t`, or `interactive: true` on a terminal),
+/// taken now so the program starts at the client's size; `None` without a
+/// TTY. A TTY needs a terminal on stdin.
+fn terminal_size(run: &ResolvedRun) -> Result<Option<TerminalSize>> {
+    use std::io::IsTerminal;
+    if !run.tty {
+        return Ok(None);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::new("-t needs a terminal on stdin, and stdin is not one")
+            .with_hint("drop -t to stream stdin to the command: `... | moat run -i -- CMD`")
+            .into());
+    }
+    Ok(Some(
+        crate::tty::raw::size().unwrap_or(moat_core::TerminalSize::DEFAULT),
+    ))
 }
 
 /// `--timings`: each step's duration on stderr, as it ends.
@@ -172,6 +206,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         runtime: run.runtime.map(|kind| kind.as_str().to_string()).unwrap_or_default(),
         keep: run.keep,
         interactive: run.interactive,
+        terminal: None,
         memory_bytes: run.container.memory.map(|mb| (mb as i64).saturating_mul(1024 * 1024)),
         cpus: run.container.cpus,
         dns: run.container.dns.iter().map(|ip| ip.to_string()).collect(),

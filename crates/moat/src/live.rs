@@ -141,7 +141,7 @@ async fn interrupt(client: &DaemonClient, run_id: &RunId, printer: &Printer, so_
 
 fn write_output(stream: moat_core::logs::Stream, data: &str) -> Result<()> {
     match stream {
-        moat_core::logs::Stream::Stdout => {
+        moat_core::logs::Stream::Stdout | moat_core::logs::Stream::Tty => {
             let mut out = std::io::stdout().lock();
             out.write_all(data.as_bytes())?;
             out.flush()?;
@@ -155,7 +155,7 @@ fn write_output(stream: moat_core::logs::Stream, data: &str) -> Result<()> {
     Ok(())
 }
 
-fn exit_status(
+pub fn exit_status(
     printer: &Printer,
     run_id: &RunId,
     state: RunState,

@@ -16,6 +16,7 @@ mod printer;
 mod report;
 mod resolve;
 mod trust;
+mod tty;
 
 use std::process::ExitCode;
 

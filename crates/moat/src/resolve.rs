@@ -48,6 +48,11 @@ pub struct ResolvedRun {
     /// Empty: the image's default command.
     pub command: Vec<String>,
     pub interactive: bool,
+    /// A TTY for the run (`-t`, or `interactive: true` on a terminal).
+    pub tty: bool,
+    /// Opens the escape menu of an interactive run (config.yaml).
+    #[serde(skip)]
+    pub escape_key: moat_core::config::EscapeKey,
     pub detach: bool,
     /// Print each step's duration (`--timings`, `MOAT_TIMINGS=1`).
     #[serde(skip)]
@@ -155,7 +160,9 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         runtime,
         runtime_source,
         command: resolve_command(args, project),
-        interactive: args.interactive || project.interactive,
+        interactive: args.interactive || args.tty || project.interactive,
+        tty: args.tty || (project.interactive && !args.interactive && stdio_is_terminal()),
+        escape_key: src.global.escape_key,
         detach: args.detach,
         timings: args.timings || std::env::var("MOAT_TIMINGS").is_ok_and(|v| v == "1"),
         keep: args.keep,
@@ -202,6 +209,12 @@ impl ResolvedRun {
         refuse(self.rebuild, "--rebuild");
         keys
     }
+}
+
+/// Both stdin and stdout are terminals (`interactive: true` then means a TTY).
+fn stdio_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
 fn resolve_image(src: &Sources<'_>) -> (String, Source) {

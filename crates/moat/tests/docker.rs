@@ -14,6 +14,8 @@ mod docker {
     pub mod proxy;
     pub mod reaper;
     pub mod support;
+    pub mod terminal;
+    pub mod tmux;
     pub mod trust;
     pub mod upstream;
     pub mod warmpool;

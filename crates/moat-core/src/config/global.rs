@@ -67,6 +67,9 @@ pub struct GlobalConfig {
     /// and debugging only, not for normal use: it bypasses DNS.
     #[serde(deserialize_with = "values::or_empty", skip_serializing_if = "BTreeMap::is_empty")]
     pub resolve: BTreeMap<String, IpAddr>,
+    /// The key that opens an interactive run's escape menu (detach, stop,
+    /// redraw); `ctrl-/` by default.
+    pub escape_key: super::EscapeKey,
 }
 
 impl Default for GlobalConfig {
@@ -87,6 +90,7 @@ impl Default for GlobalConfig {
             base_image: None,
             extra_ca_file: None,
             resolve: BTreeMap::new(),
+            escape_key: super::EscapeKey::default(),
         }
     }
 }

@@ -56,8 +56,9 @@ pub(super) fn container_spec(
         memory_bytes: spec.memory_bytes,
         cpus: spec.cpus,
         dns: container_dns(spec),
-        tty: spec.interactive,
+        tty: spec.terminal.is_some(),
         open_stdin: spec.interactive,
+        console_size: spec.terminal,
         ..Default::default()
     }
 }

@@ -255,9 +255,21 @@ async fn provision(
         m.state = RunState::Created;
     })?;
     fault::point("after-container-create", spec).await;
+    if spec.interactive {
+        // Attached before the start: the program's first output is not lost.
+        let step = format!("attaching to container {id}");
+        let attached = deadline.bound(step, runtime.attach_container(&container_id)).await??;
+        handle.terminal.connect(attached);
+    }
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
     let step = format!("starting container {id}");
     deadline.bound(step, runtime.start_container(&container_id)).await??;
+    if let Some(size) = spec.terminal {
+        // Engines before API 1.42 ignore the size given at creation.
+        if let Err(e) = runtime.resize_container(&container_id, size).await {
+            tracing::debug!(run = %id, "sizing the terminal after the start failed: {e}");
+        }
+    }
     handle.update(daemon.store(), |m| {
         m.state = RunState::Running;
         m.started_at = Some(Utc::now());

@@ -27,7 +27,9 @@ pub fn container_create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         tty: Some(spec.tty),
         open_stdin: Some(spec.open_stdin),
         attach_stdin: Some(spec.open_stdin),
-        stdin_once: Some(spec.open_stdin),
+        // Without a TTY, stdin closes when the daemon's attachment ends (the
+        // client's EOF); a TTY's stays open so a restarted daemon re-attaches.
+        stdin_once: Some(spec.open_stdin && !spec.tty),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         host_config: Some(host_config(spec)),
@@ -49,6 +51,9 @@ fn host_config(spec: &ContainerSpec) -> HostConfig {
         cap_add: non_empty(spec.cap_add.clone()),
         memory: spec.memory_bytes,
         nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9).round() as i64),
+        console_size: spec
+            .console_size
+            .map(|size| vec![usize::from(size.rows), usize::from(size.cols)]),
         ..Default::default()
     }
 }

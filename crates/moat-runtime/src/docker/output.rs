@@ -9,12 +9,16 @@ use futures_util::StreamExt;
 
 use crate::{ExecOutput, OutputChunk, OutputStreamKind};
 
-/// A chunk tagged with its stream; TTY output counts as stdout, stdin
-/// echoes are dropped.
+/// A chunk tagged with its stream (a TTY's output is its own stream);
+/// stdin echoes are dropped.
 pub fn log_chunk(output: LogOutput) -> Option<OutputChunk> {
     match output {
-        LogOutput::StdOut { message } | LogOutput::Console { message } => Some(OutputChunk {
+        LogOutput::StdOut { message } => Some(OutputChunk {
             stream: OutputStreamKind::Stdout,
+            data: message,
+        }),
+        LogOutput::Console { message } => Some(OutputChunk {
+            stream: OutputStreamKind::Tty,
             data: message,
         }),
         LogOutput::StdErr { message } => Some(OutputChunk {
@@ -64,7 +68,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_keep_their_stream_and_tty_output_is_stdout() {
+    fn frames_keep_their_stream_and_tty_output_is_its_own() {
         let data = Bytes::from_static(b"x\n");
         let tagged = |output| log_chunk(output).map(|chunk: OutputChunk| chunk.stream);
         assert_eq!(
@@ -77,7 +81,7 @@ mod tests {
         );
         assert_eq!(
             tagged(LogOutput::Console { message: data.clone() }),
-            Some(OutputStreamKind::Stdout)
+            Some(OutputStreamKind::Tty)
         );
         assert_eq!(tagged(LogOutput::StdIn { message: data }), None);
     }

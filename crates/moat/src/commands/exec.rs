@@ -4,10 +4,11 @@
 //! daemon bounds one exec by 10 minutes; the runtime may bound it sooner
 //! (Docker: its 30 s call timeout).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
 use moat_api::ClientError;
+use moat_api::terminal::Open;
 
 use crate::cli::ExecArgs;
 use crate::context::{Context, ExitStatus};
@@ -18,11 +19,6 @@ use crate::report::CliError;
 const GATEWAY_TIMEOUT: u16 = 504;
 
 pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<ExitStatus> {
-    if args.interactive {
-        return Err(CliError::new("moat exec -i (interactive) is not supported yet")
-            .with_hint("run a non-interactive command: `moat exec RUN -- CMD`")
-            .into());
-    }
     let store = ctx.store()?;
     let run_id = store.resolve(Some(&args.run), true)?;
     let meta = store.load(&run_id)?;
@@ -36,6 +32,9 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<ExitStatus> {
         );
     }
     let home = ctx.home()?;
+    if args.interactive || args.tty {
+        return interactive(ctx, args, &home, &run_id);
+    }
     let result = live::block_on(async {
         let client = live::daemon(&home).await?;
         client.exec(&run_id, &args.command).await.map_err(exec_error)
@@ -49,6 +48,42 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<ExitStatus> {
                 .error(format!("the runtime did not report how the command in {run_id} ended"));
             ExitStatus::Failure
         }
+    })
+}
+
+/// `exec -i` / `exec -it`: the command's stdin streamed (and a TTY of the
+/// client's size with `-t`) over a terminal connection; no time bound.
+fn interactive(
+    ctx: &Context,
+    args: &ExecArgs,
+    home: &moat_core::MoatHome,
+    run_id: &moat_core::RunId,
+) -> Result<ExitStatus> {
+    let size = match args.tty {
+        false => None,
+        true if std::io::stdin().is_terminal() => {
+            Some(crate::tty::raw::size().unwrap_or(moat_core::TerminalSize::DEFAULT))
+        }
+        true => {
+            return Err(CliError::new("-t needs a terminal on stdin, and stdin is not one")
+                .with_hint("drop -t to stream stdin to the command: `... | moat exec -i RUN -- CMD`")
+                .into());
+        }
+    };
+    let escape_key = moat_core::config::load_global(home)?.config.escape_key;
+    live::block_on(async {
+        let client = live::daemon(home).await?;
+        let open = Open::Exec {
+            command: args.command.clone(),
+            size,
+        };
+        let io = client.terminal(run_id, &open).await.map_err(live::client_error)?;
+        let options = crate::tty::SessionOptions {
+            tty: size.is_some(),
+            stop_on_interrupt: false,
+            escape_key,
+        };
+        crate::tty::run(&client, run_id, io, &ctx.printer, options).await
     })
 }
 

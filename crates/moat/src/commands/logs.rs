@@ -93,7 +93,7 @@ impl Sink {
                 record.line
             };
             match record.stream {
-                Stream::Stdout => writeln!(self.stdout, "{line}")?,
+                Stream::Stdout | Stream::Tty => writeln!(self.stdout, "{line}")?,
                 Stream::Stderr => {
                     // Keep the interleaving: what went to stdout before this
                     // line must appear first.

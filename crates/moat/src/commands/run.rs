@@ -18,6 +18,13 @@ use crate::resolve::{self, EnvDefaults, ResolvedRun, Sources};
 use crate::trust::{self, Approval};
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitStatus> {
+    if args.footer {
+        return Err(
+            CliError::new("--footer is not available in this version of moat; nothing was started")
+                .with_hint("run without --footer; `moat list` and `moat status` show what the footer would")
+                .into(),
+        );
+    }
     let resolved = prepare(ctx, &args)?;
     if args.dry_run {
         print_dry_run(ctx, &resolved, args.json)

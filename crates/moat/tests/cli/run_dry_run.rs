@@ -198,6 +198,33 @@ fn keys_not_supported_yet_are_refused_not_ignored() {
 }
 
 #[test]
+fn terminal_flags_that_cannot_work_are_refused_before_anything_is_made() {
+    let home = TestHome::new();
+    std::fs::create_dir_all(home.path("ws")).unwrap();
+    let ws = home.path("ws");
+    let out = home.moat(&["run", "--footer", "-it", ws.to_str().unwrap(), "--", "bash"]);
+    out.failure(1);
+    assert!(
+        out.stderr.starts_with("error: --footer is not available"),
+        "{}",
+        out.stderr
+    );
+    // The tests' stdin is not a terminal: -t cannot give the program one.
+    let out = home.moat(&["run", "-t", ws.to_str().unwrap(), "--", "bash"]);
+    out.failure(1);
+    assert!(
+        out.stderr.starts_with("error: -t needs a terminal on stdin"),
+        "{}",
+        out.stderr
+    );
+    assert!(!home.home_path("runs").exists(), "nothing may be created");
+    write_file(&home.home_path("config.yaml"), "escape_key: alt-x\n");
+    let out = home.moat(&["run", "-i", ws.to_str().unwrap(), "--dry-run"]);
+    out.failure(1);
+    assert!(out.stderr.contains("escape_key"), "{}", out.stderr);
+}
+
+#[test]
 fn issue_18_a_host_pattern_the_proxy_would_refuse_is_refused_by_the_cli() {
     // `a.*.example.com` once passed `--allow-host` and failed the run later,
     // at the daemon; both now parse with the same `HostPattern`.

@@ -77,11 +77,21 @@ fn exec_passes_the_exit_code_and_both_streams_through() {
 }
 
 #[test]
-fn exec_interactive_says_it_is_not_supported_yet() {
+fn exec_with_a_tty_needs_a_terminal_on_stdin() {
     let Some(home) = Home::new() else { return };
-    let out = home.run(&["exec", "-i", "anything", "--", "sh"]);
+    let run_id = start_sleeping_run(&home);
+    let out = home.run(&["exec", "-it", &run_id, "--", "sh"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not supported yet"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("error: -t needs a terminal on stdin"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without -t, stdin (here empty) is streamed and its EOF ends the command.
+    let out = home.run(&["exec", "-i", &run_id, "--", "sh", "-c", "cat; echo after-eof"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "after-eof\n");
+    assert!(home.run(&["stop", &run_id]).status.success());
 }
 
 #[test]
