@@ -136,6 +136,8 @@ pub enum RuntimeArg {
 pub enum PolicyArg {
     Strict,
     Permissive,
+    /// Permissive, recording what strict would have refused.
+    Shadow,
 }
 
 #[derive(Debug, Args)]
@@ -192,7 +194,8 @@ pub struct RunArgs {
     #[arg(short = 'i', long)]
     pub interactive: bool,
 
-    /// Network policy: strict (only allowed hosts and granted credentials' hosts) or permissive.
+    /// Network policy: strict (only allowed hosts and granted credentials' hosts), permissive, or
+    /// shadow (permissive, recording in the trace and audit log what strict would have refused).
     #[arg(long, value_enum, value_name = "POLICY", hide_possible_values = true)]
     pub policy: Option<PolicyArg>,
 
