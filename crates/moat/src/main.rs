@@ -17,6 +17,7 @@ mod printer;
 mod probe;
 mod report;
 mod resolve;
+mod suggest;
 mod trust;
 
 use std::process::ExitCode;

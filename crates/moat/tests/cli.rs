@@ -5,6 +5,7 @@ mod cli {
     pub mod audit;
     pub mod credentials;
     pub mod help;
+    pub mod policy;
     pub mod run_dry_run;
     pub mod store_commands;
     pub mod support;
