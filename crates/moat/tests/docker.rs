@@ -8,6 +8,7 @@ mod docker {
     pub mod isolation;
     pub mod lifecycle;
     pub mod netpool;
+    pub mod policy;
     pub mod proxy;
     pub mod reaper;
     pub mod support;
