@@ -352,6 +352,22 @@ fn global_values_are_read() {
     assert_eq!(loaded.warnings[0].key, "proxy");
 }
 
+/// Issue 16: OpenTelemetry export is not built, so a key configuring it is
+/// refused, never silently ignored.
+#[test]
+fn telemetry_keys_are_refused_not_ignored() {
+    for text in [
+        "otlp_endpoint: http://127.0.0.1:4317\n",
+        "telemetry: {otlp_endpoint: x}\n",
+    ] {
+        let (_dir, home) = home_with(Some(text));
+        let err = load_global(&home).unwrap_err().to_string();
+        assert!(err.contains("OpenTelemetry export is not available"), "{text}: {err}");
+    }
+    let (_dir, home) = home_with(Some("some_future_key: 1\n"));
+    assert_eq!(load_global(&home).unwrap().warnings.len(), 1);
+}
+
 #[test]
 fn the_network_pool_size_defaults_to_two_may_be_zero_and_is_capped() {
     let (_dir, home) = home_with(None);
