@@ -300,7 +300,7 @@ fn propose(observed: &[Observed]) -> Vec<HostSuggestion> {
                     requests: members.len(),
                 })
                 .collect();
-            rules.sort_by(|a, b| rule_order(&a.rule).cmp(&rule_order(&b.rule)));
+            rules.sort_by_key(|r| rule_order(&r.rule));
             HostSuggestion {
                 host,
                 requests: rules.iter().map(|r| r.requests).sum(),
