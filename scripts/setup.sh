@@ -15,6 +15,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# The dependency check .ci/run runs (deny.toml).
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "setup: installing cargo-deny from crates.io" >&2
+  cargo install --locked cargo-deny
+fi
+
 if ! docker info >/dev/null 2>&1; then
   echo "setup: no Docker engine answers (docker info failed); start it first" >&2
   exit 1

@@ -12,6 +12,7 @@ mod network;
 mod project;
 mod shapes;
 mod values;
+mod yaml_errors;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -110,15 +111,20 @@ impl fmt::Display for Warning {
 }
 
 /// Decodes `text` (the contents of `path`), collecting the paths of keys the
-/// target type does not know.
+/// target type does not know. Errors name the field path (tracked by
+/// `serde_path_to_error`) and the line (from the YAML parser).
 fn decode<T: DeserializeOwned>(path: &Path, text: &str) -> Result<(T, Vec<String>), ConfigError> {
     let mut unknown = Vec::new();
     // An empty file (or one holding only comments) means "all defaults".
     let text = if text.trim().is_empty() { "{}" } else { text };
-    let de = serde_yaml::Deserializer::from_str(text);
-    let value = serde_ignored::deserialize(de, |key| unknown.push(key_path(&key))).map_err(|e| ConfigError::Parse {
+    let mut track = serde_path_to_error::Track::new();
+    let decoded = serde_saphyr::with_deserializer_from_str(text, |de| {
+        let de = serde_path_to_error::Deserializer::new(de, &mut track);
+        serde_ignored::deserialize(de, |key| unknown.push(key_path(&key)))
+    });
+    let value = decoded.map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
-        problem: problem_from_yaml(&e),
+        problem: problem_from_yaml(&track.path().to_string(), &e, text),
     })?;
     Ok((value, unknown))
 }
@@ -137,47 +143,13 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-/// Splits serde_yaml's `path: message at line L column C` into its parts.
-fn problem_from_yaml(err: &serde_yaml::Error) -> Problem {
-    let text = strip_positions(&err.to_string());
-    let (field, message) = split_field(&text);
+/// The field path where decoding stopped, the bare message and its line.
+fn problem_from_yaml(field: &str, err: &serde_saphyr::Error, text: &str) -> Problem {
+    let field = if field == "." { "" } else { field };
     Problem {
         field: field.to_string(),
-        message: message.to_string(),
-        line: err.location().map(|loc| loc.line()),
-    }
-}
-
-/// Removes every ` at line L column C`: the line is reported separately.
-fn strip_positions(text: &str) -> String {
-    const MARK: &str = " at line ";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(MARK) {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + MARK.len()..];
-        let skipped = after
-            .split_once(" column ")
-            .filter(|(line, _)| line.bytes().all(|b| b.is_ascii_digit()))
-            .map(|(_, col)| col.trim_start_matches(|c: char| c.is_ascii_digit()));
-        match skipped {
-            Some(tail) => rest = tail,
-            None => {
-                out.push_str(MARK);
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// serde_yaml prefixes messages with the field path (`mounts[1].target: …`);
-/// messages without a path start with prose, which contains spaces.
-fn split_field(text: &str) -> (&str, &str) {
-    match text.split_once(": ") {
-        Some((field, message)) if !field.is_empty() && !field.contains(' ') => (field, message),
-        _ => ("", text),
+        message: yaml_errors::message(err, text),
+        line: err.location().map(|loc| loc.line() as usize),
     }
 }
 

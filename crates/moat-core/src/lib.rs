@@ -8,6 +8,7 @@ pub mod audit;
 pub mod config;
 pub mod env_vars;
 pub mod fs_perms;
+pub mod host_pattern;
 pub mod id;
 pub mod lock;
 pub mod logs;
@@ -17,6 +18,8 @@ pub mod paths;
 pub mod store;
 pub mod trust;
 
+pub use config::RuntimeKind;
+pub use host_pattern::HostPattern;
 pub use id::RunId;
 pub use metadata::{RunMetadata, RunState};
 pub use mount::BindMount;

@@ -248,7 +248,7 @@ mod tests {
     use crate::config::ProjectConfig;
 
     fn facts(yaml: &str) -> Facts {
-        let config: ProjectConfig = serde_yaml::from_str(yaml).unwrap();
+        let config: ProjectConfig = serde_saphyr::from_str(yaml).unwrap();
         Facts::of(&config, Path::new("/w"))
     }
 
@@ -377,7 +377,7 @@ mod tests {
         std::fs::create_dir_all(&workspace).unwrap();
         std::fs::create_dir_all(&secret).unwrap();
         std::os::unix::fs::symlink(&secret, workspace.join("link")).unwrap();
-        let config: ProjectConfig = serde_yaml::from_str("mounts: ['./link:/keys']\n").unwrap();
+        let config: ProjectConfig = serde_saphyr::from_str("mounts: ['./link:/keys']\n").unwrap();
         let facts = Facts::of(&config, &workspace);
         let expected = format!("mount {} at /keys (read-write)", secret.display());
         assert_eq!(facts.widenings.into_iter().collect::<Vec<_>>(), [expected]);

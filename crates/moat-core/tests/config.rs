@@ -101,7 +101,11 @@ fn per_value_rules_name_the_field_and_line() {
         ),
         (
             "runtime: podman\n",
-            "runtime: unknown variant `podman`, expected `docker` or `apple` (line 1)",
+            "runtime: invalid runtime \"podman\": expected \"docker\" or \"apple\" (line 1)",
+        ),
+        (
+            "runtime: fake\n",
+            "runtime: invalid runtime \"fake\": expected \"docker\" or \"apple\" (line 1)",
         ),
         (
             "container:\n  memory: 12\n",
@@ -128,10 +132,7 @@ fn per_value_rules_name_the_field_and_line() {
             "command: ['', x]\n",
             "command: the first element is the executable and must not be empty (line 1)",
         ),
-        (
-            "name: \"open\n",
-            "found unexpected end of stream, while scanning a quoted scalar (line 2)",
-        ),
+        ("name: \"open\n", "unclosed quote (line 1)"),
         ("env:\n  - a\n", "env: invalid type: sequence, expected a map (line 2)"),
     ];
     for (text, expected) in cases {
@@ -402,12 +403,9 @@ fn malformed_global_config_is_a_clear_error() {
         ("proxy_max_tunnels: 0\n", "proxy_max_tunnels: must be greater than 0"),
         (
             "proxy_port: -1\n",
-            "proxy_port: invalid type: integer `-1`, expected u16 (line 1)",
+            "proxy_port: invalid value `-1`, expected u16 (line 1)",
         ),
-        (
-            "proxy_port: \"open\n",
-            "found unexpected end of stream, while scanning a quoted scalar (line 2)",
-        ),
+        ("proxy_port: \"open\n", "unclosed quote (line 1)"),
     ];
     for (text, expected) in cases {
         let (_dir, home) = home_with(Some(text));

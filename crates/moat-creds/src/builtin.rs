@@ -4,8 +4,8 @@
 //! mistake them for a secret.
 
 use crate::credential::CredentialKind;
-use crate::host_match::HostPattern;
 use crate::provider::{GrantSources, HeaderRule, Provider, ProviderSource, ValidationEndpoint, ValueFormat};
+use moat_core::HostPattern;
 
 /// Names of the built-in providers, in display order.
 pub const BUILT_IN_NAMES: [&str; 5] = ["github", "anthropic", "claude", "openai", "gemini"];

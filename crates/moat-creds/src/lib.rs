@@ -8,7 +8,6 @@ mod builtin;
 mod command;
 pub mod credential;
 pub mod grant;
-pub mod host_match;
 pub mod keystore;
 pub mod provider;
 mod provider_file;
@@ -25,8 +24,8 @@ mod test_support;
 pub use builtin::BUILT_IN_NAMES;
 pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary, RedactedCredential};
 pub use grant::{GrantError, NoPrompt, TokenPrompt, TokenSources};
-pub use host_match::{HostPattern, HostPatternError, host_matches};
 pub use keystore::{AutoKeyStore, FileKeyStore, KeyBackend, KeyError, KeyStatus, KeyStore, KeyringKeyStore, MasterKey};
+pub use moat_core::host_pattern::{HostPattern, HostPatternError, host_matches};
 pub use provider::{
     GrantSources, GrantedToken, HeaderRule, InjectionSpec, Provider, ProviderSource, ValidationEndpoint, ValueFormat,
 };

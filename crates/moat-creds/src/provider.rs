@@ -6,16 +6,16 @@
 use std::path::PathBuf;
 
 use crate::credential::{Credential, CredentialKind};
-use crate::host_match::HostPattern;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use moat_core::HostPattern;
 
 /// One header injection rule, as plain data; the daemon turns it into the
 /// proxy's rule type. Deliberately not `Serialize`, and its `Debug` hides
 /// the header value, so the token cannot leak through logs or traces.
 #[derive(Clone, PartialEq, Eq)]
 pub struct InjectionSpec {
-    /// `host`, `host:port` or `*.suffix` (see [`crate::host_matches`]).
+    /// `host`, `host:port` or `*.suffix` (see [`moat_core::host_pattern`]).
     pub host_pattern: String,
     pub header_name: String,
     /// The complete header value, carrying the real token.

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::credential::CredentialKind;
-use crate::host_match::HostPattern;
 use crate::provider::{GrantSources, HeaderRule, Provider, ProviderSource, ValidationEndpoint, ValueFormat};
 use crate::store::check_name;
+use moat_core::HostPattern;
 
 /// Placeholders shorter than this could occur in ordinary traffic.
 const MIN_PLACEHOLDER_LEN: usize = 8;
@@ -122,11 +122,11 @@ impl Checker<'_> {
 
 /// Parses and validates one provider file.
 pub fn parse_provider_file(path: &Path, yaml: &str) -> Result<Provider, Vec<ProviderFileError>> {
-    let file: ProviderFile = serde_yaml::from_str(yaml).map_err(|e| {
+    let file: ProviderFile = serde_saphyr::from_str(yaml).map_err(|e| {
         vec![ProviderFileError {
             path: path.to_path_buf(),
             field: None,
-            message: e.to_string(),
+            message: e.without_snippet().to_string(),
         }]
     })?;
     let mut checker = Checker {

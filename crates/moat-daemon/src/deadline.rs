@@ -112,9 +112,9 @@ mod tests {
             "two network attempts and a sweep take up to {network:?} of {CREATE_DEADLINE:?}"
         );
         // After a timed-out first attempt the sweep gets its whole budget.
-        let left = CREATE_DEADLINE - attempt;
+        let left = CREATE_DEADLINE.saturating_sub(attempt);
         assert_eq!(sweep_budget(left), Some(NETWORK_SWEEP_BUDGET));
-        assert!(left - NETWORK_SWEEP_BUDGET >= attempt);
+        assert!(left.saturating_sub(NETWORK_SWEEP_BUDGET) >= attempt);
     }
 
     #[test]

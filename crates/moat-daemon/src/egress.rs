@@ -27,17 +27,7 @@ pub const PROXY_HOST: &str = "moat-proxy";
 pub const CA_MOUNT_DIR: &str = "/etc/moat/ca";
 /// The CA certificate inside containers.
 pub const CA_CERT_IN_CONTAINER: &str = "/etc/moat/ca/ca.crt";
-/// Proxy variables a user may not set: moat owns them.
-pub const PROXY_VARIABLES: &[&str] = &[
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+pub use moat_api::PROXY_VARIABLES;
 /// Trust variables pointing tools at the moat CA.
 const TRUST_VARIABLES: &[&str] = &[
     "SSL_CERT_FILE",

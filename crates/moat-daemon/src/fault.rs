@@ -1,29 +1,9 @@
-//! Crash points for fault-injection tests, compiled into debug builds only.
-//! A run whose spec carries the label `dev.moat.fault=<point>:kill` makes the
-//! daemon SIGKILL itself at that step of the run's creation;
-//! `<point>:pause` holds the creation there for a few seconds (so a test can
-//! kill the CLI meanwhile). The CLI sets the label from `MOAT_FAULT` in
-//! debug builds. Release builds ignore both.
+//! Crash points for fault-injection tests, acting in debug builds only
+//! (the names are in [`moat_api::fault`]). Release builds ignore them.
 
 use crate::api::RunSpec;
 
-/// Names of the crash points, in the order run creation reaches them.
-pub const POINTS: &[&str] = &[
-    "after-registry-write",
-    "after-network-create",
-    "after-container-create",
-    "after-start",
-];
-
-/// The start of a run's cleanup (after its exit was announced); `pause`
-/// there lets a test act while the cleanup is pending.
-pub const BEFORE_CLEANUP: &str = "before-cleanup";
-
-/// Environment variable the CLI reads the crash point from.
-pub const ENV: &str = "MOAT_FAULT";
-
-/// Run label carrying the crash point to the daemon.
-pub const LABEL: &str = "dev.moat.fault";
+pub use moat_api::fault::{BEFORE_CLEANUP, ENV, LABEL, POINTS};
 
 #[cfg(debug_assertions)]
 pub async fn point(name: &str, spec: &RunSpec) {

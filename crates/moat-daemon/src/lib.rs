@@ -1,22 +1,18 @@
 //! The moat daemon: one per `MOAT_HOME`, it owns the lifecycle of every
 //! resource moat creates (ARCHITECTURE.md). It serves the API on a Unix
 //! socket, creates and supervises runs, persists and reconciles its
-//! registry, and exits when idle. The typed client and the spawn logic the
-//! CLI uses live here too.
+//! registry, and exits when idle. Its API's wire types, client and spawn
+//! logic are in `moat-api`.
 
-pub mod api;
 pub mod audit;
 mod capture;
-pub mod client;
 pub mod deadline;
 pub mod egress;
 pub mod fault;
 pub mod firewall;
 pub mod grants;
 pub mod idle;
-pub mod info;
 mod lines;
-mod logfile;
 pub mod network;
 pub mod output;
 pub mod pool;
@@ -27,7 +23,6 @@ pub mod records;
 pub mod registry;
 pub mod runtimes;
 pub mod server;
-pub mod spawn;
 pub mod state;
 pub mod supervisor;
 
@@ -40,8 +35,8 @@ use moat_core::atomic::create_private_dir;
 use moat_core::lock::{FileLock, LockError};
 use tokio::net::UnixListener;
 
-pub use client::{ClientError, DaemonClient};
-pub use spawn::{SpawnError, ensure_running};
+pub use moat_api as api;
+pub use moat_api::{ClientError, DaemonClient, SpawnError, client, ensure_running, info, spawn};
 pub use state::{Daemon, DaemonConfig, Runtimes};
 
 use crate::info::DaemonInfo;

@@ -89,7 +89,7 @@ impl RunError {
             RunError::Network(e) => Some(e.hint()),
             RunError::Deadline(_) => Some(format!(
                 "the container runtime may be wedged: `moat doctor` checks it, `{}` lists moat's networks",
-                network::list_moat_networks(moat_runtime::RuntimeKind::Docker)
+                network::list_moat_networks(moat_core::RuntimeKind::Docker)
             )),
             _ => None,
         }

@@ -42,6 +42,7 @@ use moat_proxy::{
     CertificateAuthority, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunLimits, RunRegistration,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -427,7 +428,7 @@ async fn worker(
 fn client_tls(ca_pem: &Path) -> Result<TlsConnector, Error> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca_pem)?;
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert: CertificateDer<'static> = cert?;
         roots.add(cert)?;
     }

@@ -22,6 +22,7 @@ use rcgen::{
 };
 use rustls::ServerConfig;
 use rustls::client::danger::ServerCertVerifier as _;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use tokio::sync::OnceCell;
 
@@ -306,7 +307,7 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> CaErro
 
 /// The first certificate in a PEM bundle.
 pub(crate) fn first_certificate(pem: &str) -> Option<CertificateDer<'static>> {
-    rustls_pemfile::certs(&mut pem.as_bytes()).find_map(Result::ok)
+    CertificateDer::pem_slice_iter(pem.as_bytes()).find_map(Result::ok)
 }
 
 #[cfg(test)]

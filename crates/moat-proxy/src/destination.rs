@@ -117,7 +117,7 @@ fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 fn classify_v4(v4: Ipv4Addr) -> AddressClass {
-    use Restriction::*;
+    use Restriction::{LinkLocal, Loopback, Multicast, ProtocolAssignments, Reserved, SharedAddressSpace, ThisNetwork};
     let [a, b, c, _] = v4.octets();
     let restricted = match (a, b, c) {
         (0, _, _) => Some(ThisNetwork),
@@ -137,7 +137,7 @@ fn classify_v4(v4: Ipv4Addr) -> AddressClass {
 }
 
 fn classify_v6(v6: Ipv6Addr) -> AddressClass {
-    use Restriction::*;
+    use Restriction::{LinkLocal, Loopback, Multicast, Nat64LocalUse, ThisNetwork, UniqueLocal};
     let s = v6.segments();
     let restricted = if v6.is_loopback() {
         Some(Loopback)

@@ -10,7 +10,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProxyError;
-use crate::policy::HostPattern;
+use crate::policy::{HostPattern, parse_host_pattern};
 
 /// One credential to add to requests for matching hosts.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ fn compile_rule(rule: &InjectionRule) -> Result<CompiledInjection, ProxyError> {
         HeaderValue::from_str(&rule.header_value).map_err(|e| invalid(format!("header value for {header}: {e}")))?;
     value.set_sensitive(true);
     let placeholder = rule.placeholder.clone().filter(|p| !p.is_empty());
-    let pattern = HostPattern::parse(&rule.host_pattern)?;
+    let pattern = parse_host_pattern(&rule.host_pattern)?;
     if rule.plaintext && !pattern.has_port() {
         return Err(invalid(
             "plaintext injection needs a pattern naming its port (host:8080)".to_string(),

@@ -10,81 +10,24 @@
 use http::{HeaderMap, Method, Uri};
 pub use moat_core::config::{HostRule, NetworkPolicy, PolicyMode};
 
+use moat_core::HostPattern as MoatHostPattern;
+
 use crate::error::ProxyError;
 use crate::path::{
     METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAM, PathError, normalize_path, normalize_segment,
     query_overrides_method,
 };
 
-// === impl HostPattern ===
+// === host patterns ===
 
-/// A parsed host pattern: exact name or `*.suffix` (not the apex), with an
-/// optional port; without a port it matches 80 and 443.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct HostPattern {
-    host: HostMatch,
-    port: Option<u16>,
-    text: String,
-}
+/// The shared [`MoatHostPattern`], with parse errors in the proxy's terms.
+pub(crate) type HostPattern = MoatHostPattern;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum HostMatch {
-    Exact(String),
-    /// Stored with the leading dot: `.example.com`.
-    Suffix(String),
-}
-
-impl HostPattern {
-    pub(crate) fn parse(pattern: &str) -> Result<Self, ProxyError> {
-        let invalid = |reason: &str| ProxyError::InvalidHostPattern {
-            pattern: pattern.to_string(),
-            reason: reason.to_string(),
-        };
-        let (host, port) = split_host_port(pattern.trim()).ok_or_else(|| invalid("bad port"))?;
-        let host = normalize_host(host);
-        let host = match host.strip_prefix("*.") {
-            Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => HostMatch::Suffix(format!(".{suffix}")),
-            Some(_) => return Err(invalid("wildcard needs a suffix, as in *.example.com")),
-            None if host.is_empty() => return Err(invalid("empty host")),
-            None if host.contains('*') => {
-                return Err(invalid("only a leading *. wildcard is supported"));
-            }
-            None => HostMatch::Exact(host),
-        };
-        Ok(Self {
-            host,
-            port,
-            text: pattern.trim().to_string(),
-        })
-    }
-
-    /// Whether `host` (already normalized) on `port` matches.
-    pub(crate) fn matches(&self, host: &str, port: u16) -> bool {
-        let port_ok = match self.port {
-            Some(p) => p == port,
-            None => port == 80 || port == 443,
-        };
-        port_ok
-            && match &self.host {
-                HostMatch::Exact(name) => name == host,
-                HostMatch::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-            }
-    }
-
-    /// Whether the pattern names a port (rather than matching 80 and 443).
-    pub(crate) fn has_port(&self) -> bool {
-        self.port.is_some()
-    }
-
-    /// True for an exact host with an explicit port (an explicit opt-in that
-    /// may reach loopback or link-local addresses).
-    pub(crate) fn is_explicit_host_port(&self) -> bool {
-        matches!(self.host, HostMatch::Exact(_)) && self.port.is_some()
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.text
-    }
+pub(crate) fn parse_host_pattern(pattern: &str) -> Result<HostPattern, ProxyError> {
+    HostPattern::parse(pattern).map_err(|e| ProxyError::InvalidHostPattern {
+        pattern: e.pattern,
+        reason: e.reason.to_string(),
+    })
 }
 
 /// Lowercases and strips a trailing dot and IPv6 brackets.
@@ -92,23 +35,6 @@ pub(crate) fn normalize_host(host: &str) -> String {
     let host = host.trim_end_matches('.');
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     host.to_ascii_lowercase()
-}
-
-/// Splits `host[:port]`, `[v6][:port]`; `None` if a port is present but invalid.
-fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
-    if let Some(rest) = text.strip_prefix('[') {
-        let (addr, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().ok()?),
-            None if after.is_empty() => None,
-            None => return None,
-        };
-        return Some((addr, port));
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => Some((host, Some(port.parse().ok()?))),
-        _ => Some((text, None)),
-    }
 }
 
 // === impl MethodPathRule ===
@@ -311,7 +237,7 @@ impl CompiledPolicy {
             .rules
             .iter()
             .map(|rule| {
-                let pattern = HostPattern::parse(&rule.host)?;
+                let pattern = parse_host_pattern(&rule.host)?;
                 let method_path_rules = rule
                     .requests
                     .iter()
@@ -333,7 +259,7 @@ impl CompiledPolicy {
     /// the host without a rule (a grant's host, a `network.host` port), if it may.
     pub(crate) fn check_host(&self, host: &str, port: u16, implicit: Option<&str>) -> Decision {
         match self.host_rule(host, port) {
-            Some(rule) => allow(format!("network.rules host {}", rule.pattern.as_str())),
+            Some(rule) => allow(format!("network.rules host {}", rule.pattern)),
             None => self.unmatched(implicit),
         }
     }
@@ -353,7 +279,7 @@ impl CompiledPolicy {
             let decision = self.unmatched(implicit);
             return RequestCheck::from_decision(decision, None, uri.path());
         };
-        let host_text = rule.pattern.as_str();
+        let host_text = rule.pattern.to_string();
         if rule.method_path_rules.is_empty() {
             return RequestCheck::from_decision(allow(format!("network.rules host {host_text}")), None, uri.path());
         }
@@ -372,7 +298,7 @@ impl CompiledPolicy {
                 };
             }
         };
-        let decision = rule.decide(host_text, method.as_str(), &path.matching);
+        let decision = rule.decide(&host_text, method.as_str(), &path.matching);
         let forward = match uri.query() {
             Some(query) => format!("{}?{query}", path.forward),
             None => path.forward.clone(),
@@ -486,6 +412,27 @@ mod tests {
         assert!(!pattern("*.example.com").matches("badexample.com", 443));
         assert!(pattern("API.Example.com.").matches("api.example.com", 443));
         assert!(pattern("[::1]:8080").matches("::1", 8080));
+    }
+
+    #[test]
+    fn the_proxy_accepts_exactly_the_host_patterns_the_cli_accepts() {
+        // Issue 18: `--allow-host a.*.example.com` passed the CLI's check
+        // and then failed the run at the daemon.
+        for text in [
+            "a.*.example.com",
+            "*.*.example.com",
+            "*.example.com",
+            "api.example.com:8443",
+            "[::1]:8080",
+            "x.com:0",
+            "https://x.com",
+            "*",
+        ] {
+            let cli = moat_core::config::check_host_pattern(text).is_ok();
+            let proxy = parse_host_pattern(text).is_ok();
+            assert_eq!(cli, proxy, "{text:?}: CLI accepts {cli}, proxy accepts {proxy}");
+        }
+        assert!(moat_core::config::check_host_pattern("a.*.example.com").is_err());
     }
 
     #[test]
@@ -691,7 +638,7 @@ mod tests {
         for (target, forwarded) in cases {
             match check(&policy, "GET", target, &[]) {
                 RequestCheck::Allow { path_and_query, .. } => {
-                    assert_eq!(path_and_query.as_deref(), Some(forwarded), "{target}")
+                    assert_eq!(path_and_query.as_deref(), Some(forwarded), "{target}");
                 }
                 other => panic!("{target}: {other:?}"),
             }

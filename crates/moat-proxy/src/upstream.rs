@@ -23,7 +23,8 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lru::LruCache;
 use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -239,7 +240,7 @@ fn upstream_roots(config: &ProxyConfig) -> Result<rustls::RootCertStore, ProxyEr
             path: path.clone(),
             source,
         })?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
             .map_err(|e| ProxyError::ExtraRootInvalid {
                 path: path.clone(),

@@ -261,11 +261,9 @@ impl ProcessGroupGuard {
 impl Drop for ProcessGroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid.filter(|pgid| *pgid > 0) {
-            // SAFETY: kill(2) with a negative pid signals that process
-            // group; it touches no memory of ours.
-            let result = unsafe { libc::kill(-pgid, libc::SIGTERM) };
-            if result != 0 {
-                tracing::warn!(pgid, err = %io::Error::last_os_error(), "could not stop mmdebstrap");
+            let group = nix::unistd::Pid::from_raw(pgid);
+            if let Err(err) = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM) {
+                tracing::warn!(pgid, %err, "could not stop mmdebstrap");
             }
         }
     }

@@ -365,9 +365,7 @@ impl Runtime for DockerRuntime {
             follow,
             stdout: true,
             stderr: true,
-            since: since
-                .map(|time| i32::try_from(time.timestamp()).unwrap_or(i32::MAX))
-                .unwrap_or(0),
+            since: since.map_or(0, |time| i32::try_from(time.timestamp()).unwrap_or(i32::MAX)),
             ..Default::default()
         };
         let op = format!("read logs of container {id}");

@@ -382,7 +382,7 @@ async fn wait_for_change(changed: &mut watch::Receiver<u64>, deadline: Option<In
         Some(deadline) => {
             tokio::select! {
                 _ = changed.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+                () = tokio::time::sleep_until(deadline) => {}
             }
         }
         None => {

@@ -53,11 +53,11 @@ impl Ipv4Subnet {
         Ipv4Addr::from(u32::from(self.network).saturating_add(1))
     }
 
-    fn first(&self) -> u32 {
+    fn first(self) -> u32 {
         u32::from(self.network)
     }
 
-    fn last(&self) -> u32 {
+    fn last(self) -> u32 {
         self.first() | !mask(self.prefix)
     }
 

@@ -2,41 +2,16 @@
 //! descriptions of what exists.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
-pub use moat_core::BindMount;
 pub use moat_core::logs::Stream as OutputStreamKind;
+pub use moat_core::{BindMount, RuntimeKind};
 
 use crate::RuntimeResult;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeKind {
-    Docker,
-    Apple,
-    Fake,
-}
-
-impl RuntimeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuntimeKind::Docker => "docker",
-            RuntimeKind::Apple => "apple",
-            RuntimeKind::Fake => "fake",
-        }
-    }
-}
-
-impl fmt::Display for RuntimeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What a runtime can do; callers adapt instead of failing late.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

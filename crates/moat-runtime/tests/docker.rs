@@ -7,7 +7,7 @@
 //! under `CI=true`, where that is a failure. Every object carries a
 //! test-specific `dev.moat.home` label and is removed at the end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -317,7 +317,7 @@ async fn go_era_objects_are_listed_apart_from_moats_own() {
         // Go-era: by label, by name, and both.
         let networks = [
             (go_net.clone(), go_label.clone()),
-            (lookalike.clone(), Default::default()),
+            (lookalike.clone(), BTreeMap::default()),
             (name(&home, "own"), run_labels(&home, labels::role::NETWORK)),
         ];
         for (net, labels) in networks {
@@ -330,7 +330,7 @@ async fn go_era_objects_are_listed_apart_from_moats_own() {
         }
         let volume = VolumeSpec {
             name: go_vol.clone(),
-            labels: Default::default(),
+            labels: BTreeMap::default(),
         };
         docker.create_volume(&volume).await.unwrap();
         let agent = ContainerSpec {

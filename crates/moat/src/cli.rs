@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::printer::Verbosity;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use moat_core::RuntimeKind;
 use moat_core::config::{self, HostRule, Mount};
 use moat_core::env_vars;
 
@@ -133,12 +134,6 @@ pub enum Command {
 pub const RUN_HELP: &str = "Run id, id prefix (run_…) or name; defaults to the most recently created run";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeArg {
-    Docker,
-    Apple,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PolicyArg {
     Strict,
     Permissive,
@@ -172,9 +167,9 @@ pub struct RunArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Container runtime [default: auto-detect].
-    #[arg(long, value_enum, value_name = "RUNTIME")]
-    pub runtime: Option<RuntimeArg>,
+    /// Container runtime: docker or apple [default: auto-detect].
+    #[arg(long, value_name = "RUNTIME", value_parser = str::parse::<RuntimeKind>)]
+    pub runtime: Option<RuntimeKind>,
 
     /// Image to run [default: debian:bookworm-slim].
     #[arg(long, value_name = "IMAGE")]

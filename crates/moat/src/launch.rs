@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use moat_api::PROXY_VARIABLES;
+use moat_api::{RunSpec, SecretEnv};
 use moat_core::config::NetworkPolicy;
-use moat_daemon::api::{RunSpec, SecretEnv};
-use moat_daemon::egress::PROXY_VARIABLES;
 use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::base_image::{
     BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE, ensure_base_image,
@@ -237,7 +237,7 @@ impl BaseImageReporter for SpinnerReporter {
             }
             BaseImageProgress::BootstrapLine(line) => line,
             BaseImageProgress::Importing { tag } => format!("importing {tag}"),
-            BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({:.0?})", elapsed),
+            BaseImageProgress::Ready { tag, elapsed } => format!("{tag} is ready ({elapsed:.0?})"),
         };
         if self.bar.is_hidden() {
             self.printer.status(line);
@@ -305,9 +305,9 @@ fn run_spec(ctx: &Context, run: &ResolvedRun, runtime: RuntimeKind) -> Result<Ru
 fn fault_label() -> std::collections::BTreeMap<String, String> {
     let mut labels = std::collections::BTreeMap::new();
     if cfg!(debug_assertions)
-        && let Ok(fault) = std::env::var(moat_daemon::fault::ENV)
+        && let Ok(fault) = std::env::var(moat_api::fault::ENV)
     {
-        labels.insert(moat_daemon::fault::LABEL.to_string(), fault);
+        labels.insert(moat_api::fault::LABEL.to_string(), fault);
     }
     labels
 }

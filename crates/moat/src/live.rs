@@ -7,9 +7,9 @@ use std::io::Write;
 
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt;
+use moat_api::AttachEvent;
+use moat_api::{ClientError, DaemonClient, SpawnError};
 use moat_core::{MoatHome, RunId, RunState};
-use moat_daemon::api::AttachEvent;
-use moat_daemon::{ClientError, DaemonClient, SpawnError};
 
 use crate::context::ExitStatus;
 use crate::printer::Printer;
@@ -26,7 +26,7 @@ pub fn block_on<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
 
 /// A client for this home's daemon, starting one if needed.
 pub async fn daemon(home: &MoatHome) -> Result<DaemonClient> {
-    moat_daemon::ensure_running(home).await.map_err(spawn_error)
+    moat_api::ensure_running(home).await.map_err(spawn_error)
 }
 
 fn spawn_error(e: SpawnError) -> anyhow::Error {
@@ -95,7 +95,7 @@ pub async fn follow_observed(
         match event {
             Some(Ok(AttachEvent::Output { stream, data })) => {
                 on_output();
-                write_output(stream, &data)?
+                write_output(stream, &data)?;
             }
             Some(Ok(AttachEvent::Truncated { dropped_bytes })) => printer.warning(format!(
                 "{dropped_bytes} bytes of earlier output are not shown (see `moat logs {run_id}`)"

@@ -3,8 +3,6 @@
 //! (clap), moat's errors 1, `run`/`exec` the workload's own code.
 //! Everything the user reads goes through [`printer::Printer`].
 
-#![deny(clippy::print_stdout, clippy::print_stderr)]
-
 mod cli;
 mod commands;
 mod context;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use moat_api::sweep::ObjectKey;
+use moat_api::sweep::{SweepReport, SweepRequest};
 use moat_core::MoatHome;
 use moat_core::config;
 use moat_core::lock::{FileLock, LockError};
-use moat_daemon::reaper::decide::ObjectKey;
-use moat_daemon::reaper::{SweepReport, SweepRequest};
 use moat_daemon::reconcile;
 use moat_daemon::runtimes::SystemRuntimes;
 use moat_daemon::{Daemon, DaemonConfig};
@@ -22,7 +22,7 @@ use crate::report::CliError;
 
 /// Sweeps through the daemon, or in-process when it cannot be started.
 pub async fn sweep(home: &MoatHome, printer: &Printer, request: &SweepRequest) -> Result<SweepReport> {
-    match moat_daemon::ensure_running(home).await {
+    match moat_api::ensure_running(home).await {
         Ok(client) => client.reap(request).await.map_err(live::client_error),
         Err(e) => {
             printer.warning(format!("no daemon ({e}); sweeping in this process"));
@@ -119,8 +119,8 @@ pub fn print_report(report: &SweepReport, out: &mut impl std::io::Write) -> std:
 
 #[cfg(test)]
 mod tests {
-    use moat_daemon::reaper::RuntimeSweep;
-    use moat_daemon::reaper::decide::ObjectKind;
+    use moat_api::sweep::ObjectKind;
+    use moat_api::sweep::RuntimeSweep;
     use moat_runtime::RuntimeKind;
 
     use super::*;

@@ -14,7 +14,7 @@ use moat_core::config::{
 use moat_core::env_vars;
 use serde::Serialize;
 
-use crate::cli::{PolicyArg, RunArgs, RuntimeArg};
+use crate::cli::{PolicyArg, RunArgs};
 
 /// Image used when nothing names one.
 pub const DEFAULT_IMAGE: &str = "debian:bookworm-slim";
@@ -224,10 +224,7 @@ fn resolve_runtime(src: &Sources<'_>) -> Result<(Option<RuntimeKind>, Source), R
         })?),
         None => None,
     };
-    let flag = src.args.runtime.map(|r| match r {
-        RuntimeArg::Docker => RuntimeKind::Docker,
-        RuntimeArg::Apple => RuntimeKind::Apple,
-    });
+    let flag = src.args.runtime;
     Ok([
         (flag, Source::Flag),
         (src.project.runtime, Source::ProjectFile),
@@ -270,7 +267,7 @@ fn resolve_mounts(src: &Sources<'_>) -> Result<Vec<ResolvedMount>, ResolveError>
     let workspace = Mount {
         source: src.workspace.display().to_string(),
         target: WORKSPACE_TARGET.into(),
-        mode: Default::default(),
+        mode: moat_core::config::MountMode::default(),
         exclude: Vec::new(),
     };
     let mut mounts: Vec<ResolvedMount> = Vec::new();
@@ -425,7 +422,7 @@ mod tests {
 
     #[test]
     fn flags_add_to_lists_and_replace_values() {
-        let project: ProjectConfig = serde_yaml::from_str(
+        let project: ProjectConfig = serde_saphyr::from_str(
             "grants: [github]\nenv: {A: '1', S: x}\nsecrets: {T: env://T}\n\
              command: echo hi\nmounts: ['/tmp:/data:ro']\nnetwork: {rules: [a.com]}\n",
         )
@@ -475,7 +472,8 @@ mod tests {
 
     #[test]
     fn file_values_apply_without_flags() {
-        let project: ProjectConfig = serde_yaml::from_str("name: web\ncommand: echo hi\ninteractive: true\n").unwrap();
+        let project: ProjectConfig =
+            serde_saphyr::from_str("name: web\ncommand: echo hi\ninteractive: true\n").unwrap();
         let r = resolve_with(&[], &project, &GlobalConfig::default(), &EnvDefaults::default()).unwrap();
         assert_eq!(r.name.as_deref(), Some("web"));
         assert_eq!(r.command, ["/bin/sh", "-c", "echo hi"]);

@@ -1,6 +1,9 @@
 //! End-to-end tests through the real `moat` binary, its daemon and the real
 //! Docker engine.
 
+// Skips and measurements are reported on stderr.
+#![allow(clippy::print_stderr)]
+
 mod docker {
     pub mod audit;
     pub mod exec_status;

@@ -54,7 +54,7 @@ pub struct GlobalConfig {
     pub network_pool_size: u32,
     /// Runtime used when neither `--runtime`, `MOAT_RUNTIME` nor moat.yaml
     /// names one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "values::user_runtime")]
     pub runtime: Option<RuntimeKind>,
     /// Image used when neither `--image`, `MOAT_BASE_IMAGE` nor moat.yaml
     /// names one.
@@ -65,7 +65,7 @@ pub struct GlobalConfig {
     pub extra_ca_file: Option<PathBuf>,
     /// Host → IP overrides for the proxy's upstream connections. For tests
     /// and debugging only, not for normal use: it bypasses DNS.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(deserialize_with = "values::or_empty", skip_serializing_if = "BTreeMap::is_empty")]
     pub resolve: BTreeMap<String, IpAddr>,
 }
 

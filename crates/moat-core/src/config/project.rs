@@ -66,29 +66,38 @@ pub struct ProjectConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// `node@20`, `postgres@17`, `docker:host`, ...
+    #[serde(deserialize_with = "values::or_empty")]
     pub dependencies: Vec<String>,
     /// Credential providers injected by the proxy (`--grant` adds).
+    #[serde(deserialize_with = "values::or_empty")]
     pub grants: Vec<String>,
     #[serde(deserialize_with = "values::scalar_map")]
     pub env: BTreeMap<String, String>,
     /// Environment variables resolved on the host from a secret store.
+    #[serde(deserialize_with = "values::or_empty")]
     pub secrets: BTreeMap<String, SecretRef>,
+    #[serde(deserialize_with = "values::or_empty")]
     pub mounts: Vec<Mount>,
     /// Named endpoints: name → container port.
     #[serde(deserialize_with = "values::port_map")]
     pub ports: BTreeMap<String, u16>,
+    #[serde(deserialize_with = "values::or_empty")]
     pub network: NetworkConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandSpec>,
     pub interactive: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "values::user_runtime")]
     pub runtime: Option<RuntimeKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
+    #[serde(deserialize_with = "values::or_empty")]
     pub container: ContainerConfig,
+    #[serde(deserialize_with = "values::or_empty")]
     pub hooks: HooksConfig,
+    #[serde(deserialize_with = "values::or_empty")]
     pub snapshots: SnapshotConfig,
     /// Settings for service dependencies, keyed by service name.
+    #[serde(deserialize_with = "values::or_empty")]
     pub services: BTreeMap<String, ServiceConfig>,
 }
 
@@ -100,7 +109,9 @@ pub struct ContainerConfig {
     pub memory: Option<u64>,
     #[serde(deserialize_with = "cpus", skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
+    #[serde(deserialize_with = "values::or_empty")]
     pub dns: Vec<IpAddr>,
+    #[serde(deserialize_with = "values::or_empty")]
     pub ulimits: BTreeMap<String, Ulimit>,
 }
 
@@ -129,8 +140,11 @@ pub struct HooksConfig {
 #[serde(default)]
 pub struct SnapshotConfig {
     pub disabled: bool,
+    #[serde(deserialize_with = "values::or_empty")]
     pub triggers: SnapshotTriggers,
+    #[serde(deserialize_with = "values::or_empty")]
     pub exclude: SnapshotExclude,
+    #[serde(deserialize_with = "values::or_empty")]
     pub retention: SnapshotRetention,
 }
 
@@ -148,6 +162,7 @@ pub struct SnapshotTriggers {
 #[serde(default)]
 pub struct SnapshotExclude {
     pub ignore_gitignore: bool,
+    #[serde(deserialize_with = "values::or_empty")]
     pub additional: Vec<String>,
 }
 
@@ -173,7 +188,7 @@ pub struct ServiceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
     /// Models to pull (ollama).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "values::or_empty", skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
 }
 

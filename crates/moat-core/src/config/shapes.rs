@@ -10,12 +10,16 @@ use serde::{Deserialize, Serialize, Serializer};
 
 // === runtime ===
 
-/// Which container runtime runs the workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Which container runtime runs the workload. Users name `docker` or
+/// `apple` (parsing refuses anything else); `fake` is the in-memory runtime
+/// of moat's own tests, named only on the wire between test code and the
+/// daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     Docker,
     Apple,
+    Fake,
 }
 
 impl RuntimeKind {
@@ -23,6 +27,7 @@ impl RuntimeKind {
         match self {
             RuntimeKind::Docker => "docker",
             RuntimeKind::Apple => "apple",
+            RuntimeKind::Fake => "fake",
         }
     }
 }

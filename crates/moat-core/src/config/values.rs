@@ -49,9 +49,19 @@ pub(super) fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S:
     s.serialize_str(&format_duration(*d))
 }
 
+/// A key written without a value (`mounts:` with every entry commented
+/// out, common in Go-era files) means the default, as an absent key does.
+pub(super) fn or_empty<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
 // === checked scalars ===
 //
-// Checks run inside the visitor so that serde_yaml attributes their errors
+// Checks run inside the visitor so that the decoder attributes their errors
 // to the value's own path and line, not to the enclosing mapping.
 
 /// Decodes a string and converts it with `parse`.
@@ -172,12 +182,12 @@ impl<'de> Deserialize<'de> for PortValue {
 }
 
 pub(super) fn port_map<'de, D: Deserializer<'de>>(de: D) -> Result<BTreeMap<String, u16>, D::Error> {
-    let ports = BTreeMap::<String, PortValue>::deserialize(de)?;
+    let ports: BTreeMap<String, PortValue> = or_empty(de)?;
     Ok(ports.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 pub(super) fn port_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<u16>, D::Error> {
-    let ports = Vec::<PortValue>::deserialize(de)?;
+    let ports: Vec<PortValue> = or_empty(de)?;
     Ok(ports.into_iter().map(|p| p.0).collect())
 }
 
@@ -225,7 +235,7 @@ impl Visitor<'_> for ScalarVisitor {
 }
 
 pub(super) fn scalar_map<'de, D: Deserializer<'de>>(de: D) -> Result<BTreeMap<String, String>, D::Error> {
-    let map = BTreeMap::<String, ScalarString>::deserialize(de)?;
+    let map: BTreeMap<String, ScalarString> = or_empty(de)?;
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
@@ -239,6 +249,17 @@ pub(super) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// `runtime:` as a user may write it (`docker` or `apple`; never `fake`).
+pub(super) fn user_runtime<'de, D: Deserializer<'de>>(de: D) -> Result<Option<super::RuntimeKind>, D::Error> {
+    struct UserRuntime(super::RuntimeKind);
+    impl<'de> Deserialize<'de> for UserRuntime {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            parse_str(de, "\"docker\" or \"apple\"", str::parse).map(UserRuntime)
+        }
+    }
+    Ok(Option::<UserRuntime>::deserialize(de)?.map(|runtime| runtime.0))
 }
 
 #[cfg(test)]

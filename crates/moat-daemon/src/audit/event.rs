@@ -194,7 +194,7 @@ impl Event {
             .to_string();
         let data = match value.get_mut("data").map(Value::take) {
             Some(data @ Value::Object(_)) => data,
-            _ => Value::Object(Default::default()),
+            _ => Value::Object(serde_json::Map::default()),
         };
         (kind, data)
     }

@@ -3,48 +3,16 @@
 //! decision per candidate out. No I/O, so every rule is table-tested.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
 use moat_core::RunId;
-use moat_runtime::RuntimeKind;
 use serde::{Deserialize, Serialize};
+
+pub use moat_api::sweep::{ObjectKey, ObjectKind};
 
 /// By default a candidate must have been seen this long before it is
 /// removed (absorbs asynchronous teardown, notably on Apple containers).
 pub const SECOND_SIGHTING_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ObjectKind {
-    Container,
-    Network,
-    Volume,
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ObjectKind::Container => "container",
-            ObjectKind::Network => "network",
-            ObjectKind::Volume => "volume",
-        })
-    }
-}
-
-/// Identifies one runtime object across sweeps.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ObjectKey {
-    pub runtime: RuntimeKind,
-    pub kind: ObjectKind,
-    pub name: String,
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.runtime, self.kind, self.name)
-    }
-}
 
 /// A runtime object that moat may have created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,6 +175,7 @@ pub fn next_first_seen<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moat_core::RuntimeKind;
 
     const HOME: &str = "aaaaaaaaaaaa";
     const DAEMON: &str = "100-0123456789ab";

@@ -23,6 +23,7 @@ use moat_proxy::{
     RunRegistration,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -527,10 +528,7 @@ impl ProxyClient {
     /// A TLS client trusting only the moat CA, offering `alpn`.
     pub fn tls_connector(&self, alpn: &[&[u8]]) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
-        let der: CertificateDer<'static> = rustls_pemfile::certs(&mut self.moat_ca_pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
+        let der: CertificateDer<'static> = CertificateDer::from_pem_slice(self.moat_ca_pem.as_bytes()).unwrap();
         roots.add(der).unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()

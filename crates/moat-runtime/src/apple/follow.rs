@@ -57,7 +57,7 @@ impl FollowState {
             }
             tokio::select! {
                 read = self.lines.next() => return read.map(|r| r.map(stdout_chunk)),
-                _ = tokio::time::sleep_until(self.next_poll) => self.poll().await,
+                () = tokio::time::sleep_until(self.next_poll) => self.poll().await,
             }
         }
     }

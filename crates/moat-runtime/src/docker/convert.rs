@@ -66,7 +66,7 @@ fn bind_mount(mount: &crate::BindMount) -> DockerMount {
 pub fn container_info_from_inspect(inspect: ContainerInspectResponse) -> ContainerInfo {
     let config = inspect.config.unwrap_or_default();
     let state = inspect.state.unwrap_or_default();
-    let status = state.status.map(status_from_state).unwrap_or(ContainerStatus::Unknown);
+    let status = state.status.map_or(ContainerStatus::Unknown, status_from_state);
     let exit_code = has_exited(&status).then_some(state.exit_code).flatten();
     ContainerInfo {
         id: inspect.id.unwrap_or_default(),
@@ -81,10 +81,7 @@ pub fn container_info_from_inspect(inspect: ContainerInspectResponse) -> Contain
 }
 
 pub fn container_info_from_summary(summary: ContainerSummary) -> ContainerInfo {
-    let status = summary
-        .state
-        .map(status_from_summary)
-        .unwrap_or(ContainerStatus::Unknown);
+    let status = summary.state.map_or(ContainerStatus::Unknown, status_from_summary);
     let exit_code = if has_exited(&status) {
         summary.status.as_deref().and_then(exit_code_from_status_text)
     } else {

@@ -4,9 +4,9 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
+use moat_api::sweep::SweepRequest;
 use moat_core::RunId;
 use moat_core::store::RunEntry;
-use moat_daemon::reaper::SweepRequest;
 
 use crate::cli::CleanArgs;
 use crate::context::{Context, ExitStatus};

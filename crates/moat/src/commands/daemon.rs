@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use chrono::Utc;
+use moat_api::spawn::process_alive;
+use moat_api::{API_VERSION, Health};
+use moat_api::{ClientError, DaemonClient};
 use moat_core::MoatHome;
 use moat_core::config::{self, GlobalConfig};
 use moat_core::lock::FileLock;
-use moat_daemon::api::{API_VERSION, Health};
 use moat_daemon::runtimes::SystemRuntimes;
-use moat_daemon::spawn::process_alive;
-use moat_daemon::{ClientError, DaemonClient, DaemonConfig, egress::EgressConfig};
+use moat_daemon::{DaemonConfig, egress::EgressConfig};
 
 use crate::cli::{DaemonArgs, DaemonCommand};
 use crate::context::{Context, ExitStatus};
@@ -177,7 +178,7 @@ fn daemon_config(home: &MoatHome, global: &GlobalConfig) -> DaemonConfig {
         size: global.network_pool_size as usize,
         runtime: global
             .runtime
-            .map_or(moat_runtime::RuntimeKind::Docker.as_str(), |kind| kind.as_str())
+            .map_or(moat_core::RuntimeKind::Docker.as_str(), |kind| kind.as_str())
             .to_string(),
     };
     config.egress = Some(EgressConfig {

@@ -8,11 +8,11 @@
 use std::io::Write;
 
 use anyhow::Result;
+use moat_api::DaemonClient;
+use moat_api::sweep::ObjectKey;
+use moat_api::sweep::{SweepReport, SweepRequest};
 use moat_core::MoatHome;
 use moat_creds::KeyBackend;
-use moat_daemon::DaemonClient;
-use moat_daemon::reaper::decide::ObjectKey;
-use moat_daemon::reaper::{SweepReport, SweepRequest};
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
@@ -23,7 +23,7 @@ use crate::{live, maintenance};
 #[derive(Serialize)]
 struct Diagnosis {
     runtime: RuntimeCheck,
-    daemon: Option<moat_daemon::api::Health>,
+    daemon: Option<moat_api::Health>,
     /// Dry run: what a forced sweep would remove now.
     reclaimable: Option<SweepReport>,
     /// Objects left by moat's Go implementation, which sweeps never remove.
@@ -112,7 +112,7 @@ fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
             h.pid,
             h.version,
             h.live_runs,
-            h.proxy_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+            h.proxy_port.map_or_else(|| "-".into(), |p| p.to_string())
         )?,
         None => writeln!(out, "daemon: not running (starts on demand)")?,
     }
@@ -137,7 +137,7 @@ fn print(d: &Diagnosis, out: &mut impl Write) -> std::io::Result<()> {
     if let Some(report) = &d.reclaimable {
         for sweep in &report.runtimes {
             let count = |kind| sweep.removed.iter().filter(|k| k.kind == kind).count();
-            use moat_daemon::reaper::decide::ObjectKind::{Container, Network, Volume};
+            use moat_api::sweep::ObjectKind::{Container, Network, Volume};
             writeln!(
                 out,
                 "reclaimable on {}: {} container(s), {} network(s), {} volume(s)",

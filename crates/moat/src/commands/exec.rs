@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use moat_daemon::ClientError;
+use moat_api::ClientError;
 
 use crate::cli::ExecArgs;
 use crate::context::{Context, ExitStatus};

@@ -86,10 +86,10 @@ fn store_grant(ctx: &Context, home: &moat_core::MoatHome, store: &CredentialStor
 /// Tells a running daemon (never starting one) that credentials changed,
 /// so live runs pick the change up on their next request.
 pub fn notify_daemon(ctx: &Context, home: &moat_core::MoatHome) {
-    let client = moat_daemon::DaemonClient::new(home.daemon_socket());
+    let client = moat_api::DaemonClient::new(home.daemon_socket());
     let refreshed = live::block_on(async { Ok(client.refresh_grants().await) });
     if let Ok(Err(e)) = refreshed
-        && !matches!(e, moat_daemon::ClientError::NotRunning(_))
+        && !matches!(e, moat_api::ClientError::NotRunning(_))
     {
         ctx.printer
             .warning(format!("live runs may keep the old credential: {e}"));

@@ -83,13 +83,14 @@ impl Sink {
             serde_json::to_writer(&mut self.stdout, &record)?;
             writeln!(self.stdout)?;
         } else {
-            let line = match self.timestamps {
-                true => format!(
+            let line = if self.timestamps {
+                format!(
                     "{} {}",
                     record.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     record.line
-                ),
-                false => record.line,
+                )
+            } else {
+                record.line
             };
             match record.stream {
                 Stream::Stdout => writeln!(self.stdout, "{line}")?,

@@ -71,7 +71,7 @@ fn print_dry_run(ctx: &Context, run: &ResolvedRun, json: bool) -> Result<ExitSta
         serde_json::to_writer_pretty(&mut out, run)?;
         writeln!(out)?;
     } else {
-        out.write_all(serde_yaml::to_string(run)?.as_bytes())?;
+        out.write_all(serde_saphyr::to_string(run)?.as_bytes())?;
     }
     out.flush()?;
     for key in run.unsupported() {

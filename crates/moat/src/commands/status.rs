@@ -7,10 +7,10 @@ use std::path::Path;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use moat_api::{ClientError, DaemonClient};
+use moat_api::{Health, RunView};
 use moat_core::store::{RunEntry, RunStore};
 use moat_core::{RunId, RunState};
-use moat_daemon::api::{Health, RunView};
-use moat_daemon::{ClientError, DaemonClient};
 use serde::Serialize;
 
 use crate::cli::StatusArgs;

@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use anyhow::Result;
-use moat_daemon::reaper::SweepRequest;
-use moat_daemon::reaper::decide::ObjectKind;
+use moat_api::sweep::ObjectKind;
+use moat_api::sweep::SweepRequest;
 
 use crate::cli::{PruneArgs, SystemArgs, SystemCommand};
 use crate::context::{Context, ExitStatus};

@@ -84,10 +84,7 @@ fn print_table(out: &mut impl Write, records: &[Value], verbose: bool, rules: bo
     )?;
     for r in records {
         let time = r["time"].as_str().and_then(|t| t.get(11..19)).unwrap_or("-");
-        let status = r["status"]
-            .as_u64()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "-".into());
+        let status = r["status"].as_u64().map_or_else(|| "-".into(), |s| s.to_string());
         let grants = r["grants"]
             .as_array()
             .map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","));

@@ -196,3 +196,31 @@ fn keys_not_supported_yet_are_refused_not_ignored() {
         );
     }
 }
+
+#[test]
+fn issue_18_a_host_pattern_the_proxy_would_refuse_is_refused_by_the_cli() {
+    // `a.*.example.com` once passed `--allow-host` and failed the run later,
+    // at the daemon; both now parse with the same `HostPattern`.
+    let home = TestHome::new();
+    std::fs::create_dir_all(home.path("ws")).unwrap();
+    let out = dry_run(&home, "ws", &["--allow-host", "a.*.example.com"]);
+    out.failure(2);
+    assert!(
+        out.stderr.contains("invalid host pattern \"a.*.example.com\""),
+        "{}",
+        out.stderr
+    );
+    write_file(
+        &home.path("ws/moat.yaml"),
+        "network:\n  rules:\n    - a.*.example.com\n",
+    );
+    let out = dry_run(&home, "ws", &[]);
+    out.failure(1);
+    assert!(
+        out.stderr.contains("network.rules[0]: invalid host pattern"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(home.path("ws/moat.yaml")).unwrap();
+    dry_run(&home, "ws", &["--allow-host", "*.example.com:8443"]).success();
+}

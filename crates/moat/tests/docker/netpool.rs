@@ -38,8 +38,7 @@ fn network_exists(name: &str) -> bool {
     Command::new("docker")
         .args(["network", "inspect", name])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A home whose pool holds exactly two /24 networks of `pool` (a /23).

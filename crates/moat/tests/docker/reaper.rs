@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use moat_daemon::fault::POINTS;
+use moat_api::fault::POINTS;
 
 use super::support::{
     DockerLeftovers, Home, container_running, docker, docker_exists, fast_home, kill9, objects_of, text,
@@ -187,7 +187,7 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
     let Some(home) = fast_home() else { return };
     let label = home_label(&home.home());
     let names: Vec<String> = (0..100)
-        .map(|i| format!("moat-run_{:06x}{:06x}", std::process::id() & 0xffffff, i))
+        .map(|i| format!("moat-run_{:06x}{:06x}", std::process::id() & 0x00ff_ffff, i))
         .collect();
     for (i, name) in names.iter().enumerate() {
         let run_id = name.trim_start_matches("moat-");

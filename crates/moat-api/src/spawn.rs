@@ -16,8 +16,8 @@ use moat_core::lock::FileLock;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::api::{API_VERSION, Health};
 use crate::client::{ClientError, DaemonClient};
+use crate::wire::{API_VERSION, Health};
 
 /// Bound on taking `spawn.lock`.
 const SPAWN_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,14 +174,14 @@ async fn retire(client: &DaemonClient, home: &MoatHome, pid: u32) {
     replace_wedged(home).await;
 }
 
-/// Whether version `a` is older than `b` (numeric, dot-separated).
+/// Whether version `a` precedes `b` by semver rules (a pre-release comes
+/// before its release). A version that does not parse is not called older:
+/// the API version check still guards compatibility.
 fn is_older(a: &str, b: &str) -> bool {
-    let parse = |v: &str| {
-        v.split(['.', '-'])
-            .map(|p| p.parse::<u64>().unwrap_or(0))
-            .collect::<Vec<_>>()
-    };
-    parse(a) < parse(b)
+    match (semver::Version::parse(a), semver::Version::parse(b)) {
+        (Ok(a), Ok(b)) => a < b,
+        _ => false,
+    }
 }
 
 /// Stops the daemon that holds this home's lifetime lock but does not
@@ -255,8 +255,11 @@ fn spawn(home: &MoatHome) -> Result<(), SpawnError> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
+    // The one unsafe call in moat: `pre_exec` runs between fork and exec,
+    // and Rust cannot check what it does there.
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
     // CLI's session and terminal so that killing the CLI spares it.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
@@ -303,5 +306,13 @@ mod tests {
         assert!(is_older("0.9.0", "0.10.0"));
         assert!(!is_older("0.2.0", "0.2.0"));
         assert!(!is_older("1.0.0", "0.9.9"));
+    }
+
+    #[test]
+    fn a_pre_release_is_older_than_its_release() {
+        assert!(is_older("0.2.0-rc.1", "0.2.0"));
+        assert!(!is_older("0.2.0", "0.2.0-rc.1"));
+        assert!(is_older("0.2.0-rc.1", "0.2.0-rc.2"));
+        assert!(!is_older("not a version", "0.2.0"));
     }
 }

@@ -65,7 +65,7 @@ pub struct RunSpec {
     pub labels: BTreeMap<String, String>,
     /// Network policy the proxy enforces for this run.
     #[serde(default)]
-    pub policy: moat_proxy::NetworkPolicy,
+    pub policy: moat_core::config::NetworkPolicy,
     /// Host ports (`network.host`) the run may reach.
     #[serde(default)]
     pub host_ports: Vec<u16>,

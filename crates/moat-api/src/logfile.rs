@@ -7,9 +7,7 @@ const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 
 /// Renames `daemon.log` to `daemon.log.1` when it has grown too large.
 pub fn rotate_if_large(path: &Path) {
-    let too_large = std::fs::metadata(path)
-        .map(|m| m.len() > MAX_LOG_BYTES)
-        .unwrap_or(false);
+    let too_large = std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG_BYTES);
     if too_large {
         let mut rotated = path.as_os_str().to_owned();
         rotated.push(".1");

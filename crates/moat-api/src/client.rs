@@ -15,18 +15,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use crate::api::{
+use crate::sweep::{SweepReport, SweepRequest};
+use crate::wire::{
     ApiError, AttachEvent, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health, NDJSON, RunSpec, RunView,
     StopRequest,
 };
-use crate::reaper::{SweepReport, SweepRequest};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Run creation may create a network twice with a sweep between, and a
 /// container; the daemon answers within its own, shorter deadline
-/// ([`crate::deadline::CREATE_DEADLINE`]).
+/// (the daemon's creation deadline).
 pub const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A sweep may wait for another (150 s) and take up to 2 minutes itself.
 const REAP_TIMEOUT: Duration = Duration::from_secs(300);

@@ -1,7 +1,9 @@
-//! Host patterns used by injection rules and network policy (proxy.md,
-//! "Injection" and "Network policy"): `host` (exact), `host:port`, and
-//! `*.suffix` (any subdomain, never the apex itself). A pattern without a
-//! port matches ports 80 and 443 only.
+//! Host patterns, the one definition used by moat.yaml's network rules and
+//! `--allow-host`, the proxy's policy and the credential providers'
+//! injection rules (proxy.md, "Injection" and "Network policy"): `host`
+//! (exact), `host:port`, and `*.suffix` (any subdomain, never the apex
+//! itself). A pattern without a port matches ports 80 and 443 only. One
+//! parser means a pattern the CLI accepts is one the daemon accepts.
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +52,17 @@ impl HostPattern {
     /// The port the pattern names, if it names one.
     pub fn port(&self) -> Option<u16> {
         self.port
+    }
+
+    /// Whether the pattern names a port (rather than matching 80 and 443).
+    pub fn has_port(&self) -> bool {
+        self.port.is_some()
+    }
+
+    /// True for an exact host with an explicit port (an explicit opt-in that
+    /// may reach loopback or link-local addresses).
+    pub fn is_explicit_host_port(&self) -> bool {
+        matches!(self.host, HostMatch::Exact(_)) && self.port.is_some()
     }
 
     /// Whether a request to `host` on `port` is covered by this pattern.
@@ -128,6 +141,8 @@ fn check_host(host: &str) -> Result<String, &'static str> {
     if host.is_empty() {
         return Err("host is empty");
     }
+    // A fully qualified name's root dot (`example.com.`) names the same host.
+    let host = host.strip_suffix('.').filter(|h| !h.is_empty()).unwrap_or(host);
     if host.contains('*') {
         return Err("`*` is allowed only as a leading `*.`");
     }
