@@ -85,7 +85,7 @@ fn per_value_rules_name_the_field_and_line() {
         ),
         (
             "network:\n  policy: strikt\n",
-            "network.policy: unknown variant `strikt`, expected `permissive` or `strict` (line 2)",
+            "network.policy: unknown variant `strikt`, expected one of `permissive`, `strict`, `shadow` (line 2)",
         ),
         (
             "network:\n  rules:\n    - api.github.com:\n        - allow GET /x\n        - nope\n",
