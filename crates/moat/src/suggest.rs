@@ -11,6 +11,7 @@
 //! it is shown: every traced request it stands for must be allowed.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 use moat_core::config::{HostRule, NetworkPolicy, PolicyMode, RequestRule, RuleAction, check_host_pattern};
@@ -118,14 +119,15 @@ impl Suggestion {
         }
         out.push_str("  rules:\n");
         for host in &self.hosts {
-            out.push_str(&format!("    # {}\n", plural(host.requests, "request")));
-            out.push_str(&format!("    - {}:\n", quoted(&host.host)));
+            let _ = writeln!(out, "    # {}", plural(host.requests, "request"));
+            let _ = writeln!(out, "    - {}:", quoted(&host.host));
             for rule in &host.rules {
-                out.push_str(&format!(
-                    "        - {}  # {}\n",
+                let _ = writeln!(
+                    out,
+                    "        - {}  # {}",
                     quoted(&rule.rule),
                     plural(rule.requests, "request")
-                ));
+                );
             }
         }
         out
