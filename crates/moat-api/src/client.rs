@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
+use crate::suggestion::Suggestion;
 use crate::sweep::{SweepReport, SweepRequest};
 use crate::terminal::{Frame, Open, UPGRADE_PROTOCOL, write_frame};
 use crate::wire::{
@@ -98,6 +99,12 @@ impl DaemonClient {
 
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/v1/health", None::<&()>, HEALTH_TIMEOUT).await
+    }
+
+    /// The narrowest rules that would have allowed what run `id` did.
+    pub async fn suggest_policy(&self, id: &RunId) -> Result<Suggestion, ClientError> {
+        let path = format!("/v1/runs/{id}/suggestion");
+        self.call(Method::GET, &path, None::<&()>, CALL_TIMEOUT).await
     }
 
     /// The container runtime as the daemon sees it.

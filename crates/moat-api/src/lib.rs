@@ -9,6 +9,7 @@ pub mod fault;
 pub mod info;
 mod logfile;
 pub mod spawn;
+pub mod suggestion;
 pub mod sweep;
 pub mod terminal;
 mod wire;

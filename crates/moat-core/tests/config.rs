@@ -85,7 +85,7 @@ fn per_value_rules_name_the_field_and_line() {
         ),
         (
             "network:\n  policy: strikt\n",
-            "network.policy: unknown variant `strikt`, expected `permissive` or `strict` (line 2)",
+            "network.policy: unknown variant `strikt`, expected one of `permissive`, `strict`, `shadow` (line 2)",
         ),
         (
             "network:\n  rules:\n    - api.github.com:\n        - allow GET /x\n        - nope\n",
@@ -351,6 +351,22 @@ fn global_values_are_read() {
     assert_eq!(c.extra_ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
     assert_eq!(c.resolve["api.example.test"].to_string(), "127.0.0.1");
     assert_eq!(loaded.warnings[0].key, "proxy");
+}
+
+/// Issue 16: OpenTelemetry export is not built, so a key configuring it is
+/// refused, never silently ignored.
+#[test]
+fn telemetry_keys_are_refused_not_ignored() {
+    for text in [
+        "otlp_endpoint: http://127.0.0.1:4317\n",
+        "telemetry: {otlp_endpoint: x}\n",
+    ] {
+        let (_dir, home) = home_with(Some(text));
+        let err = load_global(&home).unwrap_err().to_string();
+        assert!(err.contains("OpenTelemetry export is not available"), "{text}: {err}");
+    }
+    let (_dir, home) = home_with(Some("some_future_key: 1\n"));
+    assert_eq!(load_global(&home).unwrap().warnings.len(), 1);
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod runtimes;
 pub mod server;
 pub mod standalone;
 pub mod state;
+pub mod suggest;
 pub mod supervisor;
 pub mod terminal;
 mod terminal_session;

@@ -88,6 +88,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
             Err(reject) => reject.into_response(),
         },
         (&Method::DELETE, ["v1", "runs", id]) => destroy(&daemon, id).await,
+        (&Method::GET, ["v1", "runs", id, "suggestion"]) => suggestion(&daemon, id),
         (&Method::POST, ["v1", "runs", id, "stop"]) => stop(&daemon, id, req).await,
         (&Method::GET, ["v1", "runs", id, "attach"]) => attach(&daemon, id),
         (&Method::GET, ["v1", "runs", id, "terminal"]) => terminal(&daemon, id, req, Session::Attach),
@@ -216,6 +217,34 @@ async fn reap(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
     };
     let report = daemon.reaper().sweep(daemon, &request, "on demand").await;
     json(StatusCode::OK, &report)
+}
+
+/// The narrowest rules that would have allowed what a run did (from its
+/// trace; the run may have ended).
+fn suggestion(daemon: &Daemon, id: &str) -> Response<Body> {
+    let run_id: RunId = match id.parse() {
+        Ok(run_id) => run_id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}"), None),
+    };
+    let run_dir = daemon.store().run_dir(&run_id);
+    if !run_dir.is_dir() {
+        return error(StatusCode::NOT_FOUND, format!("no run {run_id}"), None);
+    }
+    let trace = run_dir.join(moat_core::paths::run_files::NETWORK);
+    let records = match crate::suggest::read_trace(&trace) {
+        Ok(records) => records,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading {}: {e}", trace.display()),
+                None,
+            );
+        }
+    };
+    match crate::suggest::suggest(&records) {
+        Ok(suggestion) => json(StatusCode::OK, &suggestion),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
 }
 
 async fn destroy(daemon: &Daemon, id: &str) -> Response<Body> {

@@ -1,6 +1,7 @@
 //! Security events of a run that the proxy reports to whoever registered it
 //! (the daemon's audit log, issue 16): each policy denial and each
-//! credential injection. The proxy writes no audit file itself; values are
+//! credential injection, and in shadow mode each request strict would have
+//! refused. The proxy writes no audit file itself; values are
 //! redacted as in the trace, and an injection names its grant, never the
 //! credential.
 
@@ -16,6 +17,15 @@ pub enum ProxyEvent {
         /// Path and query, redacted as in the trace.
         path: String,
         /// The rule (or absence of one) that refused it.
+        rule: String,
+    },
+    /// Shadow mode: a request allowed that `strict` with the same rules
+    /// would have refused under `rule`.
+    ShadowDenied {
+        method: String,
+        host: String,
+        /// Path and query, redacted as in the trace.
+        path: String,
         rule: String,
     },
     /// A grant's credential was added to a request to `host`.

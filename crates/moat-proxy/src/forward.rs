@@ -86,6 +86,8 @@ pub(crate) struct PendingTrace {
     bytes_out: Arc<AtomicU64>,
     /// The destination includes an RFC 1918 address.
     private_address: bool,
+    /// Shadow mode: the rule under which strict would have refused it.
+    pub(crate) would_block: Option<String>,
 }
 
 impl PendingTrace {
@@ -98,6 +100,10 @@ impl PendingTrace {
         if self.decision == "deny" {
             // A denial's rule may quote the request's path.
             self.rule = redact_secrets(&self.rule, self.run.redactables(&self.run.injections()));
+        }
+        if self.decision == "deny" {
+            // Refused anyway: the refusal is what happened.
+            self.would_block = None;
         }
         self.report();
         let record = TraceRecord {
@@ -115,6 +121,7 @@ impl PendingTrace {
             grants: self.grants,
             error,
             private_address: self.private_address,
+            would_block: self.would_block,
         };
         self.run.trace(record);
     }
@@ -127,6 +134,14 @@ impl PendingTrace {
                 host: self.host.clone(),
                 path: self.path.clone(),
                 rule: self.rule.clone(),
+            });
+        }
+        if let Some(rule) = &self.would_block {
+            self.run.report(ProxyEvent::ShadowDenied {
+                method: self.method.clone(),
+                host: self.host.clone(),
+                path: self.path.clone(),
+                rule: rule.clone(),
             });
         }
         for grant in &self.grants {
@@ -170,6 +185,7 @@ fn start_trace_with(
         grants: Vec::new(),
         bytes_out: Arc::new(AtomicU64::new(0)),
         private_address: target.destination.as_ref().is_some_and(|d| d.private),
+        would_block: None,
     }
 }
 
@@ -231,6 +247,14 @@ pub(crate) fn policy_refusal(decision: &Decision, target: &Target, method: &Meth
     }
 }
 
+/// Shadow mode: strict refuses a private (RFC 1918) destination its rules do
+/// not name exactly as `host:port` (see `check_destination`).
+fn shadow_private_block(run: &RunEntry, target: &Target, destination: &Destination) -> Option<String> {
+    let refused_by_strict = destination.private && !run.policy.explicitly_names(&target.host, target.port);
+    (run.policy.is_shadow() && refused_by_strict)
+        .then(|| "strict: private address not named as host:port in network.rules".to_string())
+}
+
 /// The refusal (400) of a path that method/path rules cannot judge.
 fn malformed_path_refusal(rule: String, error: PathError, target: &Target, method: &Method) -> Refusal {
     Refusal {
@@ -279,8 +303,10 @@ pub(crate) async fn forward(
         RequestCheck::Allow {
             rule,
             path_and_query: normalised,
+            would_block,
         } => {
             trace.rule = rule;
+            trace.would_block = would_block;
             // Where path rules apply, the server gets the path they judged.
             normalised.unwrap_or(path_and_query)
         }
@@ -305,6 +331,9 @@ pub(crate) async fn forward(
         },
     };
     trace.private_address = destination.private;
+    if trace.would_block.is_none() {
+        trace.would_block = shadow_private_block(&run, &target, &destination);
+    }
 
     let mut req = req;
     let upgrade = is_upgrade(&req);

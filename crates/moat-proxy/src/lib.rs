@@ -63,7 +63,7 @@ pub use config::{ProxyConfig, ProxyTimeouts, RunLimits};
 pub use error::{CaError, ProxyError};
 pub use events::{ProxyEvent, ProxyEventSink};
 pub use injection::InjectionRule;
-pub use policy::{HostRule, NetworkPolicy, PolicyMode};
+pub use policy::{HostRule, NetworkPolicy, PolicyCheck, PolicyMode, rule_matching_path};
 pub use proxy::ProxyHandle;
 pub use registry::{HOST_SERVICE_NAME, RunRegistration, RunTraceSummary};
 pub use resolve::{LookupFuture, NameResolver};

@@ -192,6 +192,9 @@ pub(crate) struct Decision {
     pub allowed: bool,
     /// Human-readable name of the deciding rule.
     pub rule: String,
+    /// In shadow mode, for an allowed request: the rule under which
+    /// `strict` (with the same rules) would have refused it.
+    pub would_block: Option<String>,
 }
 
 /// The outcome of checking one request.
@@ -202,6 +205,8 @@ pub(crate) enum RequestCheck {
     Allow {
         rule: String,
         path_and_query: Option<String>,
+        /// Shadow mode: why `strict` would have refused it.
+        would_block: Option<String>,
     },
     /// Refused by policy (403); `path` is the path the rules judged.
     Deny { decision: Decision, path: String },
@@ -215,6 +220,7 @@ impl RequestCheck {
             Self::Allow {
                 rule: decision.rule,
                 path_and_query,
+                would_block: decision.would_block,
             }
         } else {
             Self::Deny {
@@ -311,21 +317,79 @@ impl CompiledPolicy {
         self.rules.iter().find(|r| r.pattern.matches(host, port))
     }
 
+    /// The decision for a destination no host rule names: the only place
+    /// where the mode matters. Shadow allows what strict would refuse, and
+    /// says so.
     fn unmatched(&self, implicit: Option<&str>) -> Decision {
         match (self.mode, implicit) {
             (PolicyMode::Permissive, _) => allow("permissive".to_string()),
-            (PolicyMode::Strict, Some(reason)) => allow(format!("strict: {reason}")),
-            (PolicyMode::Strict, None) => deny("strict: no network.rules entry matches this host".to_string()),
+            (PolicyMode::Strict | PolicyMode::Shadow, Some(reason)) => {
+                allow(format!("{}: {reason}", self.mode.as_str()))
+            }
+            (PolicyMode::Strict, None) => deny(STRICT_NO_RULE.to_string()),
+            (PolicyMode::Shadow, None) => Decision {
+                allowed: true,
+                rule: "shadow".to_string(),
+                would_block: Some(STRICT_NO_RULE.to_string()),
+            },
         }
+    }
+
+    /// Whether this run is in shadow mode (records what strict would refuse).
+    pub(crate) fn is_shadow(&self) -> bool {
+        self.mode == PolicyMode::Shadow
     }
 }
 
+/// Why strict refuses a destination without a rule.
+const STRICT_NO_RULE: &str = "strict: no network.rules entry matches this host";
+
+// === impl PolicyCheck ===
+
+/// A policy compiled as the proxy enforces it, for judging requests off the
+/// data path (`moat policy suggest` checks its own proposal with it).
+pub struct PolicyCheck(CompiledPolicy);
+
+impl PolicyCheck {
+    pub fn compile(policy: &NetworkPolicy) -> Result<Self, ProxyError> {
+        CompiledPolicy::compile(policy).map(Self)
+    }
+
+    /// Whether the rules let `method path_and_query` to `host:port` through
+    /// without any implicit allowance (grant hosts, `network.host` ports)
+    /// and without a shadow note; the resolved address is not judged.
+    pub fn allows(&self, method: &str, host: &str, port: u16, path_and_query: &str) -> bool {
+        let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), path_and_query.parse::<Uri>()) else {
+            return false;
+        };
+        let host = normalize_host(host);
+        let check = self
+            .0
+            .check_request(&host, port, None, &method, &uri, &HeaderMap::new());
+        matches!(check, RequestCheck::Allow { would_block: None, .. })
+    }
+}
+
+/// A request path as method/path rules match it (normalised, `;params`
+/// dropped), or `None` when the rules cannot judge it.
+pub fn rule_matching_path(raw: &str) -> Option<String> {
+    normalize_path(raw).ok().map(|path| path.matching)
+}
+
 fn allow(rule: String) -> Decision {
-    Decision { allowed: true, rule }
+    Decision {
+        allowed: true,
+        rule,
+        would_block: None,
+    }
 }
 
 fn deny(rule: String) -> Decision {
-    Decision { allowed: false, rule }
+    Decision {
+        allowed: false,
+        rule,
+        would_block: None,
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +472,63 @@ mod tests {
             rules,
         })
         .unwrap()
+    }
+
+    /// Shadow never refuses what permissive allows, notes each request that
+    /// strict would refuse, and keeps every refusal the rules themselves make.
+    #[test]
+    fn shadow_allows_like_permissive_and_notes_what_strict_would_refuse() {
+        let rules = vec![HostRule {
+            host: "api.example.com".into(),
+            requests: vec!["allow GET /items/*".parse().unwrap()],
+        }];
+        let policy = |mode| {
+            CompiledPolicy::compile(&NetworkPolicy {
+                mode,
+                rules: rules.clone(),
+            })
+            .unwrap()
+        };
+        let (shadow, strict) = (policy(PolicyMode::Shadow), policy(PolicyMode::Strict));
+        let unlisted = shadow.check_host("other.example.com", 443, None);
+        assert!(unlisted.allowed);
+        assert_eq!(unlisted.would_block.as_deref(), Some(STRICT_NO_RULE));
+        assert!(!strict.check_host("other.example.com", 443, None).allowed);
+        let granted = shadow.check_host("other.example.com", 443, Some("grant"));
+        assert_eq!((granted.allowed, granted.would_block), (true, None));
+        let outcome = check(&shadow, "GET", "/items/1", &[]);
+        assert!(
+            matches!(outcome, RequestCheck::Allow { would_block: None, .. }),
+            "{outcome:?}"
+        );
+        let outcome = check(&shadow, "DELETE", "/items/1", &[]);
+        assert!(matches!(outcome, RequestCheck::Deny { .. }), "{outcome:?}");
+        let uri: Uri = "/anything".parse().unwrap();
+        let outcome = shadow.check_request("other.example.com", 443, None, &Method::GET, &uri, &HeaderMap::new());
+        assert!(
+            matches!(&outcome, RequestCheck::Allow { would_block: Some(rule), .. } if rule.starts_with("strict")),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn policy_check_judges_like_the_data_path() {
+        let check = PolicyCheck::compile(&NetworkPolicy {
+            mode: PolicyMode::Strict,
+            rules: vec![HostRule {
+                host: "api.example.com:8443".into(),
+                requests: vec!["allow GET /items/*".parse().unwrap()],
+            }],
+        })
+        .unwrap();
+        assert!(check.allows("GET", "api.example.com", 8443, "/items/7?x=1"));
+        assert!(check.allows("GET", "API.example.com", 8443, "/items/./7"));
+        assert!(!check.allows("GET", "api.example.com", 443, "/items/7"));
+        assert!(!check.allows("GET", "api.example.com", 8443, "/items/7/x"));
+        assert!(!check.allows("POST", "api.example.com", 8443, "/items/7"));
+        assert!(!check.allows("GET", "other.example.com", 8443, "/items/7"));
+        assert_eq!(rule_matching_path("/a/./b;v=1//c/").as_deref(), Some("/a/b/c/"));
+        assert_eq!(rule_matching_path("/a%2Fb"), None);
     }
 
     #[test]

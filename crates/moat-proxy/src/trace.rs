@@ -55,6 +55,10 @@ pub struct TraceRecord {
     /// The destination resolved to an RFC 1918 address (permissive mode).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub private_address: bool,
+    /// Shadow runs: the rule under which `strict` would have refused this
+    /// allowed request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_block: Option<String>,
 }
 
 /// The final record written when a trace closed after dropping records.
@@ -376,6 +380,7 @@ mod tests {
             grants: vec![],
             error: None,
             private_address: false,
+            would_block: None,
         }
     }
 

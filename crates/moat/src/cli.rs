@@ -87,6 +87,12 @@ pub enum Command {
                             Examples:\n  moat audit\n  moat audit my-run --export run.audit.json\n  \
                             moat audit key\n  moat audit verify run.audit.json --key ed25519:…")]
     Audit(AuditArgs),
+    /// Propose network rules from what a run did.
+    #[command(
+        after_help = "Examples:\n  moat run --policy shadow -- ./agent\n  moat policy suggest > rules.yaml\n  \
+                            moat trace --blocked"
+    )]
+    Policy(PolicyArgs),
     /// Store a credential for a provider, or list/show stored ones.
     Grant(GrantArgs),
     /// Delete a stored credential.
@@ -121,6 +127,8 @@ pub const RUN_HELP: &str = "Run id, id prefix (run_…) or name; defaults to the
 pub enum PolicyArg {
     Strict,
     Permissive,
+    /// Permissive, recording what strict would have refused.
+    Shadow,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +193,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub footer: bool,
 
-    /// Network policy: strict (only allowed hosts and granted credentials' hosts) or permissive.
+    /// Network policy: strict (only allowed hosts and granted credentials' hosts), permissive, or
+    /// shadow (permissive, recording in the trace and audit log what strict would have refused).
     #[arg(long, value_enum, value_name = "POLICY", hide_possible_values = true)]
     pub policy: Option<PolicyArg>,
 
@@ -316,6 +325,34 @@ pub struct TraceArgs {
     /// Write the requests as an HTTP Archive to FILE.
     #[arg(long, value_name = "FILE")]
     pub har: Option<PathBuf>,
+
+    /// Only requests that were refused, or that a shadow run let through but
+    /// strict would have refused.
+    #[arg(long)]
+    pub blocked: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub action: PolicyAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Print the narrowest network.rules that would have allowed exactly what a run did, as a
+    /// moat.yaml snippet.
+    #[command(
+        after_help = "Varying identifiers in paths (numbers, UUIDs, hashes, long tokens) become `*`; \
+                            everything else stays literal. See docs/policy.md."
+    )]
+    Suggest {
+        #[arg(value_name = "RUN", help = RUN_HELP)]
+        run: Option<String>,
+        /// Print JSON (the rules in moat.yaml's shape, with counts) instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod exec;
 mod grant;
 mod list;
 mod logs;
+mod policy;
 mod revoke;
 mod run;
 mod status;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Exec(args) => exec::exec(&ctx, &args),
         Command::Trace(args) => trace::trace(&ctx, &args),
         Command::Audit(args) => audit::audit(&ctx, &args),
+        Command::Policy(args) => policy::policy(&ctx, &args),
         Command::Grant(args) => grant::grant(&ctx, &args),
         Command::Revoke(args) => revoke::revoke(&ctx, &args),
         Command::Clean(args) => clean::clean(&ctx, &args),

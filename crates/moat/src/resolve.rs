@@ -308,6 +308,7 @@ fn resolve_network(args: &RunArgs, project: &NetworkConfig) -> NetworkConfig {
         network.policy = match policy {
             PolicyArg::Strict => PolicyMode::Strict,
             PolicyArg::Permissive => PolicyMode::Permissive,
+            PolicyArg::Shadow => PolicyMode::Shadow,
         };
     }
     for rule in &args.allow_hosts {

@@ -1,10 +1,14 @@
 //! End-to-end tests of the `moat` binary on a temporary MOAT_HOME with
-//! fabricated runs (no daemon, no runtime).
+//! fabricated runs (no runtime; a daemon only where a command asks one).
+
+#[path = "common/moatd.rs"]
+mod moatd;
 
 mod cli {
     pub mod audit;
     pub mod credentials;
     pub mod help;
+    pub mod policy;
     pub mod run_dry_run;
     pub mod store_commands;
     pub mod support;

@@ -4,6 +4,9 @@
 // Skips and measurements are reported on stderr.
 #![allow(clippy::print_stderr)]
 
+#[path = "common/moatd.rs"]
+mod moatd;
+
 mod docker {
     pub mod audit;
     pub mod exec_status;
@@ -11,6 +14,7 @@ mod docker {
     pub mod isolation;
     pub mod lifecycle;
     pub mod netpool;
+    pub mod policy;
     pub mod proxy;
     pub mod reaper;
     pub mod support;

@@ -167,7 +167,13 @@ pub fn load_global(home: &MoatHome) -> Result<LoadedGlobal, ConfigError> {
     }
     let text = read(&path)?;
     let (config, unknown): (GlobalConfig, _) = decode(&path, &text)?;
-    let problems = config.problems();
+    let mut problems = config.problems();
+    problems.extend(unknown.iter().filter(|key| is_telemetry_key(key)).map(|key| {
+        Problem::new(
+            key.clone(),
+            "OpenTelemetry export is not available in this version of moat; remove this key",
+        )
+    }));
     if !problems.is_empty() {
         return Err(ConfigError::Invalid { path, problems });
     }
@@ -184,6 +190,15 @@ pub fn load_global(home: &MoatHome) -> Result<LoadedGlobal, ConfigError> {
         path: Some(path),
         warnings,
     })
+}
+
+/// Keys that would configure OpenTelemetry export (issue 16), which is not
+/// built: refused rather than ignored, so nobody believes traces are exported.
+fn is_telemetry_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["otlp", "otel", "opentelemetry", "telemetry"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 impl GlobalConfig {

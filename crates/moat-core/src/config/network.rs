@@ -19,6 +19,10 @@ pub enum PolicyMode {
     Permissive,
     /// Only allowed hosts and the hosts of granted credentials.
     Strict,
+    /// Permissive for the network, but each request `strict` (with the same
+    /// rules) would have refused is recorded in the trace and the audit log.
+    /// None of strict's isolation applies (issue 16, docs/policy.md).
+    Shadow,
 }
 
 impl PolicyMode {
@@ -26,6 +30,7 @@ impl PolicyMode {
         match self {
             PolicyMode::Permissive => "permissive",
             PolicyMode::Strict => "strict",
+            PolicyMode::Shadow => "shadow",
         }
     }
 }
@@ -36,8 +41,9 @@ impl std::str::FromStr for PolicyMode {
         match s {
             "permissive" => Ok(PolicyMode::Permissive),
             "strict" => Ok(PolicyMode::Strict),
+            "shadow" => Ok(PolicyMode::Shadow),
             _ => Err(format!(
-                "invalid network policy {s:?}: expected \"strict\" or \"permissive\""
+                "invalid network policy {s:?}: expected \"strict\", \"permissive\" or \"shadow\""
             )),
         }
     }

@@ -51,6 +51,14 @@ pub enum Event {
         path: String,
         rule: String,
     },
+    /// Shadow mode: an allowed request that `strict` with the run's rules
+    /// would have refused under `rule`.
+    PolicyShadowDenied {
+        method: String,
+        host: String,
+        path: String,
+        rule: String,
+    },
     /// A grant's credential was added to a request (never the value).
     CredentialInjected {
         grant: String,
@@ -106,7 +114,7 @@ impl Event {
             spec_hash: sha256_of_json(&without_secret_values(spec)),
             image: spec.image.clone(),
             runtime: spec.runtime.clone(),
-            policy_mode: format!("{:?}", spec.policy.mode).to_lowercase(),
+            policy_mode: spec.policy.mode.as_str().to_string(),
             policy_hash: sha256_of_json(&spec.policy),
             grants: spec.grants.clone(),
             secrets: spec.secret_names.clone(),
@@ -156,6 +164,17 @@ impl Event {
                 path,
                 rule,
             } => Event::PolicyDenied {
+                method,
+                host,
+                path,
+                rule,
+            },
+            ProxyEvent::ShadowDenied {
+                method,
+                host,
+                path,
+                rule,
+            } => Event::PolicyShadowDenied {
                 method,
                 host,
                 path,

@@ -1,8 +1,10 @@
-//! Network policy: strict mode, method/path rules, resolved-address checks,
+//! Network policy: strict and shadow modes, method/path rules, resolved-address checks,
 //! and redirects passed through rather than followed.
 
+use std::sync::{Arc, Mutex};
+
 use http::StatusCode;
-use moat_proxy::{HostRule, NetworkPolicy, PolicyMode, ProxyToken, RunRegistration};
+use moat_proxy::{HostRule, NetworkPolicy, PolicyMode, ProxyEvent, ProxyToken, RunRegistration};
 
 use crate::support::{TestProxy, body_text, get, get_h2, injection};
 
@@ -236,4 +238,92 @@ async fn path_rule_bypasses_are_refused_and_the_upstream_sees_the_normalised_pat
             .iter()
             .all(|r| r["decision"] == "allow" || r["decision"] == "deny")
     );
+}
+
+/// Shadow: what strict would refuse goes through, and the trace and the
+/// run's event sink say under which rule strict would have refused it; the
+/// rules' own refusals still hold; the same rules in strict refuse it.
+#[tokio::test]
+async fn shadow_mode_allows_and_records_what_strict_would_refuse() {
+    let proxy = TestProxy::start("shadow").await;
+    let up = &proxy.upstream;
+    let rules = vec![host_rule(up.pattern("api.example.test"), &["allow GET /items/*"])];
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let token = ProxyToken::generate();
+    let trace_path = proxy.dir.join("shadow.jsonl");
+    proxy
+        .handle
+        .register_run(RunRegistration {
+            run_id: "shadow".into(),
+            token: token.clone(),
+            policy: NetworkPolicy {
+                mode: PolicyMode::Shadow,
+                rules: rules.clone(),
+            },
+            injections: vec![],
+            trace_path: trace_path.clone(),
+            host_ports: vec![up.addr.port()],
+            redact_values: vec![],
+            events: Some(Arc::new(move |event| sink.lock().unwrap().push(event))),
+        })
+        .unwrap();
+    let client = proxy.client(&token);
+    let mut api = client.tunnel(&up.authority("api.example.test"), false).await;
+    api.echo(get("api.example.test", "/items/1", &[])).await;
+    let response = api.send(get("api.example.test", "/admin", &[])).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "the rules' refusals hold");
+    let mut other = client.tunnel(&up.authority("other.example.test"), false).await;
+    let seen = other.echo(get("other.example.test", "/unlisted", &[])).await;
+    assert_eq!(seen["path"], "/unlisted");
+
+    let run = crate::support::TestRun { token, trace_path };
+    let records = run.trace_records(3).await;
+    let by_url = |suffix: &str| {
+        records
+            .iter()
+            .find(|r| r["url"].as_str().unwrap().ends_with(suffix))
+            .unwrap()
+    };
+    assert!(by_url("/items/1").get("would_block").is_none(), "{records:?}");
+    assert_eq!(by_url("/admin")["decision"], "deny");
+    assert!(by_url("/admin").get("would_block").is_none(), "{records:?}");
+    let unlisted = by_url("/unlisted");
+    assert_eq!(unlisted["decision"], "allow");
+    assert!(
+        unlisted["would_block"]
+            .as_str()
+            .unwrap()
+            .starts_with("strict: no network.rules entry"),
+        "{unlisted}"
+    );
+    let events = events.lock().unwrap().clone();
+    assert!(events.contains(&ProxyEvent::ShadowDenied {
+        method: "GET".into(),
+        host: "other.example.test".into(),
+        path: "/unlisted".into(),
+        rule: unlisted["would_block"].as_str().unwrap().into(),
+    }));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ProxyEvent::ShadowDenied { .. }))
+            .count(),
+        1,
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProxyEvent::Denied { path, .. } if path == "/admin"))
+    );
+
+    // The same rules in strict refuse the unlisted host.
+    let strict_run = proxy.register("strict", strict(rules), vec![]);
+    let (response, tunnel) = proxy
+        .client(&strict_run.token)
+        .connect(&up.authority("other.example.test"))
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(tunnel.is_none());
 }

@@ -18,6 +18,7 @@ fn every_command_has_help() {
         "exec",
         "trace",
         "audit",
+        "policy",
         "grant",
         "revoke",
         "clean",

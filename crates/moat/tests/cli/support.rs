@@ -76,6 +76,7 @@ impl TestHome {
             .env("NO_COLOR", "1")
             // Never touch the developer's real OS keyring.
             .env("MOAT_KEYRING_BACKEND", "file")
+            .env("MOAT_DAEMON_EXECUTABLE", crate::moatd::moatd())
             .env_remove("MOAT_RUNTIME")
             .env_remove("MOAT_BASE_IMAGE")
             .env_remove("MOAT_PROFILE");
@@ -99,7 +100,12 @@ impl TestHome {
 }
 
 impl Drop for TestHome {
+    /// Stops the daemon a command started (`policy suggest` asks one), then
+    /// removes the home.
     fn drop(&mut self) {
+        if self.root.join("home/daemon/daemon.json").exists() {
+            let _ = self.command(&["daemon", "stop"]).output();
+        }
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -157,7 +157,7 @@ fn clean_and_prune_with_an_unreachable_daemon_spare_a_live_run() {
         &cannot_serve,
         format!(
             "#!/bin/sh\n[ \"$1\" = run ] && exit 1\nexec {} \"$@\"\n",
-            super::support::moatd().display()
+            crate::moatd::moatd().display()
         ),
     )
     .unwrap();

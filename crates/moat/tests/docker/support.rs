@@ -8,27 +8,6 @@ use std::time::{Duration, Instant};
 
 pub const IMAGE: &str = "moat-base:bookworm";
 
-/// The daemon executable of this build, built once per test process (the
-/// `moat` package's tests do not build other packages' binaries; building
-/// an up-to-date one takes a moment).
-pub fn moatd() -> PathBuf {
-    static MOATD: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MOATD
-        .get_or_init(|| {
-            let moat = PathBuf::from(env!("CARGO_BIN_EXE_moat"));
-            let profile_dir = moat.parent().unwrap().to_path_buf();
-            let target_dir = profile_dir.parent().unwrap();
-            let built = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "moat-daemon", "--bin", "moatd"])
-                .env("CARGO_TARGET_DIR", target_dir)
-                .status()
-                .unwrap();
-            assert!(built.success(), "building moatd failed");
-            profile_dir.join("moatd")
-        })
-        .clone()
-}
-
 /// A temporary MOAT_HOME and workspace, with the daemon stopped and every
 /// runtime object of its runs checked gone on drop.
 pub struct Home {
@@ -54,7 +33,7 @@ impl Home {
             .env("NO_COLOR", "1")
             // Never touch the developer's real OS keyring.
             .env("MOAT_KEYRING_BACKEND", "file")
-            .env("MOAT_DAEMON_EXECUTABLE", moatd())
+            .env("MOAT_DAEMON_EXECUTABLE", crate::moatd::moatd())
             .current_dir(self.root.join("ws"))
             .stdin(Stdio::null());
         command

@@ -212,7 +212,7 @@ fn on_a_terminal_the_user_is_asked() {
             .current_dir(home.root.join("ws"))
             .env("MOAT_HOME", home.home())
             .env("MOAT_BASE_IMAGE", super::support::IMAGE)
-            .env("MOAT_DAEMON_EXECUTABLE", super::support::moatd())
+            .env("MOAT_DAEMON_EXECUTABLE", crate::moatd::moatd())
             .env("NO_COLOR", "1")
             .output()
             .unwrap();

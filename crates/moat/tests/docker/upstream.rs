@@ -42,6 +42,11 @@ impl Upstream {
     /// Serves HTTPS for `host` on 0.0.0.0 (a free port); the CA goes to
     /// `dir/upstream-ca.pem`.
     pub fn start(host: &str, dir: &Path) -> Upstream {
+        Self::start_for(&[host], dir)
+    }
+
+    /// [`Upstream::start`] with a certificate for each of `hosts`.
+    pub fn start_for(hosts: &[&str], dir: &Path) -> Upstream {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -50,7 +55,9 @@ impl Upstream {
         std::fs::write(&ca_file, ca_cert.pem()).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec![host.to_string(), "127.0.0.1".to_string()])
+        let mut names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        names.push("127.0.0.1".to_string());
+        let leaf = CertificateParams::new(names)
             .unwrap()
             .signed_by(&leaf_key, &issuer)
             .unwrap();
