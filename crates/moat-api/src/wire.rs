@@ -58,6 +58,11 @@ pub struct RunSpec {
     pub memory_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
+    /// Resource limits by name (`nofile`, `nproc`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, moat_core::config::Ulimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u32>,
     #[serde(default)]
     pub dns: Vec<String>,
     #[serde(default)]

@@ -116,6 +116,10 @@ fn per_value_rules_name_the_field_and_line() {
             "container.cpus: must be greater than 0, got 0 (line 2)",
         ),
         (
+            "container:\n  pids_limit: 0\n",
+            "container.pids_limit: must be a positive number of processes, got 0 (line 2)",
+        ),
+        (
             "container:\n  dns: [nope]\n",
             "container.dns[0]: invalid IP address syntax (line 2)",
         ),

@@ -44,6 +44,9 @@ pub struct ContainerSpec {
     pub extra_hosts: Vec<(String, String)>,
     pub memory_bytes: Option<i64>,
     pub cpus: Option<f64>,
+    /// Resource limits by name (`nofile`, `nproc`, ...); -1 is unlimited.
+    pub ulimits: BTreeMap<String, moat_core::config::Ulimit>,
+    pub pids_limit: Option<u32>,
     pub dns: Vec<String>,
     pub tty: bool,
     pub open_stdin: bool,

@@ -205,7 +205,6 @@ impl ResolvedRun {
             self.snapshots != SnapshotConfig::default() && self.snapshots != snapshots_off,
             "snapshots",
         );
-        refuse(!self.container.ulimits.is_empty(), "container.ulimits");
         refuse(self.rebuild, "--rebuild");
         keys
     }

@@ -12,6 +12,7 @@ mod docker {
     pub mod exec_status;
     pub mod fail_closed;
     pub mod isolation;
+    pub mod keys;
     pub mod lifecycle;
     pub mod netpool;
     pub mod policy;

@@ -113,6 +113,9 @@ pub struct ContainerConfig {
     pub dns: Vec<IpAddr>,
     #[serde(deserialize_with = "values::or_empty")]
     pub ulimits: BTreeMap<String, Ulimit>,
+    /// Most processes and threads the container may hold at once.
+    #[serde(deserialize_with = "pids_limit", skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u32>,
 }
 
 /// A resource limit; `-1` means unlimited.
@@ -202,6 +205,13 @@ fn memory_mb<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> 
     values::parse_int(de, "a memory size in MB", |mb| match u64::try_from(mb) {
         Ok(mb) if mb >= MIN_MEMORY_MB => Ok(Some(mb)),
         _ => Err(format!("must be at least {MIN_MEMORY_MB} (MB), got {mb}")),
+    })
+}
+
+fn pids_limit<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
+    values::parse_int(de, "a number of processes", |n| match u32::try_from(n) {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!("must be a positive number of processes, got {n}")),
     })
 }
 

@@ -55,6 +55,8 @@ pub(super) fn container_spec(
         extra_hosts,
         memory_bytes: spec.memory_bytes,
         cpus: spec.cpus,
+        ulimits: spec.ulimits.clone(),
+        pids_limit: spec.pids_limit,
         dns: container_dns(spec),
         tty: spec.terminal.is_some(),
         open_stdin: spec.interactive,

@@ -58,17 +58,25 @@ pub fn create_args(spec: &ContainerSpec) -> RuntimeResult<Vec<String>> {
 }
 
 fn refuse_unsupported(spec: &ContainerSpec) -> RuntimeResult<()> {
+    let refuse = |message: String| RuntimeError::Other {
+        runtime: RuntimeKind::Apple,
+        op: format!("create container {}", spec.name),
+        message,
+    };
     if !spec.extra_hosts.is_empty() {
         let hosts: Vec<&str> = spec.extra_hosts.iter().map(|(h, _)| h.as_str()).collect();
-        return Err(RuntimeError::Other {
-            runtime: RuntimeKind::Apple,
-            op: format!("create container {}", spec.name),
-            message: format!(
-                "the `container` CLI cannot add /etc/hosts entries ({}); \
-                 reach the host through the network's gateway instead",
-                hosts.join(", ")
-            ),
-        });
+        return Err(refuse(format!(
+            "the `container` CLI cannot add /etc/hosts entries ({}); \
+             reach the host through the network's gateway instead",
+            hosts.join(", ")
+        )));
+    }
+    if !spec.ulimits.is_empty() || spec.pids_limit.is_some() {
+        return Err(refuse(
+            "the `container` CLI cannot set container.ulimits or container.pids_limit; \
+             remove them or use the docker runtime"
+                .to_string(),
+        ));
     }
     Ok(())
 }
@@ -115,5 +123,16 @@ mod tests {
         let err = create_args(&spec).unwrap_err().to_string();
         assert!(err.contains("/etc/hosts"), "{err}");
         assert!(err.contains("host.docker.internal"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_refused_with_their_keys() {
+        let spec = ContainerSpec {
+            name: "run_0123456789ab".into(),
+            pids_limit: Some(64),
+            ..ContainerSpec::default()
+        };
+        let err = create_args(&spec).unwrap_err().to_string();
+        assert!(err.contains("container.pids_limit"), "{err}");
     }
 }

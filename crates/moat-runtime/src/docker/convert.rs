@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
     ContainerSummaryStateEnum, HostConfig, Ipam, IpamConfig, Mount as DockerMount, MountType, NetworkCreateRequest,
-    NetworkInspect,
+    NetworkInspect, ResourcesUlimits,
 };
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -51,6 +51,17 @@ fn host_config(spec: &ContainerSpec) -> HostConfig {
         cap_add: non_empty(spec.cap_add.clone()),
         memory: spec.memory_bytes,
         nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9).round() as i64),
+        ulimits: non_empty(
+            spec.ulimits
+                .iter()
+                .map(|(name, limit)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(limit.soft),
+                    hard: Some(limit.hard),
+                })
+                .collect(),
+        ),
+        pids_limit: spec.pids_limit.map(i64::from),
         console_size: spec
             .console_size
             .map(|size| vec![usize::from(size.rows), usize::from(size.cols)]),
