@@ -8,6 +8,10 @@ command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The interactive-run tests drive moat in a real pseudo-terminal.
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+# The routing endpoint's browser test loads a page in headless Chromium.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# ... trusting moat's CA through an NSS database made with certutil.
+command -v certutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

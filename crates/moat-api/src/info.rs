@@ -13,6 +13,8 @@ pub struct DaemonInfo {
     pub socket: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_port: Option<u16>,
     pub version: String,
     pub api_version: u32,
     pub started_at: DateTime<Utc>,

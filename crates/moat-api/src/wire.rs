@@ -58,6 +58,10 @@ pub struct RunSpec {
     pub memory_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
+    /// Named endpoints: name → container port, served by the routing
+    /// endpoint; the first (by name) is the run's default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
     /// Resource limits by name (`nofile`, `nproc`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ulimits: BTreeMap<String, moat_core::config::Ulimit>,
@@ -88,6 +92,27 @@ pub struct RunSpec {
     /// Credential profile the grants come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+}
+
+impl RunSpec {
+    /// The host label a run's endpoints live under
+    /// (`<endpoint>.<label>.localhost`): its name, else its id with `-`
+    /// for `_`, lowercase.
+    pub fn route_host(&self, run_id: &RunId) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| run_id.as_str().replace('_', "-"))
+            .to_ascii_lowercase()
+    }
+
+    /// The URL of each of the run's endpoints on the routing endpoint's port.
+    pub fn endpoint_urls(&self, run_id: &RunId, routing_port: u16) -> BTreeMap<String, String> {
+        let host = self.route_host(run_id);
+        self.ports
+            .keys()
+            .map(|name| (name.clone(), format!("https://{name}.{host}.localhost:{routing_port}/")))
+            .collect()
+    }
 }
 
 /// The values of a run's `secrets:` (name, value), resolved on the user's
@@ -170,6 +195,9 @@ pub struct RunView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
     pub created_at: DateTime<Utc>,
+    /// URLs of the run's `ports:` endpoints, by endpoint name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,6 +208,8 @@ pub struct Health {
     pub capabilities: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_port: Option<u16>,
     pub live_runs: usize,
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

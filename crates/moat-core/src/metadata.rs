@@ -100,6 +100,10 @@ pub struct RunMetadata {
     pub secrets: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// URLs of the run's `ports:` endpoints on the routing endpoint, by
+    /// endpoint name (set once they are routed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, String>,
 }
 
 impl RunMetadata {
@@ -126,6 +130,7 @@ impl RunMetadata {
             grants: Vec::new(),
             secrets: Vec::new(),
             labels: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
         }
     }
 

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use moat_core::BindMount;
 use moat_core::{MoatHome, RunId};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken, RunLimits,
-    RunRegistration,
+    CertificateAuthority, InjectionRule, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken, Router, RunLimits,
+    RunRegistration, RunRoutes,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -54,6 +54,9 @@ pub enum EgressError {
 pub struct EgressConfig {
     /// Port to keep (previous daemon's, or configured); 0 = any.
     pub preferred_port: u16,
+    /// The routing endpoint's port to keep (previous daemon's, or
+    /// configured); 0 = any.
+    pub routing_port: u16,
     pub extra_root_ca: Option<PathBuf>,
     pub resolve_overrides: HashMap<String, IpAddr>,
     /// What one run may hold of the proxy (tunnels, streams, handshakes).
@@ -64,6 +67,8 @@ pub struct EgressConfig {
 pub struct Egress {
     proxy: ProxyHandle,
     port: u16,
+    router: Arc<Router>,
+    routing_port: u16,
     ca_public_dir: PathBuf,
     gateway_listeners: Mutex<HashMap<RunId, JoinHandle<()>>>,
 }
@@ -88,7 +93,8 @@ impl Egress {
             limits: config.limits,
             ..ProxyConfig::default()
         };
-        let proxy = ProxyHandle::new(proxy_config, Arc::new(ca))?;
+        let ca = Arc::new(ca);
+        let proxy = ProxyHandle::new(proxy_config, ca.clone())?;
         let listener = bind_loopback(config.preferred_port).await?;
         let port = listener
             .local_addr()
@@ -103,9 +109,12 @@ impl Egress {
                 tracing::error!("the proxy's loopback listener stopped: {e}");
             }
         });
+        let (router, routing_port) = start_router(ca, config.routing_port).await?;
         Ok(Arc::new(Egress {
             proxy,
             port,
+            router,
+            routing_port,
             ca_public_dir: home.ca_public_dir(),
             gateway_listeners: Mutex::new(HashMap::new()),
         }))
@@ -113,6 +122,26 @@ impl Egress {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn routing_port(&self) -> u16 {
+        self.routing_port
+    }
+
+    /// Routes the run's endpoints (`spec.ports`) to its container at `address`.
+    pub fn route(&self, run_id: &RunId, spec: &RunSpec, address: IpAddr) {
+        if spec.ports.is_empty() {
+            return;
+        }
+        self.router.set_run(RunRoutes {
+            run_id: run_id.to_string(),
+            host: spec.route_host(run_id),
+            endpoints: spec
+                .ports
+                .iter()
+                .map(|(name, port)| (name.clone(), SocketAddr::new(address, *port)))
+                .collect(),
+        });
     }
 
     pub fn proxy(&self) -> &ProxyHandle {
@@ -178,6 +207,7 @@ impl Egress {
 
     /// Forgets the run: its token stops working and its listener closes.
     pub fn release(&self, run_id: &RunId) {
+        self.router.remove_run(run_id.as_str());
         if let Some(task) = lock(&self.gateway_listeners).remove(run_id) {
             task.abort();
         }
@@ -246,9 +276,9 @@ async fn bind_loopback(preferred: u16) -> Result<TcpListener, EgressError> {
     if preferred != 0 {
         match TcpListener::bind(loopback(preferred)).await {
             Ok(listener) => return Ok(listener),
-            Err(e) => tracing::warn!(
-                "proxy port {preferred} is taken ({e}); using another (running containers keep the old one)"
-            ),
+            Err(e) => {
+                tracing::warn!("port {preferred} is taken ({e}); using another (running containers keep the old one)")
+            }
         }
     }
     TcpListener::bind(loopback(0))
@@ -257,6 +287,21 @@ async fn bind_loopback(preferred: u16) -> Result<TcpListener, EgressError> {
             addr: loopback(0),
             source,
         })
+}
+
+/// Starts the routing endpoint on loopback, keeping `preferred` when free.
+async fn start_router(ca: Arc<CertificateAuthority>, preferred: u16) -> Result<(Arc<Router>, u16), EgressError> {
+    let listener = bind_loopback(preferred).await?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| EgressError::Bind {
+            addr: loopback(0),
+            source,
+        })?
+        .port();
+    let router = Router::new(ca);
+    tokio::spawn(router.clone().serve(listener));
+    Ok((router, port))
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
         pid: std::process::id(),
         socket: socket.clone(),
         proxy_port: daemon.proxy_port(),
+        routing_port: daemon.routing_port(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         api_version: api::API_VERSION,
         started_at: Utc::now(),
@@ -138,6 +139,11 @@ async fn start_egress(
 ) -> Result<Arc<egress::Egress>, DaemonError> {
     if let Some(previous) = DaemonInfo::read(&home.daemon_json()).and_then(|info| info.proxy_port) {
         config.preferred_port = previous;
+    }
+    if config.routing_port == 0
+        && let Some(previous) = DaemonInfo::read(&home.daemon_json()).and_then(|info| info.routing_port)
+    {
+        config.routing_port = previous;
     }
     Ok(egress::Egress::start(home, config).await?)
 }

@@ -216,6 +216,9 @@ async fn readopt(daemon: Daemon, runtime: Arc<dyn Runtime>, handle: Arc<RunHandl
             if let Err(e) = reattach_proxy(&daemon, runtime.as_ref(), &handle).await {
                 tracing::warn!(run = %meta.id, "the run's proxy could not be restored: {e}");
             }
+            if let (Some(egress), Some(address)) = (daemon.egress(), info.address) {
+                egress.route(&meta.id, &handle.spec, address);
+            }
             let since = last_output_time(&daemon, &handle);
             supervise(daemon, runtime, handle, since).await;
         }

@@ -91,9 +91,15 @@ impl RunHandle {
         !self.cleanup_claimed.swap(true, Ordering::SeqCst)
     }
 
-    pub fn view(&self) -> RunView {
+    /// What clients see of the run; its endpoints' URLs when the routing
+    /// endpoint listens on `routing_port`.
+    pub fn view(&self, routing_port: Option<u16>) -> RunView {
         let meta = lock(&self.meta);
+        let endpoints = routing_port
+            .map(|port| self.spec.endpoint_urls(&meta.id, port))
+            .unwrap_or_default();
         RunView {
+            endpoints,
             run_id: meta.id.clone(),
             name: meta.name.clone(),
             state: meta.state,

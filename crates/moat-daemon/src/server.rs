@@ -80,11 +80,16 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
         (&Method::GET, ["v1", "runtime"]) => json(StatusCode::OK, &crate::probe::check_docker().await),
         (&Method::POST, ["v1", "runs"]) => create(&daemon, req).await,
         (&Method::GET, ["v1", "runs"]) => {
-            let views: Vec<_> = daemon.registry().all().iter().map(|h| h.view()).collect();
+            let views: Vec<_> = daemon
+                .registry()
+                .all()
+                .iter()
+                .map(|h| h.view(daemon.routing_port()))
+                .collect();
             json(StatusCode::OK, &views)
         }
         (&Method::GET, ["v1", "runs", id]) => match live_run(&daemon, id) {
-            Ok(handle) => json(StatusCode::OK, &handle.view()),
+            Ok(handle) => json(StatusCode::OK, &handle.view(daemon.routing_port())),
             Err(reject) => reject.into_response(),
         },
         (&Method::DELETE, ["v1", "runs", id]) => destroy(&daemon, id).await,
@@ -119,6 +124,7 @@ fn health(daemon: &Daemon) -> Health {
         api_version: API_VERSION,
         capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
         proxy_port: daemon.proxy_port(),
+        routing_port: daemon.routing_port(),
         live_runs: daemon.registry().len(),
         started_at: daemon.started_at(),
         last_sweep: daemon.reaper().last_report().and_then(|r| serde_json::to_value(r).ok()),
@@ -280,7 +286,7 @@ async fn stop(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Bod
         );
     };
     match stopped {
-        Ok(()) => json(StatusCode::ACCEPTED, &handle.view()),
+        Ok(()) => json(StatusCode::ACCEPTED, &handle.view(daemon.routing_port())),
         Err(e) => run_error(e),
     }
 }
@@ -552,7 +558,8 @@ fn run_error_body(e: RunError) -> (StatusCode, ApiError) {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         RunError::NotLive(_) | RunError::Store(moat_core::store::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
-        RunError::StillOwned { .. } => StatusCode::CONFLICT,
+        RunError::StillOwned { .. } | RunError::NameTaken { .. } => StatusCode::CONFLICT,
+        RunError::NotAHostLabel(_) => StatusCode::BAD_REQUEST,
         RunError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         RunError::Runtime(moat_runtime::RuntimeError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         RunError::Network(NetworkError::Exhausted { .. }) => StatusCode::SERVICE_UNAVAILABLE,

@@ -99,6 +99,7 @@ impl DaemonConfig {
         };
         config.egress = Some(EgressConfig {
             preferred_port: global.proxy_port,
+            routing_port: global.routing_port,
             extra_root_ca: global.extra_ca_file.clone(),
             resolve_overrides: global.resolve.iter().map(|(host, ip)| (host.clone(), *ip)).collect(),
             limits: moat_proxy::RunLimits {
@@ -212,6 +213,10 @@ impl Daemon {
 
     pub fn proxy_port(&self) -> Option<u16> {
         self.inner.egress.as_ref().map(|e| e.port())
+    }
+
+    pub fn routing_port(&self) -> Option<u16> {
+        self.inner.egress.as_ref().map(|e| e.routing_port())
     }
 
     /// The proxy, when this daemon runs one (tests may run without).

@@ -45,6 +45,12 @@ pub enum RunError {
     NotLive(String),
     #[error("cannot destroy run {id}: {reason}")]
     StillOwned { id: String, reason: String },
+    #[error("a live run is already named {name:?} ({id})")]
+    NameTaken { name: String, id: String },
+    #[error("run name {0:?} cannot name endpoints: with `ports:` a name may use only letters, digits and '-'")]
+    NotAHostLabel(String),
+    #[error("the runtime did not report the container's address, so its `ports:` cannot be routed")]
+    NoAddress,
     #[error("strict run refused: its host cannot be closed off ({0})")]
     IsolationUnavailable(firewall::FirewallError),
     #[error(transparent)]
@@ -80,6 +86,10 @@ impl RunError {
                  --require-isolation to accept a run whose host services stay reachable"
                     .into(),
             ),
+            RunError::NameTaken { name, id } => Some(format!(
+                "pick another name (`--name`), or stop the other run first: `moat stop {id}` ({name})"
+            )),
+            RunError::NotAHostLabel(_) => Some("rename the run, e.g. `--name my-app`".into()),
             RunError::StillOwned { id, .. } => Some(format!(
                 "stop it with `moat stop {id}` and retry once it has exited and been cleaned up"
             )),

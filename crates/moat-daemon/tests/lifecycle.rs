@@ -173,6 +173,7 @@ fn running_record(fx: &Fixture) -> moat_core::RunMetadata {
     meta.network = Some(id.network_name());
     fx.daemon.store().create(&meta).unwrap();
     fx.fake.insert_container(ContainerInfo {
+        address: None,
         id: id.to_string(),
         name: id.to_string(),
         image: "img".into(),

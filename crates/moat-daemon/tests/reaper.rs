@@ -54,6 +54,7 @@ impl ReaperFixture for Fixture {
 
     fn container_in(&self, status: ContainerStatus, name: &str, network: String, labels: BTreeMap<String, String>) {
         self.fake.insert_container(ContainerInfo {
+            address: None,
             id: format!("id-{name}"),
             name: name.to_string(),
             image: "img".into(),

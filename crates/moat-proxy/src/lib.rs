@@ -51,6 +51,7 @@ mod policy;
 mod proxy;
 mod registry;
 mod resolve;
+mod router;
 mod tls;
 mod token;
 mod trace;
@@ -67,5 +68,6 @@ pub use policy::{HostRule, NetworkPolicy, PolicyCheck, PolicyMode, rule_matching
 pub use proxy::ProxyHandle;
 pub use registry::{HOST_SERVICE_NAME, RunRegistration, RunTraceSummary};
 pub use resolve::{LookupFuture, NameResolver};
+pub use router::{ROUTE_DOMAIN, Router, RunRoutes};
 pub use token::ProxyToken;
 pub use trace::TraceRecord;

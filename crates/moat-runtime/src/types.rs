@@ -89,6 +89,9 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     /// Names of the networks it is attached to.
     pub networks: Vec<String>,
+    /// The container's address on its network, where the runtime reports
+    /// one (the host reaches published `ports:` there).
+    pub address: Option<std::net::IpAddr>,
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 

@@ -75,6 +75,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Stop a live run.
     Stop(StopArgs),
+    /// Print the URL of a live run's endpoint (`ports:`) and open it in a browser when there is one.
+    #[command(after_help = "Examples:\n  moat open my-app\n  moat open my-app api")]
+    Open(OpenArgs),
     /// Delete a finished run's record (output, traces, audit log).
     #[command(visible_alias = "rm")]
     Destroy(DestroyArgs),
@@ -276,6 +279,15 @@ pub struct LogsArgs {
     /// Print records as JSON lines ({"ts","stream","line"}) on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    #[arg(value_name = "RUN", help = RUN_HELP)]
+    pub run: String,
+    /// Endpoint name from the run's `ports:` (default: the first).
+    #[arg(value_name = "ENDPOINT")]
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod exec;
 mod grant;
 mod list;
 mod logs;
+mod open;
 mod policy;
 mod revoke;
 mod run;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Status(args) => status::status(&ctx, &args),
         Command::Logs(args) => logs::logs(&ctx, &args),
         Command::Stop(args) => stop::stop(&ctx, &args),
+        Command::Open(args) => open::open(&ctx, &args),
         Command::Destroy(args) => destroy::destroy(&ctx, &args),
         Command::Exec(args) => exec::exec(&ctx, &args),
         Command::Trace(args) => trace::trace(&ctx, &args),

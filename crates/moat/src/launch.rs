@@ -209,6 +209,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         terminal: None,
         memory_bytes: run.container.memory.map(|mb| (mb as i64).saturating_mul(1024 * 1024)),
         cpus: run.container.cpus,
+        ports: run.ports.clone(),
         ulimits: run.container.ulimits.clone(),
         pids_limit: run.container.pids_limit,
         dns: run.container.dns.iter().map(|ip| ip.to_string()).collect(),

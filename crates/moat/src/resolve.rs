@@ -195,7 +195,6 @@ impl ResolvedRun {
         };
         refuse(!self.dependencies.is_empty(), "dependencies");
         refuse(!self.services.is_empty(), "services");
-        refuse(!self.ports.is_empty(), "ports");
         refuse(self.hooks != HooksConfig::default(), "hooks");
         let snapshots_off = SnapshotConfig {
             disabled: true,

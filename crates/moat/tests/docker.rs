@@ -16,6 +16,7 @@ mod docker {
     pub mod lifecycle;
     pub mod netpool;
     pub mod policy;
+    pub mod ports;
     pub mod proxy;
     pub mod reaper;
     pub mod support;

@@ -25,6 +25,9 @@ pub const MAX_NETWORK_POOL_SIZE: u32 = 16;
 pub struct GlobalConfig {
     /// Port the credential proxy listens on; 0 picks a free one.
     pub proxy_port: u16,
+    /// Port of the routing endpoint (`ports:`, `https://web.<run>.localhost:<port>/`);
+    /// 0 keeps the previous daemon's, else picks a free one.
+    pub routing_port: u16,
     /// Tunnels (CONNECTs) one run may hold open in the proxy at once.
     pub proxy_max_tunnels: u32,
     /// Concurrent HTTP/2 streams on one of a run's tunnels.
@@ -76,6 +79,7 @@ impl Default for GlobalConfig {
     fn default() -> Self {
         GlobalConfig {
             proxy_port: 0,
+            routing_port: 0,
             proxy_max_tunnels: 256,
             proxy_max_streams: 100,
             proxy_handshakes_per_second: 50,

@@ -89,6 +89,7 @@ pub async fn create_run_reporting(
     ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
     timings.lap("image check");
     let deadline = Deadline::after(CREATE_DEADLINE);
+    check_name(daemon, &spec)?;
     let meta = initial_metadata(&spec);
     let id = meta.id.clone();
     let run_dir = daemon.store().create(&meta)?;
@@ -185,11 +186,35 @@ fn initial_metadata(spec: &RunSpec) -> RunMetadata {
 
 /// Inserts the run unless the daemon has decided to exit; the check and the
 /// insert happen under the registry lock that idle shutdown re-checks under.
+/// A run's name is unique among live runs (its endpoints' URLs and
+/// `moat attach NAME` are unambiguous) and, with `ports:`, a host label.
+fn check_name(daemon: &Daemon, spec: &RunSpec) -> Result<(), RunError> {
+    let Some(name) = &spec.name else { return Ok(()) };
+    let label = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    if !spec.ports.is_empty() && !name.chars().all(label) {
+        return Err(RunError::NotAHostLabel(name.clone()));
+    }
+    name_free(&daemon.registry().lock(), name)
+}
+
+fn name_free(runs: &std::collections::HashMap<RunId, Arc<RunHandle>>, name: &str) -> Result<(), RunError> {
+    match runs.values().find(|run| run.spec.name.as_deref() == Some(name)) {
+        Some(live) => Err(RunError::NameTaken {
+            name: name.to_string(),
+            id: live.id().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
     {
         let mut runs = daemon.registry().lock();
         if daemon.is_shutting_down() {
             return Err(RunError::ShuttingDown);
+        }
+        if let Some(name) = &handle.spec.name {
+            name_free(&runs, name)?;
         }
         runs.insert(handle.id(), handle.clone());
     }
@@ -275,6 +300,7 @@ async fn provision(
         m.started_at = Some(Utc::now());
     })?;
     timings.lap("container start");
+    route_endpoints(daemon, runtime, handle, &container_id, deadline).await?;
     daemon.audit().record(
         &id,
         Event::ContainerStarted {
@@ -284,6 +310,27 @@ async fn provision(
     daemon.registry().persist_soon();
     fault::point("after-start", spec).await;
     Ok(notices)
+}
+
+/// Sends the run's `ports:` endpoints to its container's address.
+async fn route_endpoints(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    handle: &RunHandle,
+    container_id: &str,
+    deadline: &Deadline,
+) -> Result<(), RunError> {
+    let (Some(egress), false) = (daemon.egress(), handle.spec.ports.is_empty()) else {
+        return Ok(());
+    };
+    let step = format!("reading the address of container {container_id}");
+    let info = deadline.bound(step, runtime.inspect_container(container_id)).await??;
+    let address = info.address.ok_or(RunError::NoAddress)?;
+    let id = handle.id();
+    egress.route(&id, &handle.spec, address);
+    let endpoints = handle.spec.endpoint_urls(&id, egress.routing_port());
+    handle.update(daemon.store(), |m| m.endpoints = endpoints)?;
+    Ok(())
 }
 
 /// A ready network of the warm pool, made the run's: its name is recorded

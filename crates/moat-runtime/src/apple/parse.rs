@@ -177,6 +177,7 @@ impl ContainerRecord {
         let mut labels = config.labels;
         labels.extend(container_labels_from_name(&config.id));
         let info = ContainerInfo {
+            address: None,
             id: self.id.unwrap_or_else(|| config.id.clone()),
             name: config.id,
             image: config.image.reference,

@@ -91,6 +91,7 @@ pub fn container_info_from_inspect(inspect: ContainerInspectResponse) -> Contain
         status,
         exit_code,
         labels: to_btree_map(config.labels),
+        address: network_address(inspect.network_settings.as_ref().and_then(|n| n.networks.as_ref())),
         networks: sorted_keys(inspect.network_settings.and_then(|n| n.networks)),
         created_at: inspect.created.as_deref().and_then(parse_time),
     }
@@ -114,9 +115,20 @@ pub fn container_info_from_summary(summary: ContainerSummary) -> ContainerInfo {
         status,
         exit_code,
         labels: to_btree_map(summary.labels),
+        address: network_address(summary.network_settings.as_ref().and_then(|n| n.networks.as_ref())),
         networks: sorted_keys(summary.network_settings.and_then(|n| n.networks)),
         created_at: summary.created.and_then(|secs| Utc.timestamp_opt(secs, 0).single()),
     }
+}
+
+/// The first IPv4 (else IPv6) address among the container's networks.
+fn network_address(networks: Option<&HashMap<String, bollard::models::EndpointSettings>>) -> Option<std::net::IpAddr> {
+    let endpoints = networks?;
+    let parsed = |text: &Option<String>| text.as_deref().and_then(|t| t.parse().ok());
+    endpoints
+        .values()
+        .find_map(|e| parsed(&e.ip_address))
+        .or_else(|| endpoints.values().find_map(|e| parsed(&e.global_ipv6_address)))
 }
 
 fn has_exited(status: &ContainerStatus) -> bool {

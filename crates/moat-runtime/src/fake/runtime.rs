@@ -72,6 +72,7 @@ impl Runtime for FakeRuntime {
             }
             let id = format!("fake-container-{}", s.next_serial());
             let info = ContainerInfo {
+                address: None,
                 id: id.clone(),
                 name: spec.name.clone(),
                 image: spec.image.clone(),

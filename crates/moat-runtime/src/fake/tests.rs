@@ -225,6 +225,7 @@ async fn stop_records_a_kill_exit_code() {
 async fn inserted_containers_are_listed_when_labelled() {
     let fake = FakeRuntime::new();
     let labelled = ContainerInfo {
+        address: None,
         id: "abc".to_string(),
         name: "run_0123456789ab".to_string(),
         image: "x".to_string(),
@@ -235,6 +236,7 @@ async fn inserted_containers_are_listed_when_labelled() {
         created_at: None,
     };
     let foreign = ContainerInfo {
+        address: None,
         id: "def".to_string(),
         name: "other".to_string(),
         labels: BTreeMap::new(),
@@ -292,6 +294,7 @@ async fn go_era_objects_are_listed_apart_from_moats_own() {
         containers: Vec::new(),
     });
     fake.insert_container(ContainerInfo {
+        address: None,
         id: "go-agent".into(),
         name: "agent".into(),
         image: "img".into(),

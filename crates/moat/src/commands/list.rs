@@ -3,6 +3,7 @@
 //! cannot be read is shown as `unreadable` rather than hidden (cli.md, "What
 //! the Go version got wrong").
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,12 +38,19 @@ struct RunRow {
     exited_at: Option<DateTime<Utc>>,
     /// Why the run's metadata could not be read.
     error: Option<String>,
+    /// A live run's `ports:` endpoints' URLs, by name.
+    endpoints: BTreeMap<String, String>,
 }
 
 impl RunRow {
     fn from_entry(entry: RunEntry) -> Self {
         match entry {
             RunEntry::Readable(meta) => RunRow {
+                endpoints: if meta.state.is_terminal() {
+                    BTreeMap::new()
+                } else {
+                    meta.endpoints
+                },
                 id: meta.id.to_string(),
                 name: meta.name,
                 runtime: Some(meta.runtime),
@@ -69,6 +77,7 @@ impl RunRow {
                 started_at: None,
                 exited_at: None,
                 error: Some(reason),
+                endpoints: BTreeMap::new(),
             },
         }
     }
@@ -130,14 +139,17 @@ fn write_table(ctx: &Context, out: &mut impl Write, rows: &[RunRow], now: DateTi
     write_row(out, &widths, &header, |_, text| {
         ctx.printer.paint_stdout(Style::Bold, text)
     })?;
-    for row in &cells {
-        write_row(out, &widths, row, |column, text| match column {
+    for (row, cells) in rows.iter().zip(&cells) {
+        write_row(out, &widths, cells, |column, text| match column {
             3 => match state_style(text) {
                 Some(style) => ctx.printer.paint_stdout(style, text),
                 None => text.to_string(),
             },
             _ => text.to_string(),
         })?;
+        for (endpoint, url) in &row.endpoints {
+            writeln!(out, "  {endpoint}: {url}")?;
+        }
     }
     Ok(())
 }

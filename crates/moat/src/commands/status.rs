@@ -2,6 +2,7 @@
 //! (asked, never started), the live runs on record, the disk used by run
 //! records, and warnings about what looks wrong.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -49,6 +50,9 @@ struct LiveRun {
     /// Whether the running daemon supervises it (`None`: no daemon to ask).
     #[serde(skip_serializing_if = "Option::is_none")]
     supervised: Option<bool>,
+    /// Its `ports:` endpoints' URLs, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    endpoints: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -146,6 +150,7 @@ fn live_runs(entries: &[RunEntry], supervised: Option<&[RunView]>) -> Vec<LiveRu
                 state: meta.state,
                 created_at: meta.created_at,
                 supervised: supervised.map(|views| views.iter().any(|v| v.run_id == meta.id)),
+                endpoints: meta.endpoints.clone(),
             }),
             _ => None,
         })
@@ -208,6 +213,9 @@ fn print(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
         let name = run.name.as_deref().unwrap_or("-");
         let since = run.created_at.format("%Y-%m-%d %H:%M:%S UTC");
         writeln!(out, "  {}  {name}  {}  since {since}", run.id, run.state)?;
+        for (endpoint, url) in &run.endpoints {
+            writeln!(out, "    {endpoint}: {url}")?;
+        }
     }
     writeln!(
         out,
