@@ -40,6 +40,9 @@ pub struct ResolvedRun {
     pub workspace: PathBuf,
     pub config_file: Option<PathBuf>,
     pub name: Option<String>,
+    /// The Go implementation's agent selection (refused: not acted on yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     pub image: String,
     pub image_source: Source,
     /// `None`: detected when the run starts.
@@ -155,11 +158,12 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         workspace: src.workspace.to_path_buf(),
         config_file: src.config_file.map(Path::to_path_buf),
         name,
+        agent: project.agent.clone(),
         image,
         image_source,
         runtime,
         runtime_source,
-        command: resolve_command(args, project),
+        command: with_pre_run_hook(resolve_command(args, project), project.hooks.pre_run.as_deref()),
         interactive: args.interactive || args.tty || project.interactive,
         tty: args.tty || (project.interactive && !args.interactive && stdio_is_terminal()),
         escape_key: src.global.escape_key,
@@ -195,7 +199,13 @@ impl ResolvedRun {
         };
         refuse(!self.dependencies.is_empty(), "dependencies");
         refuse(!self.services.is_empty(), "services");
-        refuse(self.hooks != HooksConfig::default(), "hooks");
+        refuse(self.agent.is_some(), "agent");
+        refuse(self.hooks.post_build.is_some(), "hooks.post_build");
+        refuse(self.hooks.post_build_root.is_some(), "hooks.post_build_root");
+        refuse(
+            self.hooks.pre_run.is_some() && self.command.is_empty(),
+            "hooks.pre_run without a command",
+        );
         let snapshots_off = SnapshotConfig {
             disabled: true,
             ..SnapshotConfig::default()
@@ -245,6 +255,24 @@ fn resolve_runtime(src: &Sources<'_>) -> Result<(Option<RuntimeKind>, Source), R
     .into_iter()
     .find_map(|(runtime, source)| runtime.map(|r| (Some(r), source)))
     .unwrap_or((None, Source::Auto)))
+}
+
+/// Shell that runs `hooks.pre_run` in /workspace, as the run user, before
+/// the command; a failing hook ends the run with its exit code and says so.
+const PRE_RUN_WRAPPER: &str = "sh -c \"$1\"; code=$?; if [ $code -ne 0 ]; then \
+    echo \"moat: hooks.pre_run failed with exit code $code (its output is above); the command did not run\" >&2; \
+    exit $code; fi; shift; exec \"$@\"";
+
+/// The command, run after `hook` when there is one (and a command).
+fn with_pre_run_hook(command: Vec<String>, hook: Option<&str>) -> Vec<String> {
+    match hook {
+        Some(hook) if !command.is_empty() => ["/bin/sh", "-c", PRE_RUN_WRAPPER, "moat-pre-run", hook]
+            .into_iter()
+            .map(str::to_string)
+            .chain(command)
+            .collect(),
+        _ => command,
+    }
 }
 
 fn resolve_command(args: &RunArgs, project: &ProjectConfig) -> Vec<String> {

@@ -36,3 +36,43 @@ fn container_limits_are_seen_inside_the_container() {
         );
     }
 }
+
+/// `hooks.pre_run` runs in /workspace as the run user before the command,
+/// its output in the run's logs; a failing hook ends the run with its code
+/// and says it was the hook, and the command never runs.
+#[test]
+fn the_pre_run_hook_runs_before_the_command_and_its_failure_is_named() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(home) = Home::new() else { return };
+    let ws = home.root.join("ws");
+    let owner = std::fs::metadata(&ws).unwrap().uid();
+    std::fs::write(
+        ws.join("moat.yaml"),
+        "hooks:\n  pre_run: echo hook-as-$(id -u)-in-$(pwd); touch hook-marker\n",
+    )
+    .unwrap();
+    let out = home.run(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "test -f hook-marker && echo command-after-hook",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout, format!("hook-as-{owner}-in-/workspace\ncommand-after-hook\n"));
+    let run_id = home.only_run()["id"].as_str().unwrap().to_string();
+    let logs = home.run(&["logs", &run_id]);
+    assert!(
+        text(&logs.stdout).contains(&format!("hook-as-{owner}")),
+        "{}",
+        text(&logs.stdout)
+    );
+
+    std::fs::write(ws.join("moat.yaml"), "hooks:\n  pre_run: echo broken-setup; exit 3\n").unwrap();
+    let out = home.run(&["run", "--", "echo", "command-ran"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "broken-setup\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("hooks.pre_run failed with exit code 3"), "{stderr}");
+}
