@@ -8,6 +8,7 @@ mod cli {
     pub mod audit;
     pub mod credentials;
     pub mod help;
+    pub mod honesty;
     pub mod policy;
     pub mod run_dry_run;
     pub mod store_commands;

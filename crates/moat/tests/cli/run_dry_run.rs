@@ -173,14 +173,14 @@ fn keys_not_supported_yet_are_refused_not_ignored() {
     let home = TestHome::new();
     write_file(
         &home.path("ws/moat.yaml"),
-        "dependencies: [node@20]\nports: {web: 3000}\nhooks: {pre_run: make}\n",
+        "dependencies: [node@20]\nhooks: {post_build: make}\n",
     );
     let ws = home.path("ws");
     let out = home.moat(&["run", ws.to_str().unwrap(), "--", "true"]);
     out.failure(1);
     assert!(
         out.stderr.starts_with(
-            "error: this version of moat cannot act on dependencies, ports, hooks yet; refusing to run without them\n"
+            "error: this version of moat cannot act on dependencies, hooks.post_build yet; refusing to run without them\n"
         ),
         "{}",
         out.stderr
@@ -188,7 +188,7 @@ fn keys_not_supported_yet_are_refused_not_ignored() {
     assert!(!home.home_path("runs").exists(), "nothing may be created");
     let out = home.moat(&["run", "--rebuild", ws.to_str().unwrap(), "--dry-run"]);
     out.success();
-    for key in ["dependencies", "ports", "hooks", "--rebuild"] {
+    for key in ["dependencies", "hooks.post_build", "--rebuild"] {
         assert!(
             out.stderr.contains(&format!("{key}: not supported yet")),
             "{key}: {}",

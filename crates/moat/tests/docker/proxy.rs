@@ -190,11 +190,12 @@ fn a_granted_credential_is_injected_never_visible_and_revocable_during_a_run() {
     // The upstream listens on the host's docker0 address, one the proxy
     // refuses unless the rules name it exactly as host:port.
     let allow = format!("{API_HOST}:{port}");
+    // The grant comes from moat.yaml's `grants:` (approved with --trust).
+    std::fs::write(home.root.join("ws/moat.yaml"), "grants: [echo]\n").unwrap();
     let mut run = home.spawn(&[
         "run",
         "--keep",
-        "--grant",
-        "echo",
+        "--trust",
         "--allow-host",
         &allow,
         "--",
