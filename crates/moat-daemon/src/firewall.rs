@@ -56,11 +56,18 @@ impl Family {
 }
 
 /// Rejects traffic from `interface` to the host, except TCP to
-/// `proxy_port`, over IPv4 and IPv6. IPv4 rules are required; a machine
-/// without `ip6tables` keeps only those (logged).
-pub async fn restrict_host(run_id: &RunId, interface: &str, proxy_port: u16) -> Result<(), FirewallError> {
-    restrict_host_in(Family::V4, run_id, interface, proxy_port).await?;
-    match restrict_host_in(Family::V6, run_id, interface, proxy_port).await {
+/// `proxy_port` and, with `replies`, packets of connections the host opened
+/// (the routing endpoint reaching a run's `ports:`), over IPv4 and IPv6.
+/// IPv4 rules are required; a machine without `ip6tables` keeps only those
+/// (logged).
+pub async fn restrict_host(
+    run_id: &RunId,
+    interface: &str,
+    proxy_port: u16,
+    replies: bool,
+) -> Result<(), FirewallError> {
+    restrict_host_in(Family::V4, run_id, interface, proxy_port, replies).await?;
+    match restrict_host_in(Family::V6, run_id, interface, proxy_port, replies).await {
         Err(FirewallError::Unavailable(reason)) => {
             tracing::warn!(run = %run_id, "ip6tables is not available ({reason}); only IPv4 to the host is closed");
             Ok(())
@@ -74,13 +81,20 @@ async fn restrict_host_in(
     run_id: &RunId,
     interface: &str,
     proxy_port: u16,
+    replies: bool,
 ) -> Result<(), FirewallError> {
     let comment = comment(run_id);
     let port = proxy_port.to_string();
     let everything: &[&str] = &[];
     let proxy: &[&str] = &["-p", "tcp", "--dport", &port];
-    // Inserted in reverse: the ACCEPT ends up above the REJECT.
-    for (matching, target) in [(everything, "REJECT"), (proxy, "ACCEPT")] {
+    // Only connections the host opened: the container cannot make one so.
+    let established: &[&str] = &["-m", "conntrack", "--ctstate", "ESTABLISHED"];
+    let mut rules = vec![(everything, "REJECT"), (proxy, "ACCEPT")];
+    if replies {
+        rules.push((established, "ACCEPT"));
+    }
+    // Inserted in reverse: the ACCEPTs end up above the REJECT.
+    for (matching, target) in rules {
         let mut args = vec!["-I", "INPUT", "-i", interface];
         args.extend_from_slice(matching);
         args.extend(["-m", "comment", "--comment", &comment, "-j", target]);

@@ -131,6 +131,11 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     Ok(())
 }
 
+/// Holds the routing endpoint's port across daemons (its URLs are
+/// bookmarked and recorded in runs' metadata), unlike `daemon.json`, which a
+/// daemon removes when it exits.
+const ROUTING_PORT_FILE: &str = "routing-port";
+
 /// Starts the proxy, keeping the previous daemon's port: running
 /// containers have it baked into their proxy settings.
 async fn start_egress(
@@ -140,12 +145,20 @@ async fn start_egress(
     if let Some(previous) = DaemonInfo::read(&home.daemon_json()).and_then(|info| info.proxy_port) {
         config.preferred_port = previous;
     }
+    let routing_port_file = home.daemon_dir().join(ROUTING_PORT_FILE);
     if config.routing_port == 0
-        && let Some(previous) = DaemonInfo::read(&home.daemon_json()).and_then(|info| info.routing_port)
+        && let Some(previous) = std::fs::read_to_string(&routing_port_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
     {
         config.routing_port = previous;
     }
-    Ok(egress::Egress::start(home, config).await?)
+    let egress = egress::Egress::start(home, config).await?;
+    let port = format!("{}\n", egress.routing_port());
+    if let Err(e) = moat_core::atomic::write_atomic(&routing_port_file, port.as_bytes(), 0o600) {
+        tracing::warn!("recording the routing port in {}: {e}", routing_port_file.display());
+    }
+    Ok(egress)
 }
 
 /// Bound on taking the lifetime lock: long enough to ride out another

@@ -50,7 +50,7 @@ pub(super) async fn attach_proxy(
         .await?;
     let mut isolation_notice = None;
     if handle.spec.policy.mode == PolicyMode::Strict
-        && let Err(e) = close_host_services(&id, network, egress.port()).await
+        && let Err(e) = close_host_services(&id, network, egress.port(), !handle.spec.ports.is_empty()).await
     {
         if handle.spec.require_isolation {
             return Err(RunError::IsolationUnavailable(e));
@@ -71,15 +71,17 @@ pub(super) async fn attach_proxy(
     })
 }
 
-/// Strict runs may reach the host only at the proxy port (IPv4 and IPv6).
+/// Strict runs may reach the host only at the proxy port (IPv4 and IPv6),
+/// and answer the routing endpoint when they have `ports:` (`replies`).
 pub(super) async fn close_host_services(
     id: &RunId,
     network: &NetworkInfo,
     proxy_port: u16,
+    replies: bool,
 ) -> Result<(), FirewallError> {
     let interface = firewall::bridge_interface(&network.id);
     firewall::release(id).await?;
-    firewall::restrict_host(id, &interface, proxy_port).await
+    firewall::restrict_host(id, &interface, proxy_port, replies).await
 }
 
 /// Re-registers a re-adopted run with this daemon's proxy under the token

@@ -1,8 +1,9 @@
 //! `ports:` through the daemon's routing endpoint: a page served in the
 //! container, loaded by headless Chromium trusting moat's CA (its script
 //! round-trips a WebSocket), HTTP/2 and plain HTTP, the page listing live
-//! endpoints for unknown names, `moat open`, `list` and `status`, and run
-//! names unique among live runs.
+//! endpoints for unknown names, `moat open`, `list` and `status`, run
+//! names unique among live runs, a strict run's firewall letting its
+//! answers back, and the port and routes surviving a daemon restart.
 
 use std::path::Path;
 use std::process::Command;
@@ -89,6 +90,13 @@ fn chromium(profile: &Path, ca: Option<&Path>, args: &[&str], url: &str) -> Stri
         .env("HOME", profile)
         .output()
         .unwrap();
+    if out.stdout.is_empty() && args.contains(&"--dump-dom") {
+        eprintln!(
+            "chromium ({:?}) printed nothing; stderr:\n{}",
+            out.status,
+            text(&out.stderr)
+        );
+    }
     text(&out.stdout)
 }
 
@@ -100,9 +108,15 @@ fn a_page_served_in_the_container_loads_in_a_browser_through_the_routing_endpoin
     let Some(home) = Home::new() else { return };
     let ws = home.root.join("ws");
     std::fs::write(ws.join("devserver.pl"), DEV_SERVER).unwrap();
-    std::fs::write(ws.join("moat.yaml"), "name: demo\nports: {web: 3000}\n").unwrap();
+    // Strict: the container reaches nothing, yet answers the routing endpoint.
+    std::fs::write(
+        ws.join("moat.yaml"),
+        "name: demo\nports: {web: 3000}\nnetwork: {policy: strict}\n",
+    )
+    .unwrap();
     let out = home.run(&["run", "-d", "--", "perl", "/workspace/devserver.pl", "3000"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let _stop = StopOnDrop(&home, "demo");
 
     let open = home.run(&["open", "demo"]);
     assert!(open.status.success(), "{}", text(&open.stderr));
@@ -157,6 +171,25 @@ fn a_page_served_in_the_container_loads_in_a_browser_through_the_routing_endpoin
     let stderr = text(&second.stderr);
     assert!(stderr.contains("already named \"demo\""), "{stderr}");
 
-    let stop = home.run(&["stop", "demo"]);
-    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    // A new daemon keeps the port and routes the re-adopted run.
+    let stopped = home.run(&["daemon", "stop"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    let exec = home.run(&["exec", "demo", "--", "true"]);
+    assert!(exec.status.success(), "{}", text(&exec.stderr));
+    wait_until_served(&ca, &url);
+}
+
+/// Stops a detached run however the test ends (a home's cleanup spares
+/// live runs).
+struct StopOnDrop<'a>(&'a Home, &'static str);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let stop = self.0.run(&["stop", self.1]);
+        assert!(
+            std::thread::panicking() || stop.status.success(),
+            "{}",
+            text(&stop.stderr)
+        );
+    }
 }
