@@ -193,7 +193,6 @@ impl ResolvedRun {
                 keys.push(key);
             }
         };
-        refuse(!self.dependencies.is_empty(), "dependencies");
         refuse(!self.services.is_empty(), "services");
         refuse(!self.ports.is_empty(), "ports");
         refuse(self.hooks != HooksConfig::default(), "hooks");
@@ -206,7 +205,6 @@ impl ResolvedRun {
             "snapshots",
         );
         refuse(!self.container.ulimits.is_empty(), "container.ulimits");
-        refuse(self.rebuild, "--rebuild");
         keys
     }
 }

@@ -113,6 +113,10 @@ pub struct ContainerConfig {
     pub dns: Vec<IpAddr>,
     #[serde(deserialize_with = "values::or_empty")]
     pub ulimits: BTreeMap<String, Ulimit>,
+    /// The user the command runs as (`uid:gid` or a name in the image);
+    /// by default the workspace's owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// A resource limit; `-1` means unlimited.

@@ -36,6 +36,11 @@ pub(super) fn container_spec(
         .chain(spec.secrets.0.iter())
         .cloned()
         .collect();
+    let (user, init_user) = run_user(spec);
+    env.retain(|(k, _)| k != INIT_USER_VARIABLE);
+    if let Some(user) = init_user {
+        env.push((INIT_USER_VARIABLE.to_string(), user));
+    }
     let mut extra_hosts = Vec::new();
     if let Some(proxy) = proxy {
         env.extend(proxy.env);
@@ -49,7 +54,7 @@ pub(super) fn container_spec(
         env,
         mounts,
         working_dir: Some(WORKSPACE_TARGET.to_string()),
-        user: workspace_owner(&spec.workspace),
+        user,
         network: Some(network.to_string()),
         labels,
         extra_hosts,
@@ -60,6 +65,23 @@ pub(super) fn container_spec(
         open_stdin: spec.interactive,
         console_size: spec.terminal,
         ..Default::default()
+    }
+}
+
+/// Tells the init of an image moat built which user to drop to.
+const INIT_USER_VARIABLE: &str = "MOAT_USER";
+
+/// The user of the container and the one moat's init drops to. An image
+/// built from `dependencies:` starts as root, so its init can add moat's
+/// CA to the system trust store, then drops to the run's user; any other
+/// image starts as the run's user. The run's user is `container.user`, or
+/// the workspace's owner so files the agent writes belong to the user.
+fn run_user(spec: &RunSpec) -> (Option<String>, Option<String>) {
+    let user = spec.user.clone().or_else(|| workspace_owner(&spec.workspace));
+    if spec.dependencies.is_empty() {
+        (user, None)
+    } else {
+        (Some("0:0".to_string()), user)
     }
 }
 
