@@ -106,3 +106,33 @@ pub(super) fn workspace_owner(workspace: &std::path::Path) -> Option<String> {
     let meta = std::fs::metadata(workspace).ok()?;
     Some(format!("{}:{}", meta.uid(), meta.gid()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dependencies: &[&str], user: Option<&str>) -> RunSpec {
+        RunSpec {
+            workspace: std::env::temp_dir(),
+            dependencies: dependencies.iter().map(|d| d.to_string()).collect(),
+            user: user.map(str::to_string),
+            ..RunSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_built_image_starts_as_root_and_its_init_drops_to_the_run_user() {
+        let owner = workspace_owner(&std::env::temp_dir());
+        assert_eq!(run_user(&spec(&["git"], None)), (Some("0:0".into()), owner.clone()));
+        assert_eq!(run_user(&spec(&[], None)), (owner, None));
+    }
+
+    #[test]
+    fn container_user_overrides_the_workspace_owner() {
+        assert_eq!(
+            run_user(&spec(&["git"], Some("1000:1000"))),
+            (Some("0:0".into()), Some("1000:1000".into()))
+        );
+        assert_eq!(run_user(&spec(&[], Some("node"))), (Some("node".into()), None));
+    }
+}

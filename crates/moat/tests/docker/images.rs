@@ -127,7 +127,12 @@ fn dependencies_build_once_reuse_layers_and_run_as_the_workspace_owner() {
     );
 
     let before = std::fs::metadata(&logs[0]).unwrap().modified().unwrap();
-    let second = home.run(&["run", "--trust", "--timings", "--", "true"]);
+    // The init put moat's CA into the system store and pointed the
+    // language stores at it.
+    let trusts_moat = "test \"$SSL_CERT_FILE\" = /etc/ssl/certs/ca-certificates.crt \
+                       && test \"$REQUESTS_CA_BUNDLE\" = \"$SSL_CERT_FILE\" \
+                       && grep -qF \"$(sed -n 2p /etc/moat/ca/ca.crt)\" \"$SSL_CERT_FILE\"";
+    let second = home.run(&["run", "--trust", "--timings", "--", "sh", "-c", trusts_moat]);
     assert!(second.status.success(), "stderr: {}", text(&second.stderr));
     assert!(
         !text(&second.stderr).contains("Step "),
@@ -139,10 +144,16 @@ fn dependencies_build_once_reuse_layers_and_run_as_the_workspace_owner() {
     eprintln!("measured: deciding that {tag} is up to date took {decided:.1} ms");
     assert!(decided <= 1000.0, "{decided} ms");
 
-    write_dependencies(&home, "python@3, 'pip:anthropic', 'pip:httpx', git");
-    let third = home.run(&["run", "--trust", "--", "python", "-c", "import httpx, anthropic"]);
+    // One more package, and `container.user` instead of the owner.
+    std::fs::write(
+        ws.join("moat.yaml"),
+        "dependencies: [python@3, 'pip:anthropic', 'pip:httpx', git]\ncontainer: {user: '4343:4343'}\n",
+    )
+    .unwrap();
+    let third = home.run(&["run", "--trust", "--", "sh", "-c", "python -c 'import httpx, anthropic' && id -u"]);
     let logs = build_logs(&home);
     assert!(third.status.success(), "stderr: {}", text(&third.stderr));
+    assert_eq!(text(&third.stdout), "4343\n", "container.user overrides the workspace owner");
     assert_eq!(logs.len(), 2, "{logs:?}");
     let log = logs.iter().find(|l| tag_of(l) == bigger_tag).unwrap();
     let log = std::fs::read_to_string(log).unwrap();
