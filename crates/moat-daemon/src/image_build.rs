@@ -18,6 +18,11 @@ use crate::progress::Progress;
 use crate::state::Daemon;
 use crate::supervisor::RunError;
 
+/// One build at a time in a daemon: two runs asking for the same image
+/// build it once, and builds sharing their first steps share those layers
+/// (concurrent ones would each make their own copy).
+static ONE_BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Lines of the log a failed build shows.
 pub const FAILURE_TAIL_LINES: usize = 30;
 
@@ -61,6 +66,16 @@ pub async fn ensure_dependency_image(
     let context = plan_image(&spec.image, &spec.dependencies, build_ca.as_deref()).map_err(BuildError::from)?;
     if !spec.rebuild && runtime.image_exists(&context.tag).await? {
         progress.say(format!("{} is up to date", context.tag));
+        return Ok(context.tag);
+    }
+    let _one = if let Ok(one) = ONE_BUILD.try_lock() {
+        one
+    } else {
+        progress.say("waiting for another build to finish");
+        ONE_BUILD.lock().await
+    };
+    if !spec.rebuild && runtime.image_exists(&context.tag).await? {
+        progress.say(format!("{} was built meanwhile", context.tag));
         return Ok(context.tag);
     }
     if !daemon.runtimes().ensure_image(runtime, &spec.image, progress).await? {

@@ -15,6 +15,11 @@ const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The workspace owner a run must drop to (the tests run as root).
 const OWNER: u32 = 4242;
 
+/// Held by each test while it builds: concurrent builds sharing their first
+/// steps each make their own copy of those layers, and a later build may
+/// then continue from the copy that lacks the layers a test expects reused.
+static ONE_BUILDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Images a test built, removed even when it fails.
 struct BuiltImages(Vec<String>);
 
@@ -98,6 +103,7 @@ fn image_check_ms(stderr: &str) -> f64 {
 #[test]
 fn dependencies_build_once_reuse_layers_and_run_as_the_workspace_owner() {
     let Some(home) = home_with_build_ca() else { return };
+    let _one = ONE_BUILDER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut built = BuiltImages(Vec::new());
     let tag = fresh_tag(&["python@3", "pip:anthropic", "git"], &mut built);
     let bigger_tag = fresh_tag(&["python@3", "pip:anthropic", "pip:httpx", "git"], &mut built);
@@ -174,6 +180,7 @@ fn dependencies_build_once_reuse_layers_and_run_as_the_workspace_owner() {
 #[test]
 fn a_failing_step_shows_its_last_lines_and_tags_nothing() {
     let Some(home) = home_with_build_ca() else { return };
+    let _one = ONE_BUILDER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let package = "moat-test-no-such-package";
     write_dependencies(&home, &format!("git, 'apt:{package}'"));
     let out = home.run(&["run", "--trust", "--", "true"]);
