@@ -156,10 +156,21 @@ fn dependencies_build_once_reuse_layers_and_run_as_the_workspace_owner() {
         "dependencies: [python@3, 'pip:anthropic', 'pip:httpx', git]\ncontainer: {user: '4343:4343'}\n",
     )
     .unwrap();
-    let third = home.run(&["run", "--trust", "--", "sh", "-c", "python -c 'import httpx, anthropic' && id -u"]);
+    let third = home.run(&[
+        "run",
+        "--trust",
+        "--",
+        "sh",
+        "-c",
+        "python -c 'import httpx, anthropic' && id -u",
+    ]);
     let logs = build_logs(&home);
     assert!(third.status.success(), "stderr: {}", text(&third.stderr));
-    assert_eq!(text(&third.stdout), "4343\n", "container.user overrides the workspace owner");
+    assert_eq!(
+        text(&third.stdout),
+        "4343\n",
+        "container.user overrides the workspace owner"
+    );
     assert_eq!(logs.len(), 2, "{logs:?}");
     let log = logs.iter().find(|l| tag_of(l) == bigger_tag).unwrap();
     let log = std::fs::read_to_string(log).unwrap();
