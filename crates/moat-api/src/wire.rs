@@ -92,6 +92,17 @@ pub struct RunSpec {
     /// Credential profile the grants come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// `dependencies:` of the run: the daemon builds an image from them on
+    /// `image` (the base) and runs that.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+    /// The user the command runs as (`container.user`); `None`: the
+    /// workspace's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Build the dependencies' image again without the cache (`--rebuild`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebuild: bool,
 }
 
 impl RunSpec {

@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod audit;
 pub mod config;
+pub mod deps;
 pub mod docker_endpoint;
 pub mod env_vars;
 pub mod fs_perms;

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod firewall;
 pub mod grants;
 pub mod idle;
+pub mod image_build;
 mod lines;
 pub mod network;
 pub mod output;

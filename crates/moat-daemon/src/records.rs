@@ -37,8 +37,24 @@ pub async fn destroy(daemon: &Daemon, id: &RunId) -> Result<(), RunError> {
         Ok(_) | Err(StoreError::NotFound(_) | StoreError::Corrupt { .. }) => {}
         Err(e) => return Err(e.into()),
     }
+    release_audit_log(daemon, id).await;
     daemon.store().destroy(id)?;
     Ok(())
+}
+
+/// Bound on the audit writer finishing with a run's log before its record
+/// is removed (it signs within a second of the last write).
+const AUDIT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Lets the audit writer seal and close the run's log, so that it writes
+/// nothing into the directory while it is removed.
+async fn release_audit_log(daemon: &Daemon, id: &RunId) {
+    let audit = daemon.audit().clone();
+    audit.close(id);
+    let released = tokio::task::spawn_blocking(move || audit.flush(AUDIT_RELEASE_WAIT)).await;
+    if !matches!(released, Ok(true)) {
+        tracing::warn!(run = %id, "the audit writer did not finish with the log within {AUDIT_RELEASE_WAIT:?}");
+    }
 }
 
 /// A kept run's container (refused if running) and, when nothing else is

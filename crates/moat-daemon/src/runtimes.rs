@@ -10,12 +10,14 @@ use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::base_image::{
     BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE, ensure_base_image,
 };
-use moat_runtime::docker::{DockerOptions, DockerRuntime};
+use moat_runtime::docker::{BuildRequest, DockerOptions, DockerRuntime};
 use moat_runtime::select::{Probe, SelectionInput, select_runtime};
 use moat_runtime::subnet::{Ipv4Subnet, SubnetPool};
 use moat_runtime::{Runtime, RuntimeError, RuntimeKind, Timeouts};
 use tokio::sync::OnceCell;
 
+use crate::deadline::IMAGE_DEADLINE;
+use crate::image_build::ImageBuild;
 use crate::progress::Progress;
 use crate::state::Runtimes;
 
@@ -166,6 +168,40 @@ impl Runtimes for SystemRuntimes {
             })
     }
 
+    /// Docker builds through its API; every line goes to the log, each
+    /// step (`Step 3/11 : RUN …`) to the client's spinner.
+    async fn build_image(
+        &self,
+        runtime: &dyn Runtime,
+        build: &ImageBuild<'_>,
+        progress: &Progress,
+    ) -> Result<(), RuntimeError> {
+        if runtime.kind() != RuntimeKind::Docker {
+            return Err(RuntimeError::Unavailable {
+                runtime: runtime.kind(),
+                reason: "only the docker runtime builds images from `dependencies:` so far".into(),
+            });
+        }
+        let docker = self.docker().await?;
+        let mut log = BuildLog::create(build.log)?;
+        let request = BuildRequest {
+            tag: &build.context.tag,
+            files: &build.context.files,
+            no_cache: build.no_cache,
+            limit: IMAGE_DEADLINE,
+        };
+        let result = docker
+            .build_image(&request, &mut |line| {
+                log.write(line);
+                if line.starts_with("Step ") {
+                    progress.say(line.to_string());
+                }
+            })
+            .await;
+        log.finish(result.as_ref().err());
+        result
+    }
+
     async fn available(&self) -> Vec<Arc<dyn Runtime>> {
         let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
         match self.docker().await {
@@ -179,6 +215,50 @@ impl Runtimes for SystemRuntimes {
             }
         }
         runtimes
+    }
+}
+
+/// The full output of one build, `MOAT_HOME/builds/<hash>.log` (0600).
+struct BuildLog {
+    path: std::path::PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl BuildLog {
+    fn create(path: &std::path::Path) -> Result<BuildLog, RuntimeError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| RuntimeError::Other {
+                runtime: RuntimeKind::Docker,
+                op: format!("open the build log {}", path.display()),
+                message: e.to_string(),
+            })?;
+        Ok(BuildLog {
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, line: &str) {
+        use std::io::Write;
+        if let Err(e) = writeln!(self.file, "{line}") {
+            tracing::warn!("writing the build log {}: {e}", self.path.display());
+        }
+    }
+
+    fn finish(mut self, error: Option<&RuntimeError>) {
+        use std::io::Write;
+        if let Some(error) = error {
+            self.write(&format!("moat: the build failed: {error}"));
+        }
+        if let Err(e) = self.file.flush() {
+            tracing::warn!("writing the build log {}: {e}", self.path.display());
+        }
     }
 }
 

@@ -554,9 +554,10 @@ fn run_error(e: RunError) -> Response<Body> {
 
 fn run_error_body(e: RunError) -> (StatusCode, ApiError) {
     let status = match &e {
-        RunError::MissingWorkspace(_) | RunError::UnknownImage { .. } | RunError::Grant(_) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        RunError::MissingWorkspace(_)
+        | RunError::UnknownImage { .. }
+        | RunError::Grant(_)
+        | RunError::Build(crate::image_build::BuildError::Dependencies(_)) => StatusCode::UNPROCESSABLE_ENTITY,
         RunError::NotLive(_) | RunError::Store(moat_core::store::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
         RunError::StillOwned { .. } | RunError::NameTaken { .. } => StatusCode::CONFLICT,
         RunError::NotAHostLabel(_) => StatusCode::BAD_REQUEST,

@@ -49,6 +49,19 @@ pub trait Runtimes: Send + Sync + 'static {
     ) -> Result<bool, RuntimeError> {
         runtime.image_exists(image).await
     }
+    /// Builds `context` as its tag on `runtime`, writing every line of
+    /// output to `log` and the latest to `progress`.
+    async fn build_image(
+        &self,
+        runtime: &dyn Runtime,
+        _build: &crate::image_build::ImageBuild<'_>,
+        _progress: &crate::progress::Progress,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unavailable {
+            runtime: runtime.kind(),
+            reason: "this runtime cannot build images from `dependencies:`".into(),
+        })
+    }
 }
 
 /// Daemon settings, resolved from `config.yaml` before anything starts.
@@ -69,6 +82,8 @@ pub struct DaemonConfig {
     pub egress: Option<EgressConfig>,
     /// The warm network pool (off unless configured).
     pub network_pool: PoolConfig,
+    /// PEM bundle trusted while building images from `dependencies:`.
+    pub build_ca_file: Option<std::path::PathBuf>,
 }
 
 impl DaemonConfig {
@@ -81,6 +96,7 @@ impl DaemonConfig {
             stop_grace: Duration::from_secs(10),
             egress: Some(EgressConfig::default()),
             network_pool: PoolConfig::default(),
+            build_ca_file: None,
         }
     }
 
@@ -97,6 +113,7 @@ impl DaemonConfig {
                 .map_or(moat_core::RuntimeKind::Docker.as_str(), |kind| kind.as_str())
                 .to_string(),
         };
+        config.build_ca_file = global.build_ca_file.clone();
         config.egress = Some(EgressConfig {
             preferred_port: global.proxy_port,
             routing_port: global.routing_port,

@@ -69,6 +69,8 @@ pub enum RunError {
     Egress(#[from] EgressError),
     #[error("{0}")]
     Grant(#[from] GrantError),
+    #[error("{0}")]
+    Build(#[from] crate::image_build::BuildError),
 }
 
 impl RunError {
@@ -97,6 +99,10 @@ impl RunError {
                 Some("start the container runtime (e.g. `systemctl start docker`) and check `moat doctor`".into())
             }
             RunError::Network(e) => Some(e.hint()),
+            RunError::Build(crate::image_build::BuildError::Failed { .. }) => Some(
+                "fix the failing dependency in moat.yaml; `moat run --rebuild` builds again without the cache".into(),
+            ),
+            RunError::Build(_) => Some("docs/dependencies.md lists what `dependencies:` accepts".into()),
             RunError::Deadline(_) => Some(format!(
                 "the container runtime may be wedged: `moat doctor` checks it, `{}` lists moat's networks",
                 network::list_moat_networks(moat_core::RuntimeKind::Docker)

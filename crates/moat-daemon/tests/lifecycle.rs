@@ -98,6 +98,28 @@ async fn an_unknown_image_is_a_clear_error_with_a_hint() {
     assert!(fx.fake.networks().is_empty());
 }
 
+/// The daemon checks `dependencies:` itself (a client may skip the CLI's
+/// check) and refuses a runtime that cannot build, before anything exists.
+#[tokio::test]
+async fn dependencies_the_daemon_cannot_build_fail_before_the_run_exists() {
+    let fx = Fixture::new(|_| {});
+    let mut spec = fx.spec();
+    spec.dependencies = vec!["pyhton".into()];
+    let err = supervisor::create_run(&fx.daemon, spec.clone()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"dependencies: unknown dependency "pyhton" (did you mean python?)"#
+    );
+    spec.dependencies = vec!["git".into()];
+    let err = supervisor::create_run(&fx.daemon, spec).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("building moat/run:"), "{text}");
+    assert!(text.contains("cannot build images"), "{text}");
+    assert!(err.hint().is_some());
+    assert!(fx.fake.networks().is_empty());
+    assert!(fx.daemon.store().list().unwrap().is_empty(), "a run was recorded");
+}
+
 #[tokio::test]
 async fn idle_shutdown_happens_after_the_idle_timeout() {
     let fx = Fixture::new(|c| c.idle_timeout = Duration::from_millis(200));

@@ -4,6 +4,7 @@
 //! bounded by [`Timeouts`] and fails with a typed [`RuntimeError`]
 //! (runtime.md, "Docker (bollard)").
 
+mod build;
 mod convert;
 pub use moat_core::docker_endpoint as endpoint;
 mod errors;
@@ -34,6 +35,7 @@ use crate::{
     VolumeSpec, bounded, labels,
 };
 
+pub use build::{BuildRequest, context_tar};
 pub use endpoint::{DockerEndpoint, EndpointEnv, EndpointSource};
 use errors::{is_removal_in_progress, map_error};
 

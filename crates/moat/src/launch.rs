@@ -30,6 +30,7 @@ pub fn start(ctx: &Context, run: ResolvedRun) -> Result<ExitStatus> {
         .with_hint("remove them from moat.yaml (or drop the flag) to run; `moat run --dry-run` shows the resolved run")
         .into());
     }
+    check_dependencies(&run)?;
     let home = ctx.home()?;
     let mut clock = Stopwatch::new(run.timings, ctx.printer.clone());
     live::block_on(async {
@@ -221,7 +222,30 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         host_ports: run.network.host.clone(),
         require_isolation: run.require_isolation,
         profile: run.profile.clone(),
+        dependencies: run.dependencies.clone(),
+        rebuild: run.rebuild,
+        user: run.container.user.clone(),
     })
+}
+
+/// Refuses `dependencies:` that cannot become an image (unknown names,
+/// versions moat cannot install) before anything is asked of the daemon,
+/// and `--rebuild` with nothing to rebuild.
+fn check_dependencies(run: &ResolvedRun) -> Result<()> {
+    if run.dependencies.is_empty() {
+        if run.rebuild {
+            return Err(
+                CliError::new("--rebuild rebuilds the image of `dependencies:`, and this run has none")
+                    .with_hint("add `dependencies:` to moat.yaml, or drop --rebuild")
+                    .into(),
+            );
+        }
+        return Ok(());
+    }
+    moat_core::deps::plan_image(&run.image, &run.dependencies, None).map_err(|e| {
+        CliError::new(format!("dependencies: {e}")).with_hint("docs/dependencies.md lists what `dependencies:` accepts")
+    })?;
+    Ok(())
 }
 
 /// In debug builds, `MOAT_FAULT` asks the daemon to crash or pause at a

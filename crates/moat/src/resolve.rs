@@ -197,7 +197,6 @@ impl ResolvedRun {
                 keys.push(key);
             }
         };
-        refuse(!self.dependencies.is_empty(), "dependencies");
         refuse(!self.services.is_empty(), "services");
         refuse(self.agent.is_some(), "agent");
         refuse(self.hooks.post_build.is_some(), "hooks.post_build");
@@ -214,7 +213,6 @@ impl ResolvedRun {
             self.snapshots != SnapshotConfig::default() && self.snapshots != snapshots_off,
             "snapshots",
         );
-        refuse(self.rebuild, "--rebuild");
         keys
     }
 }

@@ -66,6 +66,10 @@ pub struct GlobalConfig {
     /// PEM file with an extra root the proxy trusts for upstream servers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra_ca_file: Option<PathBuf>,
+    /// PEM bundle trusted while building images from `dependencies:` (apt,
+    /// pip, npm, curl), for networks that intercept TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_ca_file: Option<PathBuf>,
     /// Host → IP overrides for the proxy's upstream connections. For tests
     /// and debugging only, not for normal use: it bypasses DNS.
     #[serde(deserialize_with = "values::or_empty", skip_serializing_if = "BTreeMap::is_empty")]
@@ -93,6 +97,7 @@ impl Default for GlobalConfig {
             runtime: None,
             base_image: None,
             extra_ca_file: None,
+            build_ca_file: None,
             resolve: BTreeMap::new(),
             escape_key: super::EscapeKey::default(),
         }

@@ -116,6 +116,10 @@ pub struct ContainerConfig {
     /// Most processes and threads the container may hold at once.
     #[serde(deserialize_with = "pids_limit", skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<u32>,
+    /// The user the command runs as (`uid:gid` or a name in the image);
+    /// by default the workspace's owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// A resource limit; `-1` means unlimited.

@@ -36,6 +36,11 @@ pub(super) fn container_spec(
         .chain(spec.secrets.0.iter())
         .cloned()
         .collect();
+    let (user, init_user) = run_user(spec);
+    env.retain(|(k, _)| k != INIT_USER_VARIABLE);
+    if let Some(user) = init_user {
+        env.push((INIT_USER_VARIABLE.to_string(), user));
+    }
     let mut extra_hosts = Vec::new();
     if let Some(proxy) = proxy {
         env.extend(proxy.env);
@@ -49,7 +54,7 @@ pub(super) fn container_spec(
         env,
         mounts,
         working_dir: Some(WORKSPACE_TARGET.to_string()),
-        user: workspace_owner(&spec.workspace),
+        user,
         network: Some(network.to_string()),
         labels,
         extra_hosts,
@@ -62,6 +67,23 @@ pub(super) fn container_spec(
         open_stdin: spec.interactive,
         console_size: spec.terminal,
         ..Default::default()
+    }
+}
+
+/// Tells the init of an image moat built which user to drop to.
+const INIT_USER_VARIABLE: &str = "MOAT_USER";
+
+/// The user of the container and the one moat's init drops to. An image
+/// built from `dependencies:` starts as root, so its init can add moat's
+/// CA to the system trust store, then drops to the run's user; any other
+/// image starts as the run's user. The run's user is `container.user`, or
+/// the workspace's owner so files the agent writes belong to the user.
+fn run_user(spec: &RunSpec) -> (Option<String>, Option<String>) {
+    let user = spec.user.clone().or_else(|| workspace_owner(&spec.workspace));
+    if spec.dependencies.is_empty() {
+        (user, None)
+    } else {
+        (Some("0:0".to_string()), user)
     }
 }
 
@@ -85,4 +107,34 @@ fn container_dns(spec: &RunSpec) -> Vec<String> {
 pub(super) fn workspace_owner(workspace: &std::path::Path) -> Option<String> {
     let meta = std::fs::metadata(workspace).ok()?;
     Some(format!("{}:{}", meta.uid(), meta.gid()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dependencies: &[&str], user: Option<&str>) -> RunSpec {
+        RunSpec {
+            workspace: std::env::temp_dir(),
+            dependencies: dependencies.iter().map(|d| d.to_string()).collect(),
+            user: user.map(str::to_string),
+            ..RunSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_built_image_starts_as_root_and_its_init_drops_to_the_run_user() {
+        let owner = workspace_owner(&std::env::temp_dir());
+        assert_eq!(run_user(&spec(&["git"], None)), (Some("0:0".into()), owner.clone()));
+        assert_eq!(run_user(&spec(&[], None)), (owner, None));
+    }
+
+    #[test]
+    fn container_user_overrides_the_workspace_owner() {
+        assert_eq!(
+            run_user(&spec(&["git"], Some("1000:1000"))),
+            (Some("0:0".into()), Some("1000:1000".into()))
+        );
+        assert_eq!(run_user(&spec(&[], Some("node"))), (Some("node".into()), None));
+    }
 }

@@ -86,7 +86,11 @@ pub async fn create_run_reporting(
     let runtime = connect_runtime(daemon, &spec).await?;
     spec.runtime = runtime.kind().as_str().to_string();
     timings.lap("runtime connect");
-    ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
+    if spec.dependencies.is_empty() {
+        ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
+    } else {
+        spec.image = build_image(daemon, runtime.as_ref(), &spec, progress).await?;
+    }
     timings.lap("image check");
     let deadline = Deadline::after(CREATE_DEADLINE);
     check_name(daemon, &spec)?;
@@ -152,6 +156,22 @@ async fn ensure_image(
         image: image.to_string(),
         runtime: runtime.kind().to_string(),
     })
+}
+
+/// The image of the run's `dependencies:` (built when missing), within
+/// the image deadline.
+async fn build_image(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    spec: &RunSpec,
+    progress: &Progress,
+) -> Result<String, RunError> {
+    let step = format!(
+        "making the image of dependencies {} available",
+        spec.dependencies.join(", ")
+    );
+    let ensured = crate::image_build::ensure_dependency_image(daemon, runtime, spec, progress);
+    Deadline::after(IMAGE_DEADLINE).bound(step, ensured).await?
 }
 
 /// Removes what a failed creation made. Waits at most [`UNDO_WAIT`], so

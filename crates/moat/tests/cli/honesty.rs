@@ -33,6 +33,7 @@ container:
   cpus: 1.5
   dns: [192.0.2.53]
   pids_limit: 64
+  user: '1000:1000'
   ulimits: {nofile: {soft: 10, hard: 20}}
 hooks:
   post_build: make
@@ -61,6 +62,16 @@ const SHOWN: &[(&str, &str, &str)] = &[
         "ports",
         "ports.rs",
         "a_page_served_in_the_container_loads_in_a_browser_through_the_routing_endpoint",
+    ),
+    (
+        "dependencies",
+        "images.rs",
+        "dependencies_build_once_reuse_layers_and_run_as_the_workspace_owner",
+    ),
+    (
+        "container.user",
+        "images.rs",
+        "dependencies_build_once_reuse_layers_and_run_as_the_workspace_owner",
     ),
     (
         "grants",
@@ -125,7 +136,6 @@ const SHOWN: &[(&str, &str, &str)] = &[
 /// Keys `moat run` refuses, and the name its error gives them.
 const REFUSED: &[(&str, &str)] = &[
     ("agent", "agent"),
-    ("dependencies", "dependencies"),
     ("services", "services"),
     ("hooks.post_build", "hooks.post_build"),
     ("hooks.post_build_root", "hooks.post_build_root"),
@@ -146,6 +156,7 @@ fn docker_test_source(file: &str) -> &'static str {
         "ports.rs" => include_str!("../docker/ports.rs"),
         "proxy.rs" => include_str!("../docker/proxy.rs"),
         "policy.rs" => include_str!("../docker/policy.rs"),
+        "images.rs" => include_str!("../docker/images.rs"),
         other => panic!("no Docker test file {other}"),
     }
 }

@@ -171,16 +171,13 @@ fn a_missing_workspace_is_an_error() {
 #[test]
 fn keys_not_supported_yet_are_refused_not_ignored() {
     let home = TestHome::new();
-    write_file(
-        &home.path("ws/moat.yaml"),
-        "dependencies: [node@20]\nhooks: {post_build: make}\n",
-    );
+    write_file(&home.path("ws/moat.yaml"), "agent: claude\nhooks: {post_build: make}\n");
     let ws = home.path("ws");
     let out = home.moat(&["run", ws.to_str().unwrap(), "--", "true"]);
     out.failure(1);
     assert!(
         out.stderr.starts_with(
-            "error: this version of moat cannot act on dependencies, hooks.post_build yet; refusing to run without them\n"
+            "error: this version of moat cannot act on agent, hooks.post_build yet; refusing to run without them\n"
         ),
         "{}",
         out.stderr
@@ -188,13 +185,59 @@ fn keys_not_supported_yet_are_refused_not_ignored() {
     assert!(!home.home_path("runs").exists(), "nothing may be created");
     let out = home.moat(&["run", "--rebuild", ws.to_str().unwrap(), "--dry-run"]);
     out.success();
-    for key in ["dependencies", "hooks.post_build", "--rebuild"] {
+    for key in ["agent", "hooks.post_build"] {
         assert!(
             out.stderr.contains(&format!("{key}: not supported yet")),
             "{key}: {}",
             out.stderr
         );
     }
+}
+
+/// `dependencies:` that cannot become an image fail before the daemon is
+/// asked for anything: unknown names with their close matches, versions
+/// moat cannot install, shell metacharacters; `--rebuild` with nothing to
+/// rebuild is refused.
+#[test]
+fn bad_dependencies_fail_before_anything_is_made() {
+    let home = TestHome::new();
+    let ws = home.path("ws");
+    let cases = [
+        (
+            "[pyhton@3]",
+            r#"error: dependencies: unknown dependency "pyhton" (did you mean python?)"#,
+        ),
+        (
+            "[python@3.12]",
+            "error: dependencies: python@3.12 cannot be satisfied: moat installs python 3.11.2",
+        ),
+        (
+            "[gemini-cli]",
+            "error: dependencies: node@20 cannot be satisfied: moat installs node 18.19.0 (needed by gemini-cli)",
+        ),
+        (
+            "['pip:x;id']",
+            r#"error: dependencies: dependency "pip:x;id": "x;id" is not a pip package name"#,
+        ),
+    ];
+    for (deps, expected) in cases {
+        write_file(&home.path("ws/moat.yaml"), &format!("dependencies: {deps}\n"));
+        let out = home.moat(&["run", "--trust", ws.to_str().unwrap(), "--", "true"]);
+        out.failure(1);
+        assert!(out.stderr.starts_with(expected), "{deps}: {}", out.stderr);
+        assert!(out.stderr.contains("docs/dependencies.md"), "{}", out.stderr);
+    }
+    std::fs::remove_file(home.path("ws/moat.yaml")).unwrap();
+    let out = home.moat(&["run", "--rebuild", ws.to_str().unwrap(), "--", "true"]);
+    out.failure(1);
+    assert!(
+        out.stderr
+            .starts_with("error: --rebuild rebuilds the image of `dependencies:`, and this run has none"),
+        "{}",
+        out.stderr
+    );
+    assert!(!home.home_path("runs").exists(), "nothing may be created");
+    assert!(!home.home_path("daemon").exists(), "no daemon may be started");
 }
 
 #[test]

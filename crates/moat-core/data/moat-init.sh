@@ -1,0 +1,49 @@
+#!/bin/sh
+# moat-init: the entry point of images moat builds. As root it adds moat's
+# CA (mounted by the daemon) to the system trust store and points the
+# language-specific stores at the result, then runs the command as the user
+# named by MOAT_USER ("uid:gid" or a user name), creating that user when the
+# image has none of that id. Without MOAT_USER, or when not root, it only
+# runs the command.
+set -eu
+
+moat_ca=/etc/moat/ca/ca.crt
+bundle=/etc/ssl/certs/ca-certificates.crt
+
+if [ "$(id -u)" = 0 ] && [ -f "$moat_ca" ]; then
+    mkdir -p /usr/local/share/ca-certificates
+    cp "$moat_ca" /usr/local/share/ca-certificates/moat-proxy.crt
+    if update-ca-certificates >/dev/null 2>&1 && [ -f "$bundle" ]; then
+        export SSL_CERT_FILE="$bundle" REQUESTS_CA_BUNDLE="$bundle" CURL_CA_BUNDLE="$bundle" \
+            PIP_CERT="$bundle" NPM_CONFIG_CAFILE="$bundle" NODE_EXTRA_CA_CERTS="$moat_ca"
+    else
+        echo "moat-init: could not add moat's CA to the system trust store; using $moat_ca alone" >&2
+    fi
+fi
+
+target="${MOAT_USER:-}"
+unset MOAT_USER
+if [ "$(id -u)" != 0 ] || [ -z "$target" ]; then
+    exec "$@"
+fi
+
+case "$target" in
+    *:*) uid="${target%%:*}"; gid="${target#*:}" ;;
+    *)
+        uid="$(id -u "$target")" || { echo "moat-init: no user $target in this image" >&2; exit 126; }
+        gid="$(id -g "$target")"
+        ;;
+esac
+if [ "$uid" = 0 ]; then
+    exec "$@"
+fi
+
+getent group "$gid" >/dev/null || groupadd --gid "$gid" moat
+if ! getent passwd "$uid" >/dev/null; then
+    useradd --uid "$uid" --gid "$gid" --no-create-home --home-dir /home/moat --shell /bin/sh moat
+fi
+home="$(getent passwd "$uid" | cut -d: -f6)"
+mkdir -p "$home"
+chown "$uid:$gid" "$home"
+export HOME="$home" USER="$(getent passwd "$uid" | cut -d: -f1)"
+exec setpriv --reuid "$uid" --regid "$gid" --clear-groups -- "$@"

@@ -1,0 +1,127 @@
+//! The Dockerfiles moat generates from `dependencies:` (snapshots), and the
+//! tag's independence from the order dependencies are written in.
+
+use moat_core::deps::{DependencyError, plan_image};
+use proptest::prelude::*;
+
+const BASE: &str = "moat-base:bookworm";
+
+fn dockerfile(deps: &[&str]) -> String {
+    let deps: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
+    let context = plan_image(BASE, &deps, None).unwrap();
+    format!("tag: {}\n{}", context.tag, context.dockerfile)
+}
+
+macro_rules! snapshot {
+    ($name:ident, [$($dep:expr),* $(,)?]) => {
+        #[test]
+        fn $name() {
+            insta::assert_snapshot!(dockerfile(&[$($dep),*]));
+        }
+    };
+}
+
+snapshot!(git_only, ["git"]);
+snapshot!(python_sdk_and_git, ["python@3", "pip:anthropic", "git"]);
+snapshot!(
+    python_sdk_httpx_and_git,
+    ["python@3", "pip:anthropic", "pip:httpx", "git"]
+);
+snapshot!(pinned_pip_packages, ["pip:requests==2.31.0", "pip:anthropic==0.40.0"]);
+snapshot!(
+    node_with_npm_packages,
+    ["node@18", "npm:typescript@5.4.5", "npm:@types/node"]
+);
+snapshot!(claude_code, ["claude-code"]);
+snapshot!(claude_code_pinned, ["claude-code@1.0.0", "git", "gh"]);
+snapshot!(codex, ["codex"]);
+snapshot!(go_and_rust, ["go", "rust@1.63"]);
+snapshot!(uv_tool, ["uv", "python@3.11"]);
+snapshot!(apt_packages, ["apt:ripgrep", "apt:jq=1.6-2.1+deb12u1"]);
+snapshot!(
+    everything,
+    [
+        "python",
+        "node",
+        "go",
+        "rust",
+        "git",
+        "gh",
+        "uv",
+        "claude-code",
+        "codex",
+        "pip:httpx",
+        "npm:prettier",
+        "apt:jq"
+    ]
+);
+
+#[test]
+fn the_build_ca_is_copied_and_changes_the_tag() {
+    let deps = vec!["git".to_string()];
+    let plain = plan_image(BASE, &deps, None).unwrap();
+    let with_ca = plan_image(BASE, &deps, Some(b"-----BEGIN CERTIFICATE-----\n")).unwrap();
+    assert!(
+        with_ca
+            .dockerfile
+            .contains("COPY build-ca.pem /usr/local/share/ca-certificates/")
+    );
+    assert!(with_ca.files.iter().any(|f| f.name == "build-ca.pem"));
+    assert_ne!(plain.tag, with_ca.tag);
+    assert!(plain.tag.starts_with("moat/run:") && plain.tag.len() == "moat/run:".len() + 16);
+}
+
+#[test]
+fn adding_a_pip_package_changes_only_the_pip_layer_and_after() {
+    let before = dockerfile(&["python@3", "pip:anthropic", "git"]);
+    let after = dockerfile(&["python@3", "pip:anthropic", "pip:httpx", "git"]);
+    let changed: Vec<_> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).collect();
+    assert_eq!(changed.len(), 2, "{changed:#?}"); // the tag and the pip line
+    assert!(changed[1].1.contains("pip install") && changed[1].1.contains("httpx"));
+}
+
+#[test]
+fn bad_dependencies_fail_before_any_build() {
+    let plan = |deps: &[&str]| plan_image(BASE, &deps.iter().map(|d| d.to_string()).collect::<Vec<_>>(), None);
+    assert!(matches!(plan(&["pyton"]), Err(DependencyError::Unknown { .. })));
+    assert!(matches!(plan(&["python@2.7"]), Err(DependencyError::Version { .. })));
+    assert!(matches!(plan(&["pip:bad name"]), Err(DependencyError::Malformed(..))));
+}
+
+const POOL: &[&str] = &[
+    "python@3",
+    "node",
+    "git",
+    "gh",
+    "go",
+    "rust",
+    "uv",
+    "claude-code",
+    "codex",
+    "pip:anthropic",
+    "pip:httpx==0.27.0",
+    "npm:typescript",
+    "apt:jq",
+    "apt:ripgrep",
+];
+
+/// A subset of [`POOL`] in its written order and the same subset shuffled.
+fn subset_and_shuffle() -> impl Strategy<Value = (Vec<&'static str>, Vec<&'static str>)> {
+    proptest::sample::subsequence(POOL.to_vec(), 1..POOL.len())
+        .prop_flat_map(|picked| (Just(picked.clone()), Just(picked).prop_shuffle()))
+}
+
+proptest! {
+    #[test]
+    fn the_tag_does_not_depend_on_the_order((picked, shuffled) in subset_and_shuffle(), duplicate in any::<bool>()) {
+        let deps: Vec<String> = picked.iter().map(|d| d.to_string()).collect();
+        let mut reordered: Vec<String> = shuffled.iter().map(|d| d.to_string()).collect();
+        if duplicate {
+            reordered.push(reordered[0].clone());
+        }
+        let a = plan_image(BASE, &deps, None).unwrap();
+        let b = plan_image(BASE, &reordered, None).unwrap();
+        prop_assert_eq!(a.tag, b.tag);
+        prop_assert_eq!(a.dockerfile, b.dockerfile);
+    }
+}
