@@ -56,6 +56,7 @@ fn list_json_is_stable_snake_case() {
         keys,
         [
             "created_at",
+            "endpoints",
             "error",
             "exit_code",
             "exited_at",
