@@ -2,7 +2,8 @@
 //! run metadata and its state machine, the run store, log records and the
 //! configuration files, the ownership and mode checks for files moat
 //! trusts, and the TLS client set-up shared by the proxy and grant
-//! validation. Nothing here talks to the network or a runtime.
+//! validation, and the bounded runner for other programs. Nothing here talks
+//! to the network or a runtime.
 
 pub mod atomic;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod metadata;
 pub mod mount;
 pub mod paths;
 pub mod store;
+pub mod subprocess;
 pub mod terminal;
 pub mod tls;
 pub mod trust;

@@ -5,7 +5,6 @@
 //! Nothing here prints; the binary renders results.
 
 mod builtin;
-mod command;
 pub mod credential;
 pub mod grant;
 pub mod keystore;
