@@ -30,7 +30,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use moat_core::MoatHome;
 use moat_core::atomic::{create_private_dir, write_atomic};
-use moat_core::env_vars::MOAT_KEYRING_BACKEND;
+use moat_core::env_vars::{self, MOAT_KEYRING_BACKEND};
 use moat_core::fs_perms::{self, UntrustedFile};
 use moat_core::lock::{FileLock, LockError};
 use rand::RngExt;
@@ -176,7 +176,7 @@ pub enum KeyBackend {
 impl KeyBackend {
     /// The backend chosen by `MOAT_KEYRING_BACKEND` (unset = [`KeyBackend::Auto`]).
     pub fn from_env() -> Result<Self, KeyError> {
-        Self::parse(std::env::var(MOAT_KEYRING_BACKEND).ok().as_deref())
+        Self::parse(env_vars::read(MOAT_KEYRING_BACKEND).as_deref())
     }
 
     /// Parses a `MOAT_KEYRING_BACKEND` value; unset or empty means auto.

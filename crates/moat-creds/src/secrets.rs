@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use moat_core::env_vars;
 use moat_core::subprocess::{Subprocess, SubprocessError, stderr_excerpt, strip_line_ending};
 
 /// Default bound on one `op` or `aws` call (1Password may wait for an
@@ -160,7 +161,7 @@ fn resolve_env(uri: &str, var: &str) -> Result<String, SecretError> {
     if var.is_empty() || var.contains(['=', '\0']) {
         return Err(malformed(uri, "expected env://VARIABLE_NAME"));
     }
-    std::env::var(var).map_err(|_| SecretError::EnvUnset {
+    env_vars::read(var).ok_or_else(|| SecretError::EnvUnset {
         uri: uri.to_owned(),
         var: var.to_owned(),
     })

@@ -94,10 +94,9 @@ pub struct EnvDefaults {
 
 impl EnvDefaults {
     pub fn from_env() -> Self {
-        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
         EnvDefaults {
-            runtime: var(env_vars::MOAT_RUNTIME),
-            base_image: var(env_vars::MOAT_BASE_IMAGE),
+            runtime: env_vars::read_non_empty(env_vars::MOAT_RUNTIME),
+            base_image: env_vars::read_non_empty(env_vars::MOAT_BASE_IMAGE),
         }
     }
 }
@@ -164,7 +163,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         tty: args.tty || (project.interactive && !args.interactive && stdio_is_terminal()),
         escape_key: src.global.escape_key,
         detach: args.detach,
-        timings: args.timings || std::env::var("MOAT_TIMINGS").is_ok_and(|v| v == "1"),
+        timings: args.timings || env_vars::read(env_vars::MOAT_TIMINGS).is_some_and(|v| v == "1"),
         keep: args.keep,
         rebuild: args.rebuild,
         require_isolation: args.require_isolation,
