@@ -14,7 +14,7 @@ use moat_core::config::{
 use moat_core::env_vars;
 use serde::Serialize;
 
-use crate::cli::{PolicyArg, RunArgs};
+use crate::cli::RunArgs;
 
 /// Image used when nothing names one.
 pub const DEFAULT_IMAGE: &str = "debian:bookworm-slim";
@@ -304,11 +304,7 @@ fn resolve_mounts(src: &Sources<'_>) -> Result<Vec<ResolvedMount>, ResolveError>
 fn resolve_network(args: &RunArgs, project: &NetworkConfig) -> NetworkConfig {
     let mut network = project.clone();
     if let Some(policy) = args.policy {
-        network.policy = match policy {
-            PolicyArg::Strict => PolicyMode::Strict,
-            PolicyArg::Permissive => PolicyMode::Permissive,
-            PolicyArg::Shadow => PolicyMode::Shadow,
-        };
+        network.policy = policy;
     }
     for rule in &args.allow_hosts {
         if !network.rules.iter().any(|r| r.host == rule.host) {
