@@ -17,9 +17,6 @@ pub mod secrets;
 pub mod store;
 pub mod validate;
 
-#[cfg(test)]
-mod test_support;
-
 pub use builtin::BUILT_IN_NAMES;
 pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary, RedactedCredential};
 pub use grant::{GrantError, NoPrompt, TokenPrompt, TokenSources};

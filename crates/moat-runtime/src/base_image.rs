@@ -164,8 +164,12 @@ async fn build(
     recipe: &BaseImageRecipe,
     reporter: &dyn BaseImageReporter,
 ) -> Result<(), BaseImageError> {
-    let scratch = ScratchDir::create(&recipe.tag)?;
-    let rootfs = scratch.path.join("rootfs.tar");
+    // A private directory, removed with the root filesystem when dropped.
+    let scratch = tempfile::Builder::new()
+        .prefix("moat-base-image-")
+        .tempdir()
+        .map_err(|source| io_error(recipe, &std::env::temp_dir(), source))?;
+    let rootfs = scratch.path().join("rootfs.tar");
     bootstrap(recipe, &rootfs, reporter).await?;
     reporter.on_progress(BaseImageProgress::Importing {
         tag: recipe.tag.clone(),
@@ -239,35 +243,6 @@ fn io_error(recipe: &BaseImageRecipe, path: &Path, source: io::Error) -> BaseIma
         tag: recipe.tag.clone(),
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// A private temporary directory, removed with its content when dropped.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn create(tag: &str) -> Result<ScratchDir, BaseImageError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!("moat-base-image-{}-{nanos:09}", std::process::id()));
-        std::fs::create_dir(&path).map_err(|source| BaseImageError::Io {
-            tag: tag.to_string(),
-            path: path.clone(),
-            source,
-        })?;
-        Ok(ScratchDir { path })
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if let Err(err) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), %err, "could not remove scratch directory");
-        }
     }
 }
 
