@@ -505,7 +505,7 @@ pub enum DaemonCommand {
     Stop,
     /// Stop the daemon and start a new one.
     Restart,
-    /// Run the daemon in the foreground (what the CLI spawns).
+    /// Run the daemon in the foreground (this process becomes `moatd run`).
     #[command(hide = true)]
     Run,
 }

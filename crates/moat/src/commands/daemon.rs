@@ -1,5 +1,6 @@
 //! `moat daemon status|stop|restart|run`: manage the daemon of this
-//! MOAT_HOME (`run` is what the CLI spawns, hidden from help).
+//! MOAT_HOME (`run` becomes `moatd run` in the foreground, for debugging;
+//! the CLI itself starts `moatd` in the background on demand).
 
 use std::time::{Duration, Instant};
 

@@ -118,6 +118,14 @@ pub fn draw_menu(rows: u16, prefix: &str) {
     let _ = out.flush();
 }
 
+/// Erases the menu's row (on detach nothing repaints it), keeping the
+/// cursor where it was.
+pub fn clear_menu(rows: u16) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("\x1b7\x1b[{rows};1H\x1b[0m\x1b[2K\x1b8").as_bytes());
+    let _ = out.flush();
+}
+
 /// A notice on the bottom row (the program's next repaint covers it).
 pub fn draw_notice(rows: u16, text: &str) {
     let line = format!("\x1b7\x1b[{rows};1H\x1b[0;7m moat: {text} \x1b[0m\x1b[K\x1b8");

@@ -227,7 +227,10 @@ impl Session<'_> {
 
     async fn chose(&mut self, choice: Choice) -> Option<End> {
         match choice {
-            Choice::Detach => return Some(End::Detached),
+            Choice::Detach => {
+                raw::clear_menu(self.size.rows);
+                return Some(End::Detached);
+            }
             Choice::Stop => {
                 self.send(Frame::Redraw).await;
                 self.stop(false);

@@ -36,11 +36,18 @@ fn a_real_run_records_its_denial_and_injection_in_a_signed_chain() {
     let run_id = home.only_run()["id"].as_str().unwrap().to_string();
     let log_path = home.home().join("runs").join(&run_id).join("audit.jsonl");
 
-    // The run is cleaned (and its log signed) just after `moat run` returns.
+    // The run is cleaned (and its whole log signed) just after `moat run`
+    // returns; the signature may trail the last entry by up to a second.
+    let sig_path = home.home().join("runs").join(&run_id).join("audit.sig");
+    let signed_seq = || -> Option<u64> {
+        let head: serde_json::Value = serde_json::from_slice(&std::fs::read(&sig_path).ok()?).ok()?;
+        head["seq"].as_u64()
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let entries: Vec<serde_json::Value> = loop {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("\"kind\":\"cleaned\"") && home.home().join("runs").join(&run_id).join("audit.sig").exists() {
+        let last_seq = log.lines().count() as u64 - u64::from(!log.is_empty());
+        if log.contains("\"kind\":\"cleaned\"") && signed_seq() == Some(last_seq) {
             assert!(!log.contains(TOKEN), "the credential reached the audit log");
             break log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         }
