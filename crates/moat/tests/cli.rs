@@ -10,6 +10,7 @@ mod cli {
     pub mod help;
     pub mod policy;
     pub mod run_dry_run;
+    pub mod snapshots;
     pub mod store_commands;
     pub mod support;
 }
