@@ -17,8 +17,5 @@ pub const POINTS: &[&str] = &[
 /// there lets a test act while the cleanup is pending.
 pub const BEFORE_CLEANUP: &str = "before-cleanup";
 
-/// Environment variable the CLI reads the crash point from.
-pub const ENV: &str = "MOAT_FAULT";
-
 /// Run label carrying the crash point to the daemon.
 pub const LABEL: &str = "dev.moat.fault";

@@ -231,7 +231,7 @@ const DAEMON_EXECUTABLE: &str = "moatd";
 /// The daemon executable: `MOAT_DAEMON_EXECUTABLE`, else `moatd` beside
 /// this executable (symlinks resolved), else `moatd` on `PATH`.
 pub fn daemon_executable() -> Result<PathBuf, SpawnError> {
-    if let Some(exe) = std::env::var_os(env_vars::MOAT_DAEMON_EXECUTABLE).filter(|v| !v.is_empty()) {
+    if let Some(exe) = env_vars::read_os_non_empty(env_vars::MOAT_DAEMON_EXECUTABLE) {
         return Ok(PathBuf::from(exe));
     }
     let exe = std::env::current_exe().map_err(SpawnError::Executable)?;
@@ -244,7 +244,7 @@ pub fn daemon_executable() -> Result<PathBuf, SpawnError> {
     if beside.is_file() {
         return Ok(beside);
     }
-    std::env::var_os("PATH")
+    env_vars::read_os_non_empty(env_vars::PATH)
         .iter()
         .flat_map(std::env::split_paths)
         .map(|dir| dir.join(DAEMON_EXECUTABLE))

@@ -71,15 +71,14 @@ pub fn clean_temp_files(dir: &Path) -> io::Result<usize> {
 mod tests {
     use super::*;
 
-    fn temp_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("moat-atomic-{}", crate::RunId::generate()));
-        create_private_dir(&dir).unwrap();
-        dir
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     #[test]
     fn writes_with_mode_and_replaces() {
-        let dir = temp_dir();
+        let scratch = temp_dir();
+        let dir = scratch.path();
         let path = dir.join("state.json");
         write_atomic(&path, b"one", 0o600).unwrap();
         write_atomic(&path, b"two", 0o600).unwrap();
@@ -90,7 +89,8 @@ mod tests {
 
     #[test]
     fn concurrent_writers_of_one_file_do_not_collide() {
-        let dir = temp_dir();
+        let scratch = temp_dir();
+        let dir = scratch.path();
         let path = dir.join("state.json");
         let writers: Vec<_> = (0..8)
             .map(|i| {
@@ -106,20 +106,21 @@ mod tests {
             writer.join().unwrap();
         }
         assert!(fs::read_to_string(&path).unwrap().starts_with("writer "));
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file is left behind");
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 1, "no temp file is left behind");
         fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_crash_mid_write_leaves_old_content_and_a_cleanable_temp_file() {
-        let dir = temp_dir();
+        let scratch = temp_dir();
+        let dir = scratch.path();
         let path = dir.join("state.json");
         write_atomic(&path, b"old", 0o600).unwrap();
         // A writer that died before its rename leaves a partial temp file.
         fs::write(dir.join(format!("state.json.999{TEMP_SUFFIX}")), b"partial").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"old");
-        assert_eq!(clean_temp_files(&dir).unwrap(), 1);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(clean_temp_files(dir).unwrap(), 1);
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 1);
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -4,6 +4,7 @@
 //! one was used (runtime.md, "Docker"). Discovery is a pure function of the
 //! environment and a file-existence check.
 
+use crate::env_vars;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -68,11 +69,10 @@ pub struct EndpointEnv {
 impl EndpointEnv {
     /// Reads `DOCKER_HOST`, `XDG_RUNTIME_DIR` and `HOME` from the process.
     pub fn from_process() -> EndpointEnv {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         EndpointEnv {
-            docker_host: var(crate::env_vars::DOCKER_HOST),
-            xdg_runtime_dir: var("XDG_RUNTIME_DIR").map(PathBuf::from),
-            home: var("HOME").map(PathBuf::from),
+            docker_host: env_vars::read_non_empty(env_vars::DOCKER_HOST),
+            xdg_runtime_dir: env_vars::read_os_non_empty(env_vars::XDG_RUNTIME_DIR).map(PathBuf::from),
+            home: env_vars::read_os_non_empty(env_vars::HOME).map(PathBuf::from),
         }
     }
 }

@@ -126,22 +126,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::RunId;
 
-    struct Scratch(PathBuf);
+    /// A file in a fresh directory; both go when dropped.
+    struct Scratch(
+        PathBuf,
+        #[allow(dead_code, reason = "removes the directory when dropped")] tempfile::TempDir,
+    );
 
     impl Scratch {
         fn new(contents: &str, mode: u32) -> Self {
-            let path = std::env::temp_dir().join(format!("moat-fs-perms-{}", RunId::generate()));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("file");
             fs::write(&path, contents).unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-            Scratch(path)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_file(&self.0);
+            Scratch(path, dir)
         }
     }
 
@@ -198,7 +196,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_io_error_naming_it() {
-        let path = std::env::temp_dir().join(format!("moat-fs-perms-missing-{}", RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("moat-fs-perms-missing");
         let err = read_trusted(&path).unwrap_err();
         assert!(matches!(err, UntrustedFile::Io { .. }), "{err}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");

@@ -1,7 +1,9 @@
 //! Core types shared by every moat crate: paths under `MOAT_HOME`, run ids,
 //! run metadata and its state machine, the run store, log records and the
-//! configuration files, and the ownership and mode checks for files moat
-//! trusts. Nothing here talks to the network or a runtime.
+//! configuration files, the ownership and mode checks for files moat
+//! trusts, and the TLS client set-up shared by the proxy and grant
+//! validation, and the bounded runner for other programs. Nothing here talks
+//! to the network or a runtime.
 
 pub mod atomic;
 pub mod audit;
@@ -18,7 +20,9 @@ pub mod metadata;
 pub mod mount;
 pub mod paths;
 pub mod store;
+pub mod subprocess;
 pub mod terminal;
+pub mod tls;
 pub mod trust;
 
 pub use config::RuntimeKind;

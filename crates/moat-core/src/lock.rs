@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn second_acquire_times_out_and_release_frees() {
-        let dir = std::env::temp_dir().join(format!("moat-lock-{}", crate::RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("moat-lock");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(".lock");
         let held = FileLock::acquire(&path, Duration::from_secs(1)).unwrap();

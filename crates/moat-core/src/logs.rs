@@ -293,10 +293,11 @@ mod tests {
         }
     }
 
-    fn temp_log() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("moat-logs-{}", crate::RunId::generate()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("logs.jsonl")
+    /// A log path in a fresh directory, removed with the returned guard.
+    fn temp_log() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs.jsonl");
+        (dir, path)
     }
 
     fn write_records(path: &Path, range: std::ops::Range<usize>) {
@@ -313,7 +314,7 @@ mod tests {
 
     #[test]
     fn tail_returns_the_last_n_across_many_blocks() {
-        let path = temp_log();
+        let (_scratch, path) = temp_log();
         write_records(&path, 0..20_000);
         assert!(std::fs::metadata(&path).unwrap().len() > 10 * TAIL_BLOCK as u64);
         let tail = tail(&path, 3).unwrap();
@@ -326,7 +327,7 @@ mod tests {
 
     #[test]
     fn tail_skips_and_counts_malformed_lines_and_leaves_a_torn_end() {
-        let path = temp_log();
+        let (_scratch, path) = temp_log();
         write_records(&path, 0..2);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"not json\n\n").unwrap();
@@ -343,7 +344,7 @@ mod tests {
 
     #[test]
     fn tail_of_a_missing_or_empty_log_is_empty() {
-        let path = temp_log();
+        let (_scratch, path) = temp_log();
         assert!(tail(&path, 5).unwrap().records.is_empty());
         std::fs::write(&path, b"").unwrap();
         assert!(tail(&path, 5).unwrap().records.is_empty());
@@ -353,7 +354,7 @@ mod tests {
 
     #[test]
     fn follower_reads_appended_records_until_finished() {
-        let path = temp_log();
+        let (_scratch, path) = temp_log();
         write_records(&path, 0..2);
         let start = tail(&path, 1).unwrap();
         let done = Arc::new(AtomicBool::new(false));
@@ -384,7 +385,7 @@ mod tests {
 
     #[test]
     fn follower_waits_for_a_line_to_be_complete() {
-        let path = temp_log();
+        let (_scratch, path) = temp_log();
         let json = serde_json::to_string(&record(0)).unwrap();
         let (head, rest) = json.split_at(10);
         std::fs::write(&path, head).unwrap();

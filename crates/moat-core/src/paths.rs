@@ -26,10 +26,10 @@ impl MoatHome {
 
     /// `MOAT_HOME`, or `~/.moat`.
     pub fn from_env() -> Result<Self, NoHome> {
-        if let Some(dir) = std::env::var_os(env_vars::MOAT_HOME).filter(|v| !v.is_empty()) {
+        if let Some(dir) = env_vars::read_os_non_empty(env_vars::MOAT_HOME) {
             return Ok(Self::new(absolute(PathBuf::from(dir))));
         }
-        let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or(NoHome)?;
+        let home = env_vars::read_os_non_empty(env_vars::HOME).ok_or(NoHome)?;
         Ok(Self::new(PathBuf::from(home).join(".moat")))
     }
 

@@ -240,7 +240,8 @@ mod tests {
 
     #[test]
     fn listing_many_runs_keeps_every_run_in_order() {
-        let root = std::env::temp_dir().join(format!("moat-store-{}", RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("moat-store");
         let store = RunStore::new(MoatHome::new(&root));
         let base = chrono::Utc::now();
         let mut created = Vec::new();

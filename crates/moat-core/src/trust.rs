@@ -370,9 +370,8 @@ mod tests {
     /// a host directory and mounts the link, which lexically stays inside.
     #[test]
     fn a_symlink_out_of_the_workspace_is_a_mount_outside_it() {
-        let root = std::fs::canonicalize(std::env::temp_dir())
-            .unwrap()
-            .join(format!("moat-trust-link-{}", crate::RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(scratch.path()).unwrap();
         let (workspace, secret) = (root.join("ws"), root.join("ssh"));
         std::fs::create_dir_all(&workspace).unwrap();
         std::fs::create_dir_all(&secret).unwrap();
@@ -387,7 +386,8 @@ mod tests {
     #[test]
     fn the_store_round_trips_privately_and_refuses_a_corrupt_file() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("moat-trust-{}", crate::RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("moat-trust");
         std::fs::create_dir_all(&dir).unwrap();
         let store = TrustStore::new(dir.join("trust.json"));
         let config = Path::new("/w/moat.yaml");

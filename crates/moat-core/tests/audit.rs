@@ -36,8 +36,11 @@ fn tamper_seq(run: &str, log: &[u8]) -> (u64, String) {
     (tamper.seq, tamper.why)
 }
 
-fn temp_home() -> MoatHome {
-    MoatHome::new(std::env::temp_dir().join(format!("moat-audit-test-{}", moat_core::RunId::generate())))
+/// A home in a fresh directory, removed with the returned guard.
+fn temp_home() -> (tempfile::TempDir, MoatHome) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = MoatHome::new(dir.path().join("home"));
+    (dir, home)
 }
 
 #[test]
@@ -104,7 +107,7 @@ fn an_entry_from_another_run_is_detected() {
 
 #[test]
 fn a_renumbered_and_rehashed_log_without_an_entry_fails_the_signature() {
-    let home = temp_home();
+    let (_scratch, home) = temp_home();
     let key = AuditKey::load_or_create(&home).unwrap();
     let lines = chain(RUN, 5);
     let report = verify_chain(RUN, &joined(&lines));
@@ -139,7 +142,7 @@ fn a_renumbered_and_rehashed_log_without_an_entry_fails_the_signature() {
 
 #[test]
 fn a_head_signed_by_another_key_is_refused() {
-    let (home, other_home) = (temp_home(), temp_home());
+    let ((_scratch, home), (_other_scratch, other_home)) = (temp_home(), temp_home());
     let key = AuditKey::load_or_create(&home).unwrap();
     let other = AuditKey::load_or_create(&other_home).unwrap();
     let report = verify_chain(RUN, &joined(&chain(RUN, 3)));

@@ -7,25 +7,21 @@ use std::time::Duration;
 use moat_core::MoatHome;
 use moat_core::config::*;
 
-struct TempDir(PathBuf);
+struct TempDir(
+    PathBuf,
+    #[allow(dead_code, reason = "removes the directory when dropped")] tempfile::TempDir,
+);
 
 impl TempDir {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("moat-config-{}", moat_core::RunId::generate()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        let dir = tempfile::tempdir().unwrap();
+        TempDir(dir.path().to_path_buf(), dir)
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
         path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -6,9 +6,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::command::{CommandError, run_bounded, stderr_excerpt, strip_line_ending};
 use crate::credential::CredentialKind;
 use crate::provider::{GrantedToken, Provider};
+use moat_core::subprocess::{Subprocess, SubprocessError, stderr_excerpt, strip_line_ending};
 
 /// How long `gh auth token` may take.
 pub const GH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,9 +88,10 @@ impl TokenSources {
 
     /// `gh auth token`, when gh is installed and logged in.
     fn gh_token(&self) -> Option<GrantedToken> {
-        let output = match run_bounded(&self.gh_program, &["auth", "token"], self.gh_timeout) {
+        let gh = Subprocess::new(&self.gh_program, self.gh_timeout).args(["auth", "token"]);
+        let output = match gh.run_blocking() {
             Ok(output) => output,
-            Err(CommandError::NotFound { .. }) => return None,
+            Err(SubprocessError::NotFound { .. }) => return None,
             Err(e) => {
                 tracing::warn!("skipping `gh auth token`: {e}");
                 return None;

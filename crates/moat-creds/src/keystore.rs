@@ -30,7 +30,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use moat_core::MoatHome;
 use moat_core::atomic::{create_private_dir, write_atomic};
-use moat_core::env_vars::MOAT_KEYRING_BACKEND;
+use moat_core::env_vars::{self, MOAT_KEYRING_BACKEND};
 use moat_core::fs_perms::{self, UntrustedFile};
 use moat_core::lock::{FileLock, LockError};
 use rand::RngExt;
@@ -176,7 +176,7 @@ pub enum KeyBackend {
 impl KeyBackend {
     /// The backend chosen by `MOAT_KEYRING_BACKEND` (unset = [`KeyBackend::Auto`]).
     pub fn from_env() -> Result<Self, KeyError> {
-        Self::parse(std::env::var(MOAT_KEYRING_BACKEND).ok().as_deref())
+        Self::parse(env_vars::read(MOAT_KEYRING_BACKEND).as_deref())
     }
 
     /// Parses a `MOAT_KEYRING_BACKEND` value; unset or empty means auto.
@@ -709,11 +709,10 @@ impl KeyStore for AutoKeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::TempDir;
 
     #[test]
     fn creates_once_with_private_modes_and_reloads_the_same_key() {
-        let tmp = TempDir::new();
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("credentials");
         let store = FileKeyStore::new(&dir);
         assert!(store.load().unwrap().is_none());
@@ -728,7 +727,7 @@ mod tests {
 
     #[test]
     fn concurrent_creators_agree_on_one_key() {
-        let tmp = TempDir::new();
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("credentials");
         let keys: Vec<MasterKey> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..8)
@@ -741,7 +740,7 @@ mod tests {
 
     #[test]
     fn refuses_a_key_file_readable_by_others() {
-        let tmp = TempDir::new();
+        let tmp = tempfile::tempdir().unwrap();
         let store = FileKeyStore::new(tmp.path());
         store.load_or_create().unwrap();
         fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
@@ -758,7 +757,7 @@ mod tests {
         if fs_perms::current_uid() != 0 {
             return; // only root can give a file away; moat-core tests the rule itself
         }
-        let tmp = TempDir::new();
+        let tmp = tempfile::tempdir().unwrap();
         let store = FileKeyStore::new(tmp.path());
         store.load_or_create().unwrap();
         std::os::unix::fs::chown(store.path(), Some(4242), None).unwrap();
@@ -769,7 +768,7 @@ mod tests {
 
     #[test]
     fn a_damaged_key_file_is_reported_not_replaced() {
-        let tmp = TempDir::new();
+        let tmp = tempfile::tempdir().unwrap();
         let store = FileKeyStore::new(tmp.path());
         write_atomic(&store.path(), b"too short", 0o600).unwrap();
         let err = store.load_or_create().unwrap_err();

@@ -5,7 +5,6 @@
 //! Nothing here prints; the binary renders results.
 
 mod builtin;
-mod command;
 pub mod credential;
 pub mod grant;
 pub mod keystore;
@@ -17,9 +16,6 @@ pub mod sealed;
 pub mod secrets;
 pub mod store;
 pub mod validate;
-
-#[cfg(test)]
-mod test_support;
 
 pub use builtin::BUILT_IN_NAMES;
 pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary, RedactedCredential};

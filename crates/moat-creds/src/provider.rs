@@ -9,6 +9,7 @@ use crate::credential::{Credential, CredentialKind};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use moat_core::HostPattern;
+use moat_core::env_vars;
 
 /// One header injection rule, as plain data; the daemon turns it into the
 /// proxy's rule type. Deliberately not `Serialize`, and its `Debug` hides
@@ -206,7 +207,7 @@ impl Provider {
     /// A token from the host environment (`GH_TOKEN`, then `GITHUB_TOKEN`
     /// for github; the provider's variable otherwise).
     pub fn grant_token_from_env(&self) -> Option<GrantedToken> {
-        self.grant_token_from_lookup(&|name| std::env::var(name).ok())
+        self.grant_token_from_lookup(&env_vars::read)
     }
 
     /// [`Provider::grant_token_from_env`] against any variable lookup.

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::command::{CommandError, run_bounded, stderr_excerpt, strip_line_ending};
+use moat_core::env_vars;
+use moat_core::subprocess::{Subprocess, SubprocessError, stderr_excerpt, strip_line_ending};
 
 /// Default bound on one `op` or `aws` call (1Password may wait for an
 /// unlock in its desktop app).
@@ -31,7 +32,7 @@ pub enum SecretError {
     #[error("secret {uri:?}: {source}; {hint}")]
     CliUnavailable {
         uri: String,
-        source: CliError,
+        source: SubprocessError,
         hint: &'static str,
     },
     #[error("secret {uri:?}: `{program}` failed ({status}): {stderr}; {hint}")]
@@ -45,11 +46,6 @@ pub enum SecretError {
     #[error("secret {uri:?} resolved to an empty value")]
     Empty { uri: String },
 }
-
-/// Why a helper CLI could not be run at all.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct CliError(CommandError);
 
 /// The programs and bound used to resolve secrets.
 #[derive(Clone, Debug)]
@@ -130,9 +126,10 @@ impl SecretResolver {
     }
 
     fn run(&self, uri: &str, cli: &Cli<'_>, args: &[&str]) -> Result<String, SecretError> {
-        let output = run_bounded(cli.program, args, self.timeout).map_err(|e| SecretError::CliUnavailable {
+        let helper = Subprocess::new(cli.program, self.timeout).args(args);
+        let output = helper.run_blocking().map_err(|source| SecretError::CliUnavailable {
             uri: uri.to_owned(),
-            source: CliError(e),
+            source,
             hint: cli.install_hint,
         })?;
         if !output.status.success() {
@@ -164,7 +161,7 @@ fn resolve_env(uri: &str, var: &str) -> Result<String, SecretError> {
     if var.is_empty() || var.contains(['=', '\0']) {
         return Err(malformed(uri, "expected env://VARIABLE_NAME"));
     }
-    std::env::var(var).map_err(|_| SecretError::EnvUnset {
+    env_vars::read(var).ok_or_else(|| SecretError::EnvUnset {
         uri: uri.to_owned(),
         var: var.to_owned(),
     })

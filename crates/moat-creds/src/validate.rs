@@ -12,9 +12,8 @@ use hyper::body::Bytes;
 use hyper::header::{HOST, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use moat_core::tls::{self, TlsSetupError, TrustedRoots};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -246,40 +245,21 @@ async fn send(tls: TlsConnector, target: &Target, request: Request<Empty<Bytes>>
         .map_err(|e| format!("request to {place} failed: {e}"))
 }
 
-/// System roots plus `extra_root_pem`, with the ring provider chosen
-/// explicitly (the process may have several rustls providers compiled in).
+/// System roots plus `extra_root_pem`, offering HTTP/1.1.
 fn client_config(extra_root_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ValidationError> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for error in &native.errors {
-        tracing::debug!("skipping unreadable system certificates: {error}");
-    }
-    roots.add_parsable_certificates(native.certs);
-    if let Some(pem) = extra_root_pem {
-        add_pem_roots(&mut roots, pem)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    let trusted = TrustedRoots {
+        system: true,
+        extra_pem: extra_root_pem,
+    };
+    let roots = tls::root_store(trusted).map_err(tls_error)?;
+    tls::client_config(Arc::new(roots), &[b"http/1.1"]).map_err(tls_error)
 }
 
-fn add_pem_roots(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), ValidationError> {
-    let mut added = 0;
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|e| ValidationError::InvalidRootCa(e.to_string()))?;
-        roots
-            .add(cert)
-            .map_err(|e| ValidationError::InvalidRootCa(e.to_string()))?;
-        added += 1;
+fn tls_error(error: TlsSetupError) -> ValidationError {
+    match error {
+        TlsSetupError::InvalidExtraRoot(detail) => ValidationError::InvalidRootCa(detail),
+        TlsSetupError::Config(error) => ValidationError::Tls(error),
     }
-    if added == 0 {
-        return Err(ValidationError::InvalidRootCa("no PEM certificate found".into()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

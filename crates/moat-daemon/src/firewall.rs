@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use moat_core::RunId;
-use tokio::process::Command;
+use moat_core::subprocess::{Subprocess, SubprocessError};
 
 /// Bound on one iptables call.
 const IPTABLES_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,26 +135,18 @@ async fn iptables(family: Family, args: &[&str]) -> Result<(), FirewallError> {
 }
 
 async fn iptables_output(family: Family, args: &[&str]) -> Result<String, FirewallError> {
-    let call = Command::new(family.program())
+    let call = Subprocess::new(family.program(), IPTABLES_TIMEOUT)
         .args(["-w", XTABLES_LOCK_WAIT_SECS])
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    let output = match tokio::time::timeout(IPTABLES_TIMEOUT, call).await {
-        Err(_) => {
-            return Err(FirewallError::Timeout(format!(
-                "{} {}",
-                family.program(),
-                args.join(" ")
-            )));
-        }
-        Ok(Err(e)) => return Err(FirewallError::Unavailable(e.to_string())),
-        Ok(Ok(output)) => output,
+        .args(args);
+    let output = match call.run().await {
+        Ok(output) => output,
+        Err(SubprocessError::TimedOut { command, .. }) => return Err(FirewallError::Timeout(command)),
+        Err(e) => return Err(FirewallError::Unavailable(e.to_string())),
     };
-    if output.status.success() {
-        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    if output.success() {
+        return Ok(output.stdout);
     }
-    let message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let message = output.stderr.trim().to_string();
     if message.contains("Permission denied") || message.contains("you must be root") {
         return Err(FirewallError::Unavailable(message));
     }

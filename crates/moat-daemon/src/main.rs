@@ -96,7 +96,7 @@ fn say(line: &str) -> Result<(), String> {
 /// Diagnostics to stderr (`daemon.log` for the daemon), filtered by
 /// `MOAT_LOG`, with timestamps.
 fn init_tracing(default: &str) {
-    let filter = std::env::var(env_vars::MOAT_LOG).unwrap_or_else(|_| default.into());
+    let filter = env_vars::read(env_vars::MOAT_LOG).unwrap_or_else(|| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(io::stderr)

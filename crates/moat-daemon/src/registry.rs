@@ -343,7 +343,8 @@ mod tests {
 
     #[test]
     fn persisted_runs_round_trip_and_corruption_is_reported() {
-        let root = std::env::temp_dir().join(format!("moat-registry-{}", RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("moat-registry");
         let home = MoatHome::new(&root);
         let store = RunStore::new(home.clone());
         std::fs::create_dir_all(home.daemon_dir()).unwrap();
@@ -374,7 +375,8 @@ mod tests {
     /// last and drop runs from the file.
     #[test]
     fn concurrent_persists_leave_the_newest_run_set() {
-        let root = std::env::temp_dir().join(format!("moat-registry-{}", RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("moat-registry");
         let home = MoatHome::new(&root);
         std::fs::create_dir_all(home.daemon_dir()).unwrap();
         let registry = Arc::new(Registry::new(home.runs_json()));

@@ -409,7 +409,8 @@ mod tests {
             ])
             .collect();
         let s = suggest(&records);
-        let dir = std::env::temp_dir().join(format!("moat-suggest-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("moat-suggest");
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("moat.yaml");
         std::fs::write(&file, s.to_yaml("run_test")).unwrap();

@@ -12,11 +12,14 @@ use moat_daemon::audit::{AuditLog, Event};
 
 const FLUSH: Duration = Duration::from_secs(10);
 
-fn home_with_run() -> (MoatHome, RunId) {
-    let home = MoatHome::new(std::env::temp_dir().join(format!("moat-audit-writer-{}", RunId::generate())));
+/// A home holding one run's directory, in a fresh directory removed with
+/// the returned guard.
+fn home_with_run() -> (tempfile::TempDir, MoatHome, RunId) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = MoatHome::new(dir.path().join("home"));
     let run = RunId::generate();
     std::fs::create_dir_all(home.run_dir(&run)).unwrap();
-    (home, run)
+    (dir, home, run)
 }
 
 fn read_log(home: &MoatHome, run: &RunId) -> Vec<u8> {
@@ -34,7 +37,7 @@ fn injected(n: usize) -> Event {
 /// one line per event, in seq order, and verifies.
 #[test]
 fn concurrent_events_never_fork_the_chain() {
-    let (home, run) = home_with_run();
+    let (_scratch, home, run) = home_with_run();
     let audit = AuditLog::start(&home);
     const THREADS: usize = 16;
     const EACH: usize = 200;
@@ -67,7 +70,7 @@ fn concurrent_events_never_fork_the_chain() {
 /// `flock`ed), so the chain stays one chain.
 #[test]
 fn a_second_writer_is_refused_and_the_chain_stays_whole() {
-    let (home, run) = home_with_run();
+    let (_scratch, home, run) = home_with_run();
     let first = AuditLog::start(&home);
     let second = AuditLog::start(&home);
     first.record(&run, Event::Attached);
@@ -97,7 +100,7 @@ fn a_second_writer_is_refused_and_the_chain_stays_whole() {
 /// says so in the chain, which then verifies.
 #[test]
 fn a_torn_tail_is_cut_off_and_recorded() {
-    let (home, run) = home_with_run();
+    let (_scratch, home, run) = home_with_run();
     let audit = AuditLog::start(&home);
     audit.record(&run, Event::Attached);
     audit.close(&run);
@@ -123,7 +126,7 @@ fn a_torn_tail_is_cut_off_and_recorded() {
 /// The writer fsyncs and signs within a second without being asked.
 #[test]
 fn the_head_is_signed_within_a_second_by_the_homes_key() {
-    let (home, run) = home_with_run();
+    let (_scratch, home, run) = home_with_run();
     let audit = AuditLog::start(&home);
     for i in 0..3 {
         audit.record(&run, injected(i));

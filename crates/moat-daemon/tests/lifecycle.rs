@@ -120,21 +120,45 @@ async fn dependencies_the_daemon_cannot_build_fail_before_the_run_exists() {
     assert!(fx.daemon.store().list().unwrap().is_empty(), "a run was recorded");
 }
 
-#[tokio::test]
+/// On paused time: the default timeout (5 minutes) passes in an instant,
+/// and the shutdown comes neither before the timeout nor much after it.
+#[tokio::test(start_paused = true)]
 async fn idle_shutdown_happens_after_the_idle_timeout() {
-    let fx = Fixture::new(|c| c.idle_timeout = Duration::from_millis(200));
-    let started = std::time::Instant::now();
+    let idle_timeout = Duration::from_secs(300);
+    let fx = Fixture::new(|c| c.idle_timeout = idle_timeout);
+    let started = tokio::time::Instant::now();
     tokio::time::timeout(
-        Duration::from_secs(5),
+        idle_timeout * 2,
         moat_daemon::idle::watch(fx.daemon.clone(), || async {}),
     )
     .await
     .expect("the idle watcher never shut the daemon down");
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    let waited = started.elapsed();
+    assert!(waited >= idle_timeout, "shut down after {waited:?}");
+    assert!(
+        waited <= idle_timeout + Duration::from_secs(10),
+        "shut down late: {waited:?}"
+    );
     assert!(fx.daemon.shutdown_token().is_cancelled());
 }
 
-#[tokio::test]
+/// On paused time: a daemon that is not idle (a client is attached) never
+/// shuts down, however long it waits.
+#[tokio::test(start_paused = true)]
+async fn an_attached_client_keeps_the_daemon_up() {
+    let idle_timeout = Duration::from_secs(60);
+    let fx = Fixture::new(|c| c.idle_timeout = idle_timeout);
+    let _client = fx.daemon.client_attached();
+    let watched = tokio::time::timeout(
+        idle_timeout * 100,
+        moat_daemon::idle::watch(fx.daemon.clone(), || async {}),
+    )
+    .await;
+    assert!(watched.is_err(), "shut down with a client attached");
+    assert!(!fx.daemon.shutdown_token().is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_run_registered_during_the_final_sweep_cancels_idle_shutdown() {
     let fx = Fixture::new(|c| c.idle_timeout = Duration::from_millis(100));
     script(&fx.fake, 0, Duration::from_secs(60));

@@ -450,7 +450,8 @@ fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, Error>
 
 fn main() -> Result<(), Error> {
     let options = parse_options()?;
-    let scratch = std::env::temp_dir().join(format!("moat-bench-{}", std::process::id()));
+    let scratch_dir = tempfile::Builder::new().prefix("moat-bench-").tempdir()?;
+    let scratch = scratch_dir.path().to_path_buf();
     if options.prepare_only {
         let dir = options
             .upstream_dir

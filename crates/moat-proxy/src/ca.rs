@@ -314,15 +314,17 @@ pub(crate) fn first_certificate(pem: &str) -> Option<CertificateDer<'static>> {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("moat-ca-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+    /// A not-yet-created directory `name` in a fresh directory, removed
+    /// with the returned guard.
+    fn temp_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join(name);
+        (scratch, dir)
     }
 
     #[test]
     fn creates_then_reloads_the_same_ca_with_private_key_mode() {
-        let dir = temp_dir("reload");
+        let (_scratch, dir) = temp_dir("reload");
         let first = CertificateAuthority::load_or_create(&dir).unwrap();
         let mode = fs::metadata(dir.join("ca.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -335,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_key_from_another_ca_is_rejected() {
-        let (a, b) = (temp_dir("mismatch-a"), temp_dir("mismatch-b"));
+        let ((_scratch_a, a), (_scratch_b, b)) = (temp_dir("mismatch-a"), temp_dir("mismatch-b"));
         CertificateAuthority::load_or_create(&a).unwrap();
         CertificateAuthority::load_or_create(&b).unwrap();
         fs::copy(b.join("ca.key"), a.join("ca.key")).unwrap();
@@ -349,7 +351,7 @@ mod tests {
     fn a_group_writable_ca_key_is_refused_with_a_chmod_hint() {
         // Another user in the key's group swaps in their own CA key, so every
         // run would trust certificates they mint.
-        let dir = temp_dir("group-writable");
+        let (_scratch, dir) = temp_dir("group-writable");
         CertificateAuthority::load_or_create(&dir).unwrap();
         let key = dir.join("ca.key");
         fs::set_permissions(&key, fs::Permissions::from_mode(0o660)).unwrap();
@@ -367,7 +369,7 @@ mod tests {
         if fs_perms::current_uid() != 0 {
             return; // only root can give a file away; fs_perms tests the rule itself
         }
-        let dir = temp_dir("foreign-owner");
+        let (_scratch, dir) = temp_dir("foreign-owner");
         CertificateAuthority::load_or_create(&dir).unwrap();
         let key = dir.join("ca.key");
         std::os::unix::fs::chown(&key, Some(4242), None).unwrap();
@@ -379,7 +381,7 @@ mod tests {
 
     #[tokio::test]
     async fn leaf_configs_are_cached_per_host() {
-        let dir = temp_dir("leaf");
+        let (_scratch, dir) = temp_dir("leaf");
         let ca = CertificateAuthority::load_or_create(&dir).unwrap();
         let one = ca.server_config_for("api.example.test").await.unwrap();
         let again = ca.server_config_for("API.example.test").await.unwrap();
@@ -391,7 +393,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_first_requests_share_one_minting() {
-        let dir = temp_dir("single-flight");
+        let (_scratch, dir) = temp_dir("single-flight");
         let ca = Arc::new(CertificateAuthority::load_or_create(&dir).unwrap());
         let tasks: Vec<_> = (0..8)
             .map(|_| {
@@ -409,7 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_cache_is_bounded() {
-        let dir = temp_dir("bounded");
+        let (_scratch, dir) = temp_dir("bounded");
         let ca = CertificateAuthority::load_or_create(&dir)
             .unwrap()
             .with_leaf_cache_capacity(2);

@@ -398,7 +398,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_channel_drops_and_reports_the_count() {
-        let path = std::env::temp_dir().join(format!("moat-trace-drops-{}.jsonl", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("moat-trace-drops");
         let _ = std::fs::remove_file(&path);
         let sink = TraceSink::open("run-drops", &path).unwrap();
         // The writer cannot run while this loop holds the (single) thread.
@@ -414,7 +415,8 @@ mod tests {
 
     #[tokio::test]
     async fn records_are_appended_as_json_lines() {
-        let path = std::env::temp_dir().join(format!("moat-trace-{}.jsonl", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("moat-trace");
         let _ = std::fs::remove_file(&path);
         let sink = TraceSink::open("run-1", &path).unwrap();
         for i in 0..3 {

@@ -22,9 +22,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lru::LruCache;
-use rustls::ClientConfig;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use moat_core::tls::{self, TlsSetupError, TrustedRoots};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -35,7 +34,7 @@ use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::policy::normalize_host;
 use crate::resolve::Addresses;
-use crate::tls::{ALPN_H1, ALPN_H2, crypto_provider};
+use crate::tls::{ALPN_H1, ALPN_H2};
 
 /// The shared upstream client: pooled by scheme + authority.
 pub(crate) type UpstreamClient = Client<UpstreamConnector, CountingBody<hyper::body::Incoming>>;
@@ -116,19 +115,14 @@ pub(crate) struct UpstreamConnector {
 impl UpstreamConnector {
     pub(crate) fn new(config: &ProxyConfig) -> Result<Self, ProxyError> {
         let roots = Arc::new(upstream_roots(config)?);
-        let client_config = |alpn: Vec<Vec<u8>>| -> Result<TlsConnector, ProxyError> {
-            let mut tls = ClientConfig::builder_with_provider(crypto_provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| ProxyError::UpstreamTls(e.to_string()))?
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            tls.alpn_protocols = alpn;
-            Ok(TlsConnector::from(Arc::new(tls)))
+        let connector = |alpn: &[&[u8]]| -> Result<TlsConnector, ProxyError> {
+            let config = tls::client_config(roots.clone(), alpn).map_err(|e| ProxyError::UpstreamTls(e.to_string()))?;
+            Ok(TlsConnector::from(Arc::new(config)))
         };
         Ok(Self {
             addresses: Arc::from([]),
-            tls_h2: client_config(vec![ALPN_H2.to_vec(), ALPN_H1.to_vec()])?,
-            tls_http1: client_config(vec![ALPN_H1.to_vec()])?,
+            tls_h2: connector(&[ALPN_H2, ALPN_H1])?,
+            tls_http1: connector(&[ALPN_H1])?,
             offer_h2: true,
             connect_timeout: config.timeouts.upstream_connect,
         })
@@ -226,34 +220,24 @@ impl tower_service::Service<Uri> for UpstreamConnector {
 }
 
 fn upstream_roots(config: &ProxyConfig) -> Result<rustls::RootCertStore, ProxyError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if config.use_system_roots {
-        let native = rustls_native_certs::load_native_certs();
-        for error in &native.errors {
-            tracing::warn!("skipping a system root certificate: {error}");
-        }
-        let (added, ignored) = roots.add_parsable_certificates(native.certs);
-        tracing::debug!(added, ignored, "loaded system root certificates");
-    }
-    if let Some(path) = &config.extra_root_ca {
-        let pem = fs::read(path).map_err(|source| ProxyError::ExtraRootRead {
+    let extra_pem = match &config.extra_root_ca {
+        Some(path) => Some(fs::read(path).map_err(|source| ProxyError::ExtraRootRead {
             path: path.clone(),
             source,
-        })?;
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| ProxyError::ExtraRootInvalid {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(ProxyError::ExtraRootInvalid {
-                path: path.clone(),
-                detail: "no CERTIFICATE block could be used".to_string(),
-            });
-        }
-    }
+        })?),
+        None => None,
+    };
+    let trusted = TrustedRoots {
+        system: config.use_system_roots,
+        extra_pem: extra_pem.as_deref(),
+    };
+    let roots = tls::root_store(trusted).map_err(|error| match (error, &config.extra_root_ca) {
+        (TlsSetupError::InvalidExtraRoot(detail), Some(path)) => ProxyError::ExtraRootInvalid {
+            path: path.clone(),
+            detail,
+        },
+        (error, _) => ProxyError::UpstreamTls(error.to_string()),
+    })?;
     if roots.is_empty() {
         return Err(ProxyError::NoUpstreamRoots);
     }

@@ -7,11 +7,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use moat_core::subprocess::{Subprocess, SubprocessError};
+use nix::sys::signal::Signal;
 use tokio_util::io::ReaderStream;
 
 use crate::docker::DockerRuntime;
@@ -165,8 +164,12 @@ async fn build(
     recipe: &BaseImageRecipe,
     reporter: &dyn BaseImageReporter,
 ) -> Result<(), BaseImageError> {
-    let scratch = ScratchDir::create(&recipe.tag)?;
-    let rootfs = scratch.path.join("rootfs.tar");
+    // A private directory, removed with the root filesystem when dropped.
+    let scratch = tempfile::Builder::new()
+        .prefix("moat-base-image-")
+        .tempdir()
+        .map_err(|source| io_error(recipe, &std::env::temp_dir(), source))?;
+    let rootfs = scratch.path().join("rootfs.tar");
     bootstrap(recipe, &rootfs, reporter).await?;
     reporter.on_progress(BaseImageProgress::Importing {
         tag: recipe.tag.clone(),
@@ -191,41 +194,39 @@ async fn bootstrap(
         suite: recipe.suite.clone(),
         mirror: recipe.mirror.clone(),
     });
-    let mut child = Command::new("mmdebstrap")
+    let mmdebstrap = Subprocess::new("mmdebstrap", recipe.timeout)
         .args(recipe.mmdebstrap_args(output))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        // Its own process group, so an abandoned build stops apt too.
-        .process_group(0)
-        .spawn()
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => BaseImageError::MmdebstrapMissing {
-                tag: recipe.tag.clone(),
-            },
-            _ => io_error(recipe, Path::new("mmdebstrap"), source),
-        })?;
-    let group = ProcessGroupGuard {
-        pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
-    };
+        // Abandoned (timeout, cancellation), its whole process group is
+        // asked to stop, so apt stops too and mmdebstrap removes its own
+        // temporary root instead of being killed outright.
+        .own_process_group(Signal::SIGTERM);
     let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
-    if let Some(stderr) = child.stderr.take() {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("I: ") {
-                reporter.on_progress(BaseImageProgress::BootstrapLine(line.clone()));
-            }
-            if tail.len() == STDERR_TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
+    let on_line = |line: &str| {
+        if line.starts_with("I: ") {
+            reporter.on_progress(BaseImageProgress::BootstrapLine(line.to_string()));
         }
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(|source| io_error(recipe, Path::new("mmdebstrap"), source))?;
-    group.disarm();
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_string());
+    };
+    let finished = mmdebstrap.run_with_stderr_lines(on_line).await;
+    let status = match finished {
+        Ok(finished) => finished.status,
+        Err(SubprocessError::NotFound { .. }) => {
+            return Err(BaseImageError::MmdebstrapMissing {
+                tag: recipe.tag.clone(),
+            });
+        }
+        Err(SubprocessError::TimedOut { after, .. }) => {
+            return Err(BaseImageError::Timeout {
+                tag: recipe.tag.clone(),
+                mirror: recipe.mirror.clone(),
+                after,
+            });
+        }
+        Err(error) => return Err(io_error(recipe, Path::new("mmdebstrap"), io::Error::other(error))),
+    };
     if status.success() {
         return Ok(());
     }
@@ -242,59 +243,6 @@ fn io_error(recipe: &BaseImageRecipe, path: &Path, source: io::Error) -> BaseIma
         tag: recipe.tag.clone(),
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// Asks mmdebstrap's process group to stop (SIGTERM) when the build is
-/// abandoned (timeout, cancellation), so mmdebstrap removes its own
-/// temporary root instead of being killed outright.
-struct ProcessGroupGuard {
-    pgid: Option<i32>,
-}
-
-impl ProcessGroupGuard {
-    fn disarm(mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for ProcessGroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.pgid.filter(|pgid| *pgid > 0) {
-            let group = nix::unistd::Pid::from_raw(pgid);
-            if let Err(err) = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM) {
-                tracing::warn!(pgid, %err, "could not stop mmdebstrap");
-            }
-        }
-    }
-}
-
-/// A private temporary directory, removed with its content when dropped.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn create(tag: &str) -> Result<ScratchDir, BaseImageError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!("moat-base-image-{}-{nanos:09}", std::process::id()));
-        std::fs::create_dir(&path).map_err(|source| BaseImageError::Io {
-            tag: tag.to_string(),
-            path: path.clone(),
-            source,
-        })?;
-        Ok(ScratchDir { path })
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if let Err(err) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), %err, "could not remove scratch directory");
-        }
     }
 }
 

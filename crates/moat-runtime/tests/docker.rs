@@ -468,7 +468,8 @@ async fn mounts_user_limits_and_extra_hosts_are_applied() {
     let Some(docker) = engine().await else { return };
     let image = base_image(&docker).await;
     let home = test_home("spec");
-    let workspace = std::env::temp_dir().join(&home);
+    let scratch = tempfile::tempdir().unwrap();
+    let workspace = scratch.path().join(&home);
     std::fs::create_dir_all(&workspace).unwrap();
     std::fs::set_permissions(&workspace, std::fs::Permissions::from_mode(0o777)).unwrap();
     with_cleanup(&docker, &home, async {
@@ -610,7 +611,8 @@ async fn the_base_image_is_present_afterwards_and_reported_as_such() {
 
 #[tokio::test]
 async fn network_create_against_an_unresponsive_engine_times_out() {
-    let dir = std::env::temp_dir().join(format!("moat-test-wedged-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("moat-test-wedged");
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("docker.sock");
     let _ = std::fs::remove_file(&socket);
@@ -677,7 +679,8 @@ async fn logs_of_a_missing_container_are_not_found() {
 
 #[tokio::test]
 async fn a_socket_nobody_listens_on_is_unavailable() {
-    let dir = std::env::temp_dir().join(format!("moat-test-stale-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("moat-test-stale");
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("docker.sock");
     let _ = std::fs::remove_file(&socket);

@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use crate::printer::Verbosity;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use moat_core::RuntimeKind;
+use moat_core::config::PolicyMode;
 use moat_core::config::{self, HostRule, Mount};
 use moat_core::env_vars;
 
@@ -126,14 +127,6 @@ pub enum Command {
 /// A run reference: full id, id prefix (`run_…`) or name.
 pub const RUN_HELP: &str = "Run id, id prefix (run_…) or name; defaults to the most recently created run";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PolicyArg {
-    Strict,
-    Permissive,
-    /// Permissive, recording what strict would have refused.
-    Shadow,
-}
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Workspace directory, mounted at /workspace.
@@ -198,8 +191,8 @@ pub struct RunArgs {
 
     /// Network policy: strict (only allowed hosts and granted credentials' hosts), permissive, or
     /// shadow (permissive, recording in the trace and audit log what strict would have refused).
-    #[arg(long, value_enum, value_name = "POLICY", hide_possible_values = true)]
-    pub policy: Option<PolicyArg>,
+    #[arg(long, value_name = "POLICY", value_parser = str::parse::<PolicyMode>)]
+    pub policy: Option<PolicyMode>,
 
     /// Also allow this host (pattern like *.example.com; repeatable).
     #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_rule)]
@@ -578,5 +571,21 @@ mod tests {
         assert_eq!(parse_env_pair("HOME"), Ok(("HOME".into(), None)));
         assert!(parse_env_pair("1A=x").is_err());
         assert!(parse_env_pair("=x").is_err());
+    }
+
+    #[test]
+    fn policy_and_runtime_parse_into_the_core_types() {
+        let cli = Cli::try_parse_from(["moat", "run", "--policy", "shadow", "--runtime", "apple"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(args.policy, Some(PolicyMode::Shadow));
+        assert_eq!(args.runtime, Some(RuntimeKind::Apple));
+        let err = Cli::try_parse_from(["moat", "run", "--policy", "lax"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected \"strict\", \"permissive\" or \"shadow\""),
+            "{err}"
+        );
     }
 }

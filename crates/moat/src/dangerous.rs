@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn dangerous_paths_are_refused_unless_allowed() {
-        let root = std::env::temp_dir().join(format!("moat-guard-{}", moat_core::RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("moat-guard");
         for dir in ["home/.moat/daemon", "home/project/sub", "run"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
@@ -152,7 +153,8 @@ mod tests {
 
     #[test]
     fn the_whole_home_directory_is_refused() {
-        let root = real(&std::env::temp_dir());
+        let scratch = tempfile::tempdir().unwrap();
+        let root = real(scratch.path());
         let g = Guard {
             moat_home: PathBuf::from("/nonexistent/.moat"),
             home_dir: Some(root.clone()),

@@ -84,9 +84,8 @@ mod tests {
 
     #[test]
     fn files_and_directories_are_masked_and_escapes_refused() {
-        let root = std::fs::canonicalize(std::env::temp_dir())
-            .unwrap()
-            .join(format!("moat-exclude-{}", moat_core::RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(scratch.path()).unwrap();
         let ws = root.join("ws");
         std::fs::create_dir_all(ws.join("secrets")).unwrap();
         std::fs::write(ws.join(".env"), "TOKEN=x").unwrap();

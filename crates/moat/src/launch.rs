@@ -10,6 +10,7 @@ use moat_api::terminal::Open;
 use moat_api::{RunSpec, SecretEnv};
 use moat_core::TerminalSize;
 use moat_core::config::NetworkPolicy;
+use moat_core::env_vars;
 
 use crate::context::{Context, ExitStatus};
 use crate::live;
@@ -253,7 +254,7 @@ fn check_dependencies(run: &ResolvedRun) -> Result<()> {
 fn fault_label() -> std::collections::BTreeMap<String, String> {
     let mut labels = std::collections::BTreeMap::new();
     if cfg!(debug_assertions)
-        && let Ok(fault) = std::env::var(moat_api::fault::ENV)
+        && let Some(fault) = env_vars::read(env_vars::MOAT_FAULT)
     {
         labels.insert(moat_api::fault::LABEL.to_string(), fault);
     }

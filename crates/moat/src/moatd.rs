@@ -3,17 +3,15 @@
 //! health, `moatd sweep` for a sweep under the daemon's lock. Each is
 //! bounded; its JSON answer is on stdout, its complaint on stderr.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use moat_api::RuntimeCheck;
 use moat_api::spawn::daemon_executable;
 use moat_api::sweep::{SweepReport, SweepRequest};
+use moat_core::subprocess::{Subprocess, SubprocessError};
 use moat_core::{MoatHome, env_vars};
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 use crate::report::CliError;
 
@@ -54,28 +52,20 @@ async fn call<T: DeserializeOwned>(
     bound: Duration,
 ) -> Result<T> {
     let exe = daemon_executable().map_err(crate::live::spawn_error)?;
-    let mut child = Command::new(&exe)
-        .arg(command)
-        .env(env_vars::MOAT_HOME, home.root())
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {} {command}", exe.display()))?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(&input)
-            .await
-            .with_context(|| format!("writing to moatd {command}"))?;
+    let mut moatd = Subprocess::new(&exe, bound)
+        .args([command])
+        .env(env_vars::MOAT_HOME, home.root());
+    if let Some(input) = input {
+        moatd = moatd.stdin_bytes(input);
     }
-    let output = tokio::time::timeout(bound, child.wait_with_output())
-        .await
-        .map_err(|_| CliError::new(format!("moatd {command} did not finish within {bound:?}")))?
-        .with_context(|| format!("waiting for moatd {command}"))?;
-    if !output.status.success() {
-        let complaint = String::from_utf8_lossy(&output.stderr);
-        let complaint = complaint.trim().trim_start_matches("moatd: ");
+    let output = moatd.run().await.map_err(|e| match e {
+        SubprocessError::TimedOut { .. } => {
+            CliError::new(format!("moatd {command} did not finish within {bound:?}")).into()
+        }
+        e => anyhow::Error::from(e).context(format!("running {} {command}", exe.display())),
+    })?;
+    if !output.success() {
+        let complaint = output.stderr.trim().trim_start_matches("moatd: ");
         let (message, hint) = match complaint.split_once("\nhint: ") {
             Some((message, hint)) => (message, Some(hint)),
             None => (complaint, None),
@@ -87,5 +77,5 @@ async fn call<T: DeserializeOwned>(
         }
         .into());
     }
-    serde_json::from_slice(&output.stdout).with_context(|| format!("reading the answer of moatd {command}"))
+    serde_json::from_str(&output.stdout).with_context(|| format!("reading the answer of moatd {command}"))
 }

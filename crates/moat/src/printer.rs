@@ -54,8 +54,8 @@ pub struct Printer {
 impl Printer {
     /// Colour where the stream is a terminal and `NO_COLOR` is unset.
     pub fn from_env(verbosity: Verbosity) -> Self {
-        let allowed = std::env::var_os(env_vars::NO_COLOR).is_none_or(|v| v.is_empty())
-            && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+        let allowed = env_vars::read_os_non_empty(env_vars::NO_COLOR).is_none()
+            && env_vars::read_os_non_empty(env_vars::TERM).is_none_or(|t| t != "dumb");
         Printer {
             stdout_color: allowed && io::stdout().is_terminal(),
             stderr_color: allowed && io::stderr().is_terminal(),

@@ -76,7 +76,7 @@ pub fn init_tracing(verbosity: Verbosity) {
     } else {
         "warn"
     };
-    let filter = std::env::var(env_vars::MOAT_LOG).unwrap_or_else(|_| default.into());
+    let filter = env_vars::read(env_vars::MOAT_LOG).unwrap_or_else(|| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(io::stderr);

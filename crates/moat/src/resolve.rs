@@ -14,7 +14,7 @@ use moat_core::config::{
 use moat_core::env_vars;
 use serde::Serialize;
 
-use crate::cli::{PolicyArg, RunArgs};
+use crate::cli::RunArgs;
 
 /// Image used when nothing names one.
 pub const DEFAULT_IMAGE: &str = "debian:bookworm-slim";
@@ -97,10 +97,9 @@ pub struct EnvDefaults {
 
 impl EnvDefaults {
     pub fn from_env() -> Self {
-        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
         EnvDefaults {
-            runtime: var(env_vars::MOAT_RUNTIME),
-            base_image: var(env_vars::MOAT_BASE_IMAGE),
+            runtime: env_vars::read_non_empty(env_vars::MOAT_RUNTIME),
+            base_image: env_vars::read_non_empty(env_vars::MOAT_BASE_IMAGE),
         }
     }
 }
@@ -168,7 +167,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         tty: args.tty || (project.interactive && !args.interactive && stdio_is_terminal()),
         escape_key: src.global.escape_key,
         detach: args.detach,
-        timings: args.timings || std::env::var("MOAT_TIMINGS").is_ok_and(|v| v == "1"),
+        timings: args.timings || env_vars::read(env_vars::MOAT_TIMINGS).is_some_and(|v| v == "1"),
         keep: args.keep,
         rebuild: args.rebuild,
         require_isolation: args.require_isolation,
@@ -329,11 +328,7 @@ fn resolve_mounts(src: &Sources<'_>) -> Result<Vec<ResolvedMount>, ResolveError>
 fn resolve_network(args: &RunArgs, project: &NetworkConfig) -> NetworkConfig {
     let mut network = project.clone();
     if let Some(policy) = args.policy {
-        network.policy = match policy {
-            PolicyArg::Strict => PolicyMode::Strict,
-            PolicyArg::Permissive => PolicyMode::Permissive,
-            PolicyArg::Shadow => PolicyMode::Shadow,
-        };
+        network.policy = policy;
     }
     for rule in &args.allow_hosts {
         if !network.rules.iter().any(|r| r.host == rule.host) {

@@ -11,6 +11,7 @@ mod cli {
     pub mod honesty;
     pub mod policy;
     pub mod run_dry_run;
+    pub mod snapshots;
     pub mod store_commands;
     pub mod support;
 }

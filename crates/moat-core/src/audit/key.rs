@@ -194,15 +194,17 @@ pub struct SignedHead {
 mod tests {
     use super::*;
 
-    fn temp_home() -> MoatHome {
-        let dir = std::env::temp_dir().join(format!("moat-audit-key-{}", crate::RunId::generate()));
-        MoatHome::new(dir)
+    /// A home in a fresh directory, removed with the returned guard.
+    fn temp_home() -> (tempfile::TempDir, MoatHome) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = MoatHome::new(dir.path().join("home"));
+        (dir, home)
     }
 
     #[test]
     fn a_key_is_created_once_private_and_signs_heads() {
         use std::os::unix::fs::PermissionsExt;
-        let home = temp_home();
+        let (_scratch, home) = temp_home();
         let key = AuditKey::load_or_create(&home).unwrap();
         let again = AuditKey::load_or_create(&home).unwrap();
         assert_eq!(key.public(), again.public());

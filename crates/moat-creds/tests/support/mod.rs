@@ -2,29 +2,20 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use moat_core::MoatHome;
 
-use moat_core::{MoatHome, RunId};
-
-/// A fresh `MOAT_HOME` under the system temp dir, removed on drop.
+/// A fresh private `MOAT_HOME` under the system temp dir, removed on drop.
 pub struct TempHome {
     pub home: MoatHome,
-    root: PathBuf,
+    _root: tempfile::TempDir,
 }
 
 impl TempHome {
     pub fn new() -> Self {
-        let root = std::env::temp_dir().join(format!("moat-creds-it-{}", RunId::generate()));
-        moat_core::atomic::create_private_dir(&root).unwrap();
+        let root = tempfile::tempdir().unwrap();
         TempHome {
-            home: MoatHome::new(&root),
-            root,
+            home: MoatHome::new(root.path()),
+            _root: root,
         }
-    }
-}
-
-impl Drop for TempHome {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -381,7 +381,8 @@ mod tests {
 
     #[test]
     fn the_scan_creates_no_lock_files() {
-        let root = std::env::temp_dir().join(format!("moat-live-{}", RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("moat-live");
         let store = RunStore::new(moat_core::MoatHome::new(&root));
         let meta = moat_core::RunMetadata::new(RunId::generate(), "/w".into(), "img".into(), "fake".into());
         store.create(&meta).unwrap();
@@ -394,7 +395,8 @@ mod tests {
 
     #[test]
     fn an_unreadable_metadata_file_is_an_error_not_a_dead_run() {
-        let root = std::env::temp_dir().join(format!("moat-live-{}", RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("moat-live");
         let store = RunStore::new(moat_core::MoatHome::new(&root));
         let id = RunId::generate();
         // A directory where the file should be: reading it fails (EISDIR)

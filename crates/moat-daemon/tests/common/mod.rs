@@ -28,6 +28,8 @@ impl Runtimes for FakeRuntimes {
 
 pub struct Fixture {
     pub root: std::path::PathBuf,
+    /// Removes `root` when the fixture goes.
+    _scratch: tempfile::TempDir,
     pub fake: FakeRuntime,
     pub daemon: Daemon,
 }
@@ -40,7 +42,8 @@ impl Fixture {
 
     /// Like [`Fixture::new`] over `fake` (e.g. one with other timeouts).
     pub fn with_fake(fake: FakeRuntime, configure: impl FnOnce(&mut DaemonConfig)) -> Self {
-        let root = std::env::temp_dir().join(format!("moat-daemon-test-{}", RunId::generate()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let home = MoatHome::new(&root);
         std::fs::create_dir_all(home.daemon_dir()).unwrap();
         std::fs::create_dir_all(root.join("workspace")).unwrap();
@@ -49,7 +52,12 @@ impl Fixture {
         config.egress = None;
         configure(&mut config);
         let daemon = Daemon::new(config, Arc::new(FakeRuntimes(fake.clone())), None);
-        Fixture { root, fake, daemon }
+        Fixture {
+            root,
+            _scratch: scratch,
+            fake,
+            daemon,
+        }
     }
 
     pub fn spec(&self) -> RunSpec {
@@ -107,11 +115,5 @@ impl Served {
             .unwrap()
             .unwrap()
             .unwrap();
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }

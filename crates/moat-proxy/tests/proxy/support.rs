@@ -49,10 +49,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn unique_dir(label: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("moat-proxy-it-{}-{label}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("moat-proxy-it-{label}-{n}-"))
+        .tempdir()
+        .unwrap();
+    // Kept for the life of the test process: servers started from it may
+    // outlive the test that made it.
+    dir.keep()
 }
 
 // === Upstream ===

@@ -1,19 +1,17 @@
 //! How the Apple backend runs the `container` CLI: the [`CommandRunner`]
-//! seam, the real implementation on `tokio::process` (bounded, killed on
-//! timeout) and a scripted one that replays recorded outputs in tests.
+//! seam, the real implementation on moat's bounded runner
+//! ([`moat_core::subprocess`]) and a scripted one that replays recorded outputs in tests.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStdout, Command};
+use moat_core::subprocess::{Streaming, Subprocess, SubprocessError};
 
 use crate::{RuntimeError, RuntimeKind, RuntimeResult};
 
@@ -86,69 +84,58 @@ impl ProcessRunner {
         }
     }
 
-    fn command(&self, args: &[String]) -> Command {
-        let mut command = Command::new(&self.program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
+    fn subprocess(&self, args: &[String], timeout: Duration) -> Subprocess {
+        Subprocess::new(&self.program, timeout).args(args)
     }
 
-    fn spawn(&self, args: &[String]) -> RuntimeResult<Child> {
-        self.command(args).spawn().map_err(|err| RuntimeError::Unavailable {
-            runtime: KIND,
-            reason: format!(
-                "cannot run {}: {err} (is Apple's `container` CLI installed?)",
-                self.program.display()
-            ),
-        })
+    fn error(&self, args: &[String], error: SubprocessError) -> RuntimeError {
+        match error {
+            SubprocessError::NotFound { .. } | SubprocessError::Spawn { .. } => RuntimeError::Unavailable {
+                runtime: KIND,
+                reason: format!("{error} (is Apple's `container` CLI installed?)"),
+            },
+            SubprocessError::TimedOut { after, .. } => RuntimeError::Timeout {
+                runtime: KIND,
+                op: command_line(args),
+                after,
+            },
+            SubprocessError::Wait { .. } => RuntimeError::Other {
+                runtime: KIND,
+                op: command_line(args),
+                message: error.to_string(),
+            },
+        }
     }
 }
 
 #[async_trait]
 impl CommandRunner for ProcessRunner {
     async fn run(&self, args: &[String], timeout: Duration) -> RuntimeResult<CommandOutput> {
-        let child = self.spawn(args)?;
-        // Dropping the future on timeout drops the child, which kills it.
-        let output = tokio::time::timeout(timeout, child.wait_with_output())
+        let output = self
+            .subprocess(args, timeout)
+            .run()
             .await
-            .map_err(|_| RuntimeError::Timeout {
-                runtime: KIND,
-                op: command_line(args),
-                after: timeout,
-            })?
-            .map_err(|err| RuntimeError::Other {
-                runtime: KIND,
-                op: command_line(args),
-                message: format!("waiting for the process failed: {err}"),
-            })?;
+            .map_err(|error| self.error(args, error))?;
         Ok(CommandOutput {
-            status: exit_status_code(output.status),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            status: output.code(),
+            stdout: output.stdout,
+            stderr: output.stderr,
         })
     }
 
     async fn stream(&self, args: &[String]) -> RuntimeResult<ByteStream> {
-        let mut child = self.spawn(args)?;
-        let stdout = child.stdout.take().ok_or_else(|| RuntimeError::Other {
-            runtime: KIND,
-            op: command_line(args),
-            message: "the process has no stdout pipe".to_string(),
-        })?;
-        let op = command_line(args);
+        let streaming = self
+            .subprocess(args, Duration::ZERO)
+            .stream_stdout()
+            .map_err(|error| self.error(args, error))?;
         let state = StdoutReader {
-            _child: child,
-            stdout,
-            op,
+            streaming,
+            op: command_line(args),
         };
         let stream = futures_util::stream::unfold(Some(state), |state| async move {
             let mut state = state?;
             let mut buffer = vec![0u8; 8192];
-            match state.stdout.read(&mut buffer).await {
+            match state.streaming.read(&mut buffer).await {
                 Ok(0) => None,
                 Ok(n) => {
                     buffer.truncate(n);
@@ -172,20 +159,10 @@ impl CommandRunner for ProcessRunner {
     }
 }
 
-/// A streaming child: kept alive (and killed on drop) with its stdout.
+/// A streaming invocation: the process lives (and dies on drop) with it.
 struct StdoutReader {
-    /// Held so that dropping the stream kills the process.
-    _child: Child,
-    stdout: ChildStdout,
+    streaming: Streaming,
     op: String,
-}
-
-fn exit_status_code(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|signal| 128 + signal))
-        .unwrap_or(-1)
 }
 
 // === impl ScriptedRunner ===

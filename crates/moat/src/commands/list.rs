@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use moat_core::RunState;
+use moat_core::env_vars;
 use moat_core::store::RunEntry;
 use serde::Serialize;
 
@@ -127,7 +128,7 @@ fn select(entries: Vec<RunEntry>, all: bool) -> Vec<RunEntry> {
 const HEADERS: [&str; 7] = ["NAME", "RUN ID", "RUNTIME", "STATE", "EXIT", "AGE", "WORKSPACE"];
 
 fn write_table(ctx: &Context, out: &mut impl Write, rows: &[RunRow], now: DateTime<Utc>) -> std::io::Result<()> {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let home = env_vars::read_os_non_empty(env_vars::HOME).map(PathBuf::from);
     let cells: Vec<[String; 7]> = rows.iter().map(|row| table_cells(row, now, home.as_deref())).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &cells {

@@ -9,6 +9,7 @@ use std::io::Write;
 
 use anyhow::{Context as _, Result};
 use moat_core::config;
+use moat_core::env_vars;
 
 use crate::cli::RunArgs;
 use crate::context::{Context, ExitStatus};
@@ -53,7 +54,7 @@ fn prepare(ctx: &Context, args: &RunArgs) -> Result<ResolvedRun> {
         };
         trust::check(&home, &ctx.printer, &project, &workspace, approval)?;
     }
-    let host_var = |name: &str| std::env::var(name).ok();
+    let host_var = |name: &str| env_vars::read(name);
     let resolved = resolve::resolve(&Sources {
         args,
         workspace: &workspace,

@@ -259,7 +259,8 @@ mod tests {
 
     #[test]
     fn bytes_under_sums_nested_files() {
-        let dir = std::env::temp_dir().join(format!("moat-status-test-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("moat-status-test");
         std::fs::create_dir_all(dir.join("a/b")).unwrap();
         std::fs::write(dir.join("x"), vec![0u8; 10]).unwrap();
         std::fs::write(dir.join("a/b/y"), vec![0u8; 32]).unwrap();

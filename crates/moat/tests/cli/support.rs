@@ -13,14 +13,20 @@ use moat_core::{MoatHome, RunId, RunMetadata, RunState};
 pub struct TestHome {
     pub root: PathBuf,
     pub store: RunStore,
+    /// Removes `root` when the home goes (after the daemon is stopped).
+    _scratch: tempfile::TempDir,
 }
 
 impl TestHome {
     pub fn new() -> Self {
-        let root = std::env::temp_dir().join(format!("moat-cli-{}", RunId::generate()));
-        std::fs::create_dir_all(&root).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         let store = RunStore::new(MoatHome::new(root.join("home")));
-        TestHome { root, store }
+        TestHome {
+            root,
+            store,
+            _scratch: scratch,
+        }
     }
 
     /// Writes a run created `age_secs` ago.
@@ -100,13 +106,12 @@ impl TestHome {
 }
 
 impl Drop for TestHome {
-    /// Stops the daemon a command started (`policy suggest` asks one), then
-    /// removes the home.
+    /// Stops the daemon a command started (`policy suggest` asks one); the
+    /// home is removed next, with the temporary directory.
     fn drop(&mut self) {
         if self.root.join("home/daemon/daemon.json").exists() {
             let _ = self.command(&["daemon", "stop"]).output();
         }
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

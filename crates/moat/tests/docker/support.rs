@@ -12,6 +12,8 @@ pub const IMAGE: &str = "moat-base:bookworm";
 /// runtime object of its runs checked gone on drop.
 pub struct Home {
     pub root: PathBuf,
+    /// Removes `root` when the home goes (after its runs and daemon).
+    _scratch: tempfile::TempDir,
 }
 
 impl Home {
@@ -19,9 +21,13 @@ impl Home {
         if !docker_available() {
             return None;
         }
-        let root = std::env::temp_dir().join(format!("moat-e2e-{}-{}", std::process::id(), unique()));
+        let scratch = tempfile::Builder::new().prefix("moat-e2e-").tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         std::fs::create_dir_all(root.join("ws")).unwrap();
-        Some(Home { root })
+        Some(Home {
+            root,
+            _scratch: scratch,
+        })
     }
 
     pub fn moat(&self) -> Command {
@@ -138,7 +144,6 @@ impl Drop for Home {
         // Nothing of this home may outlive it: no daemon of it runs again.
         let _ = self.moat().args(["system", "prune", "--force"]).output();
         let _ = self.moat().args(["daemon", "stop"]).output();
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
