@@ -95,14 +95,7 @@ impl Egress {
         };
         let ca = Arc::new(ca);
         let proxy = ProxyHandle::new(proxy_config, ca.clone())?;
-        let listener = bind_loopback(config.preferred_port).await?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| EgressError::Bind {
-                addr: loopback(0),
-                source,
-            })?
-            .port();
+        let (listener, port) = bind_loopback(config.preferred_port).await?;
         let serving = proxy.clone();
         tokio::spawn(async move {
             if let Err(e) = serving.serve(listener).await {
@@ -272,7 +265,20 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
 
-async fn bind_loopback(preferred: u16) -> Result<TcpListener, EgressError> {
+/// A loopback listener on `preferred` when free (else any port), and its port.
+async fn bind_loopback(preferred: u16) -> Result<(TcpListener, u16), EgressError> {
+    let listener = bind_preferred(preferred).await?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| EgressError::Bind {
+            addr: loopback(0),
+            source,
+        })?
+        .port();
+    Ok((listener, port))
+}
+
+async fn bind_preferred(preferred: u16) -> Result<TcpListener, EgressError> {
     if preferred != 0 {
         match TcpListener::bind(loopback(preferred)).await {
             Ok(listener) => return Ok(listener),
@@ -291,14 +297,7 @@ async fn bind_loopback(preferred: u16) -> Result<TcpListener, EgressError> {
 
 /// Starts the routing endpoint on loopback, keeping `preferred` when free.
 async fn start_router(ca: Arc<CertificateAuthority>, preferred: u16) -> Result<(Arc<Router>, u16), EgressError> {
-    let listener = bind_loopback(preferred).await?;
-    let port = listener
-        .local_addr()
-        .map_err(|source| EgressError::Bind {
-            addr: loopback(0),
-            source,
-        })?
-        .port();
+    let (listener, port) = bind_loopback(preferred).await?;
     let router = Router::new(ca);
     tokio::spawn(router.clone().serve(listener));
     Ok((router, port))
