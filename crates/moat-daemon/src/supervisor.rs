@@ -22,6 +22,8 @@ mod proxy;
 mod stop;
 mod watch;
 
+pub(crate) use container::command_user;
+
 pub use cleanup::cleanup;
 pub use create::{CreatedRun, Timings, create_run, create_run_reporting};
 pub use proxy::reattach_proxy;
@@ -99,6 +101,10 @@ impl RunError {
                 Some("start the container runtime (e.g. `systemctl start docker`) and check `moat doctor`".into())
             }
             RunError::Network(e) => Some(e.hint()),
+            RunError::Build(crate::image_build::BuildError::HookFailed { hook, .. }) => Some(format!(
+                "fix {hook} in moat.yaml (it runs while the image is built); `moat run --rebuild` builds again \
+                 without the cache"
+            )),
             RunError::Build(crate::image_build::BuildError::Failed { .. }) => Some(
                 "fix the failing dependency in moat.yaml; `moat run --rebuild` builds again without the cache".into(),
             ),

@@ -65,6 +65,15 @@ pub enum Command {
                             Examples:\n  moat run -- npm test\n  moat run -g github ./project\n  \
                             moat run --dry-run --json")]
     Run(RunArgs),
+    /// Run in a git worktree of this repository for BRANCH (made from HEAD when missing), or list or
+    /// remove those worktrees.
+    #[command(
+        after_help = "Takes every `moat run` flag. The worktree is MOAT_HOME/worktrees/<repo>/<branch>; \
+                            the container sees a working git repository (commits land on BRANCH), while \
+                            the repository's config and hooks stay read-only.\n\n\
+                            Examples:\n  moat wt feature-x -- claude\n  moat wt list\n  moat wt rm feature-x"
+    )]
+    Wt(WtArgs),
     /// Re-attach to a live run's output or terminal (the run goes on when you detach).
     Attach(AttachArgs),
     /// List runs, newest first.
@@ -220,6 +229,43 @@ pub struct RunArgs {
     /// With --dry-run: print the resolved run as JSON.
     #[arg(long, requires = "dry_run")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    // `moat run`'s PATH: the worktree is the workspace (any other is refused).
+    mut_arg("path", |arg| arg.hide(true))
+)]
+pub struct WtArgs {
+    #[command(subcommand)]
+    pub action: Option<WtAction>,
+
+    /// Branch to work on; created from HEAD when it does not exist.
+    #[arg(value_name = "BRANCH", required = true)]
+    pub branch: Option<String>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WtAction {
+    /// List this repository's worktrees: branch, live run, dirty or clean, path.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a worktree (its branch and commits stay).
+    Rm {
+        #[arg(value_name = "BRANCH")]
+        branch: String,
+        /// Remove it even with uncommitted changes (they are lost).
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -396,18 +442,34 @@ pub enum AuditAction {
 }
 
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  moat grant github\n  echo \"$TOKEN\" | moat grant anthropic\n  \
+                  moat grant mytool --host api.example.com --header X-Api-Key"
+)]
 pub struct GrantArgs {
     #[command(subcommand)]
     pub action: Option<GrantAction>,
 
-    /// Provider to store a credential for (github, anthropic, openai, npm, ...).
+    /// Provider to store a credential for: github, anthropic, claude, openai, gemini, one defined
+    /// in MOAT_HOME/providers/, or a new name with --host.
     #[arg(value_name = "PROVIDER", required = true)]
     pub provider: Option<String>,
 
-    /// Host the credential is for, where the provider needs one (npm, ssh).
+    /// Define PROVIDER as a provider for this one host (pattern like *.example.com, or
+    /// host:port): the credential goes into --header of requests to it.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+
+    /// With --host: the header that carries the credential [default: Authorization].
+    #[arg(long, value_name = "NAME", requires = "host")]
+    pub header: Option<String>,
+
+    /// With --host: text before the credential in the header's value [default: "Bearer " for
+    /// Authorization, nothing otherwise].
+    #[arg(long, value_name = "TEXT", requires = "host")]
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

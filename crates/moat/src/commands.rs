@@ -22,6 +22,7 @@ mod system;
 mod trace;
 mod trust;
 mod version;
+mod wt;
 
 use anyhow::Result;
 
@@ -36,6 +37,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
     };
     match cli.command {
         Command::Run(args) => run::run(&ctx, args),
+        Command::Wt(args) => wt::wt(&ctx, args),
         Command::Attach(args) => attach::attach(&ctx, &args),
         Command::List(args) => list::list(&ctx, &args),
         Command::Status(args) => status::status(&ctx, &args),

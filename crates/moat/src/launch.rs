@@ -226,6 +226,8 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         dependencies: run.dependencies.clone(),
         rebuild: run.rebuild,
         user: run.container.user.clone(),
+        post_build_root: run.hooks.post_build_root.clone(),
+        post_build: run.hooks.post_build.clone(),
     })
 }
 
@@ -233,13 +235,14 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
 /// versions moat cannot install) before anything is asked of the daemon,
 /// and `--rebuild` with nothing to rebuild.
 fn check_dependencies(run: &ResolvedRun) -> Result<()> {
+    let has_build_hooks = run.hooks.post_build_root.is_some() || run.hooks.post_build.is_some();
     if run.dependencies.is_empty() {
-        if run.rebuild {
-            return Err(
-                CliError::new("--rebuild rebuilds the image of `dependencies:`, and this run has none")
-                    .with_hint("add `dependencies:` to moat.yaml, or drop --rebuild")
-                    .into(),
-            );
+        if run.rebuild && !has_build_hooks {
+            return Err(CliError::new(
+                "--rebuild rebuilds the image of `dependencies:` and build hooks, and this run has neither",
+            )
+            .with_hint("add `dependencies:` or `hooks.post_build` to moat.yaml, or drop --rebuild")
+            .into());
         }
         return Ok(());
     }

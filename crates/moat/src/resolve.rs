@@ -198,8 +198,6 @@ impl ResolvedRun {
         };
         refuse(!self.services.is_empty(), "services");
         refuse(self.agent.is_some(), "agent");
-        refuse(self.hooks.post_build.is_some(), "hooks.post_build");
-        refuse(self.hooks.post_build_root.is_some(), "hooks.post_build_root");
         refuse(
             self.hooks.pre_run.is_some() && self.command.is_empty(),
             "hooks.pre_run without a command",

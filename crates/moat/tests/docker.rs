@@ -11,6 +11,7 @@ mod docker {
     pub mod audit;
     pub mod exec_status;
     pub mod fail_closed;
+    pub mod grant_host;
     pub mod images;
     pub mod isolation;
     pub mod keys;

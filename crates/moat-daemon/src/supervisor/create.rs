@@ -86,10 +86,10 @@ pub async fn create_run_reporting(
     let runtime = connect_runtime(daemon, &spec).await?;
     spec.runtime = runtime.kind().as_str().to_string();
     timings.lap("runtime connect");
-    if spec.dependencies.is_empty() {
-        ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
-    } else {
+    if spec.builds_image() {
         spec.image = build_image(daemon, runtime.as_ref(), &spec, progress).await?;
+    } else {
+        ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
     }
     timings.lap("image check");
     let deadline = Deadline::after(CREATE_DEADLINE);
@@ -158,8 +158,8 @@ async fn ensure_image(
     })
 }
 
-/// The image of the run's `dependencies:` (built when missing), within
-/// the image deadline.
+/// The image of the run's `dependencies:` and build hooks (built when
+/// missing), within the image deadline.
 async fn build_image(
     daemon: &Daemon,
     runtime: &dyn Runtime,
@@ -167,8 +167,8 @@ async fn build_image(
     progress: &Progress,
 ) -> Result<String, RunError> {
     let step = format!(
-        "making the image of dependencies {} available",
-        spec.dependencies.join(", ")
+        "making the image of {} available",
+        crate::image_build::what_is_built(spec)
     );
     let ensured = crate::image_build::ensure_dependency_image(daemon, runtime, spec, progress);
     Deadline::after(IMAGE_DEADLINE).bound(step, ensured).await?

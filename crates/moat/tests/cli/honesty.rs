@@ -117,6 +117,16 @@ const SHOWN: &[(&str, &str, &str)] = &[
         "the_pre_run_hook_runs_before_the_command_and_its_failure_is_named",
     ),
     (
+        "hooks.post_build",
+        "images.rs",
+        "build_hooks_are_part_of_the_image_and_a_failing_one_is_named",
+    ),
+    (
+        "hooks.post_build_root",
+        "images.rs",
+        "build_hooks_are_part_of_the_image_and_a_failing_one_is_named",
+    ),
+    (
         "network.policy",
         "policy.rs",
         "suggested_rules_allow_exactly_what_the_run_did_and_shadow_records_what_strict_would_refuse",
@@ -137,8 +147,6 @@ const SHOWN: &[(&str, &str, &str)] = &[
 const REFUSED: &[(&str, &str)] = &[
     ("agent", "agent"),
     ("services", "services"),
-    ("hooks.post_build", "hooks.post_build"),
-    ("hooks.post_build_root", "hooks.post_build_root"),
     ("snapshots.triggers.disable_pre_run", "snapshots"),
     ("snapshots.triggers.disable_git_commits", "snapshots"),
     ("snapshots.triggers.disable_builds", "snapshots"),
