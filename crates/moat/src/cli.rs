@@ -235,15 +235,17 @@ pub struct RunArgs {
 #[command(
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    // `moat run`'s PATH: the worktree is the workspace (any other is refused).
-    mut_arg("path", |arg| arg.hide(true))
+    // `moat run`'s PATH: the worktree is the workspace (any other is
+    // refused). Changing an argument moves it last: the order is restated.
+    mut_arg("path", |arg| arg.hide(true).index(2)),
+    mut_arg("command", |arg| arg.index(3))
 )]
 pub struct WtArgs {
     #[command(subcommand)]
     pub action: Option<WtAction>,
 
     /// Branch to work on; created from HEAD when it does not exist.
-    #[arg(value_name = "BRANCH", required = true)]
+    #[arg(value_name = "BRANCH", required = true, index = 1)]
     pub branch: Option<String>,
 
     #[command(flatten)]
@@ -625,6 +627,18 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn wt_takes_a_branch_run_flags_and_a_command() {
+        let cli = Cli::try_parse_from(["moat", "wt", "feature", "-g", "github", "--", "sh", "-c", "x"]).unwrap();
+        let Command::Wt(args) = cli.command else {
+            panic!("not wt")
+        };
+        assert_eq!(args.branch.as_deref(), Some("feature"));
+        assert_eq!(args.run.grants, ["github"]);
+        assert_eq!(args.run.command, ["sh", "-c", "x"]);
+        assert_eq!(args.run.path, PathBuf::from("."));
     }
 
     #[test]

@@ -27,4 +27,5 @@ mod docker {
     pub mod trust;
     pub mod upstream;
     pub mod warmpool;
+    pub mod worktrees;
 }
