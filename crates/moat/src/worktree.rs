@@ -49,8 +49,10 @@ pub enum WorktreeError {
         .0.display()
     )]
     WorktreeConfig(PathBuf),
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{} is not valid UTF-8, which moat passes to git", .0.display())]
+    NotUtf8(PathBuf),
 }
 
 impl WorktreeError {
@@ -104,6 +106,8 @@ fn git(args: &[&str]) -> Result<String, WorktreeError> {
         Ok(Subprocess::new("git", GIT_TIMEOUT)
             .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
+            // Messages are matched (e.g. "not a git repository").
+            .env("LC_ALL", "C")
             .run()
             .await?)
     })
@@ -120,8 +124,9 @@ fn git(args: &[&str]) -> Result<String, WorktreeError> {
     Ok(output.stdout.trim_end_matches('\n').to_string())
 }
 
-fn path_arg(path: &Path) -> &str {
-    path.to_str().unwrap_or_default()
+/// `path` as a git argument; git is given UTF-8 paths only.
+fn path_arg(path: &Path) -> Result<&str, WorktreeError> {
+    path.to_str().ok_or_else(|| WorktreeError::NotUtf8(path.to_path_buf()))
 }
 
 impl Repository {
@@ -129,12 +134,17 @@ impl Repository {
     pub fn containing(dir: &Path) -> Result<Repository, WorktreeError> {
         let common = git(&[
             "-C",
-            path_arg(dir),
+            path_arg(dir)?,
             "rev-parse",
             "--path-format=absolute",
             "--git-common-dir",
         ])
-        .map_err(|_| WorktreeError::NotARepository(dir.to_path_buf()))?;
+        .map_err(|e| match e {
+            WorktreeError::Git { message, .. } if message.contains("not a git repository") => {
+                WorktreeError::NotARepository(dir.to_path_buf())
+            }
+            other => other,
+        })?;
         let git_dir = std::fs::canonicalize(&common).map_err(|source| WorktreeError::Io {
             path: PathBuf::from(&common),
             source,
@@ -153,7 +163,7 @@ impl Repository {
     }
 
     fn git_in_repo(&self, args: &[&str]) -> Result<String, WorktreeError> {
-        let mut all = vec!["--git-dir", path_arg(&self.git_dir)];
+        let mut all = vec!["--git-dir", path_arg(&self.git_dir)?];
         all.extend_from_slice(args);
         git(&all)
     }
@@ -199,7 +209,7 @@ impl Repository {
         let exists = self
             .git_in_repo(&["show-ref", "--verify", "--quiet", &format!("refs/heads/{branch}")])
             .is_ok();
-        let target = path_arg(&path).to_string();
+        let target = path_arg(&path)?.to_string();
         if exists {
             self.git_in_repo(&["worktree", "add", &target, branch])?;
         } else {
@@ -231,7 +241,7 @@ impl Repository {
 
     /// Removes a worktree (the branch and its commits stay).
     pub fn remove(&self, worktree: &Worktree, force: bool) -> Result<(), WorktreeError> {
-        let target = path_arg(&worktree.path).to_string();
+        let target = path_arg(&worktree.path)?.to_string();
         let mut args = vec!["worktree", "remove"];
         if force {
             args.push("--force");
@@ -243,7 +253,7 @@ impl Repository {
 
 /// Whether a worktree has changes not committed (untracked files count).
 pub fn is_dirty(worktree: &Worktree) -> Result<bool, WorktreeError> {
-    let status = git(&["-C", path_arg(&worktree.path), "status", "--porcelain"])?;
+    let status = git(&["-C", path_arg(&worktree.path)?, "status", "--porcelain"])?;
     Ok(!status.trim().is_empty())
 }
 
