@@ -106,7 +106,7 @@ impl Objects {
         let target = self.path(hash);
         let placed = target
             .parent()
-            .map_or(Ok(()), |dir| fs::create_dir_all(dir))
+            .map_or(Ok(()), fs::create_dir_all)
             .and_then(|()| fs::rename(temp, &target));
         if placed.is_err() {
             let _ = fs::remove_file(temp);
@@ -137,7 +137,7 @@ impl Objects {
                 let object = object?;
                 let name = format!("{prefix}{}", object.file_name().to_string_lossy());
                 if prefix == "tmp" || !keep.contains(&name) {
-                    bytes += object.metadata().map(|m| m.len()).unwrap_or(0);
+                    bytes += object.metadata().map_or(0, |m| m.len());
                     fs::remove_file(object.path())?;
                     count += 1;
                 }

@@ -172,7 +172,7 @@ impl SnapshotStore {
             return Ok(GarbageReport::default());
         }
         let lock = self.lock()?;
-        let count = fs::read_dir(&dir).map(Iterator::count).unwrap_or(0) as u64;
+        let count = fs::read_dir(&dir).map_or(0, Iterator::count) as u64;
         fs::remove_dir_all(&dir).map_err(SnapshotError::io("remove", &dir))?;
         let mut report = self.collect_garbage(&lock)?;
         report.snapshots = count;

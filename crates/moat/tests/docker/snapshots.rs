@@ -89,7 +89,7 @@ fn an_agents_changes_are_shown_by_diff_and_undone_by_restore() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], snapshot.as_str());
     assert_eq!(listed[0]["trigger"], "pre_run");
-    assert_eq!(listed[0]["files"], 4, "{listed:?}");
+    assert_eq!(listed[0]["files"], 5, "{listed:?}");
 
     // Exactly the agent's changes, nothing of build/ (.gitignore) or scratch/.
     let diff = ok(&home, &["snapshot", "diff", &first]);
