@@ -259,3 +259,23 @@ fn an_agents_symlinks_never_pull_host_files_into_the_store_or_redirect_a_restore
     );
     assert!(!ws.join("key").exists() && !ws.join("ssh").exists());
 }
+
+/// A snapshot that cannot be taken (here the store's directory is a file)
+/// fails the run with an error naming the snapshot: the command never
+/// runs, and nothing of the run is left in the engine.
+#[test]
+fn a_failed_snapshot_fails_the_run_before_its_container_starts() {
+    let Some(home) = Home::new() else { return };
+    std::fs::create_dir_all(home.home()).unwrap();
+    std::fs::write(home.home().join("snapshots"), "not a directory").unwrap();
+    let out = home.run(&["run", "--", "touch", "command-ran"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("the pre-run snapshot failed"), "{stderr}");
+    assert!(stderr.contains("snapshots.disabled"), "no hint: {stderr}");
+    assert!(!home.root.join("ws/command-ran").exists(), "the command ran");
+    let run = newest_run(&home);
+    assert_eq!(home.metadata(&run)["state"], "failed");
+    home.wait_cleaned(&run, Duration::from_secs(30));
+    assert_eq!(home.objects_of_run(&run), Vec::<String>::new(), "objects left behind");
+}
