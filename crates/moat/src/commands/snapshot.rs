@@ -134,8 +134,9 @@ fn diff(ctx: &Context, args: &SnapshotDiffArgs) -> Result<ExitStatus> {
     }
     out.flush()?;
     ctx.printer.status(format!(
-        "{} changes in {} since snapshot {} ({})",
+        "{} {} in {} since snapshot {} ({})",
         changes.len(),
+        if changes.len() == 1 { "change" } else { "changes" },
         meta.workspace.display(),
         meta.id,
         meta.created_at.format("%Y-%m-%d %H:%M:%S")
@@ -208,9 +209,14 @@ fn check_workspace(ctx: &Context, store: &SnapshotStore, run: &RunMetadata, forc
     if !force {
         let examples: Vec<&str> = unsaved.iter().take(5).map(|c| c.path.as_str()).collect();
         return Err(CliError::new(format!(
-            "{} paths of {} differ from its newest snapshot {} ({}{}); restoring would overwrite them",
-            unsaved.len(),
+            "{} of {} {} from its newest snapshot {} ({}{}); restoring would overwrite them",
+            if unsaved.len() == 1 {
+                "1 path".to_string()
+            } else {
+                format!("{} paths", unsaved.len())
+            },
             run.workspace.display(),
+            if unsaved.len() == 1 { "differs" } else { "differ" },
             newest.id,
             examples.join(", "),
             if unsaved.len() > examples.len() { ", …" } else { "" }
