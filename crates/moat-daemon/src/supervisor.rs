@@ -19,12 +19,14 @@ mod cleanup;
 mod container;
 mod create;
 mod proxy;
+mod services;
 mod stop;
 mod watch;
 
 pub use cleanup::cleanup;
 pub use create::{CreatedRun, Timings, create_run, create_run_reporting};
 pub use proxy::reattach_proxy;
+pub use services::project_volume;
 pub use stop::stop_run;
 pub use watch::supervise;
 
@@ -71,6 +73,14 @@ pub enum RunError {
     Grant(#[from] GrantError),
     #[error("{0}")]
     Build(#[from] crate::image_build::BuildError),
+    #[error("service {0:?} is not one moat runs")]
+    UnknownService(String),
+    #[error("service {service} did not become ready: {reason}; its last log lines:\n{tail}")]
+    ServiceNotReady {
+        service: String,
+        reason: String,
+        tail: String,
+    },
 }
 
 impl RunError {
@@ -103,6 +113,9 @@ impl RunError {
                 "fix the failing dependency in moat.yaml; `moat run --rebuild` builds again without the cache".into(),
             ),
             RunError::Build(_) => Some("docs/dependencies.md lists what `dependencies:` accepts".into()),
+            RunError::ServiceNotReady { service, .. } => Some(format!(
+                "check `services.{service}` in moat.yaml (env, ready_timeout); docs/services.md describes each service"
+            )),
             RunError::Deadline(_) => Some(format!(
                 "the container runtime may be wedged: `moat doctor` checks it, `{}` lists moat's networks",
                 network::list_moat_networks(moat_core::RuntimeKind::Docker)

@@ -224,6 +224,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         require_isolation: run.require_isolation,
         profile: run.profile.clone(),
         dependencies: run.dependencies.clone(),
+        services: run.services.clone(),
         rebuild: run.rebuild,
         user: run.container.user.clone(),
     })
@@ -234,9 +235,9 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
 /// and `--rebuild` with nothing to rebuild.
 fn check_dependencies(run: &ResolvedRun) -> Result<()> {
     if run.dependencies.is_empty() {
-        if run.rebuild {
+        if run.rebuild && run.services.is_empty() {
             return Err(
-                CliError::new("--rebuild rebuilds the image of `dependencies:`, and this run has none")
+                CliError::new("--rebuild rebuilds the images of `dependencies:`, and this run has none")
                     .with_hint("add `dependencies:` to moat.yaml, or drop --rebuild")
                     .into(),
             );

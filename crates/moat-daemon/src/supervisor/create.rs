@@ -1,12 +1,15 @@
 //! Creating a run: registration before any runtime object exists, the
-//! network (from the warm pool or made), the proxy entry, the container,
+//! network (from the warm pool or made), the proxy entry, the service
+//! sidecars (ready before the run's container starts), the container,
 //! all within the creation deadline; a failed creation is undone.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use moat_core::lock::FileLock;
+use moat_core::deps::services::ServiceSpec;
 use moat_core::paths::run_files;
 use moat_core::{RunId, RunMetadata, RunState};
 use moat_proxy::PolicyMode;
@@ -15,6 +18,7 @@ use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, labels};
 use super::cleanup::cleanup;
 use super::container::container_spec;
 use super::proxy::attach_proxy;
+use super::services::start_services;
 use super::watch::supervise;
 use super::{RUN_LOCK_TIMEOUT, RunError, fail};
 use crate::api::{RunSpec, StepTiming};
@@ -86,13 +90,16 @@ pub async fn create_run_reporting(
     let runtime = connect_runtime(daemon, &spec).await?;
     spec.runtime = runtime.kind().as_str().to_string();
     timings.lap("runtime connect");
+    let images = Deadline::after(IMAGE_DEADLINE);
+    // On the base image, before the run's own image replaces it.
+    let service_images = build_service_images(daemon, runtime.as_ref(), &spec, progress, &images).await?;
     if spec.dependencies.is_empty() {
-        ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
+        ensure_image(daemon, runtime.as_ref(), &spec.image, progress, &images).await?;
     } else {
-        spec.image = build_image(daemon, runtime.as_ref(), &spec, progress).await?;
+        spec.image = build_image(daemon, runtime.as_ref(), &spec, progress, &images).await?;
     }
     timings.lap("image check");
-    let deadline = Deadline::after(CREATE_DEADLINE);
+    let deadline = Deadline::after(CREATE_DEADLINE + readiness_allowance(&spec));
     check_name(daemon, &spec)?;
     let meta = initial_metadata(&spec);
     let id = meta.id.clone();
@@ -106,7 +113,16 @@ pub async fn create_run_reporting(
     daemon.audit().record(&id, Event::run_created(&handle.spec));
     timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
-    let provisioned = provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await;
+    let provisioned = provision(
+        daemon,
+        runtime.as_ref(),
+        &handle,
+        &service_images,
+        &deadline,
+        progress,
+        &mut timings,
+    )
+    .await;
     crate::pool::refill_later(daemon);
     match provisioned {
         Ok(notices) => {
@@ -146,10 +162,11 @@ async fn ensure_image(
     runtime: &dyn Runtime,
     image: &str,
     progress: &Progress,
+    deadline: &Deadline,
 ) -> Result<(), RunError> {
     let step = format!("making image {image} available");
     let ensured = daemon.runtimes().ensure_image(runtime, image, progress);
-    if Deadline::after(IMAGE_DEADLINE).bound(step, ensured).await?? {
+    if deadline.bound(step, ensured).await?? {
         return Ok(());
     }
     Err(RunError::UnknownImage {
@@ -165,13 +182,41 @@ async fn build_image(
     runtime: &dyn Runtime,
     spec: &RunSpec,
     progress: &Progress,
+    deadline: &Deadline,
 ) -> Result<String, RunError> {
     let step = format!(
         "making the image of dependencies {} available",
         spec.dependencies.join(", ")
     );
     let ensured = crate::image_build::ensure_dependency_image(daemon, runtime, spec, progress);
-    Deadline::after(IMAGE_DEADLINE).bound(step, ensured).await?
+    deadline.bound(step, ensured).await?
+}
+
+/// The image of each of the run's services, by name (built when missing),
+/// within the image deadline.
+async fn build_service_images(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    spec: &RunSpec,
+    progress: &Progress,
+    deadline: &Deadline,
+) -> Result<BTreeMap<String, String>, RunError> {
+    let mut images = BTreeMap::new();
+    for service in &spec.services {
+        let step = format!("making the image of the {} service available", service.name);
+        let ensured = crate::image_build::ensure_service_image(daemon, runtime, spec, &service.name, progress);
+        images.insert(service.name.clone(), deadline.bound(step, ensured).await??);
+    }
+    Ok(images)
+}
+
+/// The creation deadline grows by the longest readiness bound of the
+/// run's services.
+fn readiness_allowance(spec: &RunSpec) -> Duration {
+    (spec.services.iter())
+        .map(ServiceSpec::ready_timeout)
+        .max()
+        .unwrap_or_default()
 }
 
 /// Removes what a failed creation made. Waits at most [`UNDO_WAIT`], so
@@ -249,6 +294,7 @@ async fn provision(
     daemon: &Daemon,
     runtime: &dyn Runtime,
     handle: &RunHandle,
+    service_images: &BTreeMap<String, String>,
     deadline: &Deadline,
     progress: &Progress,
     timings: &mut Timings,
@@ -288,7 +334,11 @@ async fn provision(
         }
         None => None,
     };
-    let container_spec = container_spec(daemon, handle, &network.name, proxy);
+    let services = start_services(daemon, runtime, handle, &network.name, service_images, deadline).await?;
+    if !spec.services.is_empty() {
+        timings.lap("services ready");
+    }
+    let container_spec = container_spec(daemon, handle, &network.name, proxy, services);
     let step = format!("creating container {id}");
     let container_id = deadline
         .bound(step, runtime.create_container(&container_spec))

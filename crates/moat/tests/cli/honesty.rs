@@ -14,7 +14,7 @@ use super::support::{TestHome, write_file};
 const EVERY_KEY: &str = "\
 name: demo
 agent: claude
-dependencies: [postgres@17]
+dependencies: [postgres@15]
 grants: [github]
 env: {A: '1'}
 secrets: {B: env://HOME}
@@ -45,11 +45,11 @@ snapshots:
   exclude: {ignore_gitignore: true, additional: [target]}
   retention: {max_count: 3, delete_initial: true}
 services:
-  postgres: {env: {X: '1'}, image: 'postgres:17', memory: 256, wait: false, models: [m]}
+  postgres: {env: {X: '1'}, image: 'postgres:17', memory: 256, wait: false, models: [m], version: '15', persist: true, ready_timeout: 10s}
 ";
 
 /// Keys whose values are user-named maps: one key each.
-const MAPS: &[&str] = &["env", "secrets", "ports", "services", "container.ulimits"];
+const MAPS: &[&str] = &["env", "secrets", "ports", "services.postgres.env", "container.ulimits"];
 
 /// Key → (Docker test file, test function) showing its effect in a container.
 const SHOWN: &[(&str, &str, &str)] = &[
@@ -136,7 +136,9 @@ const SHOWN: &[(&str, &str, &str)] = &[
 /// Keys `moat run` refuses, and the name its error gives them.
 const REFUSED: &[(&str, &str)] = &[
     ("agent", "agent"),
-    ("services", "services"),
+    ("services.postgres.image", "services.<name>.image"),
+    ("services.postgres.models", "services.<name>.models"),
+    ("services.postgres.wait", "services.<name>.wait: false"),
     ("hooks.post_build", "hooks.post_build"),
     ("hooks.post_build_root", "hooks.post_build_root"),
     ("snapshots.triggers.disable_pre_run", "snapshots"),
@@ -157,6 +159,7 @@ fn docker_test_source(file: &str) -> &'static str {
         "proxy.rs" => include_str!("../docker/proxy.rs"),
         "policy.rs" => include_str!("../docker/policy.rs"),
         "images.rs" => include_str!("../docker/images.rs"),
+        "services.rs" => include_str!("../docker/services.rs"),
         other => panic!("no Docker test file {other}"),
     }
 }
@@ -193,7 +196,7 @@ fn file_with_only(path: &str, value: &Value) -> String {
         .fold(value.clone(), |inner, key| serde_json::json!({ key: inner }));
     let mut text = nested.to_string();
     if path.starts_with("services") {
-        text = format!("{}, \"dependencies\": [\"postgres@17\"]}}", &text[..text.len() - 1]);
+        text = format!("{}, \"dependencies\": [\"postgres@15\"]}}", &text[..text.len() - 1]);
     }
     text
 }

@@ -232,7 +232,7 @@ fn bad_dependencies_fail_before_anything_is_made() {
     out.failure(1);
     assert!(
         out.stderr
-            .starts_with("error: --rebuild rebuilds the image of `dependencies:`, and this run has none"),
+            .starts_with("error: --rebuild rebuilds the images of `dependencies:`, and this run has none"),
         "{}",
         out.stderr
     );
