@@ -3,7 +3,9 @@
 //! `MOAT_POSTGRES_URL`, with a password no record of moat holds, and
 //! nothing of it remains after the run; a persisted service keeps a row
 //! from one run to the next, in a volume `moat system prune --volumes`
-//! removes once the project no longer persists the service; a service that cannot start fails the run
+//! removes once the project no longer persists the service; in a strict
+//! run the sidecar is on the run's internal network only and cannot reach
+//! out; a service that cannot start fails the run
 //! with its log lines and leaves nothing running; a daemon killed while
 //! the sidecar starts leaks nothing once the next daemon has swept.
 
@@ -11,10 +13,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::support::{Home, objects_of, text};
+use super::support::{Home, IMAGE, objects_of, text};
 
 /// The host's CA bundle, trusted by builds (as the image tests do).
 const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// A host outside reachable from a container on the default bridge.
+const MIRROR: &str = "deb.debian.org";
 /// Short reaper timings, so a missed orphan shows within a test.
 const FAST_REAPER: &str = "reap_interval: 2s\nreap_second_sighting: 1s\n";
 
@@ -262,10 +266,22 @@ fn in_strict_policy_the_sidecar_is_on_the_run_network_only_and_has_no_route_out(
     assert_eq!(networks.trim(), network, "the sidecar is on the run's network only");
     let internal = super::support::docker(&["network", "inspect", "--format", "{{.Internal}}", &network]);
     assert_eq!(internal.trim(), "true");
-    // No default route (destination 00000000) in the sidecar: no way out.
-    let routes = super::support::docker(&["exec", &sidecar, "cat", "/proc/net/route"]);
-    let default = routes.lines().skip(1).any(|line| line.split_whitespace().nth(1) == Some("00000000"));
-    assert!(!default, "the sidecar has a default route:\n{routes}");
+    // Debian's mirror answers a container of the same image on the
+    // default bridge (so the attempt can succeed), but not the sidecar.
+    let mirror = super::support::docker(&["run", "--rm", "--entrypoint", "getent", IMAGE, "ahostsv4", MIRROR]);
+    let address = mirror.split_whitespace().next().expect("the mirror's address").to_string();
+    let image = super::support::docker(&["inspect", "--format", "{{.Config.Image}}", &sidecar]);
+    let connect = format!("exit(IO::Socket::INET->new(PeerAddr => '{address}:80', Timeout => 5) ? 0 : 1)");
+    let control = Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "perl", image.trim(), "-MIO::Socket::INET", "-e", &connect])
+        .output()
+        .unwrap();
+    assert!(control.status.success(), "the mirror is unreachable even from the default bridge");
+    let attempt = Command::new("docker")
+        .args(["exec", &sidecar, "perl", "-MIO::Socket::INET", "-e", &connect])
+        .output()
+        .unwrap();
+    assert!(!attempt.status.success(), "the strict run's sidecar reached {address}:80");
     let stopped = home.run(&["stop", &run_id]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     home.wait_cleaned(&run_id, Duration::from_secs(30));
