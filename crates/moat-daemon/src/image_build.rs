@@ -80,7 +80,15 @@ pub async fn ensure_service_image(
 ) -> Result<String, RunError> {
     let build_ca = read_build_ca(daemon.config().build_ca_file.as_deref())?;
     let context = services::plan_image(&spec.image, name, build_ca.as_deref()).map_err(BuildError::from)?;
-    ensure_built(daemon, runtime, spec, &context, &format!("the {name} service"), progress).await
+    ensure_built(
+        daemon,
+        runtime,
+        spec,
+        &context,
+        &format!("the {name} service"),
+        progress,
+    )
+    .await
 }
 
 /// Builds `context` on `spec.image` unless its tag exists (or always,

@@ -82,7 +82,8 @@ async fn remove_kept_objects(daemon: &Daemon, meta: &moat_core::RunMetadata) -> 
 /// The service sidecars of a kept run (stopped when the run ended).
 async fn kept_sidecars(runtime: &dyn moat_runtime::Runtime, id: &RunId) -> Result<Vec<String>, RunError> {
     use moat_runtime::labels;
-    let is_label = |c: &moat_runtime::ContainerInfo, key: &str, value: &str| c.labels.get(key).is_some_and(|v| v == value);
+    let is_label =
+        |c: &moat_runtime::ContainerInfo, key: &str, value: &str| c.labels.get(key).is_some_and(|v| v == value);
     Ok(runtime
         .list_containers()
         .await?

@@ -247,7 +247,9 @@ fn service_spec(name: &str, settings: Option<&ServiceConfig>) -> ServiceSpec {
     ServiceSpec {
         name: name.to_string(),
         persist: settings.persist,
-        memory_bytes: settings.memory.map(|mb| i64::try_from(mb).unwrap_or(i64::MAX).saturating_mul(1024 * 1024)),
+        memory_bytes: settings
+            .memory
+            .map(|mb| i64::try_from(mb).unwrap_or(i64::MAX).saturating_mul(1024 * 1024)),
         ready_timeout_secs: settings.ready_timeout().as_secs(),
         env: settings.env,
     }

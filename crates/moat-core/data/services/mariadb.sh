@@ -18,4 +18,4 @@ ALTER USER '$MOAT_SERVICE_USER'@'%' IDENTIFIED BY '$MOAT_SERVICE_PASSWORD';
 GRANT ALL PRIVILEGES ON \`$MOAT_SERVICE_DB\`.* TO '$MOAT_SERVICE_USER'@'%';
 SQL
 exec mariadbd --datadir="$data" --init-file="$init" --bind-address=0.0.0.0 \
-    --port="$MOAT_SERVICE_PORT" --socket=/tmp/mysqld.sock --skip-name-resolve
+    --port="$MOAT_SERVICE_PORT" --socket=/tmp/mysqld.sock --pid-file=/tmp/mariadbd.pid --skip-name-resolve

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::network::NetworkConfig;
 use super::shapes::{CommandSpec, Mount, RuntimeKind, SecretRef};
 use super::values::{self, is_env_name};
-use crate::deps::services;
 use super::{ConfigError, Problem, Warning, decode, read};
+use crate::deps::services;
 
 /// The project file's name.
 pub const PROJECT_FILE: &str = "moat.yaml";
@@ -202,7 +202,10 @@ pub struct ServiceConfig {
     #[serde(deserialize_with = "values::or_empty", skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
     /// The version wanted, like `name@version` in `dependencies:`.
-    #[serde(deserialize_with = "values::optional_scalar", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "values::optional_scalar",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version: Option<String>,
     /// Keep the data in a volume of the project, across runs.
     pub persist: bool,
@@ -409,7 +412,10 @@ impl ProjectConfig {
         for (name, service) in &self.services {
             let field = |key: &str| format!("services.{name}{key}");
             if !declared.contains(&name.as_str()) {
-                problems.push(Problem::new(field(""), format!("{name:?} is not declared in dependencies")));
+                problems.push(Problem::new(
+                    field(""),
+                    format!("{name:?} is not declared in dependencies"),
+                ));
             } else if catalog.as_ref().is_some_and(|c| c.get(name).is_none()) {
                 problems.push(Problem::new(field(""), format!("{name:?} is not a service moat runs")));
             }
@@ -426,7 +432,10 @@ impl ProjectConfig {
             {
                 problems.push(Problem::new(
                     field(".ready_timeout"),
-                    format!("must be between 1s and {}", values::format_duration(services::MAX_READY_TIMEOUT)),
+                    format!(
+                        "must be between 1s and {}",
+                        values::format_duration(services::MAX_READY_TIMEOUT)
+                    ),
                 ));
             }
         }

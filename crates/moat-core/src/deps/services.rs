@@ -131,7 +131,8 @@ pub struct Split {
 
 impl Catalog {
     pub fn shipped() -> Result<Catalog, DependencyError> {
-        let file: CatalogFile = serde_saphyr::from_str(SHIPPED).map_err(|e| DependencyError::Registry(e.to_string()))?;
+        let file: CatalogFile =
+            serde_saphyr::from_str(SHIPPED).map_err(|e| DependencyError::Registry(e.to_string()))?;
         Ok(Catalog { entries: file.services })
     }
 

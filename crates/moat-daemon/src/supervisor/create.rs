@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use moat_core::lock::FileLock;
 use moat_core::deps::services::ServiceSpec;
+use moat_core::lock::FileLock;
 use moat_core::paths::run_files;
 use moat_core::{RunId, RunMetadata, RunState};
 use moat_proxy::PolicyMode;

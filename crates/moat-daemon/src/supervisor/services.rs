@@ -147,7 +147,11 @@ async fn start_one<'a>(
         network: Some(network.to_string()),
         labels: container_labels,
         memory_bytes: service.memory_bytes,
-        dns: if strict { vec![STRICT_DNS.to_string()] } else { Vec::new() },
+        dns: if strict {
+            vec![STRICT_DNS.to_string()]
+        } else {
+            Vec::new()
+        },
         volumes,
         ..Default::default()
     };
@@ -217,7 +221,10 @@ async fn wait_ready(runtime: &dyn Runtime, sidecar: &Started<'_>, deadline: &Dea
         let left = until.saturating_duration_since(Instant::now()).max(READY_INTERVAL);
         let step = format!("waiting for the {} sidecar to be ready", sidecar.spec.name);
         let attempt = deadline
-            .bound(step, tokio::time::timeout(left, runtime.exec(&sidecar.container, &command)))
+            .bound(
+                step,
+                tokio::time::timeout(left, runtime.exec(&sidecar.container, &command)),
+            )
             .await?;
         if let Ok(Ok(output)) = &attempt
             && output.exit_code == Some(0)
@@ -302,6 +309,9 @@ mod tests {
         assert_eq!(name, format!("moat-data-{project}-postgres"));
         assert_eq!(project_volume("home1", ws, "postgres").0, name);
         assert_ne!(project_volume("home2", ws, "postgres").0, name);
-        assert_ne!(project_volume("home1", std::path::Path::new("/src/other"), "postgres").0, name);
+        assert_ne!(
+            project_volume("home1", std::path::Path::new("/src/other"), "postgres").0,
+            name
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! Services of `dependencies:` on the real engine: a PostgreSQL sidecar
+//! Services of `dependencies:` on the real engine: Redis and MariaDB
+//! answer their clients; a PostgreSQL sidecar
 //! built from Debian packages answers the run's `psql` through
 //! `MOAT_POSTGRES_URL`, with a password no record of moat holds, and
 //! nothing of it remains after the run; a persisted service keeps a row
@@ -88,7 +89,9 @@ fn assert_nothing_left(home: &Home, run_id: &str, within: Duration) {
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -122,6 +125,28 @@ fn postgres_answers_the_run_and_nothing_of_it_remains() {
     assert_nothing_left(&home, &run_id, Duration::from_secs(10));
     let leaked = files_containing(&home.home(), &password);
     assert!(leaked.is_empty(), "the run's password is in moat's files: {leaked:?}");
+}
+
+#[test]
+fn redis_and_mariadb_answer_their_clients() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(home) = services_home() else { return };
+    write_config(
+        &home,
+        "dependencies: [redis@7, redis-cli, mariadb@10.11, mariadb-client]\n",
+    );
+    let out = run_script(
+        &home,
+        "redis-cli --no-auth-warning -u \"$MOAT_REDIS_URL\" set k v >/dev/null && \
+         redis-cli --no-auth-warning -u \"$MOAT_REDIS_URL\" get k && \
+         mysql -h \"$MOAT_MARIADB_HOST\" -P \"$MOAT_MARIADB_PORT\" -u \"$MOAT_MARIADB_USER\" \
+           -p\"$MOAT_MARIADB_PASSWORD\" -N -e 'select 41 + 1' \"$MOAT_MARIADB_DB\"",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["v", "42"], "{out}");
+    let run_id = run_ids(&home).pop().unwrap();
+    home.wait_cleaned(&run_id, Duration::from_secs(30));
+    assert_nothing_left(&home, &run_id, Duration::from_secs(10));
 }
 
 #[test]
@@ -159,7 +184,11 @@ fn a_persisted_service_keeps_its_data_from_one_run_to_the_next() {
         "{{.HostConfig.Memory}}",
         &format!("{second}-postgres"),
     ]);
-    assert_eq!(memory.trim(), (256 * 1024 * 1024).to_string(), "memory: 256 limits the sidecar");
+    assert_eq!(
+        memory.trim(),
+        (256 * 1024 * 1024).to_string(),
+        "memory: 256 limits the sidecar"
+    );
     let stopped = home.run(&["stop", &second]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     assert_eq!(volumes.list().len(), 1, "{:?}", volumes.list());
@@ -269,19 +298,38 @@ fn in_strict_policy_the_sidecar_is_on_the_run_network_only_and_has_no_route_out(
     // Debian's mirror answers a container of the same image on the
     // default bridge (so the attempt can succeed), but not the sidecar.
     let mirror = super::support::docker(&["run", "--rm", "--entrypoint", "getent", IMAGE, "ahostsv4", MIRROR]);
-    let address = mirror.split_whitespace().next().expect("the mirror's address").to_string();
+    let address = mirror
+        .split_whitespace()
+        .next()
+        .expect("the mirror's address")
+        .to_string();
     let image = super::support::docker(&["inspect", "--format", "{{.Config.Image}}", &sidecar]);
     let connect = format!("exit(IO::Socket::INET->new(PeerAddr => '{address}:80', Timeout => 5) ? 0 : 1)");
     let control = Command::new("docker")
-        .args(["run", "--rm", "--entrypoint", "perl", image.trim(), "-MIO::Socket::INET", "-e", &connect])
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "perl",
+            image.trim(),
+            "-MIO::Socket::INET",
+            "-e",
+            &connect,
+        ])
         .output()
         .unwrap();
-    assert!(control.status.success(), "the mirror is unreachable even from the default bridge");
+    assert!(
+        control.status.success(),
+        "the mirror is unreachable even from the default bridge"
+    );
     let attempt = Command::new("docker")
         .args(["exec", &sidecar, "perl", "-MIO::Socket::INET", "-e", &connect])
         .output()
         .unwrap();
-    assert!(!attempt.status.success(), "the strict run's sidecar reached {address}:80");
+    assert!(
+        !attempt.status.success(),
+        "the strict run's sidecar reached {address}:80"
+    );
     let stopped = home.run(&["stop", &run_id]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     home.wait_cleaned(&run_id, Duration::from_secs(30));
