@@ -124,7 +124,7 @@ pub enum ResolveError {
     #[error("--require-isolation needs the strict network policy (--policy strict or network.policy: strict)")]
     IsolationWithoutStrict,
     #[error("dependencies: {0}")]
-    Dependencies(#[from] DependencyError),
+    Dependencies(DependencyError),
     #[error(
         "container.dns cannot be used with the strict network policy: a strict run resolves names only \
          through the proxy (remove container.dns, or use network.policy: permissive)"
@@ -155,7 +155,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
     let (runtime, runtime_source) = resolve_runtime(src)?;
     let (env, secrets) = resolve_env(src)?;
     let network = resolve_network(args, &project.network);
-    let split = split_services(project)?;
+    let split = split_services(project).map_err(ResolveError::Dependencies)?;
     if args.require_isolation && network.policy != PolicyMode::Strict {
         return Err(ResolveError::IsolationWithoutStrict);
     }

@@ -117,6 +117,31 @@ const SHOWN: &[(&str, &str, &str)] = &[
         "the_pre_run_hook_runs_before_the_command_and_its_failure_is_named",
     ),
     (
+        "services.postgres.env",
+        "services.rs",
+        "a_service_that_cannot_start_fails_the_run_with_its_log_lines",
+    ),
+    (
+        "services.postgres.ready_timeout",
+        "services.rs",
+        "a_service_never_ready_fails_the_run_at_its_bound",
+    ),
+    (
+        "services.postgres.persist",
+        "services.rs",
+        "a_persisted_service_keeps_its_data_from_one_run_to_the_next",
+    ),
+    (
+        "services.postgres.version",
+        "services.rs",
+        "a_persisted_service_keeps_its_data_from_one_run_to_the_next",
+    ),
+    (
+        "services.postgres.memory",
+        "services.rs",
+        "a_persisted_service_keeps_its_data_from_one_run_to_the_next",
+    ),
+    (
         "network.policy",
         "policy.rs",
         "suggested_rules_allow_exactly_what_the_run_did_and_shadow_records_what_strict_would_refuse",

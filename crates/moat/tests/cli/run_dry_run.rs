@@ -216,6 +216,14 @@ fn bad_dependencies_fail_before_anything_is_made() {
             "error: dependencies: node@20 cannot be satisfied: moat installs node 18.19.0 (needed by gemini-cli)",
         ),
         (
+            "[postgres@16, psql]",
+            "error: dependencies: postgres@16 cannot be satisfied: moat installs postgres 15 (Debian bookworm's)",
+        ),
+        (
+            "[mysql@8]",
+            r#"error: dependencies: dependency "mysql": Debian bookworm has no MySQL server"#,
+        ),
+        (
             "['pip:x;id']",
             r#"error: dependencies: dependency "pip:x;id": "x;id" is not a pip package name"#,
         ),
