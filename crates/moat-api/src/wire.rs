@@ -107,6 +107,22 @@ pub struct RunSpec {
     /// Build the dependencies' image again without the cache (`--rebuild`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rebuild: bool,
+    /// Take a snapshot of the workspace before the container starts
+    /// (`snapshots:`); `None`: no snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotSpec>,
+}
+
+/// How the daemon snapshots a run's workspace before starting it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSpec {
+    /// What is left out.
+    pub rules: moat_core::snapshot::Rules,
+    /// Snapshots of the workspace kept (`retention.max_count`, defaulted).
+    pub max_count: u32,
+    /// Whether the workspace's first snapshot may be pruned.
+    #[serde(default)]
+    pub delete_initial: bool,
 }
 
 impl RunSpec {

@@ -81,6 +81,12 @@ pub enum RunError {
         reason: String,
         tail: String,
     },
+    #[error("the pre-run snapshot failed: {0}")]
+    Snapshot(moat_core::snapshot::SnapshotError),
+    #[error(
+        "the pre-run snapshot of {0} did not finish within the {1:?} a run's creation may take; the run was undone"
+    )]
+    SnapshotTooSlow(String, Duration),
 }
 
 impl RunError {
@@ -116,6 +122,11 @@ impl RunError {
             RunError::ServiceNotReady { service, .. } => Some(format!(
                 "check `services.{service}` in moat.yaml (env, ready_timeout); docs/services.md describes each service"
             )),
+            RunError::Snapshot(_) | RunError::SnapshotTooSlow(..) => Some(
+                "leave large or unreadable directories out with `snapshots.exclude.additional`, or turn the \
+                 snapshot off with `snapshots.disabled: true` (docs/snapshots.md)"
+                    .into(),
+            ),
             RunError::Deadline(_) => Some(format!(
                 "the container runtime may be wedged: `moat doctor` checks it, `{}` lists moat's networks",
                 network::list_moat_networks(moat_core::RuntimeKind::Docker)

@@ -1,6 +1,7 @@
 //! Creating a run: registration before any runtime object exists, the
 //! network (from the warm pool or made), the proxy entry, the service
 //! sidecars (ready before the run's container starts), the container,
+//! the workspace snapshot (taken meanwhile, complete before the start),
 //! all within the creation deadline; a failed creation is undone.
 
 use std::collections::BTreeMap;
@@ -113,11 +114,13 @@ pub async fn create_run_reporting(
     daemon.audit().record(&id, Event::run_created(&handle.spec));
     timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
+    let snapshot = crate::snapshots::start(daemon, &handle);
     let provisioned = provision(
         daemon,
         runtime.as_ref(),
         &handle,
         &service_images,
+        snapshot,
         &deadline,
         progress,
         &mut timings,
@@ -288,13 +291,16 @@ fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Creates the run's objects and starts its container, every step within
-/// `deadline`; returns the notices for the user.
+/// Creates the run's objects and starts its container once its workspace
+/// `snapshot` (taken meanwhile) is complete, every step within `deadline`;
+/// returns the notices for the user.
+#[allow(clippy::too_many_arguments)] // one per input of the creation; a struct would only rename them
 async fn provision(
     daemon: &Daemon,
     runtime: &dyn Runtime,
     handle: &RunHandle,
     service_images: &BTreeMap<String, String>,
+    snapshot: Option<crate::snapshots::PendingSnapshot>,
     deadline: &Deadline,
     progress: &Progress,
     timings: &mut Timings,
@@ -355,6 +361,10 @@ async fn provision(
         let step = format!("attaching to container {id}");
         let attached = deadline.bound(step, runtime.attach_container(&container_id)).await??;
         handle.terminal.connect(attached);
+    }
+    if let Some(snapshot) = snapshot {
+        snapshot.finish(daemon, handle, deadline).await?;
+        timings.lap("pre-run snapshot (wait)");
     }
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
     let step = format!("starting container {id}");
