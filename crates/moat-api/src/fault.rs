@@ -13,6 +13,10 @@ pub const POINTS: &[&str] = &[
     "after-start",
 ];
 
+/// After a service sidecar is created, before it starts (runs with
+/// services only, so not among [`POINTS`]).
+pub const AFTER_SERVICE_CREATE: &str = "after-service-create";
+
 /// The start of a run's cleanup (after its exit was announced); `pause`
 /// there lets a test act while the cleanup is pending.
 pub const BEFORE_CLEANUP: &str = "before-cleanup";

@@ -96,6 +96,10 @@ pub struct RunSpec {
     /// `image` (the base) and runs that.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
+    /// The services of `dependencies:` (`postgres@15`): each a sidecar on
+    /// the run's network, ready before the run's container starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<moat_core::deps::services::ServiceSpec>,
     /// The user the command runs as (`container.user`); `None`: the
     /// workspace's owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,11 +1,13 @@
 //! `dependencies:` of a `moat.yaml`: the registry shipped with moat
 //! (`data/dependencies.yaml`), parsing and resolving the entries a user
 //! names, and the deterministic Dockerfile (and content-hash tag) of the
-//! image that holds them. Nothing here builds: the daemon does.
+//! image that holds them; the services among the entries (`services`).
+//! Nothing here builds: the daemon does.
 
 mod dockerfile;
 mod registry;
 mod request;
+pub mod services;
 
 pub use dockerfile::{BuildContext, BuildHooks, ContextFile, HookFailure, IMAGE_REPOSITORY};
 pub use registry::{Entry, Layer, Registry};

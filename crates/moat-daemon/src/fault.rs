@@ -3,7 +3,7 @@
 
 use crate::api::RunSpec;
 
-pub use moat_api::fault::{BEFORE_CLEANUP, LABEL, POINTS};
+pub use moat_api::fault::{AFTER_SERVICE_CREATE, BEFORE_CLEANUP, LABEL, POINTS};
 
 #[cfg(debug_assertions)]
 pub async fn point(name: &str, spec: &RunSpec) {

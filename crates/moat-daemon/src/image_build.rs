@@ -1,5 +1,6 @@
 //! Images built from a run's `dependencies:` and build hooks
-//! (`hooks.post_build_root`, `hooks.post_build`): the plan (moat-core's
+//! (`hooks.post_build_root`, `hooks.post_build`), and one per service
+//! sidecar: the plan (moat-core's
 //! registry and Dockerfile), the decision to build (only when the
 //! content-hash tag is missing, or on `--rebuild`), the base image first,
 //! the full log under `MOAT_HOME/builds/<hash>.log`, and the error a failed
@@ -12,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use moat_core::deps::{BuildContext, BuildHooks, DependencyError, HookFailure, IMAGE_REPOSITORY, plan_build};
+use moat_core::deps::{BuildContext, BuildHooks, DependencyError, HookFailure, plan_build, services};
 use moat_runtime::Runtime;
 
 use crate::api::RunSpec;
@@ -103,9 +104,45 @@ pub async fn ensure_dependency_image(
     let build_ca = read_build_ca(daemon.config().build_ca_file.as_deref())?;
     let hooks = build_hooks(spec);
     let context = plan_build(&spec.image, &spec.dependencies, &hooks, build_ca.as_deref()).map_err(BuildError::from)?;
+    let what = what_is_built(spec);
+    ensure_built(daemon, runtime, spec, &context, &what, progress).await
+}
+
+/// The tag of the image of the service `name` (a sidecar of the run),
+/// built on `spec.image` like the run's own.
+pub async fn ensure_service_image(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    spec: &RunSpec,
+    name: &str,
+    progress: &Progress,
+) -> Result<String, RunError> {
+    let build_ca = read_build_ca(daemon.config().build_ca_file.as_deref())?;
+    let context = services::plan_image(&spec.image, name, build_ca.as_deref()).map_err(BuildError::from)?;
+    ensure_built(
+        daemon,
+        runtime,
+        spec,
+        &context,
+        &format!("the {name} service"),
+        progress,
+    )
+    .await
+}
+
+/// Builds `context` on `spec.image` unless its tag exists (or always,
+/// without the cache, on `--rebuild`); `what` names it in progress lines.
+async fn ensure_built(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    spec: &RunSpec,
+    context: &BuildContext,
+    what: &str,
+    progress: &Progress,
+) -> Result<String, RunError> {
     if !spec.rebuild && runtime.image_exists(&context.tag).await? {
         progress.say(format!("{} is up to date", context.tag));
-        return Ok(context.tag);
+        return Ok(context.tag.clone());
     }
     let _one = if let Ok(one) = ONE_BUILD.try_lock() {
         one
@@ -115,7 +152,7 @@ pub async fn ensure_dependency_image(
     };
     if !spec.rebuild && runtime.image_exists(&context.tag).await? {
         progress.say(format!("{} was built meanwhile", context.tag));
-        return Ok(context.tag);
+        return Ok(context.tag.clone());
     }
     if !daemon.runtimes().ensure_image(runtime, &spec.image, progress).await? {
         return Err(RunError::UnknownImage {
@@ -124,16 +161,16 @@ pub async fn ensure_dependency_image(
         });
     }
     let log = log_path(daemon, &context.tag)?;
-    progress.say(format!("building {} for {}", context.tag, what_is_built(spec)));
+    progress.say(format!("building {} for {what}", context.tag));
     let build = ImageBuild {
-        context: &context,
+        context,
         no_cache: spec.rebuild,
         log: &log,
     };
     if let Err(e) = daemon.runtimes().build_image(runtime, &build, progress).await {
         return Err(build_failure(context.tag.clone(), &e.to_string(), log).into());
     }
-    Ok(context.tag)
+    Ok(context.tag.clone())
 }
 
 /// The error of a failed build: a hook's when the log's last hook report
@@ -181,10 +218,7 @@ fn log_path(daemon: &Daemon, tag: &str) -> Result<PathBuf, RunError> {
             dir: dir.clone(),
             source,
         })?;
-    let hash = tag
-        .strip_prefix(IMAGE_REPOSITORY)
-        .and_then(|t| t.strip_prefix(':'))
-        .unwrap_or(tag);
+    let hash = tag.rsplit_once(':').map_or(tag, |(_, hash)| hash);
     Ok(dir.join(format!("{hash}.log")))
 }
 

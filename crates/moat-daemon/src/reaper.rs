@@ -4,6 +4,7 @@
 
 pub mod decide;
 pub mod live;
+mod project_volumes;
 
 use crate::audit::{AuditLog, Event};
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -203,6 +204,7 @@ async fn sweep_all(
             .await;
             record_reaped(daemon.audit(), &to_remove, &sweep);
         }
+        sweep_project_volumes(runtime.clone(), &home, request, state, &mut sweep).await;
         sweep_legacy(runtime.clone(), request, state, &mut sweep).await;
         judged.extend(listing.candidates.into_iter().zip(decisions));
         sweeps.push(sweep);
@@ -397,6 +399,49 @@ fn record_reaped(audit: &AuditLog, removed: &[&Candidate], sweep: &RuntimeSweep)
     }
 }
 
+/// On `moat system prune --volumes` only (volumes asked for by name): the
+/// volumes of persisted services that no project uses any more.
+async fn sweep_project_volumes(
+    runtime: Arc<dyn Runtime>,
+    home: &str,
+    request: &SweepRequest,
+    state: &mut ReaperFile,
+    sweep: &mut RuntimeSweep,
+) {
+    if !request.kinds.contains(&ObjectKind::Volume) {
+        return;
+    }
+    let volumes = match runtime.list_volumes().await {
+        Ok(volumes) => volumes,
+        Err(e) => {
+            sweep.errors.push(format!("listing volumes: {e}"));
+            return;
+        }
+    };
+    let candidates: Vec<Candidate> = project_volumes::unused(&volumes, home)
+        .into_iter()
+        .map(|v| Candidate {
+            key: ObjectKey {
+                runtime: runtime.kind(),
+                kind: ObjectKind::Volume,
+                name: v.name.clone(),
+            },
+            run_id: None,
+            home: Some(home.to_string()),
+            attached: Vec::new(),
+            running: false,
+            pool_owner: None,
+        })
+        .collect();
+    if request.dry_run {
+        sweep.removed.extend(candidates.into_iter().map(|c| c.key));
+        sweep.removed.sort();
+        return;
+    }
+    let targets: Vec<&Candidate> = candidates.iter().collect();
+    remove_all(runtime, &targets, Duration::ZERO, state, sweep).await;
+}
+
 /// Go-era objects: listed by every sweep, removed only when the request
 /// says `legacy`: containers first (a running one is stopped gracefully
 /// before it is removed), then networks (plain remove, never a forced
@@ -473,23 +518,24 @@ async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> Listing
     };
     match runtime.list_containers().await {
         Ok(list) => {
+            // A running sidecar is no evidence that its run lives: a run
+            // whose creation died after starting one has no other.
+            let mut running = HashSet::new();
             let containers: Vec<Candidate> = list
                 .into_iter()
                 .filter_map(|c| {
                     let run_id = label_run(&c.labels).or_else(|| decide::run_of_container(&c.name));
-                    let running = c.status.is_running();
+                    let is_running = c.status.is_running();
+                    let sidecar = c.labels.get(labels::ROLE).is_some_and(|r| r == labels::role::SERVICE);
                     let mut candidate = candidate(kind, ObjectKind::Container, c.name, run_id, &c.labels, Vec::new())?;
-                    candidate.running = running;
+                    candidate.running = is_running;
+                    if is_running && !sidecar {
+                        running.extend(candidate.run_id.clone());
+                    }
                     Some(candidate)
                 })
                 .collect();
-            listing.running = Some(
-                containers
-                    .iter()
-                    .filter(|c| c.running)
-                    .filter_map(|c| c.run_id.clone())
-                    .collect(),
-            );
+            listing.running = Some(running);
             if wanted(ObjectKind::Container) {
                 listing.candidates.extend(containers);
             }

@@ -66,6 +66,9 @@ async fn remove_kept_objects(daemon: &Daemon, meta: &moat_core::RunMetadata) -> 
     let runtime = daemon.runtimes().get(&meta.runtime).await?;
     let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());
     runtime.remove_stopped_container(&container).await?;
+    for sidecar in kept_sidecars(runtime.as_ref(), &meta.id).await? {
+        runtime.remove_stopped_container(&sidecar).await?;
+    }
     if let Some(network) = &meta.network
         && let Err(e) = runtime.remove_network(network).await
     {
@@ -76,6 +79,20 @@ async fn remove_kept_objects(daemon: &Daemon, meta: &moat_core::RunMetadata) -> 
         ..meta.clone()
     })?;
     Ok(())
+}
+
+/// The service sidecars of a kept run (stopped when the run ended).
+async fn kept_sidecars(runtime: &dyn moat_runtime::Runtime, id: &RunId) -> Result<Vec<String>, RunError> {
+    use moat_runtime::labels;
+    let is_label =
+        |c: &moat_runtime::ContainerInfo, key: &str, value: &str| c.labels.get(key).is_some_and(|v| v == value);
+    Ok(runtime
+        .list_containers()
+        .await?
+        .into_iter()
+        .filter(|c| is_label(c, labels::RUN_ID, id.as_str()) && is_label(c, labels::ROLE, labels::role::SERVICE))
+        .map(|c| c.name)
+        .collect())
 }
 
 fn still_owned(id: &RunId, reason: String) -> RunError {

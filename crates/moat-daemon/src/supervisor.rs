@@ -19,6 +19,7 @@ mod cleanup;
 mod container;
 mod create;
 mod proxy;
+mod services;
 mod stop;
 mod watch;
 
@@ -27,6 +28,7 @@ pub(crate) use container::command_user;
 pub use cleanup::cleanup;
 pub use create::{CreatedRun, Timings, create_run, create_run_reporting};
 pub use proxy::reattach_proxy;
+pub use services::project_volume;
 pub use stop::stop_run;
 pub use watch::supervise;
 
@@ -73,6 +75,14 @@ pub enum RunError {
     Grant(#[from] GrantError),
     #[error("{0}")]
     Build(#[from] crate::image_build::BuildError),
+    #[error("service {0:?} is not one moat runs")]
+    UnknownService(String),
+    #[error("service {service} did not become ready: {reason}; its last log lines:\n{tail}")]
+    ServiceNotReady {
+        service: String,
+        reason: String,
+        tail: String,
+    },
     #[error("the pre-run snapshot failed: {0}")]
     Snapshot(moat_core::snapshot::SnapshotError),
     #[error(
@@ -115,6 +125,9 @@ impl RunError {
                 "fix the failing dependency in moat.yaml; `moat run --rebuild` builds again without the cache".into(),
             ),
             RunError::Build(_) => Some("docs/dependencies.md lists what `dependencies:` accepts".into()),
+            RunError::ServiceNotReady { service, .. } => Some(format!(
+                "check `services.{service}` in moat.yaml (env, ready_timeout); docs/services.md describes each service"
+            )),
             RunError::Snapshot(_) | RunError::SnapshotTooSlow(..) => Some(
                 "leave large or unreadable directories out with `snapshots.exclude.additional`, or turn the \
                  snapshot off with `snapshots.disabled: true` (docs/snapshots.md)"

@@ -7,6 +7,12 @@ pub const MANAGED: &str = "dev.moat.managed";
 pub const RUN_ID: &str = "dev.moat.run-id";
 pub const HOME: &str = "dev.moat.home";
 pub const ROLE: &str = "dev.moat.role";
+/// On a service sidecar and a persisted service volume: the service.
+pub const SERVICE: &str = "dev.moat.service";
+/// On a persisted service volume: the project (hash of home and workspace).
+pub const PROJECT: &str = "dev.moat.project";
+/// On a persisted service volume: the workspace of its project.
+pub const WORKSPACE: &str = "dev.moat.workspace";
 /// On a warm-pool network: the daemon instance that created it.
 pub const DAEMON: &str = "dev.moat.daemon";
 

@@ -54,6 +54,8 @@ pub struct ContainerSpec {
     /// first frame is drawn at the client's size, not 80x24.
     pub console_size: Option<TerminalSize>,
     pub cap_add: Vec<String>,
+    /// Named volumes: (volume, absolute path in the container).
+    pub volumes: Vec<(String, String)>,
 }
 
 pub use moat_core::TerminalSize;

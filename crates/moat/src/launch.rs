@@ -224,6 +224,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         require_isolation: run.require_isolation,
         profile: run.profile.clone(),
         dependencies: run.dependencies.clone(),
+        services: run.services.clone(),
         rebuild: run.rebuild,
         user: run.container.user.clone(),
         post_build_root: run.hooks.post_build_root.clone(),
@@ -259,9 +260,9 @@ fn snapshot_spec(config: &moat_core::config::SnapshotConfig) -> Result<Option<mo
 fn check_dependencies(run: &ResolvedRun) -> Result<()> {
     let has_build_hooks = run.hooks.post_build_root.is_some() || run.hooks.post_build.is_some();
     if run.dependencies.is_empty() {
-        if run.rebuild && !has_build_hooks {
+        if run.rebuild && !has_build_hooks && run.services.is_empty() {
             return Err(CliError::new(
-                "--rebuild rebuilds the image of `dependencies:` and build hooks, and this run has neither",
+                "--rebuild rebuilds the images of `dependencies:`, build hooks and services, and this run has none",
             )
             .with_hint("add `dependencies:` or `hooks.post_build` to moat.yaml, or drop --rebuild")
             .into());

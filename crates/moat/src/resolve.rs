@@ -11,6 +11,8 @@ use moat_core::config::{
     self, ContainerConfig, GlobalConfig, HooksConfig, Mount, NetworkConfig, PolicyMode, ProjectConfig, RuntimeKind,
     SecretRef, ServiceConfig, SnapshotConfig,
 };
+use moat_core::deps::DependencyError;
+use moat_core::deps::services::{Catalog, ServiceSpec};
 use moat_core::env_vars;
 use serde::Serialize;
 
@@ -74,7 +76,11 @@ pub struct ResolvedRun {
     pub network: NetworkConfig,
     pub container: ContainerConfig,
     pub dependencies: Vec<String>,
-    pub services: BTreeMap<String, ServiceConfig>,
+    /// The services among `dependencies:`, with their `services:` settings.
+    pub services: Vec<ServiceSpec>,
+    /// `services:` as written (for the keys refused below).
+    #[serde(skip)]
+    pub service_settings: BTreeMap<String, ServiceConfig>,
     pub hooks: HooksConfig,
     pub snapshots: SnapshotConfig,
 }
@@ -117,6 +123,8 @@ pub enum ResolveError {
     MissingSource(PathBuf),
     #[error("--require-isolation needs the strict network policy (--policy strict or network.policy: strict)")]
     IsolationWithoutStrict,
+    #[error("dependencies: {0}")]
+    Dependencies(DependencyError),
     #[error(
         "container.dns cannot be used with the strict network policy: a strict run resolves names only \
          through the proxy (remove container.dns, or use network.policy: permissive)"
@@ -147,6 +155,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
     let (runtime, runtime_source) = resolve_runtime(src)?;
     let (env, secrets) = resolve_env(src)?;
     let network = resolve_network(args, &project.network);
+    let split = split_services(project).map_err(ResolveError::Dependencies)?;
     if args.require_isolation && network.policy != PolicyMode::Strict {
         return Err(ResolveError::IsolationWithoutStrict);
     }
@@ -179,8 +188,13 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         ports: project.ports.clone(),
         network,
         container: project.container.clone(),
-        dependencies: project.dependencies.clone(),
-        services: project.services.clone(),
+        dependencies: split.dependencies,
+        services: split
+            .services
+            .iter()
+            .map(|name| service_spec(name, project.services.get(name)))
+            .collect(),
+        service_settings: project.services.clone(),
         hooks: project.hooks.clone(),
         snapshots: project.snapshots.clone(),
     })
@@ -196,8 +210,11 @@ impl ResolvedRun {
                 keys.push(key);
             }
         };
-        refuse(!self.services.is_empty(), "services");
         refuse(self.agent.is_some(), "agent");
+        let settings = || self.service_settings.values();
+        refuse(settings().any(|s| s.image.is_some()), "services.<name>.image");
+        refuse(settings().any(|s| !s.models.is_empty()), "services.<name>.models");
+        refuse(settings().any(|s| !s.wait()), "services.<name>.wait: false");
         refuse(
             self.hooks.pre_run.is_some() && self.command.is_empty(),
             "hooks.pre_run without a command",
@@ -212,6 +229,28 @@ impl ResolvedRun {
             "snapshots.triggers.idle_threshold_seconds",
         );
         keys
+    }
+}
+
+/// Takes the services (`postgres@15`) out of `dependencies:`.
+fn split_services(project: &ProjectConfig) -> Result<moat_core::deps::services::Split, DependencyError> {
+    let pins: BTreeMap<String, String> = (project.services.iter())
+        .filter_map(|(name, service)| service.version.clone().map(|v| (name.clone(), v)))
+        .collect();
+    Catalog::shipped()?.split(&project.dependencies, &pins)
+}
+
+/// What the daemon is asked to run for one service.
+fn service_spec(name: &str, settings: Option<&ServiceConfig>) -> ServiceSpec {
+    let settings = settings.cloned().unwrap_or_default();
+    ServiceSpec {
+        name: name.to_string(),
+        persist: settings.persist,
+        memory_bytes: settings
+            .memory
+            .map(|mb| i64::try_from(mb).unwrap_or(i64::MAX).saturating_mul(1024 * 1024)),
+        ready_timeout_secs: settings.ready_timeout().as_secs(),
+        env: settings.env,
     }
 }
 

@@ -21,6 +21,7 @@ mod docker {
     pub mod ports;
     pub mod proxy;
     pub mod reaper;
+    pub mod services;
     pub mod snapshots;
     pub mod support;
     pub mod terminal;

@@ -13,6 +13,7 @@ use super::network::NetworkConfig;
 use super::shapes::{CommandSpec, Mount, RuntimeKind, SecretRef};
 use super::values::{self, is_env_name};
 use super::{ConfigError, Problem, Warning, decode, read};
+use crate::deps::services;
 
 /// The project file's name.
 pub const PROJECT_FILE: &str = "moat.yaml";
@@ -180,28 +181,65 @@ pub struct SnapshotRetention {
     pub delete_initial: bool,
 }
 
-/// Overrides for one service dependency (`postgres`, `redis`, ...).
+/// Settings of one service of `dependencies:` (`postgres`, `redis`, ...).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServiceConfig {
+    /// Extra variables of the service's container.
     #[serde(deserialize_with = "values::scalar_map")]
     pub env: BTreeMap<String, String>,
+    /// Refused by `moat run`: services are built from Debian packages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Memory limit of the service container in MB.
     #[serde(deserialize_with = "memory_mb", skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
-    /// Wait for the service to be ready before starting (default true).
+    /// Wait for the service to be ready before starting (default true;
+    /// `false` is refused by `moat run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
-    /// Models to pull (ollama).
+    /// Refused by `moat run`: models to pull (ollama).
     #[serde(deserialize_with = "values::or_empty", skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// The version wanted, like `name@version` in `dependencies:`.
+    #[serde(
+        deserialize_with = "values::optional_scalar",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub version: Option<String>,
+    /// Keep the data in a volume of the project, across runs.
+    pub persist: bool,
+    /// Bound on the readiness check (default 30s, at most 60s).
+    #[serde(
+        deserialize_with = "optional_duration",
+        serialize_with = "serialize_optional_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ready_timeout: Option<std::time::Duration>,
 }
 
 impl ServiceConfig {
     pub fn wait(&self) -> bool {
         self.wait.unwrap_or(true)
+    }
+
+    pub fn ready_timeout(&self) -> std::time::Duration {
+        self.ready_timeout.unwrap_or(services::DEFAULT_READY_TIMEOUT)
+    }
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<std::time::Duration>, D::Error> {
+    values::duration(de).map(Some)
+}
+
+#[allow(clippy::ref_option)] // serde's serialize_with hands a reference
+fn serialize_optional_duration<S: serde::Serializer>(
+    value: &Option<std::time::Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(d) => s.serialize_str(&values::format_duration(*d)),
+        None => s.serialize_none(),
     }
 }
 
@@ -370,11 +408,34 @@ impl ProjectConfig {
             .iter()
             .map(|d| d.split(['@', ':']).next().unwrap_or(d))
             .collect();
-        for name in self.services.keys() {
+        let catalog = services::Catalog::shipped().ok();
+        for (name, service) in &self.services {
+            let field = |key: &str| format!("services.{name}{key}");
             if !declared.contains(&name.as_str()) {
                 problems.push(Problem::new(
-                    format!("services.{name}"),
+                    field(""),
                     format!("{name:?} is not declared in dependencies"),
+                ));
+            } else if catalog.as_ref().is_some_and(|c| c.get(name).is_none()) {
+                problems.push(Problem::new(field(""), format!("{name:?} is not a service moat runs")));
+            }
+            for key in service.env.keys() {
+                if !is_env_name(key) || services::SIDECAR_VARIABLES.contains(&key.as_str()) {
+                    problems.push(Problem::new(
+                        field(&format!(".env.{key}")),
+                        "not a valid environment variable name, or one moat sets (MOAT_SERVICE_*)",
+                    ));
+                }
+            }
+            if let Some(bound) = service.ready_timeout
+                && (bound < std::time::Duration::from_secs(1) || bound > services::MAX_READY_TIMEOUT)
+            {
+                problems.push(Problem::new(
+                    field(".ready_timeout"),
+                    format!(
+                        "must be between 1s and {}",
+                        values::format_duration(services::MAX_READY_TIMEOUT)
+                    ),
                 ));
             }
         }

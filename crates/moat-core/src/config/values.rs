@@ -239,6 +239,11 @@ pub(super) fn scalar_map<'de, D: Deserializer<'de>>(de: D) -> Result<BTreeMap<St
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
+/// An optional string written as any YAML scalar (`version: 15`).
+pub(super) fn optional_scalar<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(ScalarString::deserialize(de)?.0))
+}
+
 /// Serializes a value with its `Display` form (for `--json` output).
 pub(super) fn display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)

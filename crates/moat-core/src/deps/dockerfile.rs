@@ -15,7 +15,7 @@ use super::registry::{Layer, Resolved};
 /// Repository of the images moat builds (`moat/run:<16 hex>`).
 pub const IMAGE_REPOSITORY: &str = "moat/run";
 /// The system trust store every tool is pointed at during builds.
-const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(super) const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const INIT_SCRIPT: &str = include_str!("../../data/moat-init.sh");
 const INIT_PATH: &str = "/usr/local/bin/moat-init";
 const PIP: &str = "/opt/moat/python/bin/pip";
@@ -123,7 +123,7 @@ pub(super) fn render(base: &str, resolved: &Resolved, hooks: &BuildHooks, build_
 }
 
 /// First 16 hex digits of the SHA-256 of every file (name, length, bytes).
-fn content_hash(files: &[ContextFile]) -> String {
+pub(super) fn content_hash(files: &[ContextFile]) -> String {
     let mut hash = Sha256::new();
     for file in files {
         hash.update(file.name.as_bytes());
@@ -277,7 +277,7 @@ fn dockerfile(base: &str, resolved: &Resolved, hooks: &BuildHooks, with_ca: bool
     out
 }
 
-fn join_quoted<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
+pub(super) fn join_quoted<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
     let mut out = String::new();
     for item in items {
         if !out.is_empty() {

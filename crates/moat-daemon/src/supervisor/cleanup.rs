@@ -4,6 +4,7 @@ use chrono::Utc;
 use moat_proxy::PolicyMode;
 use moat_runtime::Runtime;
 
+use super::services::remove_sidecars;
 use super::watch::announce_exit;
 use crate::audit::Event;
 use crate::fault;
@@ -11,7 +12,8 @@ use crate::firewall::{self};
 use crate::registry::RunHandle;
 use crate::state::Daemon;
 
-/// Removes the run's container (unless kept), network and firewall rules,
+/// Removes the run's service sidecars (a kept run's are stopped), its
+/// container (unless kept), network and firewall rules,
 /// exactly once, records `cleaned_at` when all are gone, tells attached
 /// clients, and leaves the registry.
 pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) {
@@ -22,6 +24,7 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     fault::point(fault::BEFORE_CLEANUP, &handle.spec).await;
     let meta = handle.metadata();
     let mut failures = Vec::new();
+    failures.extend(remove_sidecars(runtime, handle, meta.keep, daemon.config().stop_grace).await);
     if !meta.keep {
         let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());
         if let Err(e) = runtime.remove_container(&container).await {

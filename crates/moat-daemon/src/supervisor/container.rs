@@ -1,4 +1,5 @@
-//! The container a run gets: labels, mounts, proxy variables, DNS, user.
+//! The container a run gets: labels, mounts, proxy variables, its
+//! services' variables and addresses, DNS, user.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -7,6 +8,7 @@ use moat_runtime::{BindMount, ContainerSpec, labels};
 
 use super::WORKSPACE_TARGET;
 use super::proxy::ProxyAttachment;
+use super::services::ServiceAccess;
 use crate::api::RunSpec;
 use crate::egress::{PROXY_HOST, PROXY_VARIABLES};
 use crate::registry::RunHandle;
@@ -17,6 +19,7 @@ pub(super) fn container_spec(
     handle: &RunHandle,
     network: &str,
     proxy: Option<ProxyAttachment>,
+    services: ServiceAccess,
 ) -> ContainerSpec {
     let spec = &handle.spec;
     let id = handle.id();
@@ -41,7 +44,9 @@ pub(super) fn container_spec(
     if let Some(user) = init_user {
         env.push((INIT_USER_VARIABLE.to_string(), user));
     }
-    let mut extra_hosts = Vec::new();
+    env.retain(|(k, _)| !services.env.iter().any(|(name, _)| name == k));
+    env.extend(services.env);
+    let mut extra_hosts = services.hosts;
     if let Some(proxy) = proxy {
         env.extend(proxy.env);
         mounts.push(proxy.ca_mount);
@@ -98,7 +103,7 @@ pub(crate) fn command_user(spec: &RunSpec) -> Option<String> {
 /// where nothing answers, so no engine's embedded DNS (which forwards from
 /// internal networks on engines before 25.0.5) carries queries out: DNS is
 /// not a way out of a strict run.
-const STRICT_DNS: &str = "127.0.0.1";
+pub(super) const STRICT_DNS: &str = "127.0.0.1";
 
 fn container_dns(spec: &RunSpec) -> Vec<String> {
     if spec.policy.mode == PolicyMode::Strict {

@@ -1,12 +1,15 @@
 //! Creating a run: registration before any runtime object exists, the
-//! network (from the warm pool or made), the proxy entry, the container,
+//! network (from the warm pool or made), the proxy entry, the service
+//! sidecars (ready before the run's container starts), the container,
 //! the workspace snapshot (taken meanwhile, complete before the start),
 //! all within the creation deadline; a failed creation is undone.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use moat_core::deps::services::ServiceSpec;
 use moat_core::lock::FileLock;
 use moat_core::paths::run_files;
 use moat_core::{RunId, RunMetadata, RunState};
@@ -16,6 +19,7 @@ use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, labels};
 use super::cleanup::cleanup;
 use super::container::container_spec;
 use super::proxy::attach_proxy;
+use super::services::start_services;
 use super::watch::supervise;
 use super::{RUN_LOCK_TIMEOUT, RunError, fail};
 use crate::api::{RunSpec, StepTiming};
@@ -87,13 +91,16 @@ pub async fn create_run_reporting(
     let runtime = connect_runtime(daemon, &spec).await?;
     spec.runtime = runtime.kind().as_str().to_string();
     timings.lap("runtime connect");
+    let images = Deadline::after(IMAGE_DEADLINE);
+    // On the base image, before the run's own image replaces it.
+    let service_images = build_service_images(daemon, runtime.as_ref(), &spec, progress, &images).await?;
     if spec.builds_image() {
-        spec.image = build_image(daemon, runtime.as_ref(), &spec, progress).await?;
+        spec.image = build_image(daemon, runtime.as_ref(), &spec, progress, &images).await?;
     } else {
-        ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
+        ensure_image(daemon, runtime.as_ref(), &spec.image, progress, &images).await?;
     }
     timings.lap("image check");
-    let deadline = Deadline::after(CREATE_DEADLINE);
+    let deadline = Deadline::after(CREATE_DEADLINE + readiness_allowance(&spec));
     check_name(daemon, &spec)?;
     let meta = initial_metadata(&spec);
     let id = meta.id.clone();
@@ -112,6 +119,7 @@ pub async fn create_run_reporting(
         daemon,
         runtime.as_ref(),
         &handle,
+        &service_images,
         snapshot,
         &deadline,
         progress,
@@ -157,10 +165,11 @@ async fn ensure_image(
     runtime: &dyn Runtime,
     image: &str,
     progress: &Progress,
+    deadline: &Deadline,
 ) -> Result<(), RunError> {
     let step = format!("making image {image} available");
     let ensured = daemon.runtimes().ensure_image(runtime, image, progress);
-    if Deadline::after(IMAGE_DEADLINE).bound(step, ensured).await?? {
+    if deadline.bound(step, ensured).await?? {
         return Ok(());
     }
     Err(RunError::UnknownImage {
@@ -176,13 +185,41 @@ async fn build_image(
     runtime: &dyn Runtime,
     spec: &RunSpec,
     progress: &Progress,
+    deadline: &Deadline,
 ) -> Result<String, RunError> {
     let step = format!(
         "making the image of {} available",
         crate::image_build::what_is_built(spec)
     );
     let ensured = crate::image_build::ensure_dependency_image(daemon, runtime, spec, progress);
-    Deadline::after(IMAGE_DEADLINE).bound(step, ensured).await?
+    deadline.bound(step, ensured).await?
+}
+
+/// The image of each of the run's services, by name (built when missing),
+/// within the image deadline.
+async fn build_service_images(
+    daemon: &Daemon,
+    runtime: &dyn Runtime,
+    spec: &RunSpec,
+    progress: &Progress,
+    deadline: &Deadline,
+) -> Result<BTreeMap<String, String>, RunError> {
+    let mut images = BTreeMap::new();
+    for service in &spec.services {
+        let step = format!("making the image of the {} service available", service.name);
+        let ensured = crate::image_build::ensure_service_image(daemon, runtime, spec, &service.name, progress);
+        images.insert(service.name.clone(), deadline.bound(step, ensured).await??);
+    }
+    Ok(images)
+}
+
+/// The creation deadline grows by the longest readiness bound of the
+/// run's services.
+fn readiness_allowance(spec: &RunSpec) -> Duration {
+    (spec.services.iter())
+        .map(ServiceSpec::ready_timeout)
+        .max()
+        .unwrap_or_default()
 }
 
 /// Removes what a failed creation made. Waits at most [`UNDO_WAIT`], so
@@ -257,10 +294,12 @@ fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
 /// Creates the run's objects and starts its container once its workspace
 /// `snapshot` (taken meanwhile) is complete, every step within `deadline`;
 /// returns the notices for the user.
+#[allow(clippy::too_many_arguments)] // one per input of the creation; a struct would only rename them
 async fn provision(
     daemon: &Daemon,
     runtime: &dyn Runtime,
     handle: &RunHandle,
+    service_images: &BTreeMap<String, String>,
     snapshot: Option<crate::snapshots::PendingSnapshot>,
     deadline: &Deadline,
     progress: &Progress,
@@ -301,7 +340,11 @@ async fn provision(
         }
         None => None,
     };
-    let container_spec = container_spec(daemon, handle, &network.name, proxy);
+    let services = start_services(daemon, runtime, handle, &network.name, service_images, deadline).await?;
+    if !spec.services.is_empty() {
+        timings.lap("services ready");
+    }
+    let container_spec = container_spec(daemon, handle, &network.name, proxy, services);
     let step = format!("creating container {id}");
     let container_id = deadline
         .bound(step, runtime.create_container(&container_spec))

@@ -71,6 +71,13 @@ fn refuse_unsupported(spec: &ContainerSpec) -> RuntimeResult<()> {
             hosts.join(", ")
         )));
     }
+    if !spec.volumes.is_empty() {
+        return Err(refuse(
+            "moat does not mount named volumes on the `container` CLI (services.<name>.persist); \
+             use the docker runtime"
+                .to_string(),
+        ));
+    }
     if !spec.ulimits.is_empty() || spec.pids_limit.is_some() {
         return Err(refuse(
             "the `container` CLI cannot set container.ulimits or container.pids_limit; \

@@ -39,7 +39,13 @@ pub fn container_create_body(spec: &ContainerSpec) -> ContainerCreateBody {
 
 fn host_config(spec: &ContainerSpec) -> HostConfig {
     HostConfig {
-        mounts: non_empty(spec.mounts.iter().map(bind_mount).collect()),
+        mounts: non_empty(
+            spec.mounts
+                .iter()
+                .map(bind_mount)
+                .chain(spec.volumes.iter().map(|(volume, target)| volume_mount(volume, target)))
+                .collect(),
+        ),
         network_mode: spec.network.clone(),
         extra_hosts: non_empty(
             spec.extra_hosts
@@ -75,6 +81,16 @@ fn bind_mount(mount: &crate::BindMount) -> DockerMount {
         source: Some(mount.source.clone()),
         target: Some(mount.target.clone()),
         read_only: Some(mount.read_only),
+        ..Default::default()
+    }
+}
+
+fn volume_mount(volume: &str, target: &str) -> DockerMount {
+    DockerMount {
+        typ: Some(MountType::VOLUME),
+        source: Some(volume.to_string()),
+        target: Some(target.to_string()),
+        read_only: Some(false),
         ..Default::default()
     }
 }

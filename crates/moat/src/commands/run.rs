@@ -64,6 +64,12 @@ fn prepare(ctx: &Context, args: &RunArgs) -> Result<ResolvedRun> {
         env: &EnvDefaults::from_env(),
         profile: ctx.profile.as_deref(),
         host_var: &host_var,
+    })
+    .map_err(|e| match e {
+        resolve::ResolveError::Dependencies(_) => CliError::new(e.to_string())
+            .with_hint("docs/dependencies.md lists what `dependencies:` accepts, docs/services.md the services")
+            .into(),
+        other => anyhow::Error::from(other),
     })?;
     let guard = Guard::for_process(home.root(), &args.allow_dangerous_mounts);
     guard.check("the workspace", &resolved.workspace)?;

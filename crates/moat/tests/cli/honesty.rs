@@ -14,7 +14,7 @@ use super::support::{TestHome, write_file};
 const EVERY_KEY: &str = "\
 name: demo
 agent: claude
-dependencies: [postgres@17]
+dependencies: [postgres@15]
 grants: [github]
 env: {A: '1'}
 secrets: {B: env://HOME}
@@ -45,11 +45,11 @@ snapshots:
   exclude: {ignore_gitignore: true, additional: [target]}
   retention: {max_count: 3, delete_initial: true}
 services:
-  postgres: {env: {X: '1'}, image: 'postgres:17', memory: 256, wait: false, models: [m]}
+  postgres: {env: {X: '1'}, image: 'postgres:17', memory: 256, wait: false, models: [m], version: '15', persist: true, ready_timeout: 10s}
 ";
 
 /// Keys whose values are user-named maps: one key each.
-const MAPS: &[&str] = &["env", "secrets", "ports", "services", "container.ulimits"];
+const MAPS: &[&str] = &["env", "secrets", "ports", "services.postgres.env", "container.ulimits"];
 
 /// Key → (Docker test file, test function) showing its effect in a container.
 const SHOWN: &[(&str, &str, &str)] = &[
@@ -152,6 +152,31 @@ const SHOWN: &[(&str, &str, &str)] = &[
         "build_hooks_are_part_of_the_image_and_a_failing_one_is_named",
     ),
     (
+        "services.postgres.env",
+        "services.rs",
+        "a_service_that_cannot_start_fails_the_run_with_its_log_lines",
+    ),
+    (
+        "services.postgres.ready_timeout",
+        "services.rs",
+        "a_service_never_ready_fails_the_run_at_its_bound",
+    ),
+    (
+        "services.postgres.persist",
+        "services.rs",
+        "a_persisted_service_keeps_its_data_from_one_run_to_the_next",
+    ),
+    (
+        "services.postgres.version",
+        "services.rs",
+        "a_persisted_service_keeps_its_data_from_one_run_to_the_next",
+    ),
+    (
+        "services.postgres.memory",
+        "services.rs",
+        "a_persisted_service_keeps_its_data_from_one_run_to_the_next",
+    ),
+    (
         "network.policy",
         "policy.rs",
         "suggested_rules_allow_exactly_what_the_run_did_and_shadow_records_what_strict_would_refuse",
@@ -171,7 +196,9 @@ const SHOWN: &[(&str, &str, &str)] = &[
 /// Keys `moat run` refuses, and the name its error gives them.
 const REFUSED: &[(&str, &str)] = &[
     ("agent", "agent"),
-    ("services", "services"),
+    ("services.postgres.image", "services.<name>.image"),
+    ("services.postgres.models", "services.<name>.models"),
+    ("services.postgres.wait", "services.<name>.wait: false"),
     (
         "snapshots.triggers.disable_git_commits",
         "snapshots.triggers.disable_git_commits",
@@ -191,6 +218,7 @@ fn docker_test_source(file: &str) -> &'static str {
         "proxy.rs" => include_str!("../docker/proxy.rs"),
         "policy.rs" => include_str!("../docker/policy.rs"),
         "images.rs" => include_str!("../docker/images.rs"),
+        "services.rs" => include_str!("../docker/services.rs"),
         "snapshots.rs" => include_str!("../docker/snapshots.rs"),
         other => panic!("no Docker test file {other}"),
     }
@@ -228,7 +256,7 @@ fn file_with_only(path: &str, value: &Value) -> String {
         .fold(value.clone(), |inner, key| serde_json::json!({ key: inner }));
     let mut text = nested.to_string();
     if path.starts_with("services") {
-        text = format!("{}, \"dependencies\": [\"postgres@17\"]}}", &text[..text.len() - 1]);
+        text = format!("{}, \"dependencies\": [\"postgres@15\"]}}", &text[..text.len() - 1]);
     }
     text
 }

@@ -209,6 +209,14 @@ fn bad_dependencies_fail_before_anything_is_made() {
             "error: dependencies: node@20 cannot be satisfied: moat installs node 18.19.0 (needed by gemini-cli)",
         ),
         (
+            "[postgres@16, psql]",
+            "error: dependencies: postgres@16 cannot be satisfied: moat installs postgres 15 (Debian bookworm's)",
+        ),
+        (
+            "[mysql@8]",
+            r#"error: dependencies: dependency "mysql": Debian bookworm has no MySQL server"#,
+        ),
+        (
             "['pip:x;id']",
             r#"error: dependencies: dependency "pip:x;id": "x;id" is not a pip package name"#,
         ),
@@ -225,7 +233,7 @@ fn bad_dependencies_fail_before_anything_is_made() {
     out.failure(1);
     assert!(
         out.stderr.starts_with(
-            "error: --rebuild rebuilds the image of `dependencies:` and build hooks, and this run has neither"
+            "error: --rebuild rebuilds the images of `dependencies:`, build hooks and services, and this run has none"
         ),
         "{}",
         out.stderr
