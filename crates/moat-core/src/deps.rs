@@ -1,12 +1,15 @@
 //! `dependencies:` of a `moat.yaml`: the registry shipped with moat
-//! (`data/dependencies.yaml`), parsing and resolving the entries a user
+//! (`data/dependencies.yaml`, which also defines the agents `moat <agent>`
+//! runs), parsing and resolving the entries a user
 //! names, and the deterministic Dockerfile (and content-hash tag) of the
 //! image that holds them. Nothing here builds: the daemon does.
 
+mod agents;
 mod dockerfile;
 mod registry;
 mod request;
 
+pub use agents::{Agent, StagedFile, check_home_path};
 pub use dockerfile::{BuildContext, ContextFile, IMAGE_REPOSITORY};
 pub use registry::{Entry, Layer, Registry};
 pub use request::Request;
