@@ -103,6 +103,21 @@ pub struct RunSpec {
     /// Build the dependencies' image again without the cache (`--rebuild`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rebuild: bool,
+    /// Files written into the run user's home before the command starts
+    /// (an agent's settings and placeholder credentials; never a secret).
+    /// Only images built from `dependencies:` (whose init writes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub home_files: Vec<HomeFile>,
+}
+
+/// A file of [`RunSpec::home_files`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeFile {
+    /// Relative to the home directory, plain segments only.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    pub contents: String,
 }
 
 impl RunSpec {
