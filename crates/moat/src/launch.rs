@@ -226,13 +226,14 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         dependencies: run.dependencies.clone(),
         rebuild: run.rebuild,
         user: run.container.user.clone(),
+        home_files: run.home_files.clone(),
     })
 }
 
 /// Refuses `dependencies:` that cannot become an image (unknown names,
 /// versions moat cannot install) before anything is asked of the daemon,
 /// and `--rebuild` with nothing to rebuild.
-fn check_dependencies(run: &ResolvedRun) -> Result<()> {
+pub fn check_dependencies(run: &ResolvedRun) -> Result<()> {
     if run.dependencies.is_empty() {
         if run.rebuild {
             return Err(

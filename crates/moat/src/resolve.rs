@@ -40,9 +40,14 @@ pub struct ResolvedRun {
     pub workspace: PathBuf,
     pub config_file: Option<PathBuf>,
     pub name: Option<String>,
-    /// The Go implementation's agent selection (refused: not acted on yet).
+    /// The agent this run is (`moat claude`, or `agent:` in moat.yaml);
+    /// `crate::agent` adds its dependency, grant, hosts and files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Files the image's init writes into the run user's home (an agent's
+    /// settings and placeholder credentials).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub home_files: Vec<moat_api::HomeFile>,
     pub image: String,
     pub image_source: Source,
     /// `None`: detected when the run starts.
@@ -158,6 +163,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         config_file: src.config_file.map(Path::to_path_buf),
         name,
         agent: project.agent.clone(),
+        home_files: Vec::new(),
         image,
         image_source,
         runtime,
@@ -197,7 +203,6 @@ impl ResolvedRun {
             }
         };
         refuse(!self.services.is_empty(), "services");
-        refuse(self.agent.is_some(), "agent");
         refuse(self.hooks.post_build.is_some(), "hooks.post_build");
         refuse(self.hooks.post_build_root.is_some(), "hooks.post_build_root");
         refuse(
@@ -217,7 +222,7 @@ impl ResolvedRun {
 }
 
 /// Both stdin and stdout are terminals (`interactive: true` then means a TTY).
-fn stdio_is_terminal() -> bool {
+pub fn stdio_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
