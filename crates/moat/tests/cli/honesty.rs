@@ -54,6 +54,11 @@ const MAPS: &[&str] = &["env", "secrets", "ports", "services", "container.ulimit
 /// Key → (Docker test file, test function) showing its effect in a container.
 const SHOWN: &[(&str, &str, &str)] = &[
     (
+        "agent",
+        "agents.rs",
+        "moat_claude_answers_with_the_granted_token_while_the_container_holds_only_placeholders",
+    ),
+    (
         "name",
         "ports.rs",
         "a_page_served_in_the_container_loads_in_a_browser_through_the_routing_endpoint",
@@ -135,7 +140,6 @@ const SHOWN: &[(&str, &str, &str)] = &[
 
 /// Keys `moat run` refuses, and the name its error gives them.
 const REFUSED: &[(&str, &str)] = &[
-    ("agent", "agent"),
     ("services", "services"),
     ("hooks.post_build", "hooks.post_build"),
     ("hooks.post_build_root", "hooks.post_build_root"),
@@ -157,6 +161,7 @@ fn docker_test_source(file: &str) -> &'static str {
         "proxy.rs" => include_str!("../docker/proxy.rs"),
         "policy.rs" => include_str!("../docker/policy.rs"),
         "images.rs" => include_str!("../docker/images.rs"),
+        "agents.rs" => include_str!("../docker/agents.rs"),
         other => panic!("no Docker test file {other}"),
     }
 }

@@ -171,13 +171,16 @@ fn a_missing_workspace_is_an_error() {
 #[test]
 fn keys_not_supported_yet_are_refused_not_ignored() {
     let home = TestHome::new();
-    write_file(&home.path("ws/moat.yaml"), "agent: claude\nhooks: {post_build: make}\n");
+    write_file(
+        &home.path("ws/moat.yaml"),
+        "dependencies: [postgres@17]\nservices: {postgres: {}}\nhooks: {post_build: make}\n",
+    );
     let ws = home.path("ws");
     let out = home.moat(&["run", ws.to_str().unwrap(), "--", "true"]);
     out.failure(1);
     assert!(
         out.stderr.starts_with(
-            "error: this version of moat cannot act on agent, hooks.post_build yet; refusing to run without them\n"
+            "error: this version of moat cannot act on services, hooks.post_build yet; refusing to run without them\n"
         ),
         "{}",
         out.stderr
@@ -185,7 +188,7 @@ fn keys_not_supported_yet_are_refused_not_ignored() {
     assert!(!home.home_path("runs").exists(), "nothing may be created");
     let out = home.moat(&["run", "--rebuild", ws.to_str().unwrap(), "--dry-run"]);
     out.success();
-    for key in ["agent", "hooks.post_build"] {
+    for key in ["services", "hooks.post_build"] {
         assert!(
             out.stderr.contains(&format!("{key}: not supported yet")),
             "{key}: {}",
