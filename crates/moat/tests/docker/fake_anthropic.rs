@@ -2,9 +2,9 @@
 //! `api.anthropic.com` on port 443 of a loopback address of its own (the
 //! daemon's `resolve:` sends the name there), recording every request's
 //! headers. `POST /v1/messages` answers one JSON message, or with
-//! `"stream": true` the server-sent events of a streamed message, spaced
-//! [`EVENT_SPACING`] apart, recording when each event was handed to the
-//! connection.
+//! `"stream": true` the response head at once, then the server-sent
+//! events of a streamed message, [`EVENT_SPACING`] apart, recording when
+//! each event was handed to the connection.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -41,7 +41,8 @@ pub struct FakeAnthropic {
     pub address: IpAddr,
     pub ca_file: PathBuf,
     seen: Arc<Mutex<Vec<Seen>>>,
-    sent: Arc<Mutex<Vec<SentEvent>>>,
+    /// The events of each streamed answer, in order.
+    sent: Arc<Mutex<Vec<Vec<SentEvent>>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -85,15 +86,17 @@ impl FakeAnthropic {
         self.seen.lock().unwrap().clone()
     }
 
-    pub fn sent(&self) -> Vec<SentEvent> {
-        self.sent.lock().unwrap().clone()
+    /// The events of the last streamed answer.
+    pub fn last_stream(&self) -> Vec<SentEvent> {
+        self.sent.lock().unwrap().last().cloned().unwrap_or_default()
     }
 }
 
-/// `127.77.x.y`, different for each process and each call.
+/// `127.77.x.y`, different for each call of a process (and, short of a
+/// process id collision modulo 1024, for each process).
 fn unique_loopback() -> Ipv4Addr {
-    let n = super::support::unique() as u32 + std::process::id() * 16;
-    Ipv4Addr::new(127, 77, (n >> 8) as u8, (n & 0xff) as u8 | 1)
+    let n = (super::support::unique() as u32 % 64 + std::process::id() * 64) % (254 * 256);
+    Ipv4Addr::new(127, 77, (n / 254) as u8, (n % 254 + 1) as u8)
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -102,7 +105,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     seen: Arc<Mutex<Vec<Seen>>>,
-    sent: Arc<Mutex<Vec<SentEvent>>>,
+    sent: Arc<Mutex<Vec<Vec<SentEvent>>>>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -125,7 +128,7 @@ async fn serve(
 async fn answer(
     req: Request<hyper::body::Incoming>,
     seen: &Mutex<Vec<Seen>>,
-    sent: Arc<Mutex<Vec<SentEvent>>>,
+    sent: Arc<Mutex<Vec<Vec<SentEvent>>>>,
 ) -> Response<Body> {
     seen.lock().unwrap().push(Seen {
         path: req.uri().path().to_string(),
@@ -161,8 +164,7 @@ async fn answer(
         .unwrap()
 }
 
-/// The events of a streamed message, the text in words, one event every
-/// [`EVENT_SPACING`].
+/// The events of a streamed message, the text in words.
 fn events() -> Vec<(String, serde_json::Value)> {
     let mut events = vec![
         (
@@ -201,19 +203,24 @@ fn events() -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
-fn streamed(sent: Arc<Mutex<Vec<SentEvent>>>) -> Body {
+fn streamed(sent: Arc<Mutex<Vec<Vec<SentEvent>>>>) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let stream = {
+        let mut sent = sent.lock().unwrap();
+        sent.push(Vec::new());
+        sent.len() - 1
+    };
     tokio::spawn(async move {
-        for (index, (kind, data)) in events().into_iter().enumerate() {
-            if index > 0 {
-                tokio::time::sleep(EVENT_SPACING).await;
-            }
+        // The head goes out first, so the client is reading (not still
+        // setting up its stream) when the first event is sent.
+        for (kind, data) in events() {
+            tokio::time::sleep(EVENT_SPACING).await;
             let frame = Bytes::from(format!("event: {kind}\ndata: {data}\n\n"));
             if tx.send(frame).await.is_err() {
                 return;
             }
             let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
-            sent.lock().unwrap().push(SentEvent { kind, at });
+            sent.lock().unwrap()[stream].push(SentEvent { kind, at });
         }
     });
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
