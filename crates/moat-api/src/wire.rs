@@ -108,6 +108,10 @@ pub struct RunSpec {
     /// Only images built from `dependencies:` (whose init writes them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub home_files: Vec<HomeFile>,
+    /// Take a snapshot of the workspace before the container starts
+    /// (`snapshots:`); `None`: no snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotSpec>,
 }
 
 /// A file of [`RunSpec::home_files`].
@@ -118,6 +122,18 @@ pub struct HomeFile {
     /// Permission bits.
     pub mode: u32,
     pub contents: String,
+}
+
+/// How the daemon snapshots a run's workspace before starting it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSpec {
+    /// What is left out.
+    pub rules: moat_core::snapshot::Rules,
+    /// Snapshots of the workspace kept (`retention.max_count`, defaulted).
+    pub max_count: u32,
+    /// Whether the workspace's first snapshot may be pruned.
+    #[serde(default)]
+    pub delete_initial: bool,
 }
 
 impl RunSpec {

@@ -73,6 +73,12 @@ pub enum RunError {
     Grant(#[from] GrantError),
     #[error("{0}")]
     Build(#[from] crate::image_build::BuildError),
+    #[error("the pre-run snapshot failed: {0}")]
+    Snapshot(moat_core::snapshot::SnapshotError),
+    #[error(
+        "the pre-run snapshot of {0} did not finish within the {1:?} a run's creation may take; the run was undone"
+    )]
+    SnapshotTooSlow(String, Duration),
 }
 
 impl RunError {
@@ -105,6 +111,11 @@ impl RunError {
                 "fix the failing dependency in moat.yaml; `moat run --rebuild` builds again without the cache".into(),
             ),
             RunError::Build(_) => Some("docs/dependencies.md lists what `dependencies:` accepts".into()),
+            RunError::Snapshot(_) | RunError::SnapshotTooSlow(..) => Some(
+                "leave large or unreadable directories out with `snapshots.exclude.additional`, or turn the \
+                 snapshot off with `snapshots.disabled: true` (docs/snapshots.md)"
+                    .into(),
+            ),
             RunError::Deadline(_) => Some(format!(
                 "the container runtime may be wedged: `moat doctor` checks it, `{}` lists moat's networks",
                 network::list_moat_networks(moat_core::RuntimeKind::Docker)

@@ -84,6 +84,12 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command inside a live run's container.
     Exec(ExecArgs),
+    /// List, compare and restore the workspace snapshots taken before runs.
+    #[command(
+        after_help = "Examples:\n  moat snapshot list my-run\n  moat snapshot diff my-run\n  \
+                            moat snapshot restore my-run --force\n  moat snapshot restore my-run snap_0123456789ab --to /tmp/before"
+    )]
+    Snapshot(SnapshotArgs),
     /// Show the requests a run made through the proxy.
     Trace(TraceArgs),
     /// Verify and print a run's tamper-evident audit log, or export or verify a bundle.
@@ -585,6 +591,67 @@ pub struct CleanArgs {
     /// Print what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List the snapshots of a run's workspace, newest first.
+    List(SnapshotListArgs),
+    /// Show the paths added, removed and modified in the workspace since a snapshot.
+    Diff(SnapshotDiffArgs),
+    /// Put the workspace (or another directory) back as a snapshot recorded it.
+    Restore(SnapshotRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotListArgs {
+    #[arg(value_name = "RUN", help = RUN_HELP)]
+    pub run: Option<String>,
+
+    /// Print JSON (one array, snake_case keys) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotDiffArgs {
+    /// Run id, id prefix (run_…) or name.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Snapshot id [default: the one taken before RUN started].
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+
+    /// Print JSON (one array, snake_case keys) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotRestoreArgs {
+    /// Run id, id prefix (run_…) or name.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Snapshot id [default: the one taken before RUN started].
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+
+    /// Restore into this directory (new or empty) instead of the workspace.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+
+    /// Overwrite the workspace even where it differs from its newest snapshot
+    /// (the workspace is snapshotted first, so this can be undone).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ mod open;
 mod policy;
 mod revoke;
 mod run;
+mod snapshot;
 mod status;
 mod stop;
 mod system;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Open(args) => open::open(&ctx, &args),
         Command::Destroy(args) => destroy::destroy(&ctx, &args),
         Command::Exec(args) => exec::exec(&ctx, &args),
+        Command::Snapshot(args) => snapshot::snapshot(&ctx, &args),
         Command::Trace(args) => trace::trace(&ctx, &args),
         Command::Audit(args) => audit::audit(&ctx, &args),
         Command::Policy(args) => policy::policy(&ctx, &args),

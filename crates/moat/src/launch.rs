@@ -227,7 +227,29 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         rebuild: run.rebuild,
         user: run.container.user.clone(),
         home_files: run.home_files.clone(),
+        snapshot: snapshot_spec(&run.snapshots)?,
     })
+}
+
+/// The pre-run snapshot `snapshots:` asks for; `None` when it is off.
+fn snapshot_spec(config: &moat_core::config::SnapshotConfig) -> Result<Option<moat_api::SnapshotSpec>> {
+    if config.disabled || config.triggers.disable_pre_run {
+        return Ok(None);
+    }
+    let rules = moat_core::snapshot::Rules {
+        gitignore: !config.exclude.ignore_gitignore,
+        additional: config.exclude.additional.clone(),
+    };
+    rules.check().map_err(|e| CliError::new(e.to_string()))?;
+    let max_count = match config.retention.max_count {
+        0 => moat_core::snapshot::DEFAULT_MAX_COUNT,
+        n => n,
+    };
+    Ok(Some(moat_api::SnapshotSpec {
+        rules,
+        max_count,
+        delete_initial: config.retention.delete_initial,
+    }))
 }
 
 /// Refuses `dependencies:` that cannot become an image (unknown names,

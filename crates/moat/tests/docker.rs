@@ -22,6 +22,7 @@ mod docker {
     pub mod ports;
     pub mod proxy;
     pub mod reaper;
+    pub mod snapshots;
     pub mod support;
     pub mod terminal;
     pub mod tmux;

@@ -1,5 +1,6 @@
 //! Creating a run: registration before any runtime object exists, the
 //! network (from the warm pool or made), the proxy entry, the container,
+//! the workspace snapshot (taken meanwhile, complete before the start),
 //! all within the creation deadline; a failed creation is undone.
 
 use std::sync::Arc;
@@ -107,7 +108,17 @@ pub async fn create_run_reporting(
     daemon.audit().record(&id, Event::run_created(&handle.spec));
     timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
-    let provisioned = provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await;
+    let snapshot = crate::snapshots::start(daemon, &handle);
+    let provisioned = provision(
+        daemon,
+        runtime.as_ref(),
+        &handle,
+        snapshot,
+        &deadline,
+        progress,
+        &mut timings,
+    )
+    .await;
     crate::pool::refill_later(daemon);
     match provisioned {
         Ok(notices) => {
@@ -263,12 +274,14 @@ fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Creates the run's objects and starts its container, every step within
-/// `deadline`; returns the notices for the user.
+/// Creates the run's objects and starts its container once its workspace
+/// `snapshot` (taken meanwhile) is complete, every step within `deadline`;
+/// returns the notices for the user.
 async fn provision(
     daemon: &Daemon,
     runtime: &dyn Runtime,
     handle: &RunHandle,
+    snapshot: Option<crate::snapshots::PendingSnapshot>,
     deadline: &Deadline,
     progress: &Progress,
     timings: &mut Timings,
@@ -325,6 +338,10 @@ async fn provision(
         let step = format!("attaching to container {id}");
         let attached = deadline.bound(step, runtime.attach_container(&container_id)).await??;
         handle.terminal.connect(attached);
+    }
+    if let Some(snapshot) = snapshot {
+        snapshot.finish(daemon, handle, deadline).await?;
+        timings.lap("pre-run snapshot (wait)");
     }
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
     let step = format!("starting container {id}");
