@@ -188,6 +188,20 @@ impl DaemonClient {
             .await
     }
 
+    /// Removes the images moat built that no run used lately.
+    pub async fn prune_images(
+        &self,
+        request: &crate::images::ImagePruneRequest,
+    ) -> Result<crate::images::ImagePruneReport, ClientError> {
+        self.call(
+            Method::POST,
+            "/v1/maintenance/images/prune",
+            Some(request),
+            REAP_TIMEOUT,
+        )
+        .await
+    }
+
     /// Tells the daemon credentials changed so live runs pick it up.
     pub async fn refresh_grants(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::POST, "/v1/grants/refresh", None::<&()>, CALL_TIMEOUT)

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod fault;
+pub mod images;
 pub mod info;
 mod logfile;
 pub mod spawn;

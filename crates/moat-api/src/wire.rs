@@ -113,10 +113,25 @@ pub struct RunSpec {
     /// `hooks.post_build`: runs as the run's user while its image is built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_build: Option<String>,
+    /// Files written into the run user's home before the command starts
+    /// (an agent's settings and placeholder credentials; never a secret).
+    /// Only images built from `dependencies:` (whose init writes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub home_files: Vec<HomeFile>,
     /// Take a snapshot of the workspace before the container starts
     /// (`snapshots:`); `None`: no snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotSpec>,
+}
+
+/// A file of [`RunSpec::home_files`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeFile {
+    /// Relative to the home directory, plain segments only.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    pub contents: String,
 }
 
 /// How the daemon snapshots a run's workspace before starting it.

@@ -3,9 +3,26 @@
 # CA (mounted by the daemon) to the system trust store and points the
 # language-specific stores at the result, then runs the command as the user
 # named by MOAT_USER ("uid:gid" or a user name), creating that user when the
-# image has none of that id. Without MOAT_USER, or when not root, it only
-# runs the command.
+# image has none of that id, after writing the files of MOAT_HOME_FILES
+# (one per line: "<octal mode> <path in the home> <base64 contents>") into
+# that user's home, owned by the user. Without MOAT_USER the command runs
+# as root; when not root, it only runs the command.
 set -eu
+
+# Writes MOAT_HOME_FILES into $1 (a home), owned by $2 (uid:gid).
+stage_home_files() {
+    [ -n "$files" ] || return 0
+    printf '%s\n' "$files" | while read -r mode path data; do
+        [ -n "$path" ] || continue
+        case "/$path/" in
+            */../*|*/./*|//*) echo "moat-init: refusing home file $path" >&2; exit 126 ;;
+        esac
+        mkdir -p "$1/$(dirname "$path")"
+        printf '%s' "$data" | base64 -d > "$1/$path"
+        chmod "$mode" "$1/$path"
+        chown -R "$2" "$1/${path%%/*}"
+    done
+}
 
 moat_ca=/etc/moat/ca/ca.crt
 bundle=/etc/ssl/certs/ca-certificates.crt
@@ -22,8 +39,13 @@ if [ "$(id -u)" = 0 ] && [ -f "$moat_ca" ]; then
 fi
 
 target="${MOAT_USER:-}"
-unset MOAT_USER
-if [ "$(id -u)" != 0 ] || [ -z "$target" ]; then
+files="${MOAT_HOME_FILES:-}"
+unset MOAT_USER MOAT_HOME_FILES
+if [ "$(id -u)" != 0 ]; then
+    exec "$@"
+fi
+if [ -z "$target" ]; then
+    stage_home_files "${HOME:-/root}" 0:0
     exec "$@"
 fi
 
@@ -35,6 +57,7 @@ case "$target" in
         ;;
 esac
 if [ "$uid" = 0 ]; then
+    stage_home_files "$(getent passwd 0 | cut -d: -f6)" 0:0
     exec "$@"
 fi
 
@@ -45,5 +68,6 @@ fi
 home="$(getent passwd "$uid" | cut -d: -f6)"
 mkdir -p "$home"
 chown "$uid:$gid" "$home"
+stage_home_files "$home" "$uid:$gid"
 export HOME="$home" USER="$(getent passwd "$uid" | cut -d: -f1)"
 exec setpriv --reuid "$uid" --regid "$gid" --clear-groups -- "$@"

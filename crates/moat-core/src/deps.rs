@@ -1,14 +1,17 @@
 //! `dependencies:` of a `moat.yaml`: the registry shipped with moat
-//! (`data/dependencies.yaml`), parsing and resolving the entries a user
+//! (`data/dependencies.yaml`, which also defines the agents `moat <agent>`
+//! runs), parsing and resolving the entries a user
 //! names, and the deterministic Dockerfile (and content-hash tag) of the
 //! image that holds them; the services among the entries (`services`).
 //! Nothing here builds: the daemon does.
 
+mod agents;
 mod dockerfile;
 mod registry;
 mod request;
 pub mod services;
 
+pub use agents::{Agent, StagedFile, check_home_path};
 pub use dockerfile::{BuildContext, BuildHooks, ContextFile, HookFailure, IMAGE_REPOSITORY};
 pub use registry::{Entry, Layer, Registry};
 pub use request::Request;

@@ -33,6 +33,9 @@ pub const NO_COLOR: &str = "NO_COLOR";
 /// Debug builds: asks the daemon to crash or pause at a named point of a
 /// run's start (tests of the recovery paths).
 pub const MOAT_FAULT: &str = "MOAT_FAULT";
+/// Debug builds: a YAML file whose `dependencies:` and `agents:` entries
+/// replace the shipped registry's (tests install a stand-in agent).
+pub const MOAT_REGISTRY_OVERLAY: &str = "MOAT_REGISTRY_OVERLAY";
 /// `1` prints how long each phase of `moat run` took (same as `--timings`).
 pub const MOAT_TIMINGS: &str = "MOAT_TIMINGS";
 /// The user's home directory: the default `MOAT_HOME` parent, the rootless

@@ -65,6 +65,10 @@ impl Facts {
         for grant in &config.grants {
             facts.widenings.insert(format!("grant {grant}"));
         }
+        if let Some(agent) = &config.agent {
+            // `moat run` then injects one of the agent's grants.
+            facts.widenings.insert(format!("agent {agent} (with its grant)"));
+        }
         for port in &config.network.host {
             facts.widenings.insert(format!("host port {port}"));
         }

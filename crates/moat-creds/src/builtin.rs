@@ -11,6 +11,8 @@ use moat_core::HostPattern;
 pub const BUILT_IN_NAMES: [&str; 5] = ["github", "anthropic", "claude", "openai", "gemini"];
 
 const ANTHROPIC_VERSION: (&str, &str) = ("anthropic-version", "2023-06-01");
+/// The beta an OAuth token needs on Anthropic's API.
+const ANTHROPIC_OAUTH_BETA: (&str, &str) = ("anthropic-beta", "oauth-2025-04-20");
 
 /// All built-in providers.
 pub fn built_in_providers() -> Vec<Provider> {
@@ -55,17 +57,25 @@ fn anthropic() -> Provider {
     )
 }
 
+/// Claude Code's OAuth token: `Authorization: Bearer`, with the OAuth beta
+/// added to `anthropic-beta` and any `x-api-key` the client sent removed
+/// (the API refuses a request carrying both).
 fn claude() -> Provider {
+    let oauth = HeaderRule {
+        list_additions: vec![(ANTHROPIC_OAUTH_BETA.0.into(), ANTHROPIC_OAUTH_BETA.1.into())],
+        removals: vec!["x-api-key".into()],
+        ..rule("api.anthropic.com", "Authorization", bearer())
+    };
     Provider {
         kind: CredentialKind::OauthToken,
         ..api_key_provider(
             "claude",
-            rule("api.anthropic.com", "Authorization", bearer()),
+            oauth,
             "moat-placeholder-claude-oauth-token-000000000000000000000000000000000000000000000000000000000000000000000",
             "CLAUDE_CODE_OAUTH_TOKEN",
             endpoint(
                 "https://api.anthropic.com/v1/models",
-                &[ANTHROPIC_VERSION, ("anthropic-beta", "oauth-2025-04-20")],
+                &[ANTHROPIC_VERSION, ANTHROPIC_OAUTH_BETA],
             ),
         )
     }
@@ -125,6 +135,8 @@ fn rule(host: &str, header: &str, value: ValueFormat) -> HeaderRule {
         header: header.into(),
         value,
         plaintext: false,
+        list_additions: Vec::new(),
+        removals: Vec::new(),
     }
 }
 
@@ -237,6 +249,19 @@ mod tests {
                 [(env.to_owned(), provider.placeholder().to_owned())]
             );
         }
+    }
+
+    #[test]
+    fn claude_adds_the_oauth_beta_and_drops_a_client_api_key() {
+        let credential = Credential::new("fake-oauth", CredentialKind::OauthToken);
+        let injections = find("claude").injections(&credential);
+        assert_eq!(
+            injections[0].list_additions,
+            [("anthropic-beta".to_owned(), "oauth-2025-04-20".to_owned())]
+        );
+        assert_eq!(injections[0].removals, ["x-api-key"]);
+        let anthropic = find("anthropic").injections(&credential);
+        assert!(anthropic[0].list_additions.is_empty() && anthropic[0].removals.is_empty());
     }
 
     #[test]

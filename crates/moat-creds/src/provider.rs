@@ -28,6 +28,10 @@ pub struct InjectionSpec {
     /// Also injected into plain-HTTP requests (a `host:port` rule of a
     /// provider with `plaintext: true`); otherwise TLS upstreams only.
     pub plaintext: bool,
+    /// See [`HeaderRule::list_additions`].
+    pub list_additions: Vec<(String, String)>,
+    /// See [`HeaderRule::removals`].
+    pub removals: Vec<String>,
 }
 
 impl std::fmt::Debug for InjectionSpec {
@@ -39,6 +43,8 @@ impl std::fmt::Debug for InjectionSpec {
             .field("placeholder", &self.placeholder)
             .field("grant", &self.grant)
             .field("plaintext", &self.plaintext)
+            .field("list_additions", &self.list_additions)
+            .field("removals", &self.removals)
             .finish()
     }
 }
@@ -71,6 +77,13 @@ pub struct HeaderRule {
     pub value: ValueFormat,
     /// Injected over plain HTTP too; only with a host naming its port.
     pub plaintext: bool,
+    /// When the header is injected, each (header, token) pair's token is
+    /// added to that header's comma-separated list (the claude grant's
+    /// `anthropic-beta: oauth-2025-04-20`).
+    pub list_additions: Vec<(String, String)>,
+    /// When the header is injected, these headers are removed from the
+    /// request (a client's `x-api-key` beside the claude grant's token).
+    pub removals: Vec<String>,
 }
 
 /// An authenticated request that tells whether a token works.
@@ -192,6 +205,8 @@ impl Provider {
                 placeholder: Some(self.placeholder.clone()),
                 grant: self.name.clone(),
                 plaintext: rule.plaintext,
+                list_additions: rule.list_additions.clone(),
+                removals: rule.removals.clone(),
             })
             .collect()
     }

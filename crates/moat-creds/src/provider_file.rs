@@ -188,6 +188,8 @@ fn header_rules(checker: &mut Checker<'_>, file: &ProviderFile) -> Vec<HeaderRul
                 header: file.header.clone(),
                 value: value.clone(),
                 plaintext: file.plaintext,
+                list_additions: Vec::new(),
+                removals: Vec::new(),
             }),
             Err(e) => checker.fail(&format!("hosts[{index}]"), e.to_string()),
         }

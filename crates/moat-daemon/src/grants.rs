@@ -70,6 +70,8 @@ fn rule(spec: &InjectionSpec) -> InjectionRule {
         placeholder: spec.placeholder.clone(),
         grant: spec.grant.clone(),
         plaintext: spec.plaintext,
+        list_additions: spec.list_additions.clone(),
+        removals: spec.removals.clone(),
     }
 }
 

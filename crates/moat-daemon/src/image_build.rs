@@ -24,7 +24,7 @@ use crate::supervisor::RunError;
 /// One build at a time in a daemon: two runs asking for the same image
 /// build it once, and builds sharing their first steps share those layers
 /// (concurrent ones would each make their own copy).
-static ONE_BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Lines of the log a failed build shows.
 pub const FAILURE_TAIL_LINES: usize = 30;

@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod grants;
 pub mod idle;
 pub mod image_build;
+pub mod image_prune;
 mod lines;
 pub mod network;
 pub mod output;

@@ -100,6 +100,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
         (&Method::GET, ["v1", "runs", id, "exec", "terminal"]) => terminal(&daemon, id, req, Session::Exec),
         (&Method::POST, ["v1", "runs", id, "exec"]) => exec(&daemon, id, req).await,
         (&Method::POST, ["v1", "maintenance", "reap"]) => reap(&daemon, req).await,
+        (&Method::POST, ["v1", "maintenance", "images", "prune"]) => prune_images(&daemon, req).await,
         (&Method::POST, ["v1", "grants", "refresh"]) => {
             let updated = crate::grants::refresh_live_runs(&daemon);
             json(StatusCode::OK, &serde_json::json!({"updated_runs": updated}))
@@ -223,6 +224,17 @@ async fn reap(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
     };
     let report = daemon.reaper().sweep(daemon, &request, "on demand").await;
     json(StatusCode::OK, &report)
+}
+
+async fn prune_images(daemon: &Daemon, req: Request<Incoming>) -> Response<Body> {
+    let request: moat_api::images::ImagePruneRequest = match read_json(req).await {
+        Ok(request) => request,
+        Err(reject) => return reject.into_response(),
+    };
+    match crate::image_prune::prune(daemon, &request).await {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(e) => run_error(e),
+    }
 }
 
 /// The narrowest rules that would have allowed what a run did (from its

@@ -41,6 +41,8 @@ pub(super) const RUN_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum RunError {
     #[error("workspace {0} does not exist or is not a directory")]
     MissingWorkspace(String),
+    #[error("home file {path:?}: {reason}")]
+    HomeFile { path: String, reason: String },
     #[error("image {image} is not available to {runtime}")]
     UnknownImage { image: String, runtime: String },
     #[error("the daemon is shutting down")]

@@ -610,6 +610,8 @@ async fn start_moat(
                 placeholder: None,
                 grant: "bench".to_string(),
                 plaintext: false,
+                list_additions: Vec::new(),
+                removals: Vec::new(),
             }],
             trace_path: scratch.join(format!("{run_id}-network.jsonl")),
             host_ports: vec![upstream.port()],

@@ -1,6 +1,9 @@
 //! Credential injection rules and applying them to one request's headers
 //! (proxy.md § Injection): replace a recognised placeholder, or inject when
 //! the client sent nothing; never touch a credential the client chose itself.
+//! A rule that injects may also add a token to a comma-separated header
+//! (`anthropic-beta: oauth-2025-04-20`) and remove headers that would
+//! contradict its credential (a client's `x-api-key` beside an OAuth token).
 //! Credentials go only to TLS upstreams: a plain `http://` request gets one
 //! only from a rule that opted in with `plaintext` and names its port.
 
@@ -30,6 +33,13 @@ pub struct InjectionRule {
     /// `host:port` pattern: without it, credentials go to TLS upstreams only.
     #[serde(default)]
     pub plaintext: bool,
+    /// When the rule injects: (header, token) pairs, each token added to
+    /// its header's comma-separated list unless already there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub list_additions: Vec<(String, String)>,
+    /// When the rule injects: headers removed from the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removals: Vec<String>,
 }
 
 impl std::fmt::Debug for InjectionRule {
@@ -41,6 +51,8 @@ impl std::fmt::Debug for InjectionRule {
             .field("placeholder", &self.placeholder.as_ref().map(|_| "<redacted>"))
             .field("grant", &self.grant)
             .field("plaintext", &self.plaintext)
+            .field("list_additions", &self.list_additions)
+            .field("removals", &self.removals)
             .finish()
     }
 }
@@ -54,6 +66,8 @@ pub(crate) struct CompiledInjection {
     pub(crate) grant: String,
     /// Opted in to plain-HTTP upstreams (its pattern names a port).
     plaintext: bool,
+    list_additions: Vec<(HeaderName, String)>,
+    removals: Vec<HeaderName>,
 }
 
 /// A run's current set of injection rules (one immutable snapshot).
@@ -111,6 +125,18 @@ fn compile_rule(rule: &InjectionRule) -> Result<CompiledInjection, ProxyError> {
             "plaintext injection needs a pattern naming its port (host:8080)".to_string(),
         ));
     }
+    let header_name =
+        |name: &str| HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(format!("header name {name:?}: {e}")));
+    let mut list_additions = Vec::new();
+    for (name, token) in &rule.list_additions {
+        HeaderValue::from_str(token).map_err(|e| invalid(format!("token {token:?} for {name}: {e}")))?;
+        list_additions.push((header_name(name)?, token.clone()));
+    }
+    let removals = rule
+        .removals
+        .iter()
+        .map(|name| header_name(name))
+        .collect::<Result<_, _>>()?;
     Ok(CompiledInjection {
         pattern,
         header,
@@ -118,6 +144,8 @@ fn compile_rule(rule: &InjectionRule) -> Result<CompiledInjection, ProxyError> {
         placeholder,
         grant: rule.grant.clone(),
         plaintext: rule.plaintext,
+        list_additions,
+        removals,
     })
 }
 
@@ -130,6 +158,12 @@ impl CompiledInjection {
         };
         if replace {
             headers.insert(self.header.clone(), self.value.clone());
+            for removed in &self.removals {
+                headers.remove(removed);
+            }
+            for (name, token) in &self.list_additions {
+                add_to_list(headers, name, token);
+            }
         }
         replace
     }
@@ -142,6 +176,26 @@ impl CompiledInjection {
         };
         let needle = placeholder.as_bytes();
         contains(sent, needle) || decoded_basic(sent).is_some_and(|d| contains(&d, needle))
+    }
+}
+
+/// Adds `token` to the comma-separated values of `name` (every occurrence
+/// joined into one) unless one of them is `token` already.
+fn add_to_list(headers: &mut HeaderMap, name: &HeaderName, token: &str) {
+    let mut values: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if values.iter().any(|v| v == token) {
+        return;
+    }
+    values.push(token.to_string());
+    if let Ok(joined) = HeaderValue::from_str(&values.join(",")) {
+        headers.insert(name.clone(), joined);
     }
 }
 
@@ -170,7 +224,65 @@ mod tests {
             placeholder: placeholder.map(str::to_string),
             grant: "github".to_string(),
             plaintext: false,
+            list_additions: Vec::new(),
+            removals: Vec::new(),
         }
+    }
+
+    /// The claude grant's shape: Bearer, the OAuth beta added, any client
+    /// API key removed.
+    fn oauth_rule() -> InjectionRule {
+        InjectionRule {
+            list_additions: vec![("anthropic-beta".into(), "oauth-2025-04-20".into())],
+            removals: vec!["x-api-key".into()],
+            ..rule("api.anthropic.com", Some("fake-placeholder-1234"))
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_injecting_rule_adds_its_list_token_and_removes_contradicting_headers() {
+        let set = InjectionSet::compile(&[oauth_rule()]).unwrap();
+        let mut sent = headers(&[
+            ("authorization", "Bearer fake-placeholder-1234"),
+            ("anthropic-beta", "claude-code-20250219, fine-grained"),
+            ("x-api-key", "fake-placeholder-1234"),
+        ]);
+        assert_eq!(set.apply("api.anthropic.com", 443, true, &mut sent), ["github"]);
+        assert_eq!(sent["authorization"], "Bearer real-value-for-tests");
+        assert_eq!(
+            sent["anthropic-beta"],
+            "claude-code-20250219,fine-grained,oauth-2025-04-20"
+        );
+        assert!(sent.get("x-api-key").is_none());
+
+        let mut bare = HeaderMap::new();
+        set.apply("api.anthropic.com", 443, true, &mut bare);
+        assert_eq!(bare["anthropic-beta"], "oauth-2025-04-20");
+
+        let mut already = headers(&[("anthropic-beta", "oauth-2025-04-20")]);
+        set.apply("api.anthropic.com", 443, true, &mut already);
+        assert_eq!(already["anthropic-beta"], "oauth-2025-04-20");
+    }
+
+    #[test]
+    fn a_rule_that_does_not_inject_edits_nothing() {
+        let set = InjectionSet::compile(&[oauth_rule()]).unwrap();
+        let mut own = headers(&[("authorization", "Bearer users-own"), ("x-api-key", "users-own-key")]);
+        assert!(set.apply("api.anthropic.com", 443, true, &mut own).is_empty());
+        assert_eq!(own["x-api-key"], "users-own-key");
+        assert!(own.get("anthropic-beta").is_none());
     }
 
     fn apply(rules: &[InjectionRule], host: &str, sent: Option<&str>) -> (Vec<String>, Option<String>) {

@@ -252,6 +252,7 @@ impl Runtime for DockerRuntime {
                     id: image.id,
                     tags: image.repo_tags,
                     size: u64::try_from(image.size).ok(),
+                    created: Some(image.created),
                 })
                 .collect())
         })

@@ -240,6 +240,7 @@ impl FakeRuntime {
             id: format!("sha256:fake-image-{serial}"),
             tags: vec![image.to_string()],
             size: None,
+            created: None,
         });
     }
 

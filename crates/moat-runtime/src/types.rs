@@ -172,6 +172,9 @@ pub struct ImageInfo {
     pub id: String,
     pub tags: Vec<String>,
     pub size: Option<u64>,
+    /// When the image was built (Unix seconds), where the runtime says.
+    #[serde(default)]
+    pub created: Option<i64>,
 }
 
 /// Objects left by moat's earlier (Go) implementation

@@ -137,6 +137,72 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print moat's version.
     Version(VersionArgs),
+    /// List the agents `moat <agent>` runs, and whether their grant is stored.
+    Agents(AgentsArgs),
+    /// `moat <agent>`: one subcommand per agent of the shipped registry,
+    /// added by [`command`] (agents are data, so they are not variants).
+    #[command(skip)]
+    Agent(AgentCommand),
+}
+
+/// `moat claude …`, `moat codex …`: which agent, and its arguments.
+#[derive(Debug)]
+pub struct AgentCommand {
+    pub name: String,
+    pub args: AgentArgs,
+}
+
+/// The command tree, with one subcommand per agent of the shipped
+/// registry (`moat claude`, `moat codex`, `moat gemini`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    for (name, summary) in agent_names() {
+        let about = format!("Run {summary} in a container (`moat run` with the agent's image, grant and hosts).");
+        let agent = clap::Command::new(name).about(about).after_help(AGENT_HELP);
+        command = command.subcommand(AgentArgs::augment_args(agent));
+    }
+    command
+}
+
+const AGENT_HELP: &str = "Interactive (with a terminal) unless -p is given; -p prints the agent's answer and \
+                          exits with its exit code. Arguments after `--` go to the agent. `moat agents` lists \
+                          the agents and their grants.\n\n\
+                          Examples:\n  moat claude\n  moat claude ./project -p \"explain this repository\"\n  \
+                          moat codex -- --model o4-mini";
+
+/// Names and summaries of the agents (none if the shipped registry cannot
+/// be read: `moat agents` then reports why).
+fn agent_names() -> Vec<(String, String)> {
+    moat_core::deps::Registry::shipped()
+        .map(|registry| {
+            registry
+                .agents()
+                .map(|(name, agent)| (name.to_string(), agent.summary.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses the process's arguments, agents' subcommands included.
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let mut command = command();
+    let matches = command.get_matches_mut();
+    let parsed = match matches.subcommand() {
+        Some((name, sub)) if agent_names().iter().any(|(agent, _)| agent == name) => AgentArgs::from_arg_matches(sub)
+            .map(|args| Cli {
+                profile: sub.get_one::<String>("profile").cloned(),
+                quiet: sub.get_flag("quiet"),
+                verbose: sub.get_flag("verbose"),
+                command: Command::Agent(AgentCommand {
+                    name: name.to_string(),
+                    args,
+                }),
+            }),
+        _ => Cli::from_arg_matches(&matches),
+    };
+    parsed.unwrap_or_else(|e| e.format(&mut command).exit())
 }
 
 /// A run reference: full id, id prefix (`run_…`) or name.
@@ -234,6 +300,82 @@ pub struct RunArgs {
 
     /// With --dry-run: print the resolved run as JSON.
     #[arg(long, requires = "dry_run")]
+    pub json: bool,
+}
+
+/// `moat <agent> [PATH] [-p PROMPT] [-- ARGS]`: `moat run` of an agent.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Workspace directory, mounted at /workspace.
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub path: PathBuf,
+
+    /// Hand the agent one prompt; print its answer and exit with its code.
+    #[arg(short = 'p', long, value_name = "PROMPT")]
+    pub prompt: Option<String>,
+
+    /// Arguments for the agent (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+
+    /// Inject another credential too (repeatable).
+    #[arg(short = 'g', long = "grant", value_name = "PROVIDER")]
+    pub grants: Vec<String>,
+
+    /// Set an environment variable; KEY alone copies it from this shell (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    pub env: Vec<(String, Option<String>)>,
+
+    /// Mount a host path: SRC:DST[:ro|rw] (repeatable).
+    #[arg(short = 'm', long = "mount", value_name = "SRC:DST[:ro]", value_parser = config::parse_mount)]
+    pub mounts: Vec<Mount>,
+
+    /// Name the run.
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Base image the agent's image is built on.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// Rebuild the agent's image without the cache.
+    #[arg(long)]
+    pub rebuild: bool,
+
+    /// Keep the container after it exits.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Network policy: strict (the agent's hosts, its grants' hosts and
+    /// network.rules only), permissive, or shadow.
+    #[arg(long, value_name = "POLICY", value_parser = str::parse::<PolicyMode>)]
+    pub policy: Option<PolicyMode>,
+
+    /// Also allow this host (repeatable).
+    #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_rule)]
+    pub allow_hosts: Vec<HostRule>,
+
+    /// Use this workspace's moat.yaml even if it asks for more than was approved.
+    #[arg(long)]
+    pub trust: bool,
+
+    /// Print how long each step took to stderr.
+    #[arg(long)]
+    pub timings: bool,
+
+    /// Load and check everything, print the resolved run, create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// With --dry-run: print the resolved run as JSON.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -614,6 +756,15 @@ pub struct PruneArgs {
     /// `dev.moat.*` labels), which sweeps never touch: running containers are stopped first.
     #[arg(long)]
     pub legacy: bool,
+
+    /// Remove the images moat built from `dependencies:` (moat/run:*) that no live run uses and no run used
+    /// within --older-than days (instead of sweeping orphans).
+    #[arg(long, conflicts_with_all = ["networks", "containers", "volumes", "force", "legacy"])]
+    pub images: bool,
+
+    /// With --images: the days an image must have gone unused [default: 30].
+    #[arg(long, value_name = "DAYS", requires = "images")]
+    pub older_than: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -694,6 +845,23 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn every_agent_is_a_subcommand_with_its_arguments() {
+        let matches = command()
+            .try_get_matches_from(["moat", "claude", "ws", "-p", "hi", "--", "--model", "x"])
+            .unwrap();
+        let (name, sub) = matches.subcommand().unwrap();
+        assert_eq!(name, "claude");
+        let args = <AgentArgs as clap::FromArgMatches>::from_arg_matches(sub).unwrap();
+        assert_eq!(args.path, PathBuf::from("ws"));
+        assert_eq!(args.prompt.as_deref(), Some("hi"));
+        assert_eq!(args.args, ["--model", "x"]);
+        for agent in ["codex", "gemini"] {
+            assert!(command().try_get_matches_from(["moat", agent]).is_ok(), "{agent}");
+        }
     }
 
     #[test]

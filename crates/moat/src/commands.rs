@@ -1,6 +1,8 @@
 //! One module per command (`commands/<name>.rs`), each a function taking the
 //! resolved arguments; this file only dispatches.
 
+mod agent;
+mod agents;
 mod attach;
 mod audit;
 mod clean;
@@ -60,5 +62,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Daemon(args) => daemon::daemon(&ctx, &args),
         Command::Completions(args) => completions::completions(&ctx, &args),
         Command::Version(args) => version::version(&ctx, &args),
+        Command::Agents(args) => agents::agents(&ctx, &args),
+        Command::Agent(command) => agent::agent(&ctx, &command),
     }
 }

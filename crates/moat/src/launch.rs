@@ -229,6 +229,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         user: run.container.user.clone(),
         post_build_root: run.hooks.post_build_root.clone(),
         post_build: run.hooks.post_build.clone(),
+        home_files: run.home_files.clone(),
         snapshot: snapshot_spec(&run.snapshots)?,
     })
 }
@@ -257,7 +258,7 @@ fn snapshot_spec(config: &moat_core::config::SnapshotConfig) -> Result<Option<mo
 /// Refuses `dependencies:` that cannot become an image (unknown names,
 /// versions moat cannot install) before anything is asked of the daemon,
 /// and `--rebuild` with nothing to rebuild.
-fn check_dependencies(run: &ResolvedRun) -> Result<()> {
+pub fn check_dependencies(run: &ResolvedRun) -> Result<()> {
     let has_build_hooks = run.hooks.post_build_root.is_some() || run.hooks.post_build.is_some();
     if run.dependencies.is_empty() {
         if run.rebuild && !has_build_hooks && run.services.is_empty() {

@@ -3,6 +3,7 @@
 //! (clap), moat's errors 1, `run`/`exec` the workload's own code.
 //! Everything the user reads goes through [`printer::Printer`].
 
+mod agent;
 mod cli;
 mod commands;
 mod context;
@@ -21,10 +22,8 @@ mod worktree;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let printer = printer::Printer::from_env(cli.verbosity());
     report::init_tracing(printer.verbosity());
     match commands::run(cli, &printer) {

@@ -31,6 +31,10 @@ impl CliError {
         self.hint = Some(hint.into());
         self
     }
+
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
 }
 
 /// Prints `err` and returns the exit code for it.
@@ -57,7 +61,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn hint_for(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|cause| {
         if let Some(e) = cause.downcast_ref::<CliError>() {
-            return e.hint.clone();
+            return e.hint().map(str::to_string);
         }
         match cause.downcast_ref::<StoreError>()? {
             StoreError::Empty => Some("start one with `moat run`".into()),

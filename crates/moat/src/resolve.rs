@@ -42,9 +42,14 @@ pub struct ResolvedRun {
     pub workspace: PathBuf,
     pub config_file: Option<PathBuf>,
     pub name: Option<String>,
-    /// The Go implementation's agent selection (refused: not acted on yet).
+    /// The agent this run is (`moat claude`, or `agent:` in moat.yaml);
+    /// `crate::agent` adds its dependency, grant, hosts and files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Files the image's init writes into the run user's home (an agent's
+    /// settings and placeholder credentials).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub home_files: Vec<moat_api::HomeFile>,
     pub image: String,
     pub image_source: Source,
     /// `None`: detected when the run starts.
@@ -167,6 +172,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         config_file: src.config_file.map(Path::to_path_buf),
         name,
         agent: project.agent.clone(),
+        home_files: Vec::new(),
         image,
         image_source,
         runtime,
@@ -210,7 +216,6 @@ impl ResolvedRun {
                 keys.push(key);
             }
         };
-        refuse(self.agent.is_some(), "agent");
         let settings = || self.service_settings.values();
         refuse(settings().any(|s| s.image.is_some()), "services.<name>.image");
         refuse(settings().any(|s| !s.models.is_empty()), "services.<name>.models");
@@ -255,7 +260,7 @@ fn service_spec(name: &str, settings: Option<&ServiceConfig>) -> ServiceSpec {
 }
 
 /// Both stdin and stdout are terminals (`interactive: true` then means a TTY).
-fn stdio_is_terminal() -> bool {
+pub fn stdio_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }

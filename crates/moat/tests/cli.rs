@@ -5,6 +5,7 @@
 mod moatd;
 
 mod cli {
+    pub mod agents;
     pub mod audit;
     pub mod credentials;
     pub mod help;

@@ -8,9 +8,11 @@
 mod moatd;
 
 mod docker {
+    pub mod agents;
     pub mod audit;
     pub mod exec_status;
     pub mod fail_closed;
+    pub mod fake_anthropic;
     pub mod grant_host;
     pub mod images;
     pub mod isolation;

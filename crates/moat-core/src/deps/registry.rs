@@ -1,13 +1,18 @@
-//! The dependency registry shipped with moat (`data/dependencies.yaml`)
-//! and the resolution of requested entries: close matches for unknown
-//! names, version checks before any build, `needs:` followed.
+//! The dependency registry shipped with moat (`data/dependencies.yaml`:
+//! its dependencies and its agents) and the resolution of requested
+//! entries: close matches for unknown names, version checks before any
+//! build, `needs:` followed. Debug builds read an overlay file named by
+//! `MOAT_REGISTRY_OVERLAY` whose entries replace the shipped ones (tests
+//! swap an agent's install for a stand-in; release builds ignore it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
 use super::DependencyError;
+use super::agents::Agent;
 use super::request::Request;
+use crate::env_vars;
 
 const SHIPPED: &str = include_str!("../../data/dependencies.yaml");
 /// Names at most this far (edit distance) from an unknown one are offered.
@@ -46,13 +51,17 @@ pub struct Entry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
+    #[serde(default)]
     dependencies: BTreeMap<String, Entry>,
+    #[serde(default)]
+    agents: BTreeMap<String, Agent>,
 }
 
-/// Every entry of the shipped registry, by name.
+/// Every entry and agent of the shipped registry, by name.
 #[derive(Clone, Debug)]
 pub struct Registry {
     entries: BTreeMap<String, Entry>,
+    agents: BTreeMap<String, Agent>,
 }
 
 /// The registry entries an image needs (with the version each was asked
@@ -66,19 +75,46 @@ pub struct Resolved {
 }
 
 impl Registry {
+    /// The registry shipped with moat (with the test overlay in debug builds).
     pub fn shipped() -> Result<Registry, DependencyError> {
-        Registry::parse(SHIPPED)
+        let mut registry = Registry::parse(SHIPPED)?;
+        if cfg!(debug_assertions)
+            && let Some(path) = env_vars::read_non_empty(env_vars::MOAT_REGISTRY_OVERLAY)
+        {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| DependencyError::Registry(format!("{}: {path}: {e}", env_vars::MOAT_REGISTRY_OVERLAY)))?;
+            registry.overlay(Registry::parse(&text)?);
+        }
+        Ok(registry)
     }
 
     pub fn parse(text: &str) -> Result<Registry, DependencyError> {
         let file: RegistryFile = serde_saphyr::from_str(text).map_err(|e| DependencyError::Registry(e.to_string()))?;
+        for (name, agent) in &file.agents {
+            agent.check(name).map_err(DependencyError::Registry)?;
+        }
         Ok(Registry {
             entries: file.dependencies,
+            agents: file.agents,
         })
+    }
+
+    /// Entries and agents of `other` replace those of the same name.
+    fn overlay(&mut self, other: Registry) {
+        self.entries.extend(other.entries);
+        self.agents.extend(other.agents);
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.entries.iter().map(|(name, entry)| (name.as_str(), entry))
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = (&str, &Agent)> {
+        self.agents.iter().map(|(name, agent)| (name.as_str(), agent))
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.get(name)
     }
 
     /// Resolves `requests` and everything they need.

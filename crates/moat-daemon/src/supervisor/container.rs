@@ -40,12 +40,15 @@ pub(super) fn container_spec(
         .cloned()
         .collect();
     let (user, init_user) = run_user(spec);
-    env.retain(|(k, _)| k != INIT_USER_VARIABLE);
+    env.retain(|(k, _)| k != INIT_USER_VARIABLE && k != INIT_HOME_FILES_VARIABLE);
     if let Some(user) = init_user {
         env.push((INIT_USER_VARIABLE.to_string(), user));
     }
     env.retain(|(k, _)| !services.env.iter().any(|(name, _)| name == k));
     env.extend(services.env);
+    if !spec.home_files.is_empty() {
+        env.push((INIT_HOME_FILES_VARIABLE.to_string(), home_files(spec)));
+    }
     let mut extra_hosts = services.hosts;
     if let Some(proxy) = proxy {
         env.extend(proxy.env);
@@ -77,6 +80,25 @@ pub(super) fn container_spec(
 
 /// Tells the init of an image moat built which user to drop to.
 const INIT_USER_VARIABLE: &str = "MOAT_USER";
+/// Hands the init of an image moat built the files to write into the run
+/// user's home: one line per file, `<octal mode> <path> <base64 contents>`.
+const INIT_HOME_FILES_VARIABLE: &str = "MOAT_HOME_FILES";
+
+fn home_files(spec: &RunSpec) -> String {
+    use base64::Engine as _;
+    spec.home_files
+        .iter()
+        .map(|file| {
+            format!(
+                "{:o} {} {}",
+                file.mode,
+                file.path,
+                base64::engine::general_purpose::STANDARD.encode(&file.contents)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// The user of the container and the one moat's init drops to. An image
 /// built from `dependencies:` or build hooks starts as root, so its init can add moat's

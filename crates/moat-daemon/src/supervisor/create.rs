@@ -88,6 +88,7 @@ pub async fn create_run_reporting(
     if !spec.workspace.is_dir() {
         return Err(RunError::MissingWorkspace(spec.workspace.display().to_string()));
     }
+    check_home_files(&spec)?;
     let runtime = connect_runtime(daemon, &spec).await?;
     spec.runtime = runtime.kind().as_str().to_string();
     timings.lap("runtime connect");
@@ -144,6 +145,25 @@ pub async fn create_run_reporting(
             Err(e)
         }
     }
+}
+
+/// Home files are written by the init of images built from `dependencies:`,
+/// inside the home only.
+fn check_home_files(spec: &RunSpec) -> Result<(), RunError> {
+    for file in &spec.home_files {
+        let refuse = |reason: String| RunError::HomeFile {
+            path: file.path.clone(),
+            reason,
+        };
+        if spec.dependencies.is_empty() {
+            return Err(refuse("only images built from `dependencies:` can stage files".into()));
+        }
+        moat_core::deps::check_home_path(&file.path).map_err(refuse)?;
+        if file.mode > 0o777 {
+            return Err(refuse(format!("mode {:o} is not permission bits", file.mode)));
+        }
+    }
+    Ok(())
 }
 
 /// The runtime the spec names, or the detected one when it names none.

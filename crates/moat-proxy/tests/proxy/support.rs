@@ -396,6 +396,8 @@ pub fn injection(
         placeholder: placeholder.map(str::to_string),
         grant: grant.to_string(),
         plaintext: false,
+        list_additions: Vec::new(),
+        removals: Vec::new(),
     }
 }
 

@@ -378,16 +378,19 @@ impl ImageRecord {
                 id: format!("sha256:{id}"),
                 tags: vec![configuration.name],
                 size: total_size(&variants),
+                created: None,
             },
             ImageRecord::LegacyList { reference, descriptor } => ImageInfo {
                 id: descriptor.digest,
                 tags: vec![reference],
                 size: None,
+                created: None,
             },
             ImageRecord::LegacyInspect { name, index, variants } => ImageInfo {
                 id: index.digest,
                 tags: vec![name],
                 size: total_size(&variants),
+                created: None,
             },
         }
     }

@@ -4,14 +4,13 @@
 use std::io::Write;
 
 use anyhow::Result;
-use clap::CommandFactory;
 
-use crate::cli::{Cli, CompletionsArgs};
+use crate::cli::{self, CompletionsArgs};
 use crate::context::{Context, ExitStatus};
 
 pub fn completions(ctx: &Context, args: &CompletionsArgs) -> Result<ExitStatus> {
     let mut out = ctx.printer.stdout();
-    clap_complete::generate(args.shell, &mut Cli::command(), "moat", &mut out);
+    clap_complete::generate(args.shell, &mut cli::command(), "moat", &mut out);
     out.flush()?;
     Ok(ExitStatus::Success)
 }

@@ -2,8 +2,9 @@
 //! the environment and config.yaml, then start it through the daemon and
 //! exit with the container's code. A workspace's moat.yaml must be approved
 //! when it asks for more than before (trust on change), and dangerous
-//! mounts are refused. `--dry-run` stops after resolving and prints the
-//! result, creating nothing.
+//! mounts are refused. A run of an agent (`agent:`, or `moat claude`) gets
+//! the agent's dependency, grant, hosts and files. `--dry-run` stops after
+//! resolving and prints the result, creating nothing.
 
 use std::io::Write;
 
@@ -19,6 +20,12 @@ use crate::resolve::{self, EnvDefaults, ResolvedRun, Sources};
 use crate::trust::{self, Approval};
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitStatus> {
+    run_as(ctx, &args, None)
+}
+
+/// `moat run`, or the run of `agent` (`moat claude`: it replaces moat.yaml's
+/// `agent:`).
+pub fn run_as(ctx: &Context, args: &RunArgs, agent: Option<&str>) -> Result<ExitStatus> {
     if args.footer {
         return Err(
             CliError::new("--footer is not available in this version of moat; nothing was started")
@@ -26,7 +33,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitStatus> {
                 .into(),
         );
     }
-    let resolved = prepare(ctx, &args)?;
+    let mut resolved = prepare(ctx, args)?;
+    if let Some(agent) = agent {
+        resolved.agent = Some(agent.to_string());
+    }
+    crate::agent::apply(&ctx.home()?, &mut resolved)?;
     if args.dry_run {
         print_dry_run(ctx, &resolved, args.json)
     } else {

@@ -54,6 +54,11 @@ const MAPS: &[&str] = &["env", "secrets", "ports", "services.postgres.env", "con
 /// Key → (Docker test file, test function) showing its effect in a container.
 const SHOWN: &[(&str, &str, &str)] = &[
     (
+        "agent",
+        "agents.rs",
+        "moat_claude_answers_with_the_granted_token_while_the_container_holds_only_placeholders",
+    ),
+    (
         "name",
         "ports.rs",
         "a_page_served_in_the_container_loads_in_a_browser_through_the_routing_endpoint",
@@ -195,7 +200,6 @@ const SHOWN: &[(&str, &str, &str)] = &[
 
 /// Keys `moat run` refuses, and the name its error gives them.
 const REFUSED: &[(&str, &str)] = &[
-    ("agent", "agent"),
     ("services.postgres.image", "services.<name>.image"),
     ("services.postgres.models", "services.<name>.models"),
     ("services.postgres.wait", "services.<name>.wait: false"),
@@ -219,6 +223,7 @@ fn docker_test_source(file: &str) -> &'static str {
         "policy.rs" => include_str!("../docker/policy.rs"),
         "images.rs" => include_str!("../docker/images.rs"),
         "services.rs" => include_str!("../docker/services.rs"),
+        "agents.rs" => include_str!("../docker/agents.rs"),
         "snapshots.rs" => include_str!("../docker/snapshots.rs"),
         other => panic!("no Docker test file {other}"),
     }

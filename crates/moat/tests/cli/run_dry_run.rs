@@ -171,20 +171,29 @@ fn a_missing_workspace_is_an_error() {
 #[test]
 fn keys_not_supported_yet_are_refused_not_ignored() {
     let home = TestHome::new();
-    write_file(&home.path("ws/moat.yaml"), "agent: claude\n");
+    write_file(
+        &home.path("ws/moat.yaml"),
+        "snapshots: {triggers: {disable_builds: true}}\n",
+    );
     let ws = home.path("ws");
     let out = home.moat(&["run", ws.to_str().unwrap(), "--", "true"]);
     out.failure(1);
     assert!(
-        out.stderr
-            .starts_with("error: this version of moat cannot act on agent yet; refusing to run without it\n"),
+        out.stderr.starts_with(
+            "error: this version of moat cannot act on snapshots.triggers.disable_builds yet; refusing to run without it\n"
+        ),
         "{}",
         out.stderr
     );
     assert!(!home.home_path("runs").exists(), "nothing may be created");
     let out = home.moat(&["run", "--rebuild", ws.to_str().unwrap(), "--dry-run"]);
     out.success();
-    assert!(out.stderr.contains("agent: not supported yet"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("snapshots.triggers.disable_builds: not supported yet"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `dependencies:` that cannot become an image fail before the daemon is

@@ -13,17 +13,17 @@ use std::process::Command;
 use super::support::{Home, docker_exists, text};
 
 /// The host's CA bundle: what reaches PyPI from a container here.
-const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(super) const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The workspace owner a run must drop to (the tests run as root).
-const OWNER: u32 = 4242;
+pub(super) const OWNER: u32 = 4242;
 
 /// Held by each test while it builds: concurrent builds sharing their first
 /// steps each make their own copy of those layers, and a later build may
 /// then continue from the copy that lacks the layers a test expects reused.
-static ONE_BUILDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(super) static ONE_BUILDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Images a test built, removed even when it fails.
-struct BuiltImages(Vec<String>);
+pub(super) struct BuiltImages(pub(super) Vec<String>);
 
 impl Drop for BuiltImages {
     fn drop(&mut self) {
@@ -33,7 +33,7 @@ impl Drop for BuiltImages {
     }
 }
 
-fn home_with_build_ca() -> Option<Home> {
+pub(super) fn home_with_build_ca() -> Option<Home> {
     let home = Home::new()?;
     assert!(
         Path::new(HOST_CA_BUNDLE).exists(),
@@ -66,7 +66,7 @@ fn write_dependencies(home: &Home, deps: &str) {
 }
 
 /// The build logs under MOAT_HOME/builds, by name.
-fn build_logs(home: &Home) -> Vec<PathBuf> {
+pub(super) fn build_logs(home: &Home) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(home.home().join("builds"))
         .map(|dir| dir.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -74,7 +74,7 @@ fn build_logs(home: &Home) -> Vec<PathBuf> {
     logs
 }
 
-fn tag_of(log: &Path) -> String {
+pub(super) fn tag_of(log: &Path) -> String {
     format!("moat/run:{}", log.file_stem().unwrap().to_string_lossy())
 }
 

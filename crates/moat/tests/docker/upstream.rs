@@ -47,32 +47,7 @@ impl Upstream {
 
     /// [`Upstream::start`] with a certificate for each of `hosts`.
     pub fn start_for(hosts: &[&str], dir: &Path) -> Upstream {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let ca_file = dir.join("upstream-ca.pem");
-        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-        names.push("127.0.0.1".to_string());
-        let leaf = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
-        let chain = vec![
-            CertificateDer::from(leaf.der().to_vec()),
-            CertificateDer::from(ca_cert.der().to_vec()),
-        ];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (acceptor, ca_file) = tls_acceptor(hosts, dir);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -93,6 +68,37 @@ impl Upstream {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// A TLS acceptor with a certificate for each of `hosts` (and 127.0.0.1)
+/// from a fresh test CA, written to `dir/upstream-ca.pem`.
+pub fn tls_acceptor(hosts: &[&str], dir: &Path) -> (tokio_rustls::TlsAcceptor, PathBuf) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.join("upstream-ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    names.push("127.0.0.1".to_string());
+    let leaf = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let chain = vec![
+        CertificateDer::from(leaf.der().to_vec()),
+        CertificateDer::from(ca_cert.der().to_vec()),
+    ];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_file)
 }
 
 async fn serve(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, seen: Arc<Mutex<Vec<Seen>>>) {
