@@ -20,6 +20,7 @@ mod docker {
     pub mod ports;
     pub mod proxy;
     pub mod reaper;
+    pub mod scale;
     pub mod support;
     pub mod terminal;
     pub mod tmux;
