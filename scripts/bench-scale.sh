@@ -12,7 +12,8 @@
 #
 # Usage: scripts/bench-scale.sh [N]
 # Env:   DURATION (default 600 s: long enough that all N are live at once on
-#        a slow machine; every run is stopped by the bench), PARALLEL (default 8)
+#        a slow machine; every run is stopped by the bench), PARALLEL (default 8),
+#        NO_BUILD=1 (use the release binaries as they are)
 set -euo pipefail
 
 runs=${1:-100}
@@ -21,7 +22,7 @@ parallel=${PARALLEL:-8}
 image=moat-base:bookworm
 root=$(cd "$(dirname "$0")/.." && pwd)
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine >/dev/null; }
-cargo build --quiet --release -p moat -p moat-daemon --manifest-path "$root/Cargo.toml"
+[[ ${NO_BUILD:-0} = 1 ]] || cargo build --quiet --release -p moat -p moat-daemon --manifest-path "$root/Cargo.toml"
 bin=${CARGO_TARGET_DIR:-$root/target}/release/moat
 
 MOAT_HOME=$(mktemp -d /tmp/moat-bench-scale.XXXXXX)
@@ -65,7 +66,8 @@ idle_files=$(health open_files)
 
 start=$(now_ms)
 seq 1 "$runs" | xargs -P "$parallel" -I{} \
-  "$bin" run -d --name "scale-{}" --image "$image" -- sh -c "echo started scale-{}; exec sleep $duration" \
+  "$bin" run -d --name "scale-{}" --image "$image" -- \
+  sh -c "trap 'exit 0' TERM; echo started scale-{}; sleep $duration & wait" \
   >"$results/ids" 2>"$results/run-errors" || true
 started_ms=$(($(now_ms) - start))
 created=$(grep -c '^run_' "$results/ids" || true)

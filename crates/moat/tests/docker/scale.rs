@@ -60,7 +60,8 @@ fn twenty_concurrent_runs_all_start_list_and_stop_leaving_nothing() {
     // The first run starts the daemon, so that the rest race each other on
     // one daemon rather than on spawning it.
     let names: Vec<String> = (0..RUNS).map(|i| format!("scale-{i}")).collect();
-    let script = |name: &str| format!("echo hello from {name}; exec sleep 600");
+    // The shell ends on SIGTERM, so that stopping does not wait out the grace period.
+    let script = |name: &str| format!("trap 'exit 0' TERM; echo hello from {name}; sleep 600 & wait");
     let first = home.run(&["run", "-d", "--name", &names[0], "--", "sh", "-c", &script(&names[0])]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let children = names[1..]
