@@ -45,7 +45,7 @@ trap cleanup EXIT
 
 # status FIELD: a number from `moat status --json`'s daemon health.
 health() {
-  "$bin" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["health"].get(sys.argv[1], 0))' "$1"
+  "$bin" status --json | python3 -c 'import json,sys; print((json.load(sys.stdin)["daemon"].get("health") or {}).get(sys.argv[1], 0))' "$1"
 }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 # count STATE: how many runs `moat list --all --json` shows in STATE.

@@ -329,6 +329,8 @@ mod tests {
         std::fs::remove_dir_all(root).unwrap();
     }
 
+    /// `count` runs a second apart, newest first; every `live_every`th is
+    /// running (none with 0), the rest exited.
     fn store_with_runs(count: usize, live_every: usize) -> (tempfile::TempDir, RunStore, Vec<RunId>) {
         let scratch = tempfile::tempdir().unwrap();
         let store = RunStore::new(MoatHome::new(scratch.path()));
@@ -375,7 +377,7 @@ mod tests {
 
     #[test]
     fn recent_listing_reads_no_older_finished_record() {
-        let (_scratch, store, ids) = store_with_runs(100, 1000);
+        let (_scratch, store, ids) = store_with_runs(100, 0);
         store.list_recent(5).unwrap();
         // Once indexed, an old finished run's record is not read again: a
         // record broken after indexing goes unnoticed without `--all`.
@@ -387,7 +389,7 @@ mod tests {
 
     #[test]
     fn corrupt_or_stale_index_is_rebuilt() {
-        let (_scratch, store, ids) = store_with_runs(50, 1000);
+        let (_scratch, store, ids) = store_with_runs(50, 0);
         let index_path = store.home().runs_dir().join(INDEX_FILE);
         let expected = shown(store.list().unwrap(), 10);
         std::fs::write(&index_path, "moat-run-index 1\nrun_0000 garbage\n").unwrap();
@@ -402,7 +404,7 @@ mod tests {
 
     #[test]
     fn full_ids_resolve_without_a_listing() {
-        let (_scratch, store, ids) = store_with_runs(3, 1000);
+        let (_scratch, store, ids) = store_with_runs(3, 0);
         assert_eq!(store.resolve(Some(ids[2].as_str()), true).unwrap(), ids[2]);
         assert_eq!(store.resolve(None, true).unwrap(), ids[0]);
         assert!(matches!(

@@ -1,8 +1,12 @@
 //! Removing a run's objects exactly once, and recording that they are gone.
+//! A few runs' objects are removed at a time: the engine serialises network
+//! removals, so a hundred runs stopped at once would otherwise queue their
+//! removals inside the engine until the later ones time out.
 
 use chrono::Utc;
 use moat_proxy::PolicyMode;
 use moat_runtime::Runtime;
+use tokio::sync::Semaphore;
 
 use super::watch::announce_exit;
 use crate::audit::Event;
@@ -10,6 +14,10 @@ use crate::fault;
 use crate::firewall::{self};
 use crate::registry::RunHandle;
 use crate::state::Daemon;
+
+/// Runs whose objects are being removed at once; each removal's timeout
+/// runs from when it gets its turn.
+static REMOVALS: Semaphore = Semaphore::const_new(4);
 
 /// Removes the run's container (unless kept), network and firewall rules,
 /// exactly once, records `cleaned_at` when all are gone, tells attached
@@ -23,6 +31,8 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     let meta = handle.metadata();
     let mut failures = Vec::new();
     if !meta.keep {
+        // Never closed, so the permit always comes.
+        let _turn = REMOVALS.acquire().await;
         let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());
         if let Err(e) = runtime.remove_container(&container).await {
             failures.push(e.to_string());
