@@ -237,16 +237,13 @@ fn print(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
 /// `, memory 14.2 MiB, 31 of 65536 files open`: what the daemon said of
 /// its own use (an older daemon says nothing).
 fn daemon_usage(h: &Health) -> String {
-    let mut usage = String::new();
-    if let Some(rss) = h.rss_bytes {
-        usage.push_str(&format!(", memory {}", human_bytes(rss)));
-    }
-    match (h.open_files, h.open_files_limit) {
-        (Some(open), Some(limit)) => usage.push_str(&format!(", {open} of {limit} files open")),
-        (Some(open), None) => usage.push_str(&format!(", {open} files open")),
-        _ => {}
-    }
-    usage
+    let memory = h.rss_bytes.map(|rss| format!(", memory {}", human_bytes(rss)));
+    let files = match (h.open_files, h.open_files_limit) {
+        (Some(open), Some(limit)) => Some(format!(", {open} of {limit} files open")),
+        (Some(open), None) => Some(format!(", {open} files open")),
+        _ => None,
+    };
+    [memory, files].into_iter().flatten().collect()
 }
 
 fn human_bytes(bytes: u64) -> String {
