@@ -339,11 +339,8 @@ mod tests {
             .map(|i| {
                 let mut meta = RunMetadata::new(RunId::generate(), "/w".into(), "img".into(), "docker".into());
                 meta.created_at = base - chrono::Duration::seconds(i64::try_from(i).unwrap());
-                meta.state = if i % live_every == 0 {
-                    RunState::Running
-                } else {
-                    RunState::Exited
-                };
+                let live = live_every != 0 && i % live_every == 0;
+                meta.state = if live { RunState::Running } else { RunState::Exited };
                 store.create(&meta).unwrap();
                 meta.id
             })
