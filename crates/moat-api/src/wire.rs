@@ -103,9 +103,37 @@ pub struct RunSpec {
     /// Build the dependencies' image again without the cache (`--rebuild`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rebuild: bool,
+    /// `hooks.post_build_root`: runs as root while the run's image is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_build_root: Option<String>,
+    /// `hooks.post_build`: runs as the run's user while its image is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_build: Option<String>,
+    /// Take a snapshot of the workspace before the container starts
+    /// (`snapshots:`); `None`: no snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotSpec>,
+}
+
+/// How the daemon snapshots a run's workspace before starting it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSpec {
+    /// What is left out.
+    pub rules: moat_core::snapshot::Rules,
+    /// Snapshots of the workspace kept (`retention.max_count`, defaulted).
+    pub max_count: u32,
+    /// Whether the workspace's first snapshot may be pruned.
+    #[serde(default)]
+    pub delete_initial: bool,
 }
 
 impl RunSpec {
+    /// Whether the daemon builds the run's image (on `image`): the run has
+    /// `dependencies:` or build hooks.
+    pub fn builds_image(&self) -> bool {
+        !self.dependencies.is_empty() || self.post_build_root.is_some() || self.post_build.is_some()
+    }
+
     /// The host label a run's endpoints live under
     /// (`<endpoint>.<label>.localhost`): its name, else its id with `-`
     /// for `_`, lowercase.

@@ -7,7 +7,7 @@ mod dockerfile;
 mod registry;
 mod request;
 
-pub use dockerfile::{BuildContext, ContextFile, IMAGE_REPOSITORY};
+pub use dockerfile::{BuildContext, BuildHooks, ContextFile, HookFailure, IMAGE_REPOSITORY};
 pub use registry::{Entry, Layer, Registry};
 pub use request::Request;
 
@@ -61,11 +61,21 @@ pub fn plan_image(
     dependencies: &[String],
     build_ca: Option<&[u8]>,
 ) -> Result<BuildContext, DependencyError> {
+    plan_build(base, dependencies, &BuildHooks::default(), build_ca)
+}
+
+/// [`plan_image`] with the build hooks of `moat.yaml` as its last layers.
+pub fn plan_build(
+    base: &str,
+    dependencies: &[String],
+    hooks: &BuildHooks,
+    build_ca: Option<&[u8]>,
+) -> Result<BuildContext, DependencyError> {
     let registry = Registry::shipped()?;
     let requests = dependencies
         .iter()
         .map(|text| text.parse::<Request>())
         .collect::<Result<Vec<_>, _>>()?;
     let resolved = registry.resolve(&requests)?;
-    Ok(dockerfile::render(base, &resolved, build_ca))
+    Ok(dockerfile::render(base, &resolved, hooks, build_ca))
 }

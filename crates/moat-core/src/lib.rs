@@ -1,7 +1,7 @@
 //! Core types shared by every moat crate: paths under `MOAT_HOME`, run ids,
 //! run metadata and its state machine, the run store, log records and the
 //! configuration files, the ownership and mode checks for files moat
-//! trusts, and the TLS client set-up shared by the proxy and grant
+//! trusts, workspace snapshots, and the TLS client set-up shared by the proxy and grant
 //! validation, and the bounded runner for other programs. Nothing here talks
 //! to the network or a runtime.
 
@@ -20,6 +20,7 @@ pub mod metadata;
 pub mod mount;
 pub mod paths;
 pub mod run_index;
+pub mod snapshot;
 pub mod store;
 pub mod subprocess;
 pub mod terminal;

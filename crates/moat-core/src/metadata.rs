@@ -104,6 +104,9 @@ pub struct RunMetadata {
     /// endpoint name (set once they are routed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoints: BTreeMap<String, String>,
+    /// The id of the workspace snapshot taken before the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 impl RunMetadata {
@@ -131,6 +134,7 @@ impl RunMetadata {
             secrets: Vec::new(),
             labels: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            snapshot: None,
         }
     }
 

@@ -125,3 +125,61 @@ proptest! {
         prop_assert_eq!(a.dockerfile, b.dockerfile);
     }
 }
+
+fn hooks(root: Option<&str>, user_hook: Option<&str>, user: &str) -> moat_core::deps::BuildHooks {
+    moat_core::deps::BuildHooks {
+        post_build_root: root.map(str::to_string),
+        post_build: user_hook.map(str::to_string),
+        user: user.to_string(),
+    }
+}
+
+#[test]
+fn build_hooks_are_the_last_layers_before_the_init() {
+    let deps = vec!["git".to_string()];
+    let context =
+        moat_core::deps::plan_build(BASE, &deps, &hooks(Some("make root"), Some("make"), "1000:1000"), None).unwrap();
+    insta::assert_snapshot!(format!("tag: {}\n{}", context.tag, context.dockerfile));
+    let names: Vec<&str> = context.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Dockerfile",
+            "hook-post_build_root.sh",
+            "hook-post_build.sh",
+            "moat-init"
+        ]
+    );
+    assert_eq!(context.files[2].contents, b"make");
+}
+
+#[test]
+fn the_hooks_text_and_the_user_of_post_build_change_the_tag() {
+    let tag = |h: &moat_core::deps::BuildHooks| moat_core::deps::plan_build(BASE, &[], h, None).unwrap().tag;
+    let plain = plan_image(BASE, &[], None).unwrap().tag;
+    let root_only = tag(&hooks(Some("make"), None, "1000:1000"));
+    assert_ne!(root_only, plain);
+    assert_ne!(tag(&hooks(Some("make all"), None, "1000:1000")), root_only);
+    assert_eq!(
+        tag(&hooks(Some("make"), None, "2000:2000")),
+        root_only,
+        "without post_build the run's user is not part of the image"
+    );
+    let user = tag(&hooks(None, Some("make"), "1000:1000"));
+    assert_ne!(tag(&hooks(None, Some("make"), "2000:2000")), user);
+    assert_ne!(user, root_only, "the same text as another hook is another image");
+}
+
+#[test]
+fn a_failing_hook_is_read_from_its_last_line() {
+    use moat_core::deps::HookFailure;
+    assert_eq!(
+        HookFailure::parse("moat: hooks.post_build exited 7"),
+        Some(HookFailure {
+            hook: "hooks.post_build".into(),
+            code: 7
+        })
+    );
+    assert!(HookFailure::parse("moat: hooks.pre_run exited 7").is_none());
+    assert!(HookFailure::parse("Step 9/12 : RUN echo \"moat: hooks.post_build exited $code\"").is_none());
+}

@@ -7,6 +7,7 @@
 mod builtin;
 pub mod credential;
 pub mod grant;
+pub mod host_provider;
 pub mod keystore;
 pub mod provider;
 mod provider_file;
@@ -20,6 +21,7 @@ pub mod validate;
 pub use builtin::BUILT_IN_NAMES;
 pub use credential::{Credential, CredentialKind, CredentialMetadata, CredentialSummary, RedactedCredential};
 pub use grant::{GrantError, NoPrompt, TokenPrompt, TokenSources};
+pub use host_provider::{HostProvider, HostProviderError};
 pub use keystore::{AutoKeyStore, FileKeyStore, KeyBackend, KeyError, KeyStatus, KeyStore, KeyringKeyStore, MasterKey};
 pub use moat_core::host_pattern::{HostPattern, HostPatternError, host_matches};
 pub use provider::{

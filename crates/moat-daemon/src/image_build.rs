@@ -1,16 +1,18 @@
-//! Images built from a run's `dependencies:`: the plan (moat-core's
+//! Images built from a run's `dependencies:` and build hooks
+//! (`hooks.post_build_root`, `hooks.post_build`): the plan (moat-core's
 //! registry and Dockerfile), the decision to build (only when the
 //! content-hash tag is missing, or on `--rebuild`), the base image first,
 //! the full log under `MOAT_HOME/builds/<hash>.log`, and the error a failed
-//! build gives (its last lines and the log's path). The engine tags an
-//! image only when its build succeeded.
+//! build gives (the hook that failed and its exit code when it was a hook,
+//! its last lines and the log's path). The engine tags an image only when
+//! its build succeeded.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use moat_core::deps::{BuildContext, DependencyError, IMAGE_REPOSITORY, plan_image};
+use moat_core::deps::{BuildContext, BuildHooks, DependencyError, HookFailure, IMAGE_REPOSITORY, plan_build};
 use moat_runtime::Runtime;
 
 use crate::api::RunSpec;
@@ -52,6 +54,42 @@ pub enum BuildError {
         tail: String,
         log: PathBuf,
     },
+    #[error(
+        "{hook} exited {code} while building {tag} (a hook of moat.yaml, not moat or the container)\n\
+         last lines of the build:\n{tail}\nfull log: {}",
+        log.display()
+    )]
+    HookFailed {
+        hook: String,
+        code: i32,
+        tag: String,
+        tail: String,
+        log: PathBuf,
+    },
+}
+
+/// What a run's image is built for, for progress lines: its dependencies
+/// and hooks.
+pub fn what_is_built(spec: &RunSpec) -> String {
+    let hooks = [
+        ("hooks.post_build_root", spec.post_build_root.is_some()),
+        ("hooks.post_build", spec.post_build.is_some()),
+    ];
+    spec.dependencies
+        .iter()
+        .map(String::as_str)
+        .chain(hooks.into_iter().filter(|(_, set)| *set).map(|(name, _)| name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The build hooks of the run; `post_build` runs as the run's user.
+fn build_hooks(spec: &RunSpec) -> BuildHooks {
+    BuildHooks {
+        post_build_root: spec.post_build_root.clone(),
+        post_build: spec.post_build.clone(),
+        user: crate::supervisor::command_user(spec).unwrap_or_else(|| "0:0".to_string()),
+    }
 }
 
 /// The tag of the run's image, built on `spec.image` when it is missing
@@ -63,7 +101,8 @@ pub async fn ensure_dependency_image(
     progress: &Progress,
 ) -> Result<String, RunError> {
     let build_ca = read_build_ca(daemon.config().build_ca_file.as_deref())?;
-    let context = plan_image(&spec.image, &spec.dependencies, build_ca.as_deref()).map_err(BuildError::from)?;
+    let hooks = build_hooks(spec);
+    let context = plan_build(&spec.image, &spec.dependencies, &hooks, build_ca.as_deref()).map_err(BuildError::from)?;
     if !spec.rebuild && runtime.image_exists(&context.tag).await? {
         progress.say(format!("{} is up to date", context.tag));
         return Ok(context.tag);
@@ -85,22 +124,40 @@ pub async fn ensure_dependency_image(
         });
     }
     let log = log_path(daemon, &context.tag)?;
-    progress.say(format!("building {} for {}", context.tag, spec.dependencies.join(", ")));
+    progress.say(format!("building {} for {}", context.tag, what_is_built(spec)));
     let build = ImageBuild {
         context: &context,
         no_cache: spec.rebuild,
         log: &log,
     };
     if let Err(e) = daemon.runtimes().build_image(runtime, &build, progress).await {
-        return Err(BuildError::Failed {
-            tag: context.tag.clone(),
-            reason: e.to_string(),
-            tail: log_tail(&log, FAILURE_TAIL_LINES),
-            log,
-        }
-        .into());
+        return Err(build_failure(context.tag.clone(), &e.to_string(), log).into());
     }
     Ok(context.tag)
+}
+
+/// The error of a failed build: a hook's when the log's last hook report
+/// says one failed.
+fn build_failure(tag: String, reason: &str, log: PathBuf) -> BuildError {
+    let tail = log_tail(&log, FAILURE_TAIL_LINES);
+    let hook = std::fs::read_to_string(&log)
+        .ok()
+        .and_then(|text| text.lines().rev().find_map(HookFailure::parse));
+    match hook {
+        Some(HookFailure { hook, code }) => BuildError::HookFailed {
+            hook,
+            code,
+            tag,
+            tail,
+            log,
+        },
+        None => BuildError::Failed {
+            tag,
+            reason: reason.to_string(),
+            tail,
+            log,
+        },
+    }
 }
 
 fn read_build_ca(path: Option<&Path>) -> Result<Option<Vec<u8>>, BuildError> {

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod resources;
 pub mod runtimes;
 pub mod server;
+mod snapshots;
 pub mod standalone;
 pub mod state;
 pub mod suggest;

@@ -1,6 +1,7 @@
 //! Destroying a finished run's record (`moat destroy`, `moat clean`): the
 //! daemon owns every run it may still hold, so only it deletes run
-//! directories, and only once nothing of the run can still be alive.
+//! directories (and the run's workspace snapshots), and only once nothing
+//! of the run can still be alive.
 
 use chrono::Utc;
 use moat_core::RunId;
@@ -39,6 +40,7 @@ pub async fn destroy(daemon: &Daemon, id: &RunId) -> Result<(), RunError> {
     }
     release_audit_log(daemon, id).await;
     daemon.store().destroy(id)?;
+    crate::snapshots::delete_run(daemon, id).await;
     Ok(())
 }
 

@@ -179,7 +179,7 @@ impl Runtimes for SystemRuntimes {
         if runtime.kind() != RuntimeKind::Docker {
             return Err(RuntimeError::Unavailable {
                 runtime: runtime.kind(),
-                reason: "only the docker runtime builds images from `dependencies:` so far".into(),
+                reason: "only the docker runtime builds images (`dependencies:`, build hooks) so far".into(),
             });
         }
         let docker = self.docker().await?;

@@ -59,7 +59,7 @@ pub trait Runtimes: Send + Sync + 'static {
     ) -> Result<(), RuntimeError> {
         Err(RuntimeError::Unavailable {
             runtime: runtime.kind(),
-            reason: "this runtime cannot build images from `dependencies:`".into(),
+            reason: "this runtime cannot build images (`dependencies:`, build hooks)".into(),
         })
     }
 }

@@ -22,6 +22,8 @@ mod proxy;
 mod stop;
 mod watch;
 
+pub(crate) use container::command_user;
+
 pub use cleanup::cleanup;
 pub use create::{CreatedRun, Timings, create_run, create_run_reporting};
 pub use proxy::reattach_proxy;
@@ -71,6 +73,12 @@ pub enum RunError {
     Grant(#[from] GrantError),
     #[error("{0}")]
     Build(#[from] crate::image_build::BuildError),
+    #[error("the pre-run snapshot failed: {0}")]
+    Snapshot(moat_core::snapshot::SnapshotError),
+    #[error(
+        "the pre-run snapshot of {0} did not finish within the {1:?} a run's creation may take; the run was undone"
+    )]
+    SnapshotTooSlow(String, Duration),
 }
 
 impl RunError {
@@ -99,10 +107,19 @@ impl RunError {
                 Some("start the container runtime (e.g. `systemctl start docker`) and check `moat doctor`".into())
             }
             RunError::Network(e) => Some(e.hint()),
+            RunError::Build(crate::image_build::BuildError::HookFailed { hook, .. }) => Some(format!(
+                "fix {hook} in moat.yaml (it runs while the image is built); `moat run --rebuild` builds again \
+                 without the cache"
+            )),
             RunError::Build(crate::image_build::BuildError::Failed { .. }) => Some(
                 "fix the failing dependency in moat.yaml; `moat run --rebuild` builds again without the cache".into(),
             ),
             RunError::Build(_) => Some("docs/dependencies.md lists what `dependencies:` accepts".into()),
+            RunError::Snapshot(_) | RunError::SnapshotTooSlow(..) => Some(
+                "leave large or unreadable directories out with `snapshots.exclude.additional`, or turn the \
+                 snapshot off with `snapshots.disabled: true` (docs/snapshots.md)"
+                    .into(),
+            ),
             RunError::Deadline(_) => Some(format!(
                 "the container runtime may be wedged: `moat doctor` checks it, `{}` lists moat's networks",
                 network::list_moat_networks(moat_core::RuntimeKind::Docker)

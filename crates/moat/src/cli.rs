@@ -65,6 +65,15 @@ pub enum Command {
                             Examples:\n  moat run -- npm test\n  moat run -g github ./project\n  \
                             moat run --dry-run --json")]
     Run(RunArgs),
+    /// Run in a git worktree of this repository for BRANCH (made from HEAD when missing), or list or
+    /// remove those worktrees.
+    #[command(
+        after_help = "Takes every `moat run` flag. The worktree is MOAT_HOME/worktrees/<repo>/<branch>; \
+                            the container sees a working git repository (commits land on BRANCH), while \
+                            the repository's config and hooks stay read-only.\n\n\
+                            Examples:\n  moat wt feature-x -- claude\n  moat wt list\n  moat wt rm feature-x"
+    )]
+    Wt(WtArgs),
     /// Re-attach to a live run's output or terminal (the run goes on when you detach).
     Attach(AttachArgs),
     /// List runs, newest first.
@@ -84,6 +93,12 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command inside a live run's container.
     Exec(ExecArgs),
+    /// List, compare and restore the workspace snapshots taken before runs.
+    #[command(
+        after_help = "Examples:\n  moat snapshot list my-run\n  moat snapshot diff my-run\n  \
+                            moat snapshot restore my-run --force\n  moat snapshot restore my-run snap_0123456789ab --to /tmp/before"
+    )]
+    Snapshot(SnapshotArgs),
     /// Show the requests a run made through the proxy.
     Trace(TraceArgs),
     /// Verify and print a run's tamper-evident audit log, or export or verify a bundle.
@@ -220,6 +235,45 @@ pub struct RunArgs {
     /// With --dry-run: print the resolved run as JSON.
     #[arg(long, requires = "dry_run")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    // `moat run`'s PATH: the worktree is the workspace (any other is
+    // refused). Changing an argument moves it last: the order is restated.
+    mut_arg("path", |arg| arg.hide(true).index(2)),
+    mut_arg("command", |arg| arg.index(3))
+)]
+pub struct WtArgs {
+    #[command(subcommand)]
+    pub action: Option<WtAction>,
+
+    /// Branch to work on; created from HEAD when it does not exist.
+    #[arg(value_name = "BRANCH", required = true, index = 1)]
+    pub branch: Option<String>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WtAction {
+    /// List this repository's worktrees: branch, live run, dirty or clean, path.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a worktree (its branch and commits stay).
+    Rm {
+        #[arg(value_name = "BRANCH")]
+        branch: String,
+        /// Remove it even with uncommitted changes (they are lost).
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -396,18 +450,34 @@ pub enum AuditAction {
 }
 
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  moat grant github\n  echo \"$TOKEN\" | moat grant anthropic\n  \
+                  moat grant mytool --host api.example.com --header X-Api-Key"
+)]
 pub struct GrantArgs {
     #[command(subcommand)]
     pub action: Option<GrantAction>,
 
-    /// Provider to store a credential for (github, anthropic, openai, npm, ...).
+    /// Provider to store a credential for: github, anthropic, claude, openai, gemini, one defined
+    /// in MOAT_HOME/providers/, or a new name with --host.
     #[arg(value_name = "PROVIDER", required = true)]
     pub provider: Option<String>,
 
-    /// Host the credential is for, where the provider needs one (npm, ssh).
+    /// Define PROVIDER as a provider for this one host (pattern like *.example.com, or
+    /// host:port): the credential goes into --header of requests to it.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+
+    /// With --host: the header that carries the credential [default: Authorization].
+    #[arg(long, value_name = "NAME", requires = "host")]
+    pub header: Option<String>,
+
+    /// With --host: text before the credential in the header's value [default: "Bearer " for
+    /// Authorization, nothing otherwise].
+    #[arg(long, value_name = "TEXT", requires = "host")]
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,6 +513,67 @@ pub struct CleanArgs {
     /// Print what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List the snapshots of a run's workspace, newest first.
+    List(SnapshotListArgs),
+    /// Show the paths added, removed and modified in the workspace since a snapshot.
+    Diff(SnapshotDiffArgs),
+    /// Put the workspace (or another directory) back as a snapshot recorded it.
+    Restore(SnapshotRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotListArgs {
+    #[arg(value_name = "RUN", help = RUN_HELP)]
+    pub run: Option<String>,
+
+    /// Print JSON (one array, snake_case keys) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotDiffArgs {
+    /// Run id, id prefix (run_…) or name.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Snapshot id [default: the one taken before RUN started].
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+
+    /// Print JSON (one array, snake_case keys) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotRestoreArgs {
+    /// Run id, id prefix (run_…) or name.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Snapshot id [default: the one taken before RUN started].
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+
+    /// Restore into this directory (new or empty) instead of the workspace.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+
+    /// Overwrite the workspace even where it differs from its newest snapshot
+    /// (the workspace is snapshotted first, so this can be undone).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -563,6 +694,18 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn wt_takes_a_branch_run_flags_and_a_command() {
+        let cli = Cli::try_parse_from(["moat", "wt", "feature", "-g", "github", "--", "sh", "-c", "x"]).unwrap();
+        let Command::Wt(args) = cli.command else {
+            panic!("not wt")
+        };
+        assert_eq!(args.branch.as_deref(), Some("feature"));
+        assert_eq!(args.run.grants, ["github"]);
+        assert_eq!(args.run.command, ["sh", "-c", "x"]);
+        assert_eq!(args.run.path, PathBuf::from("."));
     }
 
     #[test]

@@ -16,12 +16,14 @@ mod open;
 mod policy;
 mod revoke;
 mod run;
+mod snapshot;
 mod status;
 mod stop;
 mod system;
 mod trace;
 mod trust;
 mod version;
+mod wt;
 
 use anyhow::Result;
 
@@ -36,6 +38,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
     };
     match cli.command {
         Command::Run(args) => run::run(&ctx, args),
+        Command::Wt(args) => wt::wt(&ctx, args),
         Command::Attach(args) => attach::attach(&ctx, &args),
         Command::List(args) => list::list(&ctx, &args),
         Command::Status(args) => status::status(&ctx, &args),
@@ -44,6 +47,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Open(args) => open::open(&ctx, &args),
         Command::Destroy(args) => destroy::destroy(&ctx, &args),
         Command::Exec(args) => exec::exec(&ctx, &args),
+        Command::Snapshot(args) => snapshot::snapshot(&ctx, &args),
         Command::Trace(args) => trace::trace(&ctx, &args),
         Command::Audit(args) => audit::audit(&ctx, &args),
         Command::Policy(args) => policy::policy(&ctx, &args),

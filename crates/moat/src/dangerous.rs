@@ -3,7 +3,9 @@
 //! that contains or is inside `MOAT_HOME` (daemon socket, keys, every live
 //! run's proxy token), the container runtime's socket (root on the host),
 //! `/`, `/etc`, `/proc`, `/sys` (and anything under `/proc` and `/sys`),
-//! and the user's home directory as a whole. Paths are compared after
+//! and the user's home directory as a whole. The worktrees `moat wt` makes
+//! (`MOAT_HOME/worktrees/<repo>/<branch>`, and what is inside them) are the
+//! one part of `MOAT_HOME` a run may mount. Paths are compared after
 //! resolving symlinks, so a link in the workspace cannot smuggle one in.
 
 use std::path::{Path, PathBuf};
@@ -57,8 +59,15 @@ impl Guard {
         )
     }
 
+    /// `MOAT_HOME/worktrees/<repo>/<branch…>` or a path inside one.
+    fn is_worktree(&self, source: &Path) -> bool {
+        source
+            .strip_prefix(self.moat_home.join("worktrees"))
+            .is_ok_and(|rest| rest.components().count() >= 2)
+    }
+
     fn danger(&self, source: &Path) -> Option<String> {
-        if source.starts_with(&self.moat_home) || self.moat_home.starts_with(source) {
+        if (source.starts_with(&self.moat_home) && !self.is_worktree(source)) || self.moat_home.starts_with(source) {
             return Some(format!(
                 "it {} MOAT_HOME ({}), which holds the daemon's socket, keys and live runs' tokens",
                 if source.starts_with(&self.moat_home) {
@@ -118,7 +127,12 @@ mod tests {
     fn dangerous_paths_are_refused_unless_allowed() {
         let scratch = tempfile::tempdir().unwrap();
         let root = scratch.path().join("moat-guard");
-        for dir in ["home/.moat/daemon", "home/project/sub", "run"] {
+        for dir in [
+            "home/.moat/daemon",
+            "home/.moat/worktrees/repo/branch",
+            "home/project/sub",
+            "run",
+        ] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
         let root = real(&root);
@@ -130,6 +144,17 @@ mod tests {
             ("a subdirectory", root.join("home/project/sub"), true),
             ("MOAT_HOME itself", root.join("home/.moat"), false),
             ("inside MOAT_HOME", root.join("home/.moat/daemon"), false),
+            (
+                "a worktree of `moat wt`",
+                root.join("home/.moat/worktrees/repo/branch"),
+                true,
+            ),
+            (
+                "every worktree of a repository",
+                root.join("home/.moat/worktrees/repo"),
+                false,
+            ),
+            ("every worktree", root.join("home/.moat/worktrees"), false),
             ("a link to MOAT_HOME", root.join("home/project/link"), false),
             ("the whole home (contains MOAT_HOME)", root.join("home"), false),
             ("the root", PathBuf::from("/"), false),

@@ -226,20 +226,45 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         dependencies: run.dependencies.clone(),
         rebuild: run.rebuild,
         user: run.container.user.clone(),
+        post_build_root: run.hooks.post_build_root.clone(),
+        post_build: run.hooks.post_build.clone(),
+        snapshot: snapshot_spec(&run.snapshots)?,
     })
+}
+
+/// The pre-run snapshot `snapshots:` asks for; `None` when it is off.
+fn snapshot_spec(config: &moat_core::config::SnapshotConfig) -> Result<Option<moat_api::SnapshotSpec>> {
+    if config.disabled || config.triggers.disable_pre_run {
+        return Ok(None);
+    }
+    let rules = moat_core::snapshot::Rules {
+        gitignore: !config.exclude.ignore_gitignore,
+        additional: config.exclude.additional.clone(),
+    };
+    rules.check().map_err(|e| CliError::new(e.to_string()))?;
+    let max_count = match config.retention.max_count {
+        0 => moat_core::snapshot::DEFAULT_MAX_COUNT,
+        n => n,
+    };
+    Ok(Some(moat_api::SnapshotSpec {
+        rules,
+        max_count,
+        delete_initial: config.retention.delete_initial,
+    }))
 }
 
 /// Refuses `dependencies:` that cannot become an image (unknown names,
 /// versions moat cannot install) before anything is asked of the daemon,
 /// and `--rebuild` with nothing to rebuild.
 fn check_dependencies(run: &ResolvedRun) -> Result<()> {
+    let has_build_hooks = run.hooks.post_build_root.is_some() || run.hooks.post_build.is_some();
     if run.dependencies.is_empty() {
-        if run.rebuild {
-            return Err(
-                CliError::new("--rebuild rebuilds the image of `dependencies:`, and this run has none")
-                    .with_hint("add `dependencies:` to moat.yaml, or drop --rebuild")
-                    .into(),
-            );
+        if run.rebuild && !has_build_hooks {
+            return Err(CliError::new(
+                "--rebuild rebuilds the image of `dependencies:` and build hooks, and this run has neither",
+            )
+            .with_hint("add `dependencies:` or `hooks.post_build` to moat.yaml, or drop --rebuild")
+            .into());
         }
         return Ok(());
     }

@@ -17,6 +17,7 @@ mod report;
 mod resolve;
 mod trust;
 mod tty;
+mod worktree;
 
 use std::process::ExitCode;
 

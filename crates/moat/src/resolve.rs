@@ -198,19 +198,18 @@ impl ResolvedRun {
         };
         refuse(!self.services.is_empty(), "services");
         refuse(self.agent.is_some(), "agent");
-        refuse(self.hooks.post_build.is_some(), "hooks.post_build");
-        refuse(self.hooks.post_build_root.is_some(), "hooks.post_build_root");
         refuse(
             self.hooks.pre_run.is_some() && self.command.is_empty(),
             "hooks.pre_run without a command",
         );
-        let snapshots_off = SnapshotConfig {
-            disabled: true,
-            ..SnapshotConfig::default()
-        };
+        // Only the pre-run snapshot is taken; the other triggers are refused.
+        let triggers = &self.snapshots.triggers;
+        refuse(triggers.disable_git_commits, "snapshots.triggers.disable_git_commits");
+        refuse(triggers.disable_builds, "snapshots.triggers.disable_builds");
+        refuse(triggers.disable_idle, "snapshots.triggers.disable_idle");
         refuse(
-            self.snapshots != SnapshotConfig::default() && self.snapshots != snapshots_off,
-            "snapshots",
+            triggers.idle_threshold_seconds != 0,
+            "snapshots.triggers.idle_threshold_seconds",
         );
         keys
     }

@@ -11,6 +11,7 @@ mod docker {
     pub mod audit;
     pub mod exec_status;
     pub mod fail_closed;
+    pub mod grant_host;
     pub mod images;
     pub mod isolation;
     pub mod keys;
@@ -21,10 +22,12 @@ mod docker {
     pub mod proxy;
     pub mod reaper;
     pub mod scale;
+    pub mod snapshots;
     pub mod support;
     pub mod terminal;
     pub mod tmux;
     pub mod trust;
     pub mod upstream;
     pub mod warmpool;
+    pub mod worktrees;
 }

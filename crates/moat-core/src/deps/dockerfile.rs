@@ -3,7 +3,8 @@
 //! host, and the tag is the hash of the whole context, so the same set
 //! always names the same image. Layers go from the least to the most often
 //! changed (OS packages, language runtimes, global tools, pip packages, npm
-//! packages, the init), so adding a package reuses every layer before it.
+//! packages, the build hooks, the init), so adding a package reuses every
+//! layer before it.
 
 use std::fmt::Write as _;
 
@@ -18,6 +19,57 @@ const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const INIT_SCRIPT: &str = include_str!("../../data/moat-init.sh");
 const INIT_PATH: &str = "/usr/local/bin/moat-init";
 const PIP: &str = "/opt/moat/python/bin/pip";
+
+/// Where the build hooks are copied in the image.
+const HOOKS_DIR: &str = "/etc/moat/hooks";
+/// The line a failing build hook prints last: `moat: hooks.<name> exited <code>`.
+const HOOK_FAILED_PREFIX: &str = "moat: hooks.";
+const HOOK_FAILED_INFIX: &str = " exited ";
+
+/// `hooks.post_build_root` and `hooks.post_build` of `moat.yaml`: shell
+/// snippets run during the build, after every dependency and before the
+/// init, so they are part of the image (and of its tag).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildHooks {
+    /// Runs as root.
+    pub post_build_root: Option<String>,
+    /// Runs as [`BuildHooks::user`], with `HOME` its home directory.
+    pub post_build: Option<String>,
+    /// The run's user (`uid:gid`, `uid` or a name in the image), which
+    /// `post_build` runs as; a numeric user the image does not have is
+    /// created (`moat`, home `/home/moat`). Part of the tag only when
+    /// `post_build` is set.
+    pub user: String,
+}
+
+impl BuildHooks {
+    pub fn is_empty(&self) -> bool {
+        self.post_build_root.is_none() && self.post_build.is_none()
+    }
+}
+
+/// A build hook that failed, read from the line it printed last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookFailure {
+    /// `hooks.post_build_root` or `hooks.post_build`.
+    pub hook: String,
+    pub code: i32,
+}
+
+impl HookFailure {
+    /// The failure a build output line reports, if it is a hook's.
+    pub fn parse(line: &str) -> Option<HookFailure> {
+        let rest = line.trim().strip_prefix(HOOK_FAILED_PREFIX)?;
+        let (name, code) = rest.split_once(HOOK_FAILED_INFIX)?;
+        if !matches!(name, "post_build_root" | "post_build") {
+            return None;
+        }
+        Some(HookFailure {
+            hook: format!("hooks.{name}"),
+            code: code.trim().parse().ok()?,
+        })
+    }
+}
 
 /// A file of the build context.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +89,8 @@ pub struct BuildContext {
     pub files: Vec<ContextFile>,
 }
 
-pub(super) fn render(base: &str, resolved: &Resolved, build_ca: Option<&[u8]>) -> BuildContext {
-    let dockerfile = dockerfile(base, resolved, build_ca.is_some());
+pub(super) fn render(base: &str, resolved: &Resolved, hooks: &BuildHooks, build_ca: Option<&[u8]>) -> BuildContext {
+    let dockerfile = dockerfile(base, resolved, hooks, build_ca.is_some());
     let mut files = vec![ContextFile {
         name: "Dockerfile".into(),
         contents: dockerfile.clone().into_bytes(),
@@ -48,6 +100,13 @@ pub(super) fn render(base: &str, resolved: &Resolved, build_ca: Option<&[u8]>) -
         files.push(ContextFile {
             name: "build-ca.pem".into(),
             contents: ca.to_vec(),
+            mode: 0o644,
+        });
+    }
+    for (name, script) in hook_scripts(hooks) {
+        files.push(ContextFile {
+            name: hook_file(name),
+            contents: script.as_bytes().to_vec(),
             mode: 0o644,
         });
     }
@@ -76,7 +135,78 @@ fn content_hash(files: &[ContextFile]) -> String {
     hex::encode(hash.finalize())[..16].to_string()
 }
 
-fn dockerfile(base: &str, resolved: &Resolved, with_ca: bool) -> String {
+/// The hooks that are set, by name, in the order they run.
+fn hook_scripts(hooks: &BuildHooks) -> impl Iterator<Item = (&'static str, &str)> {
+    [
+        ("post_build_root", hooks.post_build_root.as_deref()),
+        ("post_build", hooks.post_build.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, script)| script.map(|s| (name, s)))
+}
+
+fn hook_file(name: &str) -> String {
+    format!("hook-{name}.sh")
+}
+
+/// Runs a copied hook in its user's home directory; when it fails, says
+/// which hook it was and its exit code (the daemon reads that line) and
+/// fails the step with the same code.
+fn hook_step(name: &str) -> String {
+    format!(
+        "RUN export HOME=\"$(getent passwd \"$(id -u)\" | cut -d: -f6)\"; cd \"${{HOME:-/}}\" 2>/dev/null || cd /; \
+         /bin/sh {HOOKS_DIR}/{file}; code=$?; if [ $code -ne 0 ]; then \
+         echo \"{HOOK_FAILED_PREFIX}{name}{HOOK_FAILED_INFIX}$code\"; exit $code; fi",
+        file = hook_file(name)
+    )
+}
+
+/// `uid` and `gid` of a numeric user (`uid:gid`, or `uid` with the same gid).
+fn numeric_user(user: &str) -> Option<(u32, u32)> {
+    match user.split_once(':') {
+        Some((uid, gid)) => Some((uid.parse().ok()?, gid.parse().ok()?)),
+        None => {
+            let uid = user.parse().ok()?;
+            Some((uid, uid))
+        }
+    }
+}
+
+/// Creates the run's numeric user when the image has none of that id
+/// (named `moat`, or `moat-<id>` when `moat` is taken, home `/home/moat`).
+fn create_user_step(uid: u32, gid: u32) -> String {
+    format!(
+        "RUN if ! getent group {gid} >/dev/null; then g=moat; getent group moat >/dev/null && g=moat-{gid}; \
+         groupadd --gid {gid} \"$g\"; fi; if ! getent passwd {uid} >/dev/null; then u=moat; \
+         getent passwd moat >/dev/null && u=moat-{uid}; useradd --uid {uid} --gid {gid} --create-home \
+         --home-dir /home/moat --shell /bin/sh \"$u\"; fi"
+    )
+}
+
+fn hook_lines(hooks: &BuildHooks, line: &mut impl FnMut(&str)) {
+    if let Some(name) = hooks.post_build_root.as_ref().map(|_| "post_build_root") {
+        line("# hooks.post_build_root, as root");
+        line(&format!("COPY {file} {HOOKS_DIR}/{file}", file = hook_file(name)));
+        line(&hook_step(name));
+    }
+    if hooks.post_build.is_some() {
+        let name = "post_build";
+        line(&format!("# hooks.post_build, as the run's user ({})", hooks.user));
+        line(&format!("COPY {file} {HOOKS_DIR}/{file}", file = hook_file(name)));
+        let user = match numeric_user(&hooks.user) {
+            Some((uid, gid)) => {
+                line(&create_user_step(uid, gid));
+                format!("{uid}:{gid}")
+            }
+            None => hooks.user.clone(),
+        };
+        line(&format!("USER {user}"));
+        line(&hook_step(name));
+        line("USER root");
+    }
+}
+
+fn dockerfile(base: &str, resolved: &Resolved, hooks: &BuildHooks, with_ca: bool) -> String {
     let mut out = String::new();
     let mut line = |text: &str| {
         out.push_str(text);
@@ -139,6 +269,7 @@ fn dockerfile(base: &str, resolved: &Resolved, with_ca: bool) -> String {
             join_quoted(&resolved.npm)
         ));
     }
+    hook_lines(hooks, &mut line);
     line("# moat's init: trusts moat's CA, then drops to the workspace owner");
     line(&format!("COPY moat-init {INIT_PATH}"));
     line(&format!("ENTRYPOINT [\"{INIT_PATH}\"]"));

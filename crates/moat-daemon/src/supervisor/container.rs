@@ -74,17 +74,23 @@ pub(super) fn container_spec(
 const INIT_USER_VARIABLE: &str = "MOAT_USER";
 
 /// The user of the container and the one moat's init drops to. An image
-/// built from `dependencies:` starts as root, so its init can add moat's
+/// built from `dependencies:` or build hooks starts as root, so its init can add moat's
 /// CA to the system trust store, then drops to the run's user; any other
 /// image starts as the run's user. The run's user is `container.user`, or
 /// the workspace's owner so files the agent writes belong to the user.
 fn run_user(spec: &RunSpec) -> (Option<String>, Option<String>) {
-    let user = spec.user.clone().or_else(|| workspace_owner(&spec.workspace));
-    if spec.dependencies.is_empty() {
-        (user, None)
-    } else {
+    let user = command_user(spec);
+    if spec.builds_image() {
         (Some("0:0".to_string()), user)
+    } else {
+        (user, None)
     }
+}
+
+/// The user the run's command runs as: `container.user`, or the
+/// workspace's owner (`uid:gid`).
+pub(crate) fn command_user(spec: &RunSpec) -> Option<String> {
+    spec.user.clone().or_else(|| workspace_owner(&spec.workspace))
 }
 
 /// A strict run resolves nothing itself: the proxy resolves for it, and

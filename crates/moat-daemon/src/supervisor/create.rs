@@ -1,5 +1,6 @@
 //! Creating a run: registration before any runtime object exists, the
 //! network (from the warm pool or made), the proxy entry, the container,
+//! the workspace snapshot (taken meanwhile, complete before the start),
 //! all within the creation deadline; a failed creation is undone.
 
 use std::sync::Arc;
@@ -86,10 +87,10 @@ pub async fn create_run_reporting(
     let runtime = connect_runtime(daemon, &spec).await?;
     spec.runtime = runtime.kind().as_str().to_string();
     timings.lap("runtime connect");
-    if spec.dependencies.is_empty() {
-        ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
-    } else {
+    if spec.builds_image() {
         spec.image = build_image(daemon, runtime.as_ref(), &spec, progress).await?;
+    } else {
+        ensure_image(daemon, runtime.as_ref(), &spec.image, progress).await?;
     }
     timings.lap("image check");
     let deadline = Deadline::after(CREATE_DEADLINE);
@@ -106,7 +107,17 @@ pub async fn create_run_reporting(
     daemon.audit().record(&id, Event::run_created(&handle.spec));
     timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
-    let provisioned = provision(daemon, runtime.as_ref(), &handle, &deadline, progress, &mut timings).await;
+    let snapshot = crate::snapshots::start(daemon, &handle);
+    let provisioned = provision(
+        daemon,
+        runtime.as_ref(),
+        &handle,
+        snapshot,
+        &deadline,
+        progress,
+        &mut timings,
+    )
+    .await;
     crate::pool::refill_later(daemon);
     match provisioned {
         Ok(notices) => {
@@ -158,8 +169,8 @@ async fn ensure_image(
     })
 }
 
-/// The image of the run's `dependencies:` (built when missing), within
-/// the image deadline.
+/// The image of the run's `dependencies:` and build hooks (built when
+/// missing), within the image deadline.
 async fn build_image(
     daemon: &Daemon,
     runtime: &dyn Runtime,
@@ -167,8 +178,8 @@ async fn build_image(
     progress: &Progress,
 ) -> Result<String, RunError> {
     let step = format!(
-        "making the image of dependencies {} available",
-        spec.dependencies.join(", ")
+        "making the image of {} available",
+        crate::image_build::what_is_built(spec)
     );
     let ensured = crate::image_build::ensure_dependency_image(daemon, runtime, spec, progress);
     Deadline::after(IMAGE_DEADLINE).bound(step, ensured).await?
@@ -243,12 +254,14 @@ fn register(daemon: &Daemon, handle: &Arc<RunHandle>) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Creates the run's objects and starts its container, every step within
-/// `deadline`; returns the notices for the user.
+/// Creates the run's objects and starts its container once its workspace
+/// `snapshot` (taken meanwhile) is complete, every step within `deadline`;
+/// returns the notices for the user.
 async fn provision(
     daemon: &Daemon,
     runtime: &dyn Runtime,
     handle: &RunHandle,
+    snapshot: Option<crate::snapshots::PendingSnapshot>,
     deadline: &Deadline,
     progress: &Progress,
     timings: &mut Timings,
@@ -305,6 +318,10 @@ async fn provision(
         let step = format!("attaching to container {id}");
         let attached = deadline.bound(step, runtime.attach_container(&container_id)).await??;
         handle.terminal.connect(attached);
+    }
+    if let Some(snapshot) = snapshot {
+        snapshot.finish(daemon, handle, deadline).await?;
+        timings.lap("pre-run snapshot (wait)");
     }
     handle.update(daemon.store(), |m| m.state = RunState::Starting)?;
     let step = format!("starting container {id}");

@@ -2,6 +2,8 @@
 //! sources, a prompt, or standard input), validated against the provider's
 //! API when the network allows; `moat grant list|show` print stored
 //! credentials with the token redacted to its last four characters.
+//! `moat grant NAME --host HOST` first defines NAME as a provider for that
+//! one host (moat-creds' `host_provider`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -9,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use moat_core::config;
 use moat_creds::{
-    CredentialStore, CredentialSummary, Provider, Providers, TokenPrompt, ValidationOptions, ValidationOutcome,
+    CredentialStore, CredentialSummary, HostProvider, Provider, Providers, TokenPrompt, ValidationOptions,
+    ValidationOutcome,
 };
 
 use crate::cli::{GrantAction, GrantArgs};
@@ -22,17 +25,10 @@ use crate::report::CliError;
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
-    if let Some(host) = &args.host {
-        // Accepted by the parser for the providers that will need it (npm,
-        // ssh); none of today's providers can use it, so it is refused
-        // rather than dropped.
-        return Err(CliError::new(format!(
-            "--host {host}: no provider of this version takes a host; the credential's hosts come from its provider"
-        ))
-        .with_hint("drop --host; a YAML provider in MOAT_HOME/providers/ names its own hosts")
-        .into());
-    }
     let home = ctx.home()?;
+    if let (Some(host), Some(name)) = (&args.host, &args.provider) {
+        define_host_provider(ctx, &home, name, host, args)?;
+    }
     let store = CredentialStore::open(&home, ctx.profile.as_deref())?;
     match (&args.action, &args.provider) {
         (Some(GrantAction::List { json }), _) => list(ctx, &store, *json),
@@ -40,6 +36,29 @@ pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
         (None, Some(provider)) => store_grant(ctx, &home, &store, provider),
         (None, None) => Err(CliError::new("name a provider: `moat grant github`").into()),
     }
+}
+
+/// `--host`: defines (or redefines) `name` as a provider for one host
+/// before its credential is asked for.
+fn define_host_provider(
+    ctx: &Context,
+    home: &moat_core::MoatHome,
+    name: &str,
+    host: &str,
+    args: &GrantArgs,
+) -> Result<()> {
+    let provider = HostProvider::from_flags(name, host, args.header.as_deref(), args.prefix.as_deref());
+    let path = provider.save(home).map_err(|e| {
+        CliError::new(format!("moat grant {name} --host {host}: {e}"))
+            .with_hint("`moat grant --help` describes --host, --header and --prefix")
+    })?;
+    ctx.printer.detail(format!(
+        "provider {name}: {}: {}<token> on requests to {host} ({})",
+        provider.header,
+        provider.prefix,
+        path.display()
+    ));
+    Ok(())
 }
 
 fn store_grant(ctx: &Context, home: &moat_core::MoatHome, store: &CredentialStore, name: &str) -> Result<ExitStatus> {

@@ -72,16 +72,47 @@ fn a_group_writable_provider_file_stops_grant_with_a_chmod_hint() {
     assert!(!home.home_path("credentials/corp.enc").exists());
 }
 
-/// `grant --host` cannot act yet: refused, never silently dropped.
+/// `grant NAME --host HOST` defines NAME for that host (a provider file
+/// moat marks as its own) and stores the token from stdin; built-in names,
+/// headers the proxy owns and `--header` without `--host` are refused.
 #[test]
-fn grant_host_is_refused_until_a_provider_takes_one() {
+fn grant_host_defines_a_provider_for_one_host() {
+    use std::io::Write;
     let home = TestHome::new();
+    let mut child = home
+        .command(&["grant", "mytool", "--host", "api.mytool.test", "--header", "X-Api-Key"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"fake-mytool-token-for-tests-77\n")
+        .unwrap();
+    let granted = child.wait_with_output().unwrap();
+    assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
+    let file = std::fs::read_to_string(home.home_path("providers/mytool.yaml")).unwrap();
+    assert!(file.starts_with("# Written by `moat grant --host`"), "{file}");
+    assert!(
+        file.contains("hosts: [\"api.mytool.test\"]\nheader: \"X-Api-Key\"\nprefix: \"\"\n"),
+        "{file}"
+    );
+    assert!(home.home_path("credentials/mytool.enc").exists());
+
     let out = home.moat(&["grant", "github", "--host", "github.example.com"]);
+    out.failure(1);
+    assert!(out.stderr.contains("github is a built-in provider"), "{}", out.stderr);
+    let out = home.moat(&["grant", "other", "--host", "a.test", "--header", "Proxy-Authorization"]);
     out.failure(1);
     assert!(
         out.stderr
-            .contains("--host github.example.com: no provider of this version takes a host"),
+            .contains("--header: Proxy-Authorization is managed by the proxy"),
         "{}",
         out.stderr
     );
+    assert!(!home.home_path("providers/other.yaml").exists());
+    home.moat(&["grant", "other", "--header", "X-Key"]).failure(2);
 }

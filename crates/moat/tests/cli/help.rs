@@ -9,6 +9,7 @@ fn every_command_has_help() {
     top.success();
     for cmd in [
         "run",
+        "wt",
         "attach",
         "list",
         "status",

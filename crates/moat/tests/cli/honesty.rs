@@ -87,6 +87,31 @@ const SHOWN: &[(&str, &str, &str)] = &[
     ("container.dns", "keys.rs", "file_keys_reach_the_container"),
     ("snapshots.disabled", "keys.rs", "file_keys_reach_the_container"),
     (
+        "snapshots.triggers.disable_pre_run",
+        "snapshots.rs",
+        "an_agents_changes_are_shown_by_diff_and_undone_by_restore",
+    ),
+    (
+        "snapshots.exclude.ignore_gitignore",
+        "snapshots.rs",
+        "an_agents_changes_are_shown_by_diff_and_undone_by_restore",
+    ),
+    (
+        "snapshots.exclude.additional",
+        "snapshots.rs",
+        "an_agents_changes_are_shown_by_diff_and_undone_by_restore",
+    ),
+    (
+        "snapshots.retention.max_count",
+        "snapshots.rs",
+        "an_agents_changes_are_shown_by_diff_and_undone_by_restore",
+    ),
+    (
+        "snapshots.retention.delete_initial",
+        "snapshots.rs",
+        "an_agents_changes_are_shown_by_diff_and_undone_by_restore",
+    ),
+    (
         "interactive",
         "keys.rs",
         "interactive_in_the_file_gives_the_program_its_stdin",
@@ -117,6 +142,16 @@ const SHOWN: &[(&str, &str, &str)] = &[
         "the_pre_run_hook_runs_before_the_command_and_its_failure_is_named",
     ),
     (
+        "hooks.post_build",
+        "images.rs",
+        "build_hooks_are_part_of_the_image_and_a_failing_one_is_named",
+    ),
+    (
+        "hooks.post_build_root",
+        "images.rs",
+        "build_hooks_are_part_of_the_image_and_a_failing_one_is_named",
+    ),
+    (
         "network.policy",
         "policy.rs",
         "suggested_rules_allow_exactly_what_the_run_did_and_shadow_records_what_strict_would_refuse",
@@ -137,17 +172,16 @@ const SHOWN: &[(&str, &str, &str)] = &[
 const REFUSED: &[(&str, &str)] = &[
     ("agent", "agent"),
     ("services", "services"),
-    ("hooks.post_build", "hooks.post_build"),
-    ("hooks.post_build_root", "hooks.post_build_root"),
-    ("snapshots.triggers.disable_pre_run", "snapshots"),
-    ("snapshots.triggers.disable_git_commits", "snapshots"),
-    ("snapshots.triggers.disable_builds", "snapshots"),
-    ("snapshots.triggers.disable_idle", "snapshots"),
-    ("snapshots.triggers.idle_threshold_seconds", "snapshots"),
-    ("snapshots.exclude.ignore_gitignore", "snapshots"),
-    ("snapshots.exclude.additional", "snapshots"),
-    ("snapshots.retention.max_count", "snapshots"),
-    ("snapshots.retention.delete_initial", "snapshots"),
+    (
+        "snapshots.triggers.disable_git_commits",
+        "snapshots.triggers.disable_git_commits",
+    ),
+    ("snapshots.triggers.disable_builds", "snapshots.triggers.disable_builds"),
+    ("snapshots.triggers.disable_idle", "snapshots.triggers.disable_idle"),
+    (
+        "snapshots.triggers.idle_threshold_seconds",
+        "snapshots.triggers.idle_threshold_seconds",
+    ),
 ];
 
 fn docker_test_source(file: &str) -> &'static str {
@@ -157,6 +191,7 @@ fn docker_test_source(file: &str) -> &'static str {
         "proxy.rs" => include_str!("../docker/proxy.rs"),
         "policy.rs" => include_str!("../docker/policy.rs"),
         "images.rs" => include_str!("../docker/images.rs"),
+        "snapshots.rs" => include_str!("../docker/snapshots.rs"),
         other => panic!("no Docker test file {other}"),
     }
 }

@@ -2,7 +2,9 @@
 //! daemon with the host's CA bundle trusted (this network intercepts TLS
 //! to PyPI), not rebuilt when nothing changed, earlier layers reused when a
 //! package is added; the command runs as the workspace's owner, not root;
-//! a failing step reports its last lines and tags nothing.
+//! a failing step reports its last lines and tags nothing; build hooks
+//! (`hooks.post_build_root`, `hooks.post_build`) are layers of the image,
+//! part of its tag, and a failing one is named with its exit code.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -219,5 +221,79 @@ fn a_failing_step_shows_its_last_lines_and_tags_nothing() {
     assert!(
         !text(&containers.stdout).contains(package),
         "the failed step's container was left behind"
+    );
+}
+
+/// The tag moat gives build hooks alone (no `dependencies:`), `post_build`
+/// running as `user`, with the host's CA bundle; removed when the test ends.
+fn hooks_tag(root: &str, user_hook: &str, user: &str, built: &mut BuiltImages) -> String {
+    let ca = std::fs::read(HOST_CA_BUNDLE).unwrap();
+    let hooks = moat_core::deps::BuildHooks {
+        post_build_root: Some(root.to_string()),
+        post_build: Some(user_hook.to_string()),
+        user: user.to_string(),
+    };
+    let tag = moat_core::deps::plan_build(super::support::IMAGE, &[], &hooks, Some(&ca))
+        .unwrap()
+        .tag;
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    built.0.push(tag.clone());
+    tag
+}
+
+fn write_hooks(ws: &Path, root: &str, user_hook: &str) {
+    let yaml = serde_json::json!({ "hooks": { "post_build_root": root, "post_build": user_hook } });
+    std::fs::write(ws.join("moat.yaml"), yaml.to_string()).unwrap();
+}
+
+#[test]
+fn build_hooks_are_part_of_the_image_and_a_failing_one_is_named() {
+    let Some(home) = home_with_build_ca() else { return };
+    let _one = ONE_BUILDER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = BuiltImages(Vec::new());
+    let ws = home.root.join("ws");
+    std::os::unix::fs::chown(&ws, Some(OWNER), Some(OWNER)).unwrap();
+    let root_hook = "id -u > /usr/local/share/moat-root-hook";
+    let user_hook = "echo \"$(id -u) $HOME $(pwd)\" > \"$HOME/by-hook\"";
+    let user = format!("{OWNER}:{OWNER}");
+    let tag = hooks_tag(root_hook, user_hook, &user, &mut built);
+    write_hooks(&ws, root_hook, user_hook);
+
+    let show = "cat /usr/local/share/moat-root-hook \"$HOME/by-hook\"; id -u";
+    let out = home.run(&["run", "--trust", "--", "sh", "-c", show]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("0\n{OWNER} /home/moat /home/moat\n{OWNER}\n"),
+        "post_build_root ran as root, post_build as the run's user in its home, and the command sees both"
+    );
+    let logs = build_logs(&home);
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(tag_of(&logs[0]), tag, "the daemon and moat-core agree on the tag");
+    assert!(docker_exists("image", &tag), "{tag} was not built");
+
+    // A changed hook is another image; this one fails, and says so.
+    let failing = "echo preparing the tools; echo the last words of the hook >&2; exit 7";
+    let failing_tag = hooks_tag(root_hook, failing, &user, &mut built);
+    assert_ne!(failing_tag, tag, "the hook is part of the tag");
+    write_hooks(&ws, root_hook, failing);
+    let out = home.run(&["run", "--trust", "--", "true"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: hooks.post_build exited 7 while building {failing_tag}"
+        )),
+        "{stderr}"
+    );
+    let tail = stderr.split("last lines of the build:").nth(1).unwrap_or_default();
+    assert!(tail.contains("the last words of the hook"), "{stderr}");
+    assert!(stderr.contains("fix hooks.post_build in moat.yaml"), "{stderr}");
+    assert!(!docker_exists("image", &failing_tag), "a failed build left its tag");
+    assert_eq!(
+        home.runs().len(),
+        1,
+        "the failed build registered a run: {:?}",
+        home.runs()
     );
 }
