@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Compare moat's proxy with Squid (ssl-bump + request_header_add) and
-# mitmproxy on the same machine, same upstream, same load generator
-# (crates/moat-proxy/benches/throughput.rs). See design/proxy.md § Performance.
+# Compare moat's proxy with direct HTTPS, Squid (ssl-bump +
+# request_header_add) and mitmproxy on the same machine, same upstream, same
+# load generator (crates/moat-proxy/benches/throughput.rs). Each scenario's
+# time is split into ROUNDS interleaved rounds (routes take turns); besides
+# the totals, the bench prints each route's throughput ratio to direct as the
+# median of the rounds with their min and max.
 #
-# Usage: scripts/bench-proxy.sh [SECONDS]      (needs root for apt/pip on first run)
-# Env:   MOAT_BENCH_DIR (default /tmp/moat-bench-peers), SKIP_SQUID=1, SKIP_MITM=1
+# Usage: scripts/bench-proxy.sh [SECONDS [BENCH ARGS...]]   (needs root for apt/pip on first run)
+#   SECONDS per scenario and route (default 10); BENCH ARGS go to the bench,
+#   e.g. `--scenario keep-alive-32` for the c=32 scenario alone.
+# Env:   ROUNDS (default 5), MOAT_BENCH_DIR (default /tmp/moat-bench-peers),
+#        SKIP_SQUID=1, SKIP_MITM=1
 set -euo pipefail
 
-SECONDS_PER_SCENARIO="${1:-3}"
+SECONDS_PER_SCENARIO="${1:-10}"
+shift || true
+ROUNDS="${ROUNDS:-5}"
 DIR="${MOAT_BENCH_DIR:-/tmp/moat-bench-peers}"
 UPSTREAM_PORT=18443
 SQUID_PORT=13128
@@ -104,5 +112,5 @@ PY
 [ "${SKIP_SQUID:-0}" = 1 ] || start_squid
 [ "${SKIP_MITM:-0}" = 1 ] || start_mitmproxy
 
-"${BENCH[@]}" --seconds "$SECONDS_PER_SCENARIO" --upstream-dir "$DIR/upstream" \
-  --upstream-port "$UPSTREAM_PORT" "${EXTERNAL[@]}"
+"${BENCH[@]}" --seconds "$SECONDS_PER_SCENARIO" --rounds "$ROUNDS" --upstream-dir "$DIR/upstream" \
+  --upstream-port "$UPSTREAM_PORT" "${EXTERNAL[@]}" "$@"

@@ -272,6 +272,16 @@ pub struct Health {
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sweep: Option<serde_json::Value>,
+    /// The daemon's resident memory in bytes (`VmRSS`), where the system
+    /// tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// The daemon's open file descriptors and its soft limit on them, where
+    /// the system tells them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files_limit: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ pub mod logs;
 pub mod metadata;
 pub mod mount;
 pub mod paths;
+pub mod run_index;
 pub mod snapshot;
 pub mod store;
 pub mod subprocess;

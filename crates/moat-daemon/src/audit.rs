@@ -12,7 +12,8 @@ mod event;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +25,9 @@ pub use event::Event;
 use writer::Writer;
 
 /// Events waiting for the writer before new ones are counted as dropped
-/// (and the count recorded in the run's chain).
+/// (and the count recorded in the run's chain). The queue grows only as
+/// events wait: a channel allocated at this capacity up front would keep
+/// about 14 MiB resident in an idle daemon.
 const QUEUE_CAPACITY: usize = 64 * 1024;
 /// Longest time an event stays written but not fsynced (and its head unsigned).
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -38,7 +41,9 @@ enum Command {
 /// The handle call sites record through (cheap to clone).
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: SyncSender<Command>,
+    tx: Sender<Command>,
+    /// Events sent and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
     /// Events dropped per run because the queue was full.
     dropped: Arc<Mutex<HashMap<RunId, u64>>>,
 }
@@ -46,16 +51,18 @@ pub struct AuditLog {
 impl AuditLog {
     /// Starts the writer thread for the runs of `home`.
     pub fn start(home: &MoatHome) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let (tx, rx) = std::sync::mpsc::channel();
         let dropped = Arc::new(Mutex::new(HashMap::new()));
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer::new(home.clone(), dropped.clone());
+        let taken = queued.clone();
         let spawned = std::thread::Builder::new()
             .name("moat-audit".into())
-            .spawn(move || run_writer(writer, rx));
+            .spawn(move || run_writer(writer, rx, &taken));
         if let Err(e) = spawned {
             tracing::error!("cannot start the audit writer: {e}; audit events are lost");
         }
-        AuditLog { tx, dropped }
+        AuditLog { tx, queued, dropped }
     }
 
     /// Appends `event` to run `run`'s log (written within [`SYNC_INTERVAL`]).
@@ -65,14 +72,14 @@ impl AuditLog {
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
             event,
         };
-        match self.tx.try_send(command) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                *crate::output::lock(&self.dropped).entry(run.clone()).or_default() += 1;
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                tracing::error!(run = %run, "the audit writer has stopped; an audit event is lost");
-            }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= QUEUE_CAPACITY {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            *crate::output::lock(&self.dropped).entry(run.clone()).or_default() += 1;
+            return;
+        }
+        if self.tx.send(command).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!(run = %run, "the audit writer has stopped; an audit event is lost");
         }
     }
 
@@ -126,10 +133,13 @@ impl Drop for Attachment {
 
 /// The writer thread: applies commands in order, and syncs what is dirty
 /// every [`SYNC_INTERVAL`]; syncs everything when every handle is gone.
-fn run_writer(mut writer: Writer, rx: Receiver<Command>) {
+fn run_writer(mut writer: Writer, rx: Receiver<Command>, queued: &AtomicUsize) {
     loop {
         match rx.recv_timeout(writer.time_to_next_sync(SYNC_INTERVAL)) {
-            Ok(Command::Record { run, time, event }) => writer.append(&run, time, &event),
+            Ok(Command::Record { run, time, event }) => {
+                queued.fetch_sub(1, Ordering::AcqRel);
+                writer.append(&run, time, &event);
+            }
             Ok(Command::Close { run }) => writer.close(&run),
             Ok(Command::Flush { done }) => {
                 writer.sync_all();
@@ -144,5 +154,27 @@ fn run_writer(mut writer: Writer, rx: Receiver<Command>) {
         if writer.time_to_next_sync(SYNC_INTERVAL).is_zero() {
             writer.sync_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_past_the_queue_capacity_are_counted_as_dropped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let audit = AuditLog {
+            tx,
+            queued: Arc::new(AtomicUsize::new(QUEUE_CAPACITY - 1)),
+            dropped: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let run = RunId::generate();
+        audit.record(&run, Event::Attached);
+        audit.record(&run, Event::Attached);
+        audit.record(&run, Event::Detached);
+        assert_eq!(rx.try_iter().count(), 1);
+        assert_eq!(audit.queued.load(Ordering::Acquire), QUEUE_CAPACITY);
+        assert_eq!(crate::output::lock(&audit.dropped).get(&run), Some(&2));
     }
 }

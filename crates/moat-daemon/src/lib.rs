@@ -24,6 +24,7 @@ pub mod reaper;
 pub mod reconcile;
 pub mod records;
 pub mod registry;
+pub mod resources;
 pub mod runtimes;
 pub mod server;
 mod snapshots;

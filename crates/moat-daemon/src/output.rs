@@ -1,5 +1,6 @@
 //! Live output of one run: a bounded ring buffer of recent chunks (replayed
-//! to clients that attach late) and a broadcast to attached clients.
+//! to clients that attach late) and a broadcast to attached clients, made
+//! when the first client attaches ([`LazyBroadcast`]).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -16,9 +17,9 @@ const RING_CAPACITY_BYTES: usize = 1 << 20;
 const BROADCAST_CAPACITY: usize = 4096;
 
 /// Output fan-out for one run.
+#[derive(Default)]
 pub struct OutputHub {
     inner: Mutex<HubState>,
-    events: broadcast::Sender<AttachEvent>,
 }
 
 #[derive(Default)]
@@ -27,6 +28,44 @@ struct HubState {
     ring_bytes: usize,
     dropped_bytes: u64,
     finished: Option<AttachEvent>,
+    events: LazyBroadcast<AttachEvent>,
+}
+
+/// A broadcast channel made on the first subscription: a channel holds
+/// its whole capacity from the start (a few hundred KiB at
+/// [`BROADCAST_CAPACITY`]), and most runs never have a client attached.
+/// Kept under the same lock as what it announces, so that a subscriber
+/// misses nothing sent after its replay.
+pub(crate) struct LazyBroadcast<T> {
+    sender: Option<broadcast::Sender<T>>,
+    capacity: usize,
+}
+
+impl<T: Clone> LazyBroadcast<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        LazyBroadcast { sender: None, capacity }
+    }
+
+    /// Sends to the subscribers, if any.
+    pub(crate) fn send(&self, event: T) {
+        if let Some(sender) = &self.sender {
+            // No receivers left is fine: nobody is attached.
+            let _ = sender.send(event);
+        }
+    }
+
+    pub(crate) fn subscribe(&mut self) -> broadcast::Receiver<T> {
+        let capacity = self.capacity;
+        self.sender
+            .get_or_insert_with(|| broadcast::channel(capacity).0)
+            .subscribe()
+    }
+}
+
+impl<T: Clone> Default for LazyBroadcast<T> {
+    fn default() -> Self {
+        LazyBroadcast::new(BROADCAST_CAPACITY)
+    }
 }
 
 /// What an attaching client receives: the replay, then live events.
@@ -35,15 +74,6 @@ pub struct Subscription {
     pub live: broadcast::Receiver<AttachEvent>,
     /// The run had already ended: the replay ends with its exit event.
     pub finished: bool,
-}
-
-impl Default for OutputHub {
-    fn default() -> Self {
-        OutputHub {
-            inner: Mutex::new(HubState::default()),
-            events: broadcast::channel(BROADCAST_CAPACITY).0,
-        }
-    }
 }
 
 impl OutputHub {
@@ -58,8 +88,7 @@ impl OutputHub {
             state.ring_bytes -= old.len();
             state.dropped_bytes += old.len() as u64;
         }
-        // No receivers is fine: nobody is attached.
-        let _ = self.events.send(output_event(stream, &data));
+        state.events.send(output_event(stream, &data));
     }
 
     /// Records the run's end and tells every attached client; only the
@@ -70,11 +99,11 @@ impl OutputHub {
             return;
         }
         state.finished = Some(exit.clone());
-        let _ = self.events.send(exit);
+        state.events.send(exit);
     }
 
     pub fn subscribe(&self) -> Subscription {
-        let state = lock(&self.inner);
+        let mut state = lock(&self.inner);
         let mut replay = Vec::with_capacity(state.ring.len() + 2);
         if state.dropped_bytes > 0 {
             replay.push(AttachEvent::Truncated {
@@ -87,7 +116,7 @@ impl OutputHub {
         }
         Subscription {
             replay,
-            live: self.events.subscribe(),
+            live: state.events.subscribe(),
             finished: state.finished.is_some(),
         }
     }

@@ -73,6 +73,8 @@ pub struct NetworkPool {
 struct PoolState {
     /// Index 0: ordinary networks; 1: internal ones.
     ready: [Vec<NetworkInfo>; 2],
+    /// The kind of the pool network being created (`true`: internal).
+    creating: Option<bool>,
 }
 
 fn slot(internal: bool) -> usize {
@@ -103,6 +105,22 @@ impl NetworkPool {
         lock(&self.state).ready[slot(internal)].pop()
     }
 
+    /// [`Self::take`]; when the pool has none of the kind but is creating
+    /// one, waits for it: the engine serialises network work, so a second
+    /// network created beside it (as at a daemon's first run, while the pool
+    /// fills) would take longer than the wait. `None` when there is still
+    /// none (another run took it, or its creation failed).
+    pub async fn take_or_await(&self, runtime: &str, internal: bool) -> Option<NetworkInfo> {
+        if let Some(network) = self.take(runtime, internal) {
+            return Some(network);
+        }
+        if runtime != self.config.runtime || lock(&self.state).creating != Some(internal) {
+            return None;
+        }
+        drop(self.creating.lock().await);
+        self.take(runtime, internal)
+    }
+
     /// The names of the ready networks of one kind.
     pub fn ready(&self, internal: bool) -> Vec<String> {
         lock(&self.state).ready[slot(internal)]
@@ -121,6 +139,10 @@ impl NetworkPool {
 
     fn add(&self, internal: bool, network: NetworkInfo) {
         lock(&self.state).ready[slot(internal)].push(network);
+    }
+
+    fn set_creating(&self, kind: Option<bool>) {
+        lock(&self.state).creating = kind;
     }
 
     fn drain(&self) -> Vec<NetworkInfo> {
@@ -203,13 +225,20 @@ async fn fill(daemon: &Daemon, runtime: &dyn Runtime) -> bool {
             return true;
         }
         let spec = network_spec(daemon, internal);
-        match runtime.create_network(&spec).await {
-            Ok(network) if daemon.is_shutting_down() => remove(runtime, &network.name).await,
+        pool.set_creating(Some(internal));
+        let created = runtime.create_network(&spec).await;
+        match created {
+            Ok(network) if daemon.is_shutting_down() => {
+                pool.set_creating(None);
+                remove(runtime, &network.name).await;
+            }
             Ok(network) => {
                 tracing::debug!("network pool: {} is ready", network.name);
                 pool.add(internal, network);
+                pool.set_creating(None);
             }
             Err(e) => {
+                pool.set_creating(None);
                 tracing::warn!(
                     "network pool: creating {} failed ({e}); runs create their own network meanwhile",
                     spec.name

@@ -119,6 +119,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
 }
 
 fn health(daemon: &Daemon) -> Health {
+    let usage = crate::resources::usage();
     Health {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -129,6 +130,9 @@ fn health(daemon: &Daemon) -> Health {
         live_runs: daemon.registry().len(),
         started_at: daemon.started_at(),
         last_sweep: daemon.reaper().last_report().and_then(|r| serde_json::to_value(r).ok()),
+        rss_bytes: usage.rss_bytes,
+        open_files: usage.open_files,
+        open_files_limit: usage.open_files_limit,
     }
 }
 

@@ -15,7 +15,7 @@ use moat_runtime::{Attached, OutputStream, TerminalSize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::output::lock;
+use crate::output::{LazyBroadcast, lock};
 use moat_api::terminal::{Exit, Frame};
 
 /// Raw output kept for late clients of a run without a TTY.
@@ -46,7 +46,6 @@ pub enum HubEvent {
 pub struct TerminalHub {
     tty: bool,
     state: Mutex<HubState>,
-    events: broadcast::Sender<HubEvent>,
 }
 
 struct HubState {
@@ -62,6 +61,7 @@ struct HubState {
     /// The runtime's output stream, from the attachment made before the
     /// container started until supervision takes it.
     output: Option<OutputStream>,
+    events: LazyBroadcast<HubEvent>,
 }
 
 enum Input {
@@ -97,8 +97,8 @@ impl TerminalHub {
                 exit: None,
                 input: None,
                 output: None,
+                events: LazyBroadcast::new(BROADCAST_CAPACITY),
             }),
-            events: broadcast::channel(BROADCAST_CAPACITY).0,
         }
     }
 
@@ -146,7 +146,7 @@ impl TerminalHub {
                 }
             }
         }
-        let _ = self.events.send(HubEvent::Output(stream, data));
+        state.events.send(HubEvent::Output(stream, data));
     }
 
     /// Records the end (first call only); clients hear it after any output.
@@ -157,7 +157,7 @@ impl TerminalHub {
         }
         state.exit = Some(exit.clone());
         state.input = None;
-        let _ = self.events.send(HubEvent::Exit(exit));
+        state.events.send(HubEvent::Exit(exit));
     }
 
     /// Adds a client. It gets the input when it asks to take it, or when
@@ -169,7 +169,7 @@ impl TerminalHub {
         let holds_input = take_input || (!watch && state.holder.is_none());
         if holds_input {
             state.holder = Some(client);
-            let _ = self.events.send(HubEvent::InputMoved { to: client });
+            state.events.send(HubEvent::InputMoved { to: client });
         }
         let early = state.early.take();
         let first = match (&state.screen, early) {
@@ -184,7 +184,7 @@ impl TerminalHub {
         Joined {
             client,
             first,
-            live: self.events.subscribe(),
+            live: state.events.subscribe(),
             holds_input,
             exit: state.exit.clone(),
         }
@@ -202,7 +202,7 @@ impl TerminalHub {
         let mut state = lock(&self.state);
         if state.holder != Some(client) {
             state.holder = Some(client);
-            let _ = self.events.send(HubEvent::InputMoved { to: client });
+            state.events.send(HubEvent::InputMoved { to: client });
         }
     }
 

@@ -1,6 +1,6 @@
 //! The warm network pool against the in-memory fake runtime: it fills at
-//! start, a run takes a ready network instead of creating one and the pool
-//! refills, strict runs take internal ones, and the reaper keeps the live
+//! start, a run takes a ready network instead of creating one (or waits for
+//! the one being made) and the pool refills, strict runs take internal ones, and the reaper keeps the live
 //! daemon's pool, reclaims a dead daemon's, and judges a taken network by
 //! the run that took it.
 
@@ -171,6 +171,24 @@ async fn a_strict_run_takes_an_internal_network() {
     let info = fx.fake.networks().into_iter().find(|n| n.name == network).unwrap();
     assert!(info.internal);
     assert_eq!(fx.daemon.network_pool().ready(false).len(), 1, "the ordinary one stays");
+}
+
+#[tokio::test]
+async fn a_run_arriving_while_the_pool_creates_a_network_of_its_kind_takes_it() {
+    let fx = pooled(1);
+    fx.fake.delay(FakeOp::CreateNetwork, Duration::from_millis(300));
+    tokio::spawn(pool::keep_filled(fx.daemon.clone()));
+    // The pool is creating its first (ordinary) network, as at a daemon's start.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(fx.daemon.network_pool().ready(false).is_empty());
+    let id = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap();
+    let network = fx.daemon.store().load(&id).unwrap().network.unwrap();
+    assert!(network.starts_with(NAME_PREFIX), "{network}");
+    let created = created_networks(&fx);
+    assert!(
+        !created.contains(&id.network_name()),
+        "no second network was created beside the pool's: {created:?}"
+    );
 }
 
 #[tokio::test]

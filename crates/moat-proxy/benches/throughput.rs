@@ -10,7 +10,9 @@
 //!
 //! Run: `cargo bench -p moat-proxy --bench throughput -- [--seconds N]
 //!       [--upstream-dir DIR] [--upstream-port PORT] [--threads C,P,U] [--rounds N]
-//!       [--external ...]`;
+//!       [--scenario keep-alive-1|keep-alive-32|new-connection|fresh-host]... [--external ...]`;
+//! each scenario's ratio to direct is also given per interleaved round
+//! (median, min, max);
 //! `--prepare-upstream` only writes the upstream CA to `--upstream-dir`.
 //!
 //! `--fairness [--flood N] [--in-flight N] [--requests N] [--limits default|off|both]`
@@ -72,6 +74,8 @@ struct Options {
     rounds: usize,
     /// Only create the upstream CA in `upstream_dir`, then exit.
     prepare_only: bool,
+    /// The scenarios to run (`--scenario`, repeatable); every one when empty.
+    scenarios: Vec<Scenario>,
     /// Run the noisy-neighbour scenario instead of the throughput table.
     fairness: bool,
     fairness_options: fairness::FairnessOptions,
@@ -90,6 +94,7 @@ fn parse_options() -> Result<Options, Error> {
         upstream_port: 0,
         externals: Vec::new(),
         prepare_only: false,
+        scenarios: Vec::new(),
         fairness: false,
         fairness_options: fairness::FairnessOptions::default(),
         rounds: 5,
@@ -110,6 +115,7 @@ fn parse_options() -> Result<Options, Error> {
             "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
             "--threads" => options.threads = parse_threads(&value()?)?,
             "--prepare-upstream" => options.prepare_only = true,
+            "--scenario" => options.scenarios.push(value()?.parse()?),
             "--fairness" => options.fairness = true,
             "--flood" => options.fairness_options.attempts = value()?.parse()?,
             "--in-flight" => options.fairness_options.in_flight = value()?.parse()?,
@@ -307,7 +313,32 @@ enum Scenario {
     FreshHost,
 }
 
+impl std::str::FromStr for Scenario {
+    type Err = Error;
+    fn from_str(name: &str) -> Result<Self, Error> {
+        Ok(match name {
+            "keep-alive-1" => Self::KeepAlive(1),
+            "keep-alive-32" => Self::KeepAlive(32),
+            "new-connection" => Self::NewConnection,
+            "fresh-host" => Self::FreshHost,
+            other => {
+                return Err(format!(
+                    "unknown scenario {other}: keep-alive-1, keep-alive-32, new-connection or fresh-host"
+                )
+                .into());
+            }
+        })
+    }
+}
+
 impl Scenario {
+    const ALL: [Scenario; 4] = [
+        Scenario::KeepAlive(1),
+        Scenario::KeepAlive(32),
+        Scenario::NewConnection,
+        Scenario::FreshHost,
+    ];
+
     fn label(self) -> String {
         match self {
             Self::KeepAlive(n) => format!("keep-alive, {n} conn"),
@@ -531,18 +562,20 @@ fn main() -> Result<(), Error> {
         options.threads.proxy,
         options.threads.upstream,
     );
-    let scenarios = [
-        Scenario::KeepAlive(1),
-        Scenario::KeepAlive(32),
-        Scenario::NewConnection,
-        Scenario::FreshHost,
-    ];
+    let scenarios = if options.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        options.scenarios.clone()
+    };
     let mut results: HashMap<(String, usize), Stats> = HashMap::new();
+    let mut ratios: HashMap<(String, usize), Vec<f64>> = HashMap::new();
     for (index, scenario) in scenarios.iter().enumerate() {
         // Routes take turns in short rounds so that load from elsewhere on
-        // the machine hits all of them alike.
+        // the machine hits all of them alike; each round's ratio to direct
+        // compares routes measured seconds apart.
         let round_seconds = options.seconds / options.rounds as f64;
         for _ in 0..options.rounds {
+            let mut direct_rps = f64::NAN;
             for (name, route, ca) in &routes {
                 let setup = ClientSetup {
                     route: route.clone(),
@@ -550,6 +583,14 @@ fn main() -> Result<(), Error> {
                     upstream_port: upstream_addr.port(),
                 };
                 let stats = client_rt.block_on(run_scenario(&setup, *scenario, round_seconds));
+                if matches!(route, Route::Direct(_)) {
+                    direct_rps = stats.rps();
+                } else {
+                    ratios
+                        .entry((name.clone(), index))
+                        .or_default()
+                        .push(stats.rps() / direct_rps);
+                }
                 results.entry((name.clone(), index)).or_default().merge(stats);
             }
         }
@@ -557,11 +598,9 @@ fn main() -> Result<(), Error> {
             stats.latencies.sort_unstable();
         }
     }
-    print_table(
-        &scenarios,
-        &routes.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
-        &results,
-    );
+    let names: Vec<String> = routes.iter().map(|r| r.0.clone()).collect();
+    print_table(&scenarios, &names, &results);
+    print_round_ratios(&scenarios, &names, &mut ratios);
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
@@ -663,6 +702,38 @@ fn print_table(scenarios: &[Scenario], names: &[String], results: &HashMap<(Stri
                 name,
                 stats.percentile_ms(0.50) - direct.percentile_ms(0.50),
                 stats.percentile_ms(0.99) - direct.percentile_ms(0.99)
+            );
+        }
+    }
+}
+
+/// Each scenario's throughput ratio to direct over the rounds: median, min
+/// and max, so one noisy round neither makes nor breaks a result.
+fn print_round_ratios(scenarios: &[Scenario], names: &[String], ratios: &mut HashMap<(String, usize), Vec<f64>>) {
+    println!();
+    println!(
+        "{:<30} {:<10} {:>8} {:>8} {:>8}  (req/s vs direct, per interleaved round)",
+        "scenario", "route", "median", "min", "max"
+    );
+    for (index, scenario) in scenarios.iter().enumerate() {
+        for name in names.iter().filter(|n| *n != "direct") {
+            let Some(rounds) = ratios.get_mut(&(name.clone(), index)) else {
+                continue;
+            };
+            rounds.sort_by(f64::total_cmp);
+            let median = match rounds.len() {
+                0 => f64::NAN,
+                n if n % 2 == 1 => rounds[n / 2],
+                n => f64::midpoint(rounds[n / 2 - 1], rounds[n / 2]),
+            };
+            println!(
+                "{:<30} {:<10} {:>7.1}% {:>7.1}% {:>7.1}%  ({} rounds)",
+                scenario.label(),
+                name,
+                100.0 * median,
+                100.0 * rounds.first().copied().unwrap_or(f64::NAN),
+                100.0 * rounds.last().copied().unwrap_or(f64::NAN),
+                rounds.len()
             );
         }
     }

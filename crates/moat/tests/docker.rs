@@ -23,6 +23,7 @@ mod docker {
     pub mod ports;
     pub mod proxy;
     pub mod reaper;
+    pub mod scale;
     pub mod services;
     pub mod snapshots;
     pub mod support;

@@ -1,8 +1,12 @@
 //! Removing a run's objects exactly once, and recording that they are gone.
+//! A few runs' objects are removed at a time: the engine serialises network
+//! removals, so a hundred runs stopped at once would otherwise queue their
+//! removals inside the engine until the later ones time out.
 
 use chrono::Utc;
 use moat_proxy::PolicyMode;
 use moat_runtime::Runtime;
+use tokio::sync::Semaphore;
 
 use super::services::remove_sidecars;
 use super::watch::announce_exit;
@@ -11,6 +15,10 @@ use crate::fault;
 use crate::firewall::{self};
 use crate::registry::RunHandle;
 use crate::state::Daemon;
+
+/// Runs whose objects are being removed at once; each removal's timeout
+/// runs from when it gets its turn.
+static REMOVALS: Semaphore = Semaphore::const_new(4);
 
 /// Removes the run's service sidecars (a kept run's are stopped), its
 /// container (unless kept), network and firewall rules,
@@ -24,6 +32,8 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     fault::point(fault::BEFORE_CLEANUP, &handle.spec).await;
     let meta = handle.metadata();
     let mut failures = Vec::new();
+    // Never closed, so the permit always comes.
+    let _turn = REMOVALS.acquire().await;
     failures.extend(remove_sidecars(runtime, handle, meta.keep, daemon.config().stop_grace).await);
     if !meta.keep {
         let container = meta.container_id.clone().unwrap_or_else(|| meta.id.to_string());

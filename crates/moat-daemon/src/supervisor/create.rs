@@ -445,7 +445,12 @@ async fn take_pooled(
     deadline: &Deadline,
 ) -> Result<Option<NetworkInfo>, RunError> {
     let internal = handle.spec.policy.mode == PolicyMode::Strict;
-    while let Some(pooled) = daemon.network_pool().take(&handle.spec.runtime, internal) {
+    let pool = daemon.network_pool();
+    loop {
+        let taking = pool.take_or_await(&handle.spec.runtime, internal);
+        let Some(pooled) = deadline.bound("waiting for a pool network", taking).await? else {
+            break;
+        };
         handle.update(daemon.store(), |m| m.network = Some(pooled.name.clone()))?;
         let step = format!("checking pooled network {}", pooled.name);
         match deadline.bound(step, runtime.inspect_network(&pooled.name)).await? {

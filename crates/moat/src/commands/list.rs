@@ -1,5 +1,6 @@
 //! `moat list`: runs newest first, read straight from the run store (no
-//! daemon). Failed runs are listed like any other, and a run whose metadata
+//! daemon); without `--all`, only the records it may show are read (the
+//! store's list index knows the older finished runs). Failed runs are listed like any other, and a run whose metadata
 //! cannot be read is shown as `unreadable` rather than hidden (cli.md, "What
 //! the Go version got wrong").
 
@@ -85,8 +86,15 @@ impl RunRow {
 }
 
 pub fn list(ctx: &Context, args: &ListArgs) -> Result<ExitStatus> {
-    let entries = ctx.store()?.list()?;
-    let total = entries.len();
+    let store = ctx.store()?;
+    let (entries, total) = if args.all {
+        let entries = store.list()?;
+        let total = entries.len();
+        (entries, total)
+    } else {
+        let listing = store.list_recent(RECENT_RUNS)?;
+        (listing.entries, listing.total)
+    };
     let shown: Vec<RunRow> = select(entries, args.all).into_iter().map(RunRow::from_entry).collect();
     let mut out = ctx.printer.stdout();
     if args.json {

@@ -54,6 +54,15 @@ fn exec_passes_the_exit_code_and_both_streams_through() {
 
     let status = status_json(&home);
     assert_eq!(status["daemon"]["running"], true);
+    let health = &status["daemon"]["health"];
+    assert!(
+        health["rss_bytes"].as_u64().is_some_and(|rss| rss > 1 << 20),
+        "{status}"
+    );
+    assert!(
+        health["open_files"].as_u64() < health["open_files_limit"].as_u64(),
+        "{status}"
+    );
     assert_eq!(status["runtimes"][0]["available"], true);
     let live = status["live_runs"].as_array().unwrap();
     assert_eq!(live.len(), 1, "{status}");
