@@ -14,6 +14,7 @@ use moat_core::RunMetadata;
 use moat_core::snapshot::{self, ChangeKind, SnapshotMeta, SnapshotStore, TakeRequest, Trigger, Workspace};
 
 use crate::cli::{SnapshotArgs, SnapshotCommand, SnapshotDiffArgs, SnapshotListArgs, SnapshotRestoreArgs};
+use crate::commands::status::human_bytes;
 use crate::context::{Context, ExitStatus};
 use crate::printer::Style;
 use crate::report::CliError;
@@ -244,19 +245,4 @@ fn check_workspace(ctx: &Context, store: &SnapshotStore, run: &RunMetadata, forc
         safety.id, run.id, safety.id
     ));
     Ok(())
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

@@ -246,7 +246,7 @@ fn daemon_usage(h: &Health) -> String {
     [memory, files].into_iter().flatten().collect()
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
