@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::walk::Stamp;
-use crate::atomic::write_atomic;
+use crate::atomic::{create_private_dir, write_atomic};
 
 /// How long before a snapshot a file must have last changed to be cached.
 const SETTLE_NS: i64 = 2_000_000_000;
@@ -73,7 +73,7 @@ impl StatCache {
     pub(crate) fn save(&self) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            create_private_dir(dir)?;
         }
         write_atomic(&self.path, &bytes, 0o600)
     }

@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::confined::copy_hashing;
+use crate::atomic::create_private_dir;
 
 /// Contents up to this size are read whole, hashed, and written only when new.
 const IN_MEMORY_LIMIT: u64 = 4 << 20;
@@ -106,7 +107,7 @@ impl Objects {
         let target = self.path(hash);
         let placed = target
             .parent()
-            .map_or(Ok(()), fs::create_dir_all)
+            .map_or(Ok(()), create_private_dir)
             .and_then(|()| fs::rename(temp, &target));
         if placed.is_err() {
             let _ = fs::remove_file(temp);
@@ -149,7 +150,7 @@ impl Objects {
 
 fn create_private(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
     }
     OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
 }

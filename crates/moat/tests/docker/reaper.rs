@@ -141,7 +141,10 @@ fn another_homes_objects_and_networks_with_foreign_containers_survive_sweeps() {
     let dead = home.run(&["run", "--keep", "--", "true"]);
     assert!(dead.status.success(), "{}", text(&dead.stderr));
     let dead_id = home.only_run()["id"].as_str().unwrap().to_string();
-    let dead_net = format!("moat-{dead_id}");
+    // The run's network: its own, or one it took from the warm pool.
+    let record = std::fs::read(home.home().join("runs").join(&dead_id).join("metadata.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    let dead_net = record["network"].as_str().unwrap().to_string();
     docker(&[
         "run",
         "-d",
@@ -174,6 +177,11 @@ fn another_homes_objects_and_networks_with_foreign_containers_survive_sweeps() {
 
     docker(&["rm", "-f", &bystander]);
     docker(&["network", "rm", &foreign_net]);
+    if dead_net.starts_with("moat-pool-") {
+        // A network the run took from the warm pool stays its daemon's
+        // until that daemon is gone; the next daemon reclaims it.
+        assert!(home.run(&["daemon", "stop"]).status.success());
+    }
     let out = home.run(&["system", "prune", "--force"]);
     assert!(out.status.success());
     assert!(
