@@ -245,7 +245,8 @@ fn live_set(
     Ok((live, live::takers_unknown(&dirs)))
 }
 
-/// The runs that recorded a pool network as theirs (none for other objects).
+/// The runs that recorded a pool network (named like its holder) as
+/// theirs (none for other objects).
 fn pool_takers<'a>(takers: &'a BTreeMap<String, Vec<RunId>>, candidate: &Candidate) -> &'a [RunId] {
     match candidate.pool_owner {
         Some(_) => takers.get(&candidate.key.name).map_or(&[], Vec::as_slice),
@@ -524,11 +525,18 @@ async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> Listing
             let containers: Vec<Candidate> = list
                 .into_iter()
                 .filter_map(|c| {
-                    let run_id = label_run(&c.labels).or_else(|| decide::run_of_container(&c.name));
+                    // A pool holder's run, like its network's, comes from
+                    // the run records, later.
+                    let pool_owner = crate::pool::owner(&c.labels);
+                    let run_id = match pool_owner {
+                        Some(_) => None,
+                        None => label_run(&c.labels).or_else(|| decide::run_of_container(&c.name)),
+                    };
                     let is_running = c.status.is_running();
                     let sidecar = c.labels.get(labels::ROLE).is_some_and(|r| r == labels::role::SERVICE);
                     let mut candidate = candidate(kind, ObjectKind::Container, c.name, run_id, &c.labels, Vec::new())?;
                     candidate.running = is_running;
+                    candidate.pool_owner = pool_owner;
                     if is_running && !sidecar {
                         running.extend(candidate.run_id.clone());
                     }
@@ -551,7 +559,11 @@ async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> Listing
                     Some(_) => None,
                     None => label_run(&n.labels).or_else(|| RunId::from_network_name(&n.name)),
                 };
-                let mut candidate = candidate(kind, ObjectKind::Network, n.name, run_id, &n.labels, n.containers)?;
+                // A pool network's own holder is removed with it.
+                let attached = (n.containers.into_iter())
+                    .filter(|c| pool_owner.is_none() || *c != n.name)
+                    .collect();
+                let mut candidate = candidate(kind, ObjectKind::Network, n.name, run_id, &n.labels, attached)?;
                 candidate.pool_owner = pool_owner;
                 Some(candidate)
             })),

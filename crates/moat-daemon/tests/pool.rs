@@ -2,7 +2,8 @@
 //! start, a run takes a ready network instead of creating one (or waits for
 //! the one being made) and the pool refills, strict runs take internal ones, and the reaper keeps the live
 //! daemon's pool, reclaims a dead daemon's, and judges a taken network by
-//! the run that took it.
+//! the run that took it. With moat's base image there, each pool network
+//! gets a holder whose namespace a run's container joins.
 
 mod common;
 
@@ -19,6 +20,7 @@ use moat_daemon::reaper::SweepRequest;
 use moat_daemon::registry::RunHandle;
 use moat_daemon::supervisor;
 use moat_proxy::PolicyMode;
+use moat_runtime::base_image::DEFAULT_LOCAL_BASE_IMAGE;
 use moat_runtime::fake::{FakeOp, ScriptedRun};
 use moat_runtime::{NetworkInfo, labels};
 
@@ -259,4 +261,152 @@ async fn a_taken_pool_network_is_judged_by_its_run() {
     fx.daemon.registry().remove(&live);
     fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
     assert!(network_names(&fx).is_empty(), "{:?}", network_names(&fx));
+}
+
+/// A pooled fixture whose runtime has moat's base image, so its pool arms
+/// each network with a holder.
+fn armed(size: usize) -> Fixture {
+    let fx = pooled(size);
+    fx.fake.add_image(DEFAULT_LOCAL_BASE_IMAGE);
+    fx
+}
+
+/// Waits until every ready network of both kinds has its holder.
+async fn wait_armed(fx: &Fixture, size: usize) {
+    for _ in 0..300 {
+        let pool = fx.daemon.network_pool();
+        if pool.armed(false).len() == size && pool.armed(true).len() == size {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the pool never had {size} armed networks of each kind");
+}
+
+fn container_names(fx: &Fixture) -> Vec<String> {
+    let mut names: Vec<String> = fx.fake.containers().into_iter().map(|c| c.name).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn each_pool_network_gets_a_running_holder_of_its_name_and_a_run_joins_it() {
+    let fx = armed(1);
+    tokio::spawn(pool::keep_filled(fx.daemon.clone()));
+    wait_armed(&fx, 1).await;
+    let mut networks: Vec<String> = pool_networks(&fx).into_iter().map(|n| n.name).collect();
+    networks.sort();
+    assert_eq!(
+        container_names(&fx),
+        networks,
+        "one holder per pool network, named like it"
+    );
+    for holder in fx.fake.containers() {
+        assert!(holder.status.is_running(), "{holder:?}");
+        assert_eq!(holder.labels[labels::ROLE], labels::role::POOL);
+        assert_eq!(holder.labels[labels::DAEMON], fx.daemon.instance());
+        assert_eq!(holder.networks, vec![holder.name.clone()]);
+    }
+    let ready = fx.daemon.network_pool().ready(false);
+
+    let id = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap();
+    let network = fx.daemon.store().load(&id).unwrap().network.unwrap();
+    assert_eq!(vec![network.clone()], ready);
+    let main = fx.fake.container(id.as_str()).unwrap();
+    assert!(
+        main.networks.is_empty(),
+        "the run's container shares its holder's namespace instead of attaching: {main:?}"
+    );
+
+    fx.fake.exit_container(id.as_str(), 0);
+    fx.wait_until_gone(&id).await;
+    assert!(fx.fake.container(&network).is_none(), "cleanup removed the holder");
+    assert!(!network_names(&fx).contains(&network), "and then the network");
+    assert!(fx.daemon.store().load(&id).unwrap().cleaned_at.is_some());
+}
+
+#[tokio::test]
+async fn a_run_that_needs_its_own_dns_attaches_to_the_network_beside_the_holder() {
+    let fx = armed(1);
+    tokio::spawn(pool::keep_filled(fx.daemon.clone()));
+    wait_armed(&fx, 1).await;
+    let mut spec = fx.spec();
+    spec.dns = vec!["192.0.2.53".into()];
+    let id = supervisor::create_run(&fx.daemon, spec).await.unwrap();
+    let network = fx.daemon.store().load(&id).unwrap().network.unwrap();
+    assert!(network.starts_with(NAME_PREFIX), "{network}");
+    assert_eq!(fx.fake.container(id.as_str()).unwrap().networks, vec![network.clone()]);
+    fx.fake.exit_container(id.as_str(), 0);
+    fx.wait_until_gone(&id).await;
+    assert!(
+        fx.fake.container(&network).is_none(),
+        "cleanup removed the unused holder"
+    );
+    assert!(!network_names(&fx).contains(&network));
+}
+
+#[tokio::test]
+async fn a_holder_that_stopped_is_not_joined() {
+    let fx = armed(1);
+    tokio::spawn(pool::keep_filled(fx.daemon.clone()));
+    wait_armed(&fx, 1).await;
+    let network = fx.daemon.network_pool().ready(false).remove(0);
+    assert!(fx.fake.exit_container(&network, 137));
+    let id = supervisor::create_run(&fx.daemon, fx.spec()).await.unwrap();
+    assert_eq!(fx.daemon.store().load(&id).unwrap().network, Some(network.clone()));
+    assert_eq!(fx.fake.container(id.as_str()).unwrap().networks, vec![network]);
+}
+
+#[tokio::test]
+async fn a_dead_daemons_holders_go_with_their_networks_and_a_live_runs_holder_stays() {
+    let fx = pooled(0);
+    fx.fake.add_image(DEFAULT_LOCAL_BASE_IMAGE);
+    let dead_daemon = "1-ffffffffffff";
+    let untaken = format!("{NAME_PREFIX}00000000000d");
+    let of_live = format!("{NAME_PREFIX}00000000000e");
+    for name in [&untaken, &of_live] {
+        pool_network(&fx, name, dead_daemon);
+        let mut labels = fx.fake.networks().into_iter().find(|n| n.name == *name).unwrap().labels;
+        labels.insert(labels::DAEMON.to_string(), dead_daemon.to_string());
+        fx.fake.insert_container(moat_runtime::ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.clone(),
+            image: DEFAULT_LOCAL_BASE_IMAGE.into(),
+            status: moat_runtime::ContainerStatus::Running,
+            exit_code: None,
+            labels,
+            networks: vec![name.clone()],
+            address: None,
+            created_at: Some(Utc::now()),
+        });
+    }
+    let live = RunId::generate();
+    let mut meta = RunMetadata::new(live.clone(), fx.root.clone(), "img".into(), "fake".into());
+    meta.network = Some(of_live.clone());
+    meta.state = RunState::Running;
+    fx.daemon.store().create(&meta).unwrap();
+    fx.daemon
+        .registry()
+        .lock()
+        .insert(live.clone(), RunHandle::new(RunSpec::default(), meta));
+
+    let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
+    assert_eq!(report.error, None);
+    assert_eq!(network_names(&fx), vec![of_live.clone()], "{report:?}");
+    assert_eq!(container_names(&fx), vec![of_live], "{report:?}");
+}
+
+#[tokio::test]
+async fn the_pool_makes_nothing_while_a_run_is_starting_and_fills_once_it_has() {
+    let fx = pooled(1);
+    let starting = fx.daemon.network_pool().starting();
+    tokio::spawn(pool::keep_filled(fx.daemon.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        created_networks(&fx),
+        Vec::<String>::new(),
+        "the pool waits for the starting run"
+    );
+    drop(starting);
+    wait_full(&fx, 1).await;
 }

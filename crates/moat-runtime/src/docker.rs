@@ -190,6 +190,7 @@ impl Runtime for DockerRuntime {
             exit_codes: true,
             host_network: !self.endpoint.is_desktop_vm(),
             internal_networks: true,
+            shared_network_namespace: true,
             privileged: true,
         }
     }

@@ -164,6 +164,7 @@ impl FakeRuntime {
             exit_codes: true,
             host_network: true,
             internal_networks: true,
+            shared_network_namespace: true,
             privileged: true,
         };
         Self::with_config(timeouts, capabilities)

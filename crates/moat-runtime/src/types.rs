@@ -22,6 +22,9 @@ pub struct Capabilities {
     pub host_network: bool,
     pub internal_networks: bool,
     pub privileged: bool,
+    /// A container can join another running container's network
+    /// namespace ([`ContainerSpec::network_of`]).
+    pub shared_network_namespace: bool,
 }
 
 /// Everything needed to create a container.
@@ -39,6 +42,11 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     /// Network to attach to.
     pub network: Option<String>,
+    /// A running container whose network namespace this one joins instead
+    /// of attaching to a network (addresses, hosts file and DNS are that
+    /// container's: `network`, `extra_hosts` and `dns` stay empty). Only
+    /// where [`Capabilities::shared_network_namespace`].
+    pub network_of: Option<String>,
     pub labels: BTreeMap<String, String>,
     /// Extra `/etc/hosts` entries: (name, address).
     pub extra_hosts: Vec<(String, String)>,

@@ -22,13 +22,15 @@ pub struct Candidate {
     pub run_id: Option<RunId>,
     /// `dev.moat.home` label; `None` for unlabelled (legacy or Apple) objects.
     pub home: Option<String>,
-    /// For networks: the names of attached containers.
+    /// For networks: the names of attached containers (a pool network's
+    /// own holder, named like it, is not listed).
     pub attached: Vec<String>,
     /// For containers: it is running (a sweep stops it before removing it).
     pub running: bool,
-    /// For warm-pool networks (`dev.moat.role=pool`): the daemon instance
-    /// that created it (empty when unlabelled). Such a network's `run_id`
-    /// is the run that took it (from the run records), `None` if untaken.
+    /// For warm-pool networks and their holder containers
+    /// (`dev.moat.role=pool`): the daemon instance that created it (empty
+    /// when unlabelled). Such an object's `run_id` is the run that took the
+    /// network (from the run records), `None` if untaken.
     pub pool_owner: Option<String>,
 }
 

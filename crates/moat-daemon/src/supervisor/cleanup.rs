@@ -21,7 +21,7 @@ use crate::state::Daemon;
 static REMOVALS: Semaphore = Semaphore::const_new(4);
 
 /// Removes the run's service sidecars (a kept run's are stopped), its
-/// container (unless kept), network and firewall rules,
+/// container (unless kept), its pool holder, network and firewall rules,
 /// exactly once, records `cleaned_at` when all are gone, tells attached
 /// clients, and leaves the registry.
 pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) {
@@ -40,11 +40,19 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
         if let Err(e) = runtime.remove_container(&container).await {
             failures.push(e.to_string());
         }
-        if let Some(network) = &meta.network
-            && let Err(e) = runtime.remove_network(network).await
-        {
-            failures.push(e.to_string());
-        }
+    }
+    // A pool network's holder (named like it) goes before the network,
+    // also for a kept run: it only held the network's namespace.
+    if let Some(network) = meta.network.as_ref().filter(|n| crate::pool::is_pool_name(n))
+        && let Err(e) = runtime.remove_container(network).await
+    {
+        failures.push(e.to_string());
+    }
+    if !meta.keep
+        && let Some(network) = &meta.network
+        && let Err(e) = runtime.remove_network(network).await
+    {
+        failures.push(e.to_string());
     }
     if handle.spec.policy.mode == PolicyMode::Strict
         && let Err(e) = firewall::release(&meta.id).await

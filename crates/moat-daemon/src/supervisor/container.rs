@@ -14,10 +14,21 @@ use crate::egress::{PROXY_HOST, PROXY_VARIABLES};
 use crate::registry::RunHandle;
 use crate::state::Daemon;
 
+/// Whether a run's container can join a pool holder's network namespace:
+/// it needs nothing of its network that the holder does not have already
+/// (no service hosts, published ports or DNS of its own), and is not kept
+/// (a kept container outlives its holder).
+pub(super) fn can_join_holder(spec: &RunSpec) -> bool {
+    spec.services.is_empty() && spec.ports.is_empty() && spec.dns.is_empty() && !spec.keep
+}
+
+/// The run's container: on `network`, or in the namespace of its pool
+/// `holder` (see [`can_join_holder`]), which has the same hosts and DNS.
 pub(super) fn container_spec(
     daemon: &Daemon,
     handle: &RunHandle,
     network: &str,
+    holder: Option<&str>,
     proxy: Option<ProxyAttachment>,
     services: ServiceAccess,
 ) -> ContainerSpec {
@@ -55,7 +66,7 @@ pub(super) fn container_spec(
         mounts.push(proxy.ca_mount);
         extra_hosts.push((PROXY_HOST.to_string(), proxy.gateway.to_string()));
     }
-    ContainerSpec {
+    let mut container = ContainerSpec {
         name: id.to_string(),
         image: spec.image.clone(),
         command: spec.command.clone(),
@@ -75,7 +86,14 @@ pub(super) fn container_spec(
         open_stdin: spec.interactive,
         console_size: spec.terminal,
         ..Default::default()
+    };
+    if let Some(holder) = holder {
+        container.network = None;
+        container.network_of = Some(holder.to_string());
+        container.extra_hosts.clear();
+        container.dns.clear();
     }
+    container
 }
 
 /// Tells the init of an image moat built which user to drop to.
@@ -125,7 +143,7 @@ pub(crate) fn command_user(spec: &RunSpec) -> Option<String> {
 /// where nothing answers, so no engine's embedded DNS (which forwards from
 /// internal networks on engines before 25.0.5) carries queries out: DNS is
 /// not a way out of a strict run.
-pub(super) const STRICT_DNS: &str = "127.0.0.1";
+pub(crate) const STRICT_DNS: &str = "127.0.0.1";
 
 fn container_dns(spec: &RunSpec) -> Vec<String> {
     if spec.policy.mode == PolicyMode::Strict {

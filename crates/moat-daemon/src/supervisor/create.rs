@@ -17,7 +17,7 @@ use moat_proxy::PolicyMode;
 use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, labels};
 
 use super::cleanup::cleanup;
-use super::container::container_spec;
+use super::container::{can_join_holder, container_spec};
 use super::proxy::attach_proxy;
 use super::services::start_services;
 use super::watch::supervise;
@@ -116,6 +116,7 @@ pub async fn create_run_reporting(
     timings.lap("run registration");
     fault::point("after-registry-write", &handle.spec).await;
     let snapshot = crate::snapshots::start(daemon, &handle);
+    let starting = daemon.network_pool().starting();
     let provisioned = provision(
         daemon,
         runtime.as_ref(),
@@ -127,6 +128,7 @@ pub async fn create_run_reporting(
         &mut timings,
     )
     .await;
+    drop(starting);
     crate::pool::refill_later(daemon);
     match provisioned {
         Ok(notices) => {
@@ -330,10 +332,11 @@ async fn provision(
     let mut notices = Vec::new();
     let grants = grants::resolve(daemon.home(), spec)?;
     timings.lap("grants");
-    let network = match take_pooled(daemon, runtime, handle, deadline).await? {
-        Some(network) => {
+    let (network, holder) = match take_pooled(daemon, runtime, handle, deadline).await? {
+        Some(pooled) => {
             timings.lap("network take (warm pool)");
-            network
+            let holder = pooled.holder.filter(|_| can_join_holder(spec));
+            (pooled.network, holder)
         }
         None => {
             let network_name = id.network_name();
@@ -346,7 +349,7 @@ async fn provision(
             let created = network::create(daemon, runtime, &network_spec, deadline, progress).await?;
             notices.extend(created.notice);
             timings.lap("network create");
-            created.info
+            (created.info, None)
         }
     };
     fault::point("after-network-create", spec).await;
@@ -364,7 +367,7 @@ async fn provision(
     if !spec.services.is_empty() {
         timings.lap("services ready");
     }
-    let container_spec = container_spec(daemon, handle, &network.name, proxy, services);
+    let container_spec = container_spec(daemon, handle, &network.name, holder.as_deref(), proxy, services);
     let step = format!("creating container {id}");
     let container_id = deadline
         .bound(step, runtime.create_container(&container_spec))
@@ -433,17 +436,18 @@ async fn route_endpoints(
     Ok(())
 }
 
-/// A ready network of the warm pool, made the run's: its name is recorded
-/// as the run's network (persisted) before anything uses it, so cleanup
-/// removes it and the reaper judges it by this run. A pooled network that
-/// has vanished (e.g. `docker network prune`) is dropped for the next;
-/// `None` when the pool has none left (the caller creates one).
+/// A ready entry of the warm pool, made the run's: its network's name is
+/// recorded as the run's network (persisted) before anything uses it, so
+/// cleanup removes it and its holder and the reaper judges both by this
+/// run. A pooled network that has vanished or changed (e.g. `docker network
+/// prune`) is dropped for the next; a holder that no longer runs is not
+/// joined. `None` when the pool has none left (the caller creates one).
 async fn take_pooled(
     daemon: &Daemon,
     runtime: &dyn Runtime,
     handle: &RunHandle,
     deadline: &Deadline,
-) -> Result<Option<NetworkInfo>, RunError> {
+) -> Result<Option<crate::pool::Pooled>, RunError> {
     let internal = handle.spec.policy.mode == PolicyMode::Strict;
     let pool = daemon.network_pool();
     loop {
@@ -451,18 +455,36 @@ async fn take_pooled(
         let Some(pooled) = deadline.bound("waiting for a pool network", taking).await? else {
             break;
         };
-        handle.update(daemon.store(), |m| m.network = Some(pooled.name.clone()))?;
-        let step = format!("checking pooled network {}", pooled.name);
-        match deadline.bound(step, runtime.inspect_network(&pooled.name)).await? {
-            Ok(network) if network.internal == internal && network.containers.is_empty() => {
-                tracing::debug!(run = %handle.id(), "took pooled network {}", network.name);
-                return Ok(Some(network));
+        let name = pooled.network.name.clone();
+        handle.update(daemon.store(), |m| m.network = Some(name.clone()))?;
+        let step = format!("checking pooled network {name}");
+        let only_its_holder = |network: &NetworkInfo| network.containers.iter().all(|c| *c == name);
+        match deadline.bound(step, runtime.inspect_network(&name)).await? {
+            Ok(network) if network.internal == internal && only_its_holder(&network) => {
+                tracing::debug!(run = %handle.id(), "took pooled network {name}");
+                let holder = running_holder(runtime, pooled.holder, deadline).await?;
+                return Ok(Some(crate::pool::Pooled { network, holder }));
             }
-            Ok(network) => {
-                tracing::warn!(run = %handle.id(), "pooled network {} is not as created; not used", network.name);
-            }
-            Err(e) => tracing::warn!(run = %handle.id(), "pooled network {} is gone ({e})", pooled.name),
+            Ok(_) => tracing::warn!(run = %handle.id(), "pooled network {name} is not as created; not used"),
+            Err(e) => tracing::warn!(run = %handle.id(), "pooled network {name} is gone ({e})"),
         }
     }
     Ok(None)
+}
+
+/// The pool holder, if it still runs (cleanup removes it either way).
+async fn running_holder(
+    runtime: &dyn Runtime,
+    holder: Option<String>,
+    deadline: &Deadline,
+) -> Result<Option<String>, RunError> {
+    let Some(holder) = holder else { return Ok(None) };
+    let step = format!("checking pool holder {holder}");
+    match deadline.bound(step, runtime.inspect_container(&holder)).await? {
+        Ok(info) if info.status.is_running() => Ok(Some(holder)),
+        Ok(_) | Err(_) => {
+            tracing::warn!("pool holder {holder} does not run; the run attaches to the network instead");
+            Ok(None)
+        }
+    }
 }

@@ -71,6 +71,11 @@ fn refuse_unsupported(spec: &ContainerSpec) -> RuntimeResult<()> {
             hosts.join(", ")
         )));
     }
+    if let Some(holder) = &spec.network_of {
+        return Err(refuse(format!(
+            "the `container` CLI cannot join the network of another container ({holder})"
+        )));
+    }
     if !spec.volumes.is_empty() {
         return Err(refuse(
             "moat does not mount named volumes on the `container` CLI (services.<name>.persist); \

@@ -46,7 +46,10 @@ fn host_config(spec: &ContainerSpec) -> HostConfig {
                 .chain(spec.volumes.iter().map(|(volume, target)| volume_mount(volume, target)))
                 .collect(),
         ),
-        network_mode: spec.network.clone(),
+        network_mode: match &spec.network_of {
+            Some(holder) => Some(format!("container:{holder}")),
+            None => spec.network.clone(),
+        },
         extra_hosts: non_empty(
             spec.extra_hosts
                 .iter()

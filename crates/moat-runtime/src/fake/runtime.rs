@@ -70,6 +70,13 @@ impl Runtime for FakeRuntime {
             {
                 return Err(not_found(format!("network {network}")));
             }
+            if let Some(holder) = &spec.network_of
+                && !s
+                    .container_key(holder)
+                    .is_some_and(|key| s.containers[&key].info.status.is_running())
+            {
+                return Err(not_found(format!("running container {holder} to share the network of")));
+            }
             let id = format!("fake-container-{}", s.next_serial());
             let info = ContainerInfo {
                 address: None,

@@ -1,5 +1,6 @@
 //! The warm network pool on the real engine: a run takes a ready network
-//! of the daemon's pool, cleanup removes it and the pool is refilled; a
+//! of the daemon's pool and joins its holder's namespace, cleanup removes
+//! both and the pool is refilled; a
 //! dead daemon's pool is reclaimed by the next daemon's forced prune, and
 //! a stopped daemon leaves nothing of its pool behind.
 
@@ -17,14 +18,21 @@ fn pooled_home() -> Option<Home> {
 
 /// The pool networks the daemon `pid` made (`dev.moat.daemon=<pid>-…`).
 fn pool_of(pid: u32) -> Vec<String> {
-    let listing = docker(&[
-        "network",
-        "ls",
-        "--filter",
-        "label=dev.moat.role=pool",
-        "--format",
-        "{{.Name}} {{.Label \"dev.moat.daemon\"}}",
-    ]);
+    pool_objects(pid, &["network", "ls"], "{{.Name}}")
+}
+
+/// The running pool holders the daemon `pid` made.
+fn holders_of(pid: u32) -> Vec<String> {
+    pool_objects(pid, &["ps"], "{{.Names}}")
+}
+
+/// The names (`name_field`) of the objects `listing` lists that the
+/// daemon `pid` made for its pool.
+fn pool_objects(pid: u32, listing: &[&str], name_field: &str) -> Vec<String> {
+    let format = format!("{name_field} {{{{.Label \"dev.moat.daemon\"}}}}");
+    let mut args = listing.to_vec();
+    args.extend(["--filter", "label=dev.moat.role=pool", "--format", &format]);
+    let listing = docker(&args);
     let owner = format!("{pid}-");
     let mut names: Vec<String> = listing
         .lines()
@@ -36,17 +44,19 @@ fn pool_of(pid: u32) -> Vec<String> {
     names
 }
 
-/// Waits until the daemon `pid` has `count` pool networks; returns them.
+/// Waits until the daemon `pid` has `count` pool networks, each with its
+/// running holder (named like it); returns them.
 fn wait_pool(pid: u32, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let pool = pool_of(pid);
-        if pool.len() == count {
+        let holders = holders_of(pid);
+        if pool.len() == count && holders == pool {
             return pool;
         }
         assert!(
             Instant::now() < deadline,
-            "daemon {pid}'s pool is {pool:?}, not {count} networks"
+            "daemon {pid}'s pool is {pool:?} with holders {holders:?}, not {count} armed networks"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -72,14 +82,33 @@ fn a_run_takes_a_pool_network_which_is_removed_after_it_and_a_dead_daemons_pool_
     let pid = home.daemon_pid().unwrap();
     let ready = wait_pool(pid, 2);
 
-    let out = home.run(&["run", "--timings", "--", "true"]);
+    let out = home.run(&["run", "-d", "--timings", "--", "sleep", "60"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("network take (warm pool)"), "{stderr}");
     let run_id = other_run(&home, &first);
     let network = home.metadata(&run_id)["network"].as_str().unwrap().to_string();
     assert!(ready.contains(&network), "{network} is not one of the pool's {ready:?}");
+    let main = docker(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}}",
+        &run_id,
+    ]);
+    let holder = docker(&["container", "inspect", "--format", "{{.Id}}", &network]);
+    assert_eq!(
+        main.trim(),
+        format!("container:{}", holder.trim()),
+        "the run joined its holder"
+    );
+    let out = home.run(&["stop", &run_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     home.wait_cleaned(&run_id, Duration::from_secs(20));
+    assert!(
+        !docker_exists("container", &network),
+        "cleanup left the holder {network}"
+    );
     assert!(!docker_exists("network", &network), "cleanup left {network}");
     let refilled = wait_pool(pid, 2);
     assert!(!refilled.contains(&network), "{refilled:?}");
@@ -91,8 +120,8 @@ fn a_run_takes_a_pool_network_which_is_removed_after_it_and_a_dead_daemons_pool_
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for name in &refilled {
         assert!(
-            !docker_exists("network", name),
-            "the dead daemon's {name} survived the prune"
+            !docker_exists("network", name) && !docker_exists("container", name),
+            "the dead daemon's {name} (or its holder) survived the prune"
         );
     }
     let next = home.daemon_pid().unwrap();
@@ -110,5 +139,89 @@ fn a_run_takes_a_pool_network_which_is_removed_after_it_and_a_dead_daemons_pool_
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for name in &pool {
         assert!(!docker_exists("network", name), "the stopped daemon's {name} remains");
+        assert!(
+            !docker_exists("container", name),
+            "the stopped daemon's holder {name} remains"
+        );
     }
+}
+
+/// The attack on the shortcut: a strict run that joins its holder's
+/// namespace must be as closed as one attached to its network. It resolves
+/// nothing, knows only the proxy, its bridge is closed off from the host,
+/// and the only way out is the proxy.
+#[test]
+fn a_strict_run_joined_to_its_holder_is_as_closed_as_any_strict_run() {
+    let Some(home) = pooled_home() else { return };
+    let out = home.run(&["run", "--", "true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid = home.daemon_pid().unwrap();
+    wait_pool(pid, 2);
+    let script = "getent hosts moat-proxy >/dev/null && echo proxy-known; \
+                  getent hosts deb.debian.org || echo no-dns; \
+                  timeout 5 sh -c 'echo > /dev/tcp/1.1.1.1/443' 2>/dev/null || echo no-route; \
+                  sleep 60";
+    let out = home.run(&[
+        "run",
+        "-d",
+        "--policy",
+        "strict",
+        "--require-isolation",
+        "--",
+        "bash",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let network = home.metadata(&run_id)["network"].as_str().unwrap().to_string();
+    let mode = docker(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}}",
+        &run_id,
+    ]);
+    let holder = docker(&["container", "inspect", "--format", "{{.Id}}", &network]);
+    assert_eq!(mode.trim(), format!("container:{}", holder.trim()));
+    let internal = docker(&["network", "inspect", "--format", "{{.Internal}}", &network]);
+    assert_eq!(
+        internal.trim(),
+        "true",
+        "a strict run's holder is on an internal network"
+    );
+    let rules = docker_host_rules(&run_id);
+    assert!(rules.iter().any(|r| r.contains("-j REJECT")), "{rules:?}");
+    // A lookup fails only once the engine's resolver gives up (20 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let logs = loop {
+        let logs = home.run(&["logs", &run_id]);
+        let stdout = String::from_utf8_lossy(&logs.stdout).to_string();
+        if stdout.contains("no-route") || Instant::now() > deadline {
+            break stdout;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(logs, "proxy-known\nno-dns\nno-route\n");
+    assert!(home.run(&["stop", &run_id]).status.success());
+    home.wait_cleaned(&run_id, Duration::from_secs(30));
+    assert!(!docker_exists("container", &network), "cleanup left the holder");
+    assert!(
+        docker_host_rules(&run_id).is_empty(),
+        "the run's firewall rules outlive it"
+    );
+}
+
+/// The run's host firewall rules (iptables, IPv4).
+fn docker_host_rules(run_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("iptables")
+        .args(["-w", "5", "-S", "INPUT"])
+        .output()
+        .unwrap();
+    let tag = format!("moat:{run_id}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&tag))
+        .map(String::from)
+        .collect()
 }
