@@ -29,13 +29,19 @@ cleanup() {
 trap cleanup EXIT
 cd "$workspace"
 "$moat" run --image "$image" -- true 2>/dev/null # start the daemon (and fill its pool)
-# Waits until this home's daemon has its network pool full again (2 of each
-# kind by default), so that every warm run takes a ready network.
+# Waits until this home's daemon has its pool full and armed again (2
+# networks of each kind by default, each with its running holder) and the
+# previous run is cleaned up, so that every warm run takes a ready network
+# and no pool work is left to overlap it.
 cat >"$home/wait-pool.sh" <<'WAIT'
 pid=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$MOAT_HOME/daemon/daemon.json")
-for _ in $(seq 200); do
-    ready=$(docker network ls --filter label=dev.moat.role=pool --format '{{.Label "dev.moat.daemon"}}' | grep -c "^$pid-")
-    [ "$ready" -ge 4 ] && exit 0
+mine() { grep -c "^$pid-" || true; }
+for _ in $(seq 400); do
+    networks=$(docker network ls --filter label=dev.moat.role=pool --format '{{.Label "dev.moat.daemon"}}' | mine)
+    holders=$(docker ps --filter label=dev.moat.role=pool --format '{{.Label "dev.moat.daemon"}}' | mine)
+    home_label=$(docker network ls --filter label=dev.moat.role=pool --format '{{.Label "dev.moat.daemon"}} {{.Label "dev.moat.home"}}' | grep "^$pid-" | head -1 | cut -d' ' -f2)
+    runs=$(docker ps -a --filter label=dev.moat.role=main --filter "label=dev.moat.home=$home_label" -q | wc -l)
+    [ "$networks" -eq 4 ] && [ "$holders" -eq 4 ] && [ "$runs" -eq 0 ] && exit 0
     sleep 0.05
 done
 echo "the network pool did not fill" >&2
