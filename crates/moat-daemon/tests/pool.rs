@@ -35,14 +35,19 @@ fn pooled(size: usize) -> Fixture {
 
 /// Waits until the pool holds `size` ready networks of both kinds.
 async fn wait_full(fx: &Fixture, size: usize) {
+    wait_until(fx, size, "ready", |pool, internal| pool.ready(internal)).await
+}
+
+/// Waits until `listed` gives `size` networks of both kinds (`what` they are).
+async fn wait_until(fx: &Fixture, size: usize, what: &str, listed: impl Fn(&pool::NetworkPool, bool) -> Vec<String>) {
     for _ in 0..300 {
         let pool = fx.daemon.network_pool();
-        if pool.ready(false).len() == size && pool.ready(true).len() == size {
+        if listed(pool, false).len() == size && listed(pool, true).len() == size {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the pool never filled to {size}");
+    panic!("the pool never had {size} {what} networks of each kind");
 }
 
 fn pool_networks(fx: &Fixture) -> Vec<NetworkInfo> {
@@ -226,15 +231,7 @@ async fn a_taken_pool_network_is_judged_by_its_run() {
     pool_network(&fx, &of_cleaned_ours, fx.daemon.instance());
 
     // A live run (supervised) took one.
-    let live = RunId::generate();
-    let mut meta = RunMetadata::new(live.clone(), fx.root.clone(), "img".into(), "fake".into());
-    meta.network = Some(of_live.clone());
-    meta.state = RunState::Running;
-    fx.daemon.store().create(&meta).unwrap();
-    fx.daemon
-        .registry()
-        .lock()
-        .insert(live.clone(), RunHandle::new(RunSpec::default(), meta));
+    let live = supervised_run_on(&fx, &of_live);
     // Finished, cleaned-up runs took the others (their removal failed).
     for network in [&of_cleaned, &of_cleaned_ours] {
         let mut meta = RunMetadata::new(RunId::generate(), fx.root.clone(), "img".into(), "fake".into());
@@ -273,14 +270,7 @@ fn armed(size: usize) -> Fixture {
 
 /// Waits until every ready network of both kinds has its holder.
 async fn wait_armed(fx: &Fixture, size: usize) {
-    for _ in 0..300 {
-        let pool = fx.daemon.network_pool();
-        if pool.armed(false).len() == size && pool.armed(true).len() == size {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the pool never had {size} armed networks of each kind");
+    wait_until(fx, size, "armed", |pool, internal| pool.armed(internal)).await
 }
 
 fn container_names(fx: &Fixture) -> Vec<String> {
@@ -380,15 +370,7 @@ async fn a_dead_daemons_holders_go_with_their_networks_and_a_live_runs_holder_st
             created_at: Some(Utc::now()),
         });
     }
-    let live = RunId::generate();
-    let mut meta = RunMetadata::new(live.clone(), fx.root.clone(), "img".into(), "fake".into());
-    meta.network = Some(of_live.clone());
-    meta.state = RunState::Running;
-    fx.daemon.store().create(&meta).unwrap();
-    fx.daemon
-        .registry()
-        .lock()
-        .insert(live.clone(), RunHandle::new(RunSpec::default(), meta));
+    supervised_run_on(&fx, &of_live);
 
     let report = fx.daemon.reaper().sweep(&fx.daemon, &forced(), "test").await;
     assert_eq!(report.error, None);
@@ -409,4 +391,18 @@ async fn the_pool_makes_nothing_while_a_run_is_starting_and_fills_once_it_has() 
     );
     drop(starting);
     wait_full(&fx, 1).await;
+}
+
+/// A live run, supervised, whose record names `network` as its network.
+fn supervised_run_on(fx: &Fixture, network: &str) -> RunId {
+    let live = RunId::generate();
+    let mut meta = RunMetadata::new(live.clone(), fx.root.clone(), "img".into(), "fake".into());
+    meta.network = Some(network.to_string());
+    meta.state = RunState::Running;
+    fx.daemon.store().create(&meta).unwrap();
+    fx.daemon
+        .registry()
+        .lock()
+        .insert(live.clone(), RunHandle::new(RunSpec::default(), meta));
+    live
 }

@@ -3,19 +3,7 @@
 //! link-local address), and when it cannot, the user is told, and
 //! `--require-isolation` refuses to start.
 
-use std::process::Command;
-
-use super::support::{Home, text};
-
-fn rules_of(program: &str, run_id: &str) -> Vec<String> {
-    let out = Command::new(program).args(["-w", "5", "-S", "INPUT"]).output().unwrap();
-    let tag = format!("moat:{run_id}");
-    text(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&tag))
-        .map(String::from)
-        .collect()
-}
+use super::support::{Home, firewall_rules, text};
 
 #[test]
 fn a_strict_run_is_closed_off_from_the_host_over_ipv4_and_ipv6() {
@@ -33,14 +21,17 @@ fn a_strict_run_is_closed_off_from_the_host_over_ipv4_and_ipv6() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let run_id = text(&out.stdout).trim().to_string();
     for program in ["iptables", "ip6tables"] {
-        let rules = rules_of(program, &run_id);
+        let rules = firewall_rules(program, &run_id);
         assert_eq!(rules.len(), 2, "{program}: {rules:?}");
         assert!(rules.iter().any(|r| r.contains("-j REJECT")), "{program}: {rules:?}");
     }
     assert!(home.run(&["stop", &run_id]).status.success());
     home.wait_cleaned(&run_id, std::time::Duration::from_secs(30));
     for program in ["iptables", "ip6tables"] {
-        assert!(rules_of(program, &run_id).is_empty(), "{program} rules outlive the run");
+        assert!(
+            firewall_rules(program, &run_id).is_empty(),
+            "{program} rules outlive the run"
+        );
     }
 }
 

@@ -244,3 +244,15 @@ impl Drop for DockerLeftovers {
         }
     }
 }
+
+/// The host firewall rules `program` (`iptables`, `ip6tables`) holds for a
+/// run (tagged `moat:<run id>`).
+pub fn firewall_rules(program: &str, run_id: &str) -> Vec<String> {
+    let out = Command::new(program).args(["-w", "5", "-S", "INPUT"]).output().unwrap();
+    let tag = format!("moat:{run_id}");
+    text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&tag))
+        .map(String::from)
+        .collect()
+}

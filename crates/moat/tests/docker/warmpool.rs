@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::support::{Home, docker, docker_exists, kill9};
+use super::support::{Home, docker, docker_exists, firewall_rules, kill9};
 
 /// A home whose daemon keeps one ready network of each kind.
 fn pooled_home() -> Option<Home> {
@@ -89,19 +89,7 @@ fn a_run_takes_a_pool_network_which_is_removed_after_it_and_a_dead_daemons_pool_
     let run_id = other_run(&home, &first);
     let network = home.metadata(&run_id)["network"].as_str().unwrap().to_string();
     assert!(ready.contains(&network), "{network} is not one of the pool's {ready:?}");
-    let main = docker(&[
-        "container",
-        "inspect",
-        "--format",
-        "{{.HostConfig.NetworkMode}}",
-        &run_id,
-    ]);
-    let holder = docker(&["container", "inspect", "--format", "{{.Id}}", &network]);
-    assert_eq!(
-        main.trim(),
-        format!("container:{}", holder.trim()),
-        "the run joined its holder"
-    );
+    assert_joined_its_holder(&run_id, &network);
     let out = home.run(&["stop", &run_id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     home.wait_cleaned(&run_id, Duration::from_secs(20));
@@ -148,8 +136,8 @@ fn a_run_takes_a_pool_network_which_is_removed_after_it_and_a_dead_daemons_pool_
 
 /// The attack on the shortcut: a strict run that joins its holder's
 /// namespace must be as closed as one attached to its network. It resolves
-/// nothing, knows only the proxy, its bridge is closed off from the host,
-/// and the only way out is the proxy.
+/// nothing, knows only the proxy, cannot reach a service of the host (on
+/// all interfaces) nor an address outside that the host reaches.
 #[test]
 fn a_strict_run_joined_to_its_holder_is_as_closed_as_any_strict_run() {
     let Some(home) = pooled_home() else { return };
@@ -157,10 +145,23 @@ fn a_strict_run_joined_to_its_holder_is_as_closed_as_any_strict_run() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pid = home.daemon_pid().unwrap();
     wait_pool(pid, 2);
-    let script = "getent hosts moat-proxy >/dev/null && echo proxy-known; \
-                  getent hosts deb.debian.org || echo no-dns; \
-                  timeout 5 sh -c 'echo > /dev/tcp/1.1.1.1/443' 2>/dev/null || echo no-route; \
-                  sleep 60";
+    // A service of the host on all interfaces, and an address outside
+    // that the host itself reaches.
+    let host_service = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+    let outside = std::net::ToSocketAddrs::to_socket_addrs(&("deb.debian.org", 80))
+        .unwrap()
+        .find(std::net::SocketAddr::is_ipv4)
+        .unwrap()
+        .ip();
+    let script = format!(
+        "getent hosts moat-proxy >/dev/null && echo proxy-known; \
+         getent hosts deb.debian.org || echo no-dns; \
+         gateway=$(getent hosts moat-proxy | cut -d' ' -f1); \
+         timeout 5 bash -c \"echo > /dev/tcp/$gateway/{host_port}\" 2>/dev/null || echo host-closed; \
+         timeout 5 bash -c 'echo > /dev/tcp/{outside}/80' 2>/dev/null || echo no-route; \
+         sleep 60"
+    );
     let out = home.run(&[
         "run",
         "-d",
@@ -170,27 +171,19 @@ fn a_strict_run_joined_to_its_holder_is_as_closed_as_any_strict_run() {
         "--",
         "bash",
         "-c",
-        script,
+        &script,
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let network = home.metadata(&run_id)["network"].as_str().unwrap().to_string();
-    let mode = docker(&[
-        "container",
-        "inspect",
-        "--format",
-        "{{.HostConfig.NetworkMode}}",
-        &run_id,
-    ]);
-    let holder = docker(&["container", "inspect", "--format", "{{.Id}}", &network]);
-    assert_eq!(mode.trim(), format!("container:{}", holder.trim()));
+    assert_joined_its_holder(&run_id, &network);
     let internal = docker(&["network", "inspect", "--format", "{{.Internal}}", &network]);
     assert_eq!(
         internal.trim(),
         "true",
         "a strict run's holder is on an internal network"
     );
-    let rules = docker_host_rules(&run_id);
+    let rules = firewall_rules("iptables", &run_id);
     assert!(rules.iter().any(|r| r.contains("-j REJECT")), "{rules:?}");
     // A lookup fails only once the engine's resolver gives up (20 s).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -202,26 +195,30 @@ fn a_strict_run_joined_to_its_holder_is_as_closed_as_any_strict_run() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(logs, "proxy-known\nno-dns\nno-route\n");
+    assert_eq!(logs, "proxy-known\nno-dns\nhost-closed\nno-route\n");
     assert!(home.run(&["stop", &run_id]).status.success());
     home.wait_cleaned(&run_id, Duration::from_secs(30));
     assert!(!docker_exists("container", &network), "cleanup left the holder");
     assert!(
-        docker_host_rules(&run_id).is_empty(),
+        firewall_rules("iptables", &run_id).is_empty(),
         "the run's firewall rules outlive it"
     );
 }
 
-/// The run's host firewall rules (iptables, IPv4).
-fn docker_host_rules(run_id: &str) -> Vec<String> {
-    let out = std::process::Command::new("iptables")
-        .args(["-w", "5", "-S", "INPUT"])
-        .output()
-        .unwrap();
-    let tag = format!("moat:{run_id}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&tag))
-        .map(String::from)
-        .collect()
+/// The run's container shares the network namespace of the holder of its
+/// pool network (named like it).
+fn assert_joined_its_holder(run_id: &str, network: &str) {
+    let mode = docker(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}}",
+        run_id,
+    ]);
+    let holder = docker(&["container", "inspect", "--format", "{{.Id}}", network]);
+    assert_eq!(
+        mode.trim(),
+        format!("container:{}", holder.trim()),
+        "{run_id} did not join its holder"
+    );
 }
