@@ -19,6 +19,8 @@ pub enum GrantError {
     Store(#[from] moat_creds::StoreError),
     #[error("{0}")]
     Providers(#[from] moat_creds::ProviderError),
+    #[error("mcp server {server}: grant {grant} injects nothing into {host}, so the relay would send no credential")]
+    McpNotCovered { server: String, grant: String, host: String },
 }
 
 impl GrantError {
@@ -30,9 +32,36 @@ impl GrantError {
             GrantError::Resolve(RunGrantError::Expired { provider }) => {
                 Some(format!("renew it with `moat grant {provider}`"))
             }
+            GrantError::McpNotCovered { server, .. } => Some(format!(
+                "store the server's token with `moat grant mcp {server} --url URL` (grant mcp-{server}), \
+                 or name a grant for that host in mcp:"
+            )),
             _ => None,
         }
     }
+}
+
+/// Each `mcp:` server's grant must inject into the server's host: checked
+/// once the grants are resolved, before anything is created.
+pub fn check_mcp_coverage(spec: &RunSpec, grants: &RunGrants) -> Result<(), GrantError> {
+    for server in &spec.mcp {
+        let Ok(url) = moat_core::config::McpUrl::parse(&server.url) else {
+            continue; // refused when the proxy compiles the route
+        };
+        let covered = grants
+            .injections
+            .iter()
+            .filter(|i| i.grant == server.grant)
+            .any(|i| moat_core::host_pattern::host_matches(&i.host_pattern, &url.host, url.port));
+        if !covered {
+            return Err(GrantError::McpNotCovered {
+                server: server.name.clone(),
+                grant: server.grant.clone(),
+                host: url.host_pattern(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Resolves every grant of the run; a missing grant is an error.

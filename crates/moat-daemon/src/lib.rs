@@ -12,6 +12,7 @@ pub mod fault;
 pub mod firewall;
 pub mod grants;
 pub mod idle;
+pub mod mcp;
 pub mod image_build;
 pub mod image_prune;
 mod lines;

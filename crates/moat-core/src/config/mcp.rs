@@ -109,7 +109,7 @@ fn split_host_port(authority: &str) -> Option<(&str, u16)> {
 
 /// A name usable in a URL path and a variable name: lowercase letters,
 /// digits, `-` and `_`, starting with a letter.
-fn check_name(name: &str) -> Result<(), String> {
+pub fn check_mcp_name(name: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_');
     let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
     if starts_with_letter && name.chars().all(allowed) && name.len() <= 64 {
@@ -143,7 +143,7 @@ fn check_header_name(name: &str) -> Result<(), String> {
 pub(super) fn check_servers(servers: &[McpServer], problems: &mut Vec<Problem>) {
     for (i, server) in servers.iter().enumerate() {
         let field = |key: &str| format!("mcp[{i}].{key}");
-        if let Err(message) = check_name(&server.name) {
+        if let Err(message) = check_mcp_name(&server.name) {
             problems.push(Problem::new(field("name"), message));
         } else if let Some(first) = servers[..i]
             .iter()
