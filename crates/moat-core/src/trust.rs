@@ -67,9 +67,10 @@ impl Facts {
         }
         for server in &config.mcp {
             // The relay sends the grant's credential to the file's URL.
-            facts
-                .widenings
-                .insert(format!("mcp {} at {} with grant {}", server.name, server.url, server.grant));
+            facts.widenings.insert(format!(
+                "mcp {} at {} with grant {}",
+                server.name, server.url, server.grant
+            ));
             for (name, value) in &server.headers {
                 facts
                     .widenings

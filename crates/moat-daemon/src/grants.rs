@@ -20,7 +20,11 @@ pub enum GrantError {
     #[error("{0}")]
     Providers(#[from] moat_creds::ProviderError),
     #[error("mcp server {server}: grant {grant} injects nothing into {host}, so the relay would send no credential")]
-    McpNotCovered { server: String, grant: String, host: String },
+    McpNotCovered {
+        server: String,
+        grant: String,
+        host: String,
+    },
 }
 
 impl GrantError {

@@ -71,9 +71,7 @@ fn with_servers(contents: &str, servers: &[McpServer], access: &RelayAccess) -> 
         Ok(Value::Object(object)) => object,
         _ => Map::new(),
     };
-    let entries = config
-        .entry("mcpServers")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let entries = config.entry("mcpServers").or_insert_with(|| Value::Object(Map::new()));
     if !entries.is_object() {
         *entries = Value::Object(Map::new());
     }
@@ -121,7 +119,10 @@ mod tests {
         };
         let files = [
             file(".claude/.credentials.json", "{\"claudeAiOauth\":{}}"),
-            file(".claude.json", "{\"hasCompletedOnboarding\":true,\"mcpServers\":{\"local\":{\"command\":\"x\"}}}"),
+            file(
+                ".claude.json",
+                "{\"hasCompletedOnboarding\":true,\"mcpServers\":{\"local\":{\"command\":\"x\"}}}",
+            ),
         ];
         let staged = stage_claude_servers(&files, &[server("docs"), server("issues")], &access);
         assert_eq!(staged[0], files[0]);
@@ -135,8 +136,14 @@ mod tests {
             docs["headers"]["Authorization"],
             format!("Bearer {}", access.token.as_str()).as_str()
         );
-        assert!(!staged[1].contents.contains("acme"), "extra headers are the relay's to add");
-        assert_eq!(config["mcpServers"]["issues"]["url"], "http://moat-proxy:18080/mcp/issues");
+        assert!(
+            !staged[1].contents.contains("acme"),
+            "extra headers are the relay's to add"
+        );
+        assert_eq!(
+            config["mcpServers"]["issues"]["url"],
+            "http://moat-proxy:18080/mcp/issues"
+        );
         assert_eq!(staged[1].mode, 0o600);
     }
 

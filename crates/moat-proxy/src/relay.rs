@@ -200,10 +200,16 @@ mod tests {
     fn routes_keep_the_url_path_without_its_trailing_slash() {
         let compiled = compile(&[route("https://mcp.example.com:8443/v1/mcp/")]).unwrap();
         assert_eq!(compiled[0].base_path, "/v1/mcp");
-        assert_eq!((compiled[0].target.host.as_str(), compiled[0].target.port), ("mcp.example.com", 8443));
+        assert_eq!(
+            (compiled[0].target.host.as_str(), compiled[0].target.port),
+            ("mcp.example.com", 8443)
+        );
         assert!(compiled[0].target.tls);
         assert_eq!(compile(&[route("https://mcp.example.com")]).unwrap()[0].base_path, "");
-        assert!(compile(&[route("http://mcp.example.com/")]).is_err(), "plain http is refused");
+        assert!(
+            compile(&[route("http://mcp.example.com/")]).is_err(),
+            "plain http is refused"
+        );
         let bad_name = McpRoute {
             name: "a/b".into(),
             ..route("https://mcp.example.com/")

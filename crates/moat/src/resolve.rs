@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use moat_core::config::{
-    self, ContainerConfig, GlobalConfig, HooksConfig, McpServer, Mount, NetworkConfig, PolicyMode, ProjectConfig, RuntimeKind,
-    SecretRef, ServiceConfig, SnapshotConfig,
+    self, ContainerConfig, GlobalConfig, HooksConfig, McpServer, Mount, NetworkConfig, PolicyMode, ProjectConfig,
+    RuntimeKind, SecretRef, ServiceConfig, SnapshotConfig,
 };
 use moat_core::deps::DependencyError;
 use moat_core::deps::services::{Catalog, ServiceSpec};

@@ -82,7 +82,11 @@ impl McpUrl {
         } else {
             self.host.clone()
         };
-        if self.port == 443 { host } else { format!("{host}:{}", self.port) }
+        if self.port == 443 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
     }
 }
 
@@ -192,13 +196,19 @@ mod tests {
     fn problems(servers: &[McpServer]) -> Vec<String> {
         let mut problems = Vec::new();
         check_servers(servers, &mut problems);
-        problems.into_iter().map(|p| format!("{}: {}", p.field, p.message)).collect()
+        problems
+            .into_iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect()
     }
 
     #[test]
     fn urls_split_into_host_port_and_path() {
         let url = McpUrl::parse("https://MCP.Example.com/v1/mcp").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("mcp.example.com", 443, "/v1/mcp"));
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("mcp.example.com", 443, "/v1/mcp")
+        );
         assert_eq!(url.host_pattern(), "mcp.example.com");
         let url = McpUrl::parse("https://mcp.example.com:8443").unwrap();
         assert_eq!((url.port, url.path.as_str()), (8443, "/"));
@@ -235,7 +245,10 @@ mod tests {
                 ..server("plain", "http://d.example.com/")
             },
         ]);
-        assert!(found[0].starts_with("mcp[1].name: \"my_docs\" is already used by mcp[0]"), "{found:?}");
+        assert!(
+            found[0].starts_with("mcp[1].name: \"my_docs\" is already used by mcp[0]"),
+            "{found:?}"
+        );
         assert!(found[1].starts_with("mcp[2].name:"), "{found:?}");
         assert!(found[2].starts_with("mcp[3].url:"), "{found:?}");
         assert!(found[3].starts_with("mcp[3].grant:"), "{found:?}");

@@ -90,7 +90,10 @@ async fn the_relay_injects_the_grant_and_never_forwards_the_run_token() {
     assert_eq!(seen["headers"]["authorization"], SECRET);
     assert_eq!(seen["headers"]["x-org"], "acme", "the file's headers win");
     assert_eq!(seen["headers"].get("proxy-authorization"), None);
-    assert!(!seen.to_string().contains(&token), "the run token went upstream: {seen}");
+    assert!(
+        !seen.to_string().contains(&token),
+        "the run token went upstream: {seen}"
+    );
 
     let straight = json(direct(&proxy, "/mcp/docs", Some(&format!("Bearer {token}"))).await).await;
     assert_eq!(straight["path"], "/v1/echo");
@@ -98,7 +101,10 @@ async fn the_relay_injects_the_grant_and_never_forwards_the_run_token() {
     assert!(!straight.to_string().contains(&token));
 
     let records = run.trace_records(2).await;
-    let expected = format!("https://{}/v1/echo/tools?page=2", proxy.upstream.pattern("api.example.test"));
+    let expected = format!(
+        "https://{}/v1/echo/tools?page=2",
+        proxy.upstream.pattern("api.example.test")
+    );
     assert_eq!(records[0]["url"], expected.as_str());
     assert_eq!(records[0]["grants"], serde_json::json!(["mcp-docs"]));
     let trace = std::fs::read_to_string(&run.trace_path).unwrap();
@@ -122,7 +128,10 @@ async fn the_relay_refuses_unknown_runs_and_names() {
     let unknown = direct(&proxy, "/mcp/nope/x", Some(&bearer)).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     let body = unknown.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&body).contains("/mcp/docs"), "lists the run's servers");
+    assert!(
+        String::from_utf8_lossy(&body).contains("/mcp/docs"),
+        "lists the run's servers"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +148,10 @@ async fn relayed_events_stream_and_redirects_come_back_unfollowed() {
     let first = next_data(&mut body).await.unwrap();
     let first_at = sent.elapsed();
     let second = next_data(&mut body).await.unwrap();
-    assert_eq!((&first[..], &second[..]), (&b"data: one\n\n"[..], &b"data: two\n\n"[..]));
+    assert_eq!(
+        (&first[..], &second[..]),
+        (&b"data: one\n\n"[..], &b"data: two\n\n"[..])
+    );
     // The upstream holds the second event (and the end) back 200 ms.
     assert!(first_at < Duration::from_millis(150), "first event after {first_at:?}");
 
@@ -148,7 +160,9 @@ async fn relayed_events_stream_and_redirects_come_back_unfollowed() {
     assert_eq!(moved.headers()["location"], "https://other.example.test/");
     let records = run.trace_records(2).await;
     assert!(
-        records.iter().all(|r| !r["url"].as_str().unwrap().contains("other.example.test")),
+        records
+            .iter()
+            .all(|r| !r["url"].as_str().unwrap().contains("other.example.test")),
         "the proxy followed the redirect: {records:?}"
     );
 }

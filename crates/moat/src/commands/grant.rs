@@ -36,8 +36,22 @@ pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
     match (&args.action, &args.provider) {
         (Some(GrantAction::List { json }), _) => list(ctx, &store, *json),
         (Some(GrantAction::Show { provider, json }), _) => show(ctx, &store, provider, *json),
-        (Some(GrantAction::Mcp { name, url, header, prefix }), _) => {
-            let provider = McpGrant { name, url, header, prefix }.define(ctx, &home)?;
+        (
+            Some(GrantAction::Mcp {
+                name,
+                url,
+                header,
+                prefix,
+            }),
+            _,
+        ) => {
+            let provider = McpGrant {
+                name,
+                url,
+                header,
+                prefix,
+            }
+            .define(ctx, &home)?;
             store_grant(ctx, &home, &store, &provider)
         }
         (None, Some(provider)) => store_grant(ctx, &home, &store, provider),
