@@ -144,3 +144,48 @@ pub fn refresh_live_runs(daemon: &Daemon) -> usize {
     }
     updated
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_core::config::McpServer;
+
+    fn grants_for(host_pattern: &str) -> RunGrants {
+        RunGrants {
+            injections: vec![InjectionSpec {
+                host_pattern: host_pattern.into(),
+                header_name: "Authorization".into(),
+                header_value: "Bearer fake-mcp-value".into(),
+                placeholder: None,
+                grant: "mcp-docs".into(),
+                plaintext: false,
+                list_additions: vec![],
+                removals: vec![],
+            }],
+            ..RunGrants::default()
+        }
+    }
+
+    /// Attack: a moat.yaml pairs a grant with a URL on another host; the
+    /// run is refused rather than relaying without (or with the wrong) token.
+    #[test]
+    fn an_mcp_server_needs_its_grant_to_inject_into_its_host() {
+        let spec = RunSpec {
+            mcp: vec![McpServer {
+                name: "docs".into(),
+                url: "https://mcp.example.com:8443/mcp".into(),
+                grant: "mcp-docs".into(),
+                ..McpServer::default()
+            }],
+            ..RunSpec::default()
+        };
+        assert!(check_mcp_coverage(&spec, &grants_for("mcp.example.com:8443")).is_ok());
+        let err = check_mcp_coverage(&spec, &grants_for("mcp.example.com")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mcp server docs: grant mcp-docs injects nothing into mcp.example.com:8443, so the relay would send no credential"
+        );
+        assert!(err.hint().unwrap().contains("moat grant mcp docs --url"));
+        assert!(check_mcp_coverage(&spec, &RunGrants::default()).is_err());
+    }
+}
