@@ -122,6 +122,10 @@ pub struct RunSpec {
     /// (`snapshots:`); `None`: no snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotSpec>,
+    /// Remote MCP servers (`mcp:`) relayed by the proxy; their grants are
+    /// among `grants`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<moat_core::config::McpServer>,
 }
 
 /// A file of [`RunSpec::home_files`].

@@ -9,6 +9,7 @@
 
 mod global;
 mod keys;
+mod mcp;
 mod network;
 mod project;
 mod shapes;
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 pub use global::{GlobalConfig, LoadedGlobal, SubnetPool, load_global};
 pub use keys::EscapeKey;
+pub use mcp::{McpServer, McpUrl, check_mcp_name, mcp_url_variable};
 pub use network::{HostRule, NetworkConfig, NetworkPolicy, PolicyMode, RequestRule, RuleAction, check_host_pattern};
 pub use project::{
     AGENT_FILE, ContainerConfig, HooksConfig, LoadedProject, PROJECT_FILE, ProjectConfig, ServiceConfig,

@@ -65,6 +65,18 @@ impl Facts {
         for grant in &config.grants {
             facts.widenings.insert(format!("grant {grant}"));
         }
+        for server in &config.mcp {
+            // The relay sends the grant's credential to the file's URL.
+            facts.widenings.insert(format!(
+                "mcp {} at {} with grant {}",
+                server.name, server.url, server.grant
+            ));
+            for (name, value) in &server.headers {
+                facts
+                    .widenings
+                    .insert(format!("mcp {} header {name}: {value}", server.name));
+            }
+        }
         if let Some(agent) = &config.agent {
             // `moat run` then injects one of the agent's grants.
             facts.widenings.insert(format!("agent {agent} (with its grant)"));
@@ -322,6 +334,12 @@ mod tests {
                 "grants: [github, openai]\n",
                 Some("grants: [github]\n"),
                 needs(&["grant openai"]),
+            ),
+            (
+                "an mcp server sends its grant's credential to the file's URL",
+                "mcp: [{name: docs, url: 'https://mcp.example.com/mcp', grant: mcp-docs}]\n",
+                None,
+                needs(&["mcp docs at https://mcp.example.com/mcp with grant mcp-docs"]),
             ),
             (
                 "fewer grants",

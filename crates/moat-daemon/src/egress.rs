@@ -22,7 +22,7 @@ use crate::api::RunSpec;
 use crate::output::lock;
 
 /// Host name containers use for the proxy.
-pub const PROXY_HOST: &str = "moat-proxy";
+pub const PROXY_HOST: &str = moat_proxy::PROXY_HOST_NAME;
 /// Where the CA certificate directory is mounted in containers.
 pub const CA_MOUNT_DIR: &str = "/etc/moat/ca";
 /// The CA certificate inside containers.
@@ -161,6 +161,7 @@ impl Egress {
             host_ports: spec.host_ports.clone(),
             redact_values: secret_values(spec),
             events: Some(events),
+            mcp_servers: crate::mcp::routes(&spec.mcp),
         })?;
         Ok(())
     }

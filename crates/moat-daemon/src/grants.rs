@@ -19,6 +19,12 @@ pub enum GrantError {
     Store(#[from] moat_creds::StoreError),
     #[error("{0}")]
     Providers(#[from] moat_creds::ProviderError),
+    #[error("mcp server {server}: grant {grant} injects nothing into {host}, so the relay would send no credential")]
+    McpNotCovered {
+        server: String,
+        grant: String,
+        host: String,
+    },
 }
 
 impl GrantError {
@@ -30,9 +36,36 @@ impl GrantError {
             GrantError::Resolve(RunGrantError::Expired { provider }) => {
                 Some(format!("renew it with `moat grant {provider}`"))
             }
+            GrantError::McpNotCovered { server, .. } => Some(format!(
+                "store the server's token with `moat grant mcp {server} --url URL` (grant mcp-{server}), \
+                 or name a grant for that host in mcp:"
+            )),
             _ => None,
         }
     }
+}
+
+/// Each `mcp:` server's grant must inject into the server's host: checked
+/// once the grants are resolved, before anything is created.
+pub fn check_mcp_coverage(spec: &RunSpec, grants: &RunGrants) -> Result<(), GrantError> {
+    for server in &spec.mcp {
+        let Ok(url) = moat_core::config::McpUrl::parse(&server.url) else {
+            continue; // refused when the proxy compiles the route
+        };
+        let covered = grants
+            .injections
+            .iter()
+            .filter(|i| i.grant == server.grant)
+            .any(|i| moat_core::host_pattern::host_matches(&i.host_pattern, &url.host, url.port));
+        if !covered {
+            return Err(GrantError::McpNotCovered {
+                server: server.name.clone(),
+                grant: server.grant.clone(),
+                host: url.host_pattern(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Resolves every grant of the run; a missing grant is an error.
@@ -110,4 +143,49 @@ pub fn refresh_live_runs(daemon: &Daemon) -> usize {
         }
     }
     updated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_core::config::McpServer;
+
+    fn grants_for(host_pattern: &str) -> RunGrants {
+        RunGrants {
+            injections: vec![InjectionSpec {
+                host_pattern: host_pattern.into(),
+                header_name: "Authorization".into(),
+                header_value: "Bearer fake-mcp-value".into(),
+                placeholder: None,
+                grant: "mcp-docs".into(),
+                plaintext: false,
+                list_additions: vec![],
+                removals: vec![],
+            }],
+            ..RunGrants::default()
+        }
+    }
+
+    /// Attack: a moat.yaml pairs a grant with a URL on another host; the
+    /// run is refused rather than relaying without (or with the wrong) token.
+    #[test]
+    fn an_mcp_server_needs_its_grant_to_inject_into_its_host() {
+        let spec = RunSpec {
+            mcp: vec![McpServer {
+                name: "docs".into(),
+                url: "https://mcp.example.com:8443/mcp".into(),
+                grant: "mcp-docs".into(),
+                ..McpServer::default()
+            }],
+            ..RunSpec::default()
+        };
+        assert!(check_mcp_coverage(&spec, &grants_for("mcp.example.com:8443")).is_ok());
+        let err = check_mcp_coverage(&spec, &grants_for("mcp.example.com")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mcp server docs: grant mcp-docs injects nothing into mcp.example.com:8443, so the relay would send no credential"
+        );
+        assert!(err.hint().unwrap().contains("moat grant mcp docs --url"));
+        assert!(check_mcp_coverage(&spec, &RunGrants::default()).is_err());
+    }
 }

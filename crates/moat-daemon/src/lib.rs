@@ -15,6 +15,7 @@ pub mod idle;
 pub mod image_build;
 pub mod image_prune;
 mod lines;
+pub mod mcp;
 pub mod network;
 pub mod output;
 pub mod pool;

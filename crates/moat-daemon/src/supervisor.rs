@@ -58,6 +58,8 @@ pub enum RunError {
     NotAHostLabel(String),
     #[error("the runtime did not report the container's address, so its `ports:` cannot be routed")]
     NoAddress,
+    #[error("mcp: servers are relayed by moat's proxy, which this daemon runs without")]
+    McpWithoutProxy,
     #[error("strict run refused: its host cannot be closed off ({0})")]
     IsolationUnavailable(firewall::FirewallError),
     #[error(transparent)]

@@ -656,6 +656,7 @@ async fn start_moat(
             host_ports: vec![upstream.port()],
             redact_values: vec![],
             events: None,
+            mcp_servers: vec![],
         })?;
         tokens.push(token);
     }

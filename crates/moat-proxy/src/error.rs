@@ -47,6 +47,8 @@ pub enum ProxyError {
         grant: String,
         reason: String,
     },
+    #[error("invalid MCP server {name:?}: {reason}")]
+    InvalidMcpRoute { name: String, reason: String },
     #[error("run {0} is already registered with the proxy")]
     DuplicateRun(String),
     #[error("run {0} is not registered with the proxy")]

@@ -28,6 +28,7 @@
 //!     trace_path: "/home/u/.moat/runs/run-1/network.jsonl".into(),
 //!     host_ports: vec![],
 //!     redact_values: vec![], // the run's `secrets:` values, kept out of its trace
+//!     mcp_servers: vec![],   // remote MCP servers relayed at http://moat-proxy:PORT/mcp/<name>
 //!     events: None,          // or a sink for denials and injections (the audit log)
 //! })?;
 //! // ... later
@@ -50,6 +51,7 @@ mod path;
 mod policy;
 mod proxy;
 mod registry;
+mod relay;
 mod resolve;
 mod router;
 mod tls;
@@ -67,6 +69,7 @@ pub use injection::InjectionRule;
 pub use policy::{HostRule, NetworkPolicy, PolicyCheck, PolicyMode, rule_matching_path};
 pub use proxy::ProxyHandle;
 pub use registry::{HOST_SERVICE_NAME, RunRegistration, RunTraceSummary};
+pub use relay::{McpRoute, PROXY_HOST_NAME};
 pub use resolve::{LookupFuture, NameResolver};
 pub use router::{ROUTE_DOMAIN, Router, RunRoutes};
 pub use token::ProxyToken;

@@ -1,7 +1,8 @@
 //! The proxy as a whole: shared state, the public handle, and the accept
 //! loop. Each accepted connection goes: local-address check → HTTP/1.1
-//! server → per request: authenticate the run → CONNECT (→ [`crate::tunnel`])
-//! or an absolute-form URL (→ [`crate::forward`]).
+//! server → per request: a request to the proxy's own name (→ [`crate::relay`]),
+//! else authenticate the run → CONNECT (→ [`crate::tunnel`]) or an
+//! absolute-form URL (→ [`crate::forward`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -196,6 +197,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// One request on a client's proxy connection.
 async fn handle_client_request(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    if crate::relay::is_relay_request(&req) {
+        return Ok(crate::relay::serve(shared, req).await);
+    }
     let Some(run) = authenticate(&shared, &req) else {
         return Ok(proxy_auth_required());
     };
@@ -214,7 +218,7 @@ fn authenticate(shared: &Shared, req: &Request<Incoming>) -> Option<Arc<RunEntry
 }
 
 /// `407` with the challenge git and libcurl need in order to retry with credentials.
-fn proxy_auth_required() -> Response<ProxyBody> {
+pub(crate) fn proxy_auth_required() -> Response<ProxyBody> {
     let mut response = local_response(
         StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         "auth",

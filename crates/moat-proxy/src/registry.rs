@@ -15,6 +15,7 @@ use crate::events::{ProxyEvent, ProxyEventSink};
 use crate::injection::{InjectionRule, InjectionSet};
 use crate::limits::RunLimiter;
 use crate::policy::{CompiledPolicy, NetworkPolicy, PolicyMode};
+use crate::relay::{CompiledRoute, McpRoute};
 use crate::token::ProxyToken;
 use crate::trace::{TraceRecord, TraceSink};
 
@@ -38,6 +39,8 @@ pub struct RunRegistration {
     pub redact_values: Vec<String>,
     /// Where the run's denials and injections are reported, if anywhere.
     pub events: Option<ProxyEventSink>,
+    /// Remote MCP servers the run reaches at `http://moat-proxy:PORT/mcp/<name>`.
+    pub mcp_servers: Vec<McpRoute>,
 }
 
 impl std::fmt::Debug for RunRegistration {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for RunRegistration {
                 &format_args!("<{} redacted>", self.redact_values.len()),
             )
             .field("events", &self.events.is_some())
+            .field("mcp_servers", &self.mcp_servers)
             .finish()
     }
 }
@@ -84,6 +88,8 @@ pub(crate) struct RunEntry {
     active: AtomicBool,
     /// Bumped when the run is unregistered or its injections change.
     changes: watch::Sender<u64>,
+    /// The run's MCP servers (the relay's routes).
+    mcp_routes: Vec<CompiledRoute>,
 }
 
 impl RunEntry {
@@ -113,6 +119,16 @@ impl RunEntry {
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.to_canonical().is_loopback());
         (host_service && self.host_ports.contains(&port)).then_some("host service port listed in network.host")
+    }
+
+    /// The run's MCP servers.
+    pub(crate) fn mcp_routes(&self) -> &[CompiledRoute] {
+        &self.mcp_routes
+    }
+
+    /// Whether `presented` is this run's token (constant time).
+    pub(crate) fn token_matches(&self, presented: &[u8]) -> bool {
+        self.token.matches(presented)
     }
 
     /// False once the run was unregistered; open tunnels stop serving it.
@@ -171,6 +187,7 @@ impl Registry {
     pub(crate) fn register(&self, registration: RunRegistration) -> Result<(), ProxyError> {
         let policy = CompiledPolicy::compile(&registration.policy)?;
         let injections = InjectionSet::compile(&registration.injections)?;
+        let mcp_routes = crate::relay::compile(&registration.mcp_servers)?;
         if self.find_by_id(&registration.run_id).is_some() {
             return Err(ProxyError::DuplicateRun(registration.run_id));
         }
@@ -193,6 +210,7 @@ impl Registry {
             events: registration.events,
             active: AtomicBool::new(true),
             changes: watch::channel(0).0,
+            mcp_routes,
         });
         let mut runs = self.runs.write().unwrap_or_else(|p| p.into_inner());
         if runs.iter().any(|r| r.run_id == entry.run_id) {

@@ -638,6 +638,24 @@ pub enum GrantAction {
         #[arg(long)]
         json: bool,
     },
+    /// Store the token of one remote MCP server (as grant mcp-NAME, injected on
+    /// requests to the URL's host); name it in moat.yaml's mcp: entries.
+    #[command(after_help = "Example:\n  echo \"$TOKEN\" | moat grant mcp docs --url https://mcp.example.com/mcp")]
+    Mcp {
+        /// The server's name (lowercase letters, digits, '-' and '_').
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The server's https:// URL; the token goes to its host (and port) only.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// The header that carries the token [default: Authorization].
+        #[arg(long, value_name = "NAME")]
+        header: Option<String>,
+        /// Text before the token in the header's value [default: "Bearer " for
+        /// Authorization, nothing otherwise].
+        #[arg(long, value_name = "TEXT")]
+        prefix: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -231,6 +231,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         post_build: run.hooks.post_build.clone(),
         home_files: run.home_files.clone(),
         snapshot: snapshot_spec(&run.snapshots)?,
+        mcp: run.mcp.clone(),
     })
 }
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use moat_core::config::{
-    self, ContainerConfig, GlobalConfig, HooksConfig, Mount, NetworkConfig, PolicyMode, ProjectConfig, RuntimeKind,
-    SecretRef, ServiceConfig, SnapshotConfig,
+    self, ContainerConfig, GlobalConfig, HooksConfig, McpServer, Mount, NetworkConfig, PolicyMode, ProjectConfig,
+    RuntimeKind, SecretRef, ServiceConfig, SnapshotConfig,
 };
 use moat_core::deps::DependencyError;
 use moat_core::deps::services::{Catalog, ServiceSpec};
@@ -88,6 +88,9 @@ pub struct ResolvedRun {
     pub service_settings: BTreeMap<String, ServiceConfig>,
     pub hooks: HooksConfig,
     pub snapshots: SnapshotConfig,
+    /// Remote MCP servers relayed by the proxy (their grants are in `grants`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<McpServer>,
 }
 
 /// A mount with its host path made absolute.
@@ -187,7 +190,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         rebuild: args.rebuild,
         require_isolation: args.require_isolation,
         profile: src.profile.map(str::to_string),
-        grants: merge_unique(&project.grants, &args.grants),
+        grants: merge_unique(&merge_unique(&project.grants, &args.grants), &mcp_grants(&project.mcp)),
         env,
         secrets,
         mounts: resolve_mounts(src)?,
@@ -203,7 +206,13 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         service_settings: project.services.clone(),
         hooks: project.hooks.clone(),
         snapshots: project.snapshots.clone(),
+        mcp: project.mcp.clone(),
     })
+}
+
+/// The grants `mcp:` servers name: the run needs them injected.
+fn mcp_grants(servers: &[McpServer]) -> Vec<String> {
+    servers.iter().map(|server| server.grant.clone()).collect()
 }
 
 impl ResolvedRun {

@@ -18,6 +18,7 @@ mod docker {
     pub mod isolation;
     pub mod keys;
     pub mod lifecycle;
+    pub mod mcp;
     pub mod netpool;
     pub mod policy;
     pub mod ports;

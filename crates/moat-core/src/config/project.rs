@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserializer;
 use serde::{Deserialize, Serialize};
 
+use super::mcp::{McpServer, check_servers as check_mcp_servers};
 use super::network::NetworkConfig;
 use super::shapes::{CommandSpec, Mount, RuntimeKind, SecretRef};
 use super::values::{self, is_env_name};
@@ -28,7 +29,6 @@ const GO_ONLY_KEYS: &[&str] = &[
     "codex",
     "gemini",
     "volumes",
-    "mcp",
     "sandbox",
     "tracing",
     "language_servers",
@@ -100,6 +100,9 @@ pub struct ProjectConfig {
     /// Settings for service dependencies, keyed by service name.
     #[serde(deserialize_with = "values::or_empty")]
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Remote MCP servers relayed by the proxy with a grant's credential.
+    #[serde(deserialize_with = "values::or_empty")]
+    pub mcp: Vec<McpServer>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -342,6 +345,7 @@ impl ProjectConfig {
         self.check_mount_targets(&mut problems);
         self.check_ulimits(&mut problems);
         self.check_services(&mut problems);
+        check_mcp_servers(&self.mcp, &mut problems);
         if self.base_image.as_deref().is_some_and(|i| i.trim().is_empty()) {
             problems.push(Problem::new("base_image", "must not be empty"));
         }

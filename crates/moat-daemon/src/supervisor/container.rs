@@ -58,7 +58,8 @@ pub(super) fn container_spec(
     env.retain(|(k, _)| !services.env.iter().any(|(name, _)| name == k));
     env.extend(services.env);
     if !spec.home_files.is_empty() {
-        env.push((INIT_HOME_FILES_VARIABLE.to_string(), home_files(spec)));
+        let relay = proxy.as_ref().map(|p| &p.relay);
+        env.push((INIT_HOME_FILES_VARIABLE.to_string(), home_files(spec, relay)));
     }
     let mut extra_hosts = services.hosts;
     if let Some(proxy) = proxy {
@@ -102,9 +103,15 @@ const INIT_USER_VARIABLE: &str = "MOAT_USER";
 /// user's home: one line per file, `<octal mode> <path> <base64 contents>`.
 const INIT_HOME_FILES_VARIABLE: &str = "MOAT_HOME_FILES";
 
-fn home_files(spec: &RunSpec) -> String {
+/// The home files, with the run's MCP servers added to a staged agent
+/// config when the run reaches the proxy.
+fn home_files(spec: &RunSpec, relay: Option<&crate::mcp::RelayAccess>) -> String {
     use base64::Engine as _;
-    spec.home_files
+    let files = match relay {
+        Some(relay) => crate::mcp::stage_claude_servers(&spec.home_files, &spec.mcp, relay),
+        None => spec.home_files.clone(),
+    };
+    files
         .iter()
         .map(|file| {
             format!(

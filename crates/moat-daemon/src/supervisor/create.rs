@@ -331,6 +331,7 @@ async fn provision(
     let id = handle.id();
     let mut notices = Vec::new();
     let grants = grants::resolve(daemon.home(), spec)?;
+    grants::check_mcp_coverage(spec, &grants)?;
     timings.lap("grants");
     let (network, holder) = match take_pooled(daemon, runtime, handle, deadline).await? {
         Some(pooled) => {
@@ -361,6 +362,7 @@ async fn provision(
             timings.lap("proxy registration");
             Some(proxy)
         }
+        None if !spec.mcp.is_empty() => return Err(RunError::McpWithoutProxy),
         None => None,
     };
     let services = start_services(daemon, runtime, handle, &network.name, service_images, deadline).await?;

@@ -23,6 +23,8 @@ pub(super) struct ProxyAttachment {
     pub(super) ca_mount: BindMount,
     /// A strict run whose host stays reachable: what to tell the user.
     pub(super) isolation_notice: Option<String>,
+    /// Where the run's MCP servers are relayed, for staged agent configs.
+    pub(super) relay: crate::mcp::RelayAccess,
 }
 
 /// Registers the run with the proxy (complete before its container starts)
@@ -63,11 +65,16 @@ pub(super) async fn attach_proxy(
     }
     let mut env = egress.container_env(&token);
     env.extend(grants.env);
+    env.extend(crate::mcp::container_env(&handle.spec.mcp, egress.port()));
     Ok(ProxyAttachment {
         env,
         gateway,
         ca_mount: egress.ca_mount(),
         isolation_notice,
+        relay: crate::mcp::RelayAccess {
+            proxy_port: egress.port(),
+            token,
+        },
     })
 }
 

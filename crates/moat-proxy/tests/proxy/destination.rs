@@ -140,6 +140,7 @@ fn register_plain(proxy: &TestProxy, run_id: &str, policy: NetworkPolicy) -> (Pr
             host_ports: vec![],
             redact_values: vec![],
             events: None,
+            mcp_servers: vec![],
         })
         .unwrap();
     (token, trace_path)

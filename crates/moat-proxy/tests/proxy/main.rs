@@ -7,6 +7,7 @@ mod destination;
 mod fairness;
 mod injection;
 mod limits;
+mod mcp;
 mod plain;
 mod policy;
 mod streaming;

@@ -95,6 +95,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             host_ports: vec![],
             redact_values: vec![],
             events: None,
+            mcp_servers: vec![],
         })
         .unwrap();
     let client = proxy.client(&token);
@@ -129,6 +130,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             host_ports: vec![],
             redact_values: vec![],
             events: None,
+            mcp_servers: vec![],
         })
         .unwrap();
     let mut tunnel = proxy
@@ -266,6 +268,7 @@ async fn shadow_mode_allows_and_records_what_strict_would_refuse() {
             host_ports: vec![up.addr.port()],
             redact_values: vec![],
             events: Some(Arc::new(move |event| sink.lock().unwrap().push(event))),
+            mcp_servers: vec![],
         })
         .unwrap();
     let client = proxy.client(&token);

@@ -19,7 +19,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunLimits,
+    CertificateAuthority, InjectionRule, McpRoute, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunLimits,
     RunRegistration,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -324,6 +324,17 @@ impl TestProxy {
 
     /// Registers a run allowed to reach the upstream's loopback port.
     pub fn register(&self, run_id: &str, policy: NetworkPolicy, injections: Vec<InjectionRule>) -> TestRun {
+        self.register_with_mcp(run_id, policy, injections, vec![])
+    }
+
+    /// [`TestProxy::register`] with MCP servers for the relay.
+    pub fn register_with_mcp(
+        &self,
+        run_id: &str,
+        policy: NetworkPolicy,
+        injections: Vec<InjectionRule>,
+        mcp_servers: Vec<McpRoute>,
+    ) -> TestRun {
         let token = ProxyToken::generate();
         let trace_path = self.dir.join(format!("{run_id}-network.jsonl"));
         self.handle
@@ -336,6 +347,7 @@ impl TestProxy {
                 host_ports: vec![self.upstream.addr.port(), self.upstream.plain_addr.port()],
                 redact_values: vec![],
                 events: None,
+                mcp_servers,
             })
             .unwrap();
         TestRun { token, trace_path }

@@ -3,7 +3,8 @@
 //! API when the network allows; `moat grant list|show` print stored
 //! credentials with the token redacted to its last four characters.
 //! `moat grant NAME --host HOST` first defines NAME as a provider for that
-//! one host (moat-creds' `host_provider`).
+//! one host (moat-creds' `host_provider`); `moat grant mcp NAME --url URL`
+//! does so as `mcp-NAME` for the host of one MCP server.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -21,6 +22,8 @@ use crate::live;
 use crate::printer::Printer;
 use crate::report::CliError;
 
+/// The grant of MCP server NAME is `mcp-NAME`.
+const MCP_GRANT_PREFIX: &str = "mcp-";
 /// Bound on validating a grant against the provider's API.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,8 +36,54 @@ pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
     match (&args.action, &args.provider) {
         (Some(GrantAction::List { json }), _) => list(ctx, &store, *json),
         (Some(GrantAction::Show { provider, json }), _) => show(ctx, &store, provider, *json),
+        (
+            Some(GrantAction::Mcp {
+                name,
+                url,
+                header,
+                prefix,
+            }),
+            _,
+        ) => {
+            let provider = McpGrant {
+                name,
+                url,
+                header,
+                prefix,
+            }
+            .define(ctx, &home)?;
+            store_grant(ctx, &home, &store, &provider)
+        }
         (None, Some(provider)) => store_grant(ctx, &home, &store, provider),
         (None, None) => Err(CliError::new("name a provider: `moat grant github`").into()),
+    }
+}
+
+/// `moat grant mcp NAME --url URL`: the flags of one MCP server's grant.
+struct McpGrant<'a> {
+    name: &'a str,
+    url: &'a str,
+    header: &'a Option<String>,
+    prefix: &'a Option<String>,
+}
+
+impl McpGrant<'_> {
+    /// Defines provider `mcp-NAME` for the URL's host (and port); returns its name.
+    fn define(&self, ctx: &Context, home: &moat_core::MoatHome) -> Result<String> {
+        let refuse = |message: String| CliError::new(format!("moat grant mcp {}: {message}", self.name));
+        config::check_mcp_name(self.name).map_err(refuse)?;
+        let url = config::McpUrl::parse(self.url).map_err(|e| refuse(format!("--url {e}")))?;
+        let provider_name = format!("{MCP_GRANT_PREFIX}{}", self.name);
+        let host = url.host_pattern();
+        let provider = HostProvider::from_flags(&provider_name, &host, self.header.as_deref(), self.prefix.as_deref());
+        let path = provider.save(home).map_err(|e| refuse(e.to_string()))?;
+        ctx.printer.detail(format!(
+            "provider {provider_name}: {}: {}<token> on requests to {host} ({})",
+            provider.header,
+            provider.prefix,
+            path.display()
+        ));
+        Ok(provider_name)
     }
 }
 

@@ -116,3 +116,41 @@ fn grant_host_defines_a_provider_for_one_host() {
     assert!(!home.home_path("providers/other.yaml").exists());
     home.moat(&["grant", "other", "--header", "X-Key"]).failure(2);
 }
+
+/// `grant mcp NAME --url URL` stores the token as grant `mcp-NAME` for the
+/// URL's host and port only; a plain-http URL or a bad name is refused
+/// before anything is written.
+#[test]
+fn grant_mcp_stores_a_token_for_one_servers_host() {
+    use std::io::Write;
+    let home = TestHome::new();
+    let mut child = home
+        .command(&["grant", "mcp", "docs", "--url", "https://mcp.docs.test:8443/v1/mcp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"fake-mcp-token-for-tests-31\n")
+        .unwrap();
+    let granted = child.wait_with_output().unwrap();
+    assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
+    let file = std::fs::read_to_string(home.home_path("providers/mcp-docs.yaml")).unwrap();
+    assert!(
+        file.contains("hosts: [\"mcp.docs.test:8443\"]\nheader: \"Authorization\"\nprefix: \"Bearer \"\n"),
+        "{file}"
+    );
+    assert!(home.home_path("credentials/mcp-docs.enc").exists());
+
+    let out = home.moat(&["grant", "mcp", "plain", "--url", "http://mcp.docs.test/"]);
+    out.failure(1);
+    assert!(out.stderr.contains("must start with https://"), "{}", out.stderr);
+    let out = home.moat(&["grant", "mcp", "Bad/Name", "--url", "https://mcp.docs.test/"]);
+    out.failure(1);
+    assert!(!home.home_path("providers/mcp-plain.yaml").exists());
+    home.moat(&["grant", "mcp", "docs"]).failure(2);
+}

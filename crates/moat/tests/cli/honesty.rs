@@ -46,6 +46,7 @@ snapshots:
   retention: {max_count: 3, delete_initial: true}
 services:
   postgres: {env: {X: '1'}, image: 'postgres:17', memory: 256, wait: false, models: [m], version: '15', persist: true, ready_timeout: 10s}
+mcp: [{name: docs, url: 'https://mcp.example.com/mcp', grant: mcp-docs, headers: {X-Org: acme}}]
 ";
 
 /// Keys whose values are user-named maps: one key each.
@@ -192,6 +193,11 @@ const SHOWN: &[(&str, &str, &str)] = &[
         "suggested_rules_allow_exactly_what_the_run_did_and_shadow_records_what_strict_would_refuse",
     ),
     (
+        "mcp",
+        "mcp.rs",
+        "an_mcp_server_is_reached_through_the_relay_with_its_token_never_in_the_container",
+    ),
+    (
         "network.host",
         "policy.rs",
         "suggested_rules_allow_exactly_what_the_run_did_and_shadow_records_what_strict_would_refuse",
@@ -225,6 +231,7 @@ fn docker_test_source(file: &str) -> &'static str {
         "services.rs" => include_str!("../docker/services.rs"),
         "agents.rs" => include_str!("../docker/agents.rs"),
         "snapshots.rs" => include_str!("../docker/snapshots.rs"),
+        "mcp.rs" => include_str!("../docker/mcp.rs"),
         other => panic!("no Docker test file {other}"),
     }
 }
