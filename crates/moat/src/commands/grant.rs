@@ -145,8 +145,11 @@ fn store_grant(ctx: &Context, home: &moat_core::MoatHome, store: &CredentialStor
         ValidationOutcome::NotSupported => {}
     }
     store.save(name, &credential)?;
-    ctx.printer
-        .status(format!("granted {name}; use it with `moat run --grant {name}`"));
+    let usage = match name.strip_prefix("mcp-") {
+        Some(server) => format!("name it as `grant: {name}` of the `mcp:` entry `{server}` in moat.yaml"),
+        None => format!("use it with `moat run --grant {name}`"),
+    };
+    ctx.printer.status(format!("granted {name}; {usage}"));
     notify_daemon(ctx, home);
     Ok(ExitStatus::Success)
 }
