@@ -24,7 +24,7 @@ pub use global::{GlobalConfig, LoadedGlobal, SubnetPool, load_global};
 pub use keys::EscapeKey;
 pub use network::{HostRule, NetworkConfig, NetworkPolicy, PolicyMode, RequestRule, RuleAction, check_host_pattern};
 pub use project::{
-    AGENT_FILE, ContainerConfig, HooksConfig, LoadedProject, PROJECT_FILE, ProjectConfig, ServiceConfig,
+    AGENT_FILE, ContainerConfig, HooksConfig, KubernetesConfig, LoadedProject, PROJECT_FILE, ProjectConfig, ServiceConfig,
     SnapshotConfig, SnapshotExclude, SnapshotRetention, SnapshotTriggers, Ulimit, check_run_name, load_project,
     load_project_file,
 };
