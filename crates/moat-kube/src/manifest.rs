@@ -235,8 +235,8 @@ pub fn files_secret(
 /// The pod of a container: never restarted, no service-account token, no
 /// service links, on its network's policy by label.
 pub fn pod(spec: &ContainerSpec, context: &PodContext, files: &[FileMount]) -> Result<Pod, ManifestError> {
-    let mut labels = spec.labels.clone();
-    if let Some(network) = &spec.network {
+    let mut meta = metadata(&spec.name, &context.namespace, &spec.labels, context.owner.as_ref());
+    if let (Some(network), Some(labels)) = (&spec.network, meta.labels.as_mut()) {
         labels.insert(NETWORK_LABEL.to_string(), names::object_name(network));
     }
     let (volumes, mounts) = volumes(spec, context, files);
@@ -285,7 +285,7 @@ pub fn pod(spec: &ContainerSpec, context: &PodContext, files: &[FileMount]) -> R
         ..Default::default()
     };
     Ok(Pod {
-        metadata: metadata(&spec.name, &context.namespace, &labels, context.owner.as_ref()),
+        metadata: meta,
         spec: Some(pod_spec),
         status: None,
     })
