@@ -247,7 +247,9 @@ impl Runtimes for SystemRuntimes {
         }
         // The clusters this daemon's runs used (the reaper sweeps them too).
         let kubernetes = self.kubernetes.lock().await;
-        runtimes.extend(kubernetes.values().map(|k| -> Arc<dyn Runtime> { k.clone() }));
+        for runtime in kubernetes.values() {
+            runtimes.push(runtime.clone());
+        }
         runtimes
     }
 }

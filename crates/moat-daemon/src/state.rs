@@ -30,10 +30,7 @@ pub trait Runtimes: Send + Sync + 'static {
     async fn available(&self) -> Vec<Arc<dyn Runtime>>;
     /// The Kubernetes runtime for a context and namespace, connecting on
     /// first use.
-    async fn kubernetes(
-        &self,
-        target: &moat_core::config::KubernetesConfig,
-    ) -> Result<Arc<dyn Runtime>, RuntimeError> {
+    async fn kubernetes(&self, target: &moat_core::config::KubernetesConfig) -> Result<Arc<dyn Runtime>, RuntimeError> {
         let _ = target;
         Err(RuntimeError::Unavailable {
             runtime: moat_core::RuntimeKind::Kubernetes,

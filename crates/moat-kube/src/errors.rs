@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn each_status_says_what_to_do() {
         let forbidden = from_status("create pod run-1", "pod run-1", "agents", 403, "pods is forbidden").to_string();
-        assert!(forbidden.contains("forbidden") && forbidden.contains("RBAC"), "{forbidden}");
+        assert!(
+            forbidden.contains("forbidden") && forbidden.contains("RBAC"),
+            "{forbidden}"
+        );
         assert!(forbidden.contains("namespace agents"), "{forbidden}");
         let conflict = from_status("create pod run-1", "pod run-1", "agents", 409, "exists").to_string();
         assert!(conflict.contains("already exists"), "{conflict}");

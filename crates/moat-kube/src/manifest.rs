@@ -99,7 +99,12 @@ pub fn file_mounts(spec: &ContainerSpec, claim: Option<&str>) -> Result<Vec<File
 }
 
 /// Metadata for an object moat names `name` with `labels`.
-fn metadata(name: &str, namespace: &str, labels: &BTreeMap<String, String>, owner: Option<&OwnerReference>) -> ObjectMeta {
+fn metadata(
+    name: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    owner: Option<&OwnerReference>,
+) -> ObjectMeta {
     let (valid, annotations) = names::split_labels(name, labels);
     ObjectMeta {
         name: Some(names::object_name(name)),
@@ -347,7 +352,10 @@ fn resources(spec: &ContainerSpec) -> Option<ResourceRequirements> {
         limits.insert("memory".to_string(), Quantity(bytes.to_string()));
     }
     if let Some(cpus) = spec.cpus {
-        limits.insert("cpu".to_string(), Quantity(format!("{}m", (cpus * 1000.0).round() as i64)));
+        limits.insert(
+            "cpu".to_string(),
+            Quantity(format!("{}m", (cpus * 1000.0).round() as i64)),
+        );
     }
     (!limits.is_empty()).then(|| ResourceRequirements {
         limits: Some(limits),
@@ -359,7 +367,10 @@ fn resources(spec: &ContainerSpec) -> Option<ResourceRequirements> {
 fn security_context(user: Option<&str>) -> Result<Option<PodSecurityContext>, ManifestError> {
     let Some(user) = user else { return Ok(None) };
     let (uid, gid) = user.split_once(':').map_or((user, None), |(u, g)| (u, Some(g)));
-    let number = |text: &str| text.parse::<i64>().map_err(|_| ManifestError::UserNotNumeric(user.to_string()));
+    let number = |text: &str| {
+        text.parse::<i64>()
+            .map_err(|_| ManifestError::UserNotNumeric(user.to_string()))
+    };
     Ok(Some(PodSecurityContext {
         run_as_user: Some(number(uid)?),
         run_as_group: gid.map(number).transpose()?,

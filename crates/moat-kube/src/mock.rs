@@ -230,9 +230,10 @@ fn percent_decode(text: &str) -> String {
 fn full(status: u16, body: &Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    response
-        .headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -288,12 +289,18 @@ impl Server {
         if let Some(fault) = fault {
             tokio::time::sleep(fault.delay).await;
             if fault.status != 200 {
-                return failure(fault.status, &format!("injected {} for {}", fault.status, fault.path_contains));
+                return failure(
+                    fault.status,
+                    &format!("injected {} for {}", fault.status, fault.path_contains),
+                );
             }
         }
         if request.uri().path() == "/version" {
-            return full(200, &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-mock",
-                "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "", "platform": "mock"}));
+            return full(
+                200,
+                &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-mock",
+                "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "", "platform": "mock"}),
+            );
         }
         let Some(target) = parse_target(request.uri().path()) else {
             return failure(404, "no such path in the mock");
@@ -305,7 +312,8 @@ impl Server {
             (Method::GET, Some(name), None) => self.get(&target.kind, name),
             (Method::DELETE, Some(name), None) => self.delete(&target.kind, name),
             (Method::GET, Some(name), Some("log")) => {
-                self.log(name, query(&request, "follow").as_deref() == Some("true")).await
+                self.log(name, query(&request, "follow").as_deref() == Some("true"))
+                    .await
             }
             _ => failure(404, "not implemented by the mock"),
         }
@@ -349,7 +357,11 @@ impl Server {
             if !server.set_pod_state(&name, "Pending", &started) || script.cannot_start.is_some() {
                 return;
             }
-            server.state().objects.entry(("logs".into(), name.clone())).or_insert(json!(script.output));
+            server
+                .state()
+                .objects
+                .entry(("logs".into(), name.clone()))
+                .or_insert(json!(script.output));
             tokio::time::sleep(script.runs_for).await;
             let phase = if script.exit_code == 0 { "Succeeded" } else { "Failed" };
             let ended = json!({"terminated": {"exitCode": script.exit_code, "reason": "Completed"}});
@@ -386,8 +398,11 @@ impl Server {
             .filter(|((k, _), object)| k == kind && selected(object, selector))
             .map(|(_, object)| object)
             .collect();
-        full(200, &json!({"apiVersion": "v1", "kind": "List",
-            "metadata": {"resourceVersion": state.version.to_string()}, "items": items}))
+        full(
+            200,
+            &json!({"apiVersion": "v1", "kind": "List",
+            "metadata": {"resourceVersion": state.version.to_string()}, "items": items}),
+        )
     }
 
     /// Deletes the object and, for an owner, what it owns (the cluster's
@@ -430,10 +445,14 @@ impl Server {
             loop {
                 let pod = server.state().objects.get(&("pods".to_string(), name.clone())).cloned();
                 let (kind, done) = match &pod {
-                    Some(pod) => ("MODIFIED", pod["status"]["containerStatuses"][0]["state"]["terminated"].is_object()),
+                    Some(pod) => (
+                        "MODIFIED",
+                        pod["status"]["containerStatuses"][0]["state"]["terminated"].is_object(),
+                    ),
                     None => ("DELETED", true),
                 };
-                let object = pod.unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}));
+                let object =
+                    pod.unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}));
                 let event = json!({"type": kind, "object": object});
                 if sender.send(Bytes::from(format!("{event}\n"))).await.is_err() || done {
                     return;
@@ -457,13 +476,20 @@ impl Server {
                     return failure(404, &format!("pods \"{name}\" not found"));
                 };
                 let ended = pod["status"]["containerStatuses"][0]["state"]["terminated"].is_object();
-                (state.objects.get(&("logs".to_string(), name.to_string())).cloned(), ended)
+                (
+                    state.objects.get(&("logs".to_string(), name.to_string())).cloned(),
+                    ended,
+                )
             };
             let Some(output) = output else {
-                return failure(400, &format!("container \"main\" in pod \"{name}\" is waiting to start"));
+                return failure(
+                    400,
+                    &format!("container \"main\" in pod \"{name}\" is waiting to start"),
+                );
             };
             if ended || !follow {
-                let mut response = Response::new(Full::new(Bytes::from(output.as_str().unwrap_or_default().to_string())).boxed());
+                let mut response =
+                    Response::new(Full::new(Bytes::from(output.as_str().unwrap_or_default().to_string())).boxed());
                 response
                     .headers_mut()
                     .insert("content-type", hyper::header::HeaderValue::from_static("text/plain"));
@@ -483,8 +509,9 @@ fn streamed(mut receiver: mpsc::Receiver<Bytes>) -> Response<Body> {
             .map(|chunk| chunk.map(|bytes| Ok::<_, Infallible>(Frame::data(bytes))))
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    response
-        .headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     response
 }

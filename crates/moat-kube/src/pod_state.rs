@@ -88,8 +88,9 @@ pub(crate) fn container_info(pod: &Pod) -> ContainerInfo {
             .as_ref()
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse().ok()),
-        created_at: meta.creation_timestamp.as_ref().and_then(|t| {
-            chrono::DateTime::from_timestamp(t.0.as_second(), 0)
-        }),
+        created_at: meta
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0)),
     }
 }

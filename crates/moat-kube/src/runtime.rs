@@ -82,7 +82,11 @@ impl KubeRuntime {
             Some(path) => Kubeconfig::read_from(path),
             None => Kubeconfig::read(),
         }
-        .map_err(|e| unavailable(format!("cannot read the kubeconfig ({e}); set KUBECONFIG or create ~/.kube/config")))?;
+        .map_err(|e| {
+            unavailable(format!(
+                "cannot read the kubeconfig ({e}); set KUBECONFIG or create ~/.kube/config"
+            ))
+        })?;
         let context = options
             .context
             .clone()
@@ -103,7 +107,10 @@ impl KubeRuntime {
         config.read_timeout = None;
         config.write_timeout = Some(options.timeouts.call);
         config.connect_timeout = Some(options.timeouts.call);
-        let namespace = options.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+        let namespace = options
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| unavailable(format!("cannot build a client: {e}")))?;
         Ok(KubeRuntime {
@@ -149,7 +156,12 @@ impl KubeRuntime {
         let Some(run_id) = labels.get(labels::RUN_ID) else {
             return Ok(None);
         };
-        let known = self.anchors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(run_id).cloned();
+        let known = self
+            .anchors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(run_id)
+            .cloned();
         if known.is_some() {
             return Ok(known);
         }
@@ -204,7 +216,9 @@ impl KubeRuntime {
                 op: format!("copy {} into the run's Secret", file.source),
                 message,
             };
-            let meta = tokio::fs::metadata(&file.source).await.map_err(|e| refuse(e.to_string()))?;
+            let meta = tokio::fs::metadata(&file.source)
+                .await
+                .map_err(|e| refuse(e.to_string()))?;
             if meta.len() > manifest::MAX_FILE_BYTES {
                 return Err(refuse(format!(
                     "{} bytes is over the {} bytes a mounted file may have on kubernetes",
@@ -378,9 +392,7 @@ impl KubeRuntime {
             .is_some_and(|rules| rules.iter().all(|rule| rule.to.is_some()));
         let containers = pods
             .iter()
-            .filter(|pod| {
-                pod.metadata.labels.as_ref().and_then(|l| l.get(NETWORK_LABEL)) == Some(&object)
-            })
+            .filter(|pod| pod.metadata.labels.as_ref().and_then(|l| l.get(NETWORK_LABEL)) == Some(&object))
             .filter_map(|pod| pod.metadata.name.clone())
             .collect();
         NetworkInfo {
@@ -458,7 +470,10 @@ impl Runtime for KubeRuntime {
     }
 
     fn endpoint(&self) -> String {
-        format!("{} (context {}, namespace {})", self.server, self.context, self.namespace)
+        format!(
+            "{} (context {}, namespace {})",
+            self.server, self.context, self.namespace
+        )
     }
 
     fn host_address(&self) -> Option<String> {
@@ -466,13 +481,18 @@ impl Runtime for KubeRuntime {
     }
 
     async fn ping(&self) -> RuntimeResult<()> {
-        bounded(KUBERNETES, "ask the API server its version", self.timeouts.call, async {
-            self.client
-                .apiserver_version()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.error("ask the API server its version", "the API server", e))
-        })
+        bounded(
+            KUBERNETES,
+            "ask the API server its version",
+            self.timeouts.call,
+            async {
+                self.client
+                    .apiserver_version()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.error("ask the API server its version", "the API server", e))
+            },
+        )
         .await
     }
 
@@ -503,7 +523,9 @@ impl Runtime for KubeRuntime {
         let op = format!("create pod {name}");
         let Some(pod) = self.pending().remove(&name) else {
             // Started already, or never created.
-            return bounded(KUBERNETES, &op, self.timeouts.call, self.get_pod(&name)).await.map(|_| ());
+            return bounded(KUBERNETES, &op, self.timeouts.call, self.get_pod(&name))
+                .await
+                .map(|_| ());
         };
         let api: Api<Pod> = self.api();
         bounded(KUBERNETES, &op, self.timeouts.call, async {

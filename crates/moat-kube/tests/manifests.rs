@@ -12,7 +12,11 @@ const RUN: &str = "run_0123456789ab";
 const HOME: &str = "aaaaaaaaaaaa";
 
 fn anchor() -> k8s_openapi::api::core::v1::ConfigMap {
-    let mut anchor = manifest::anchor("agents", &labels::for_run(HOME, RUN, "run"), "2026-01-01T00:00:00+00:00");
+    let mut anchor = manifest::anchor(
+        "agents",
+        &labels::for_run(HOME, RUN, "run"),
+        "2026-01-01T00:00:00+00:00",
+    );
     anchor.metadata.uid = Some("uid-anchor".into());
     anchor
 }
@@ -83,8 +87,14 @@ fn the_objects_of_a_run() {
     let contents = BTreeMap::from([("file-0".to_string(), std::fs::read(ca.path()).unwrap())]);
     insta::assert_json_snapshot!("configmap", anchor());
     insta::assert_json_snapshot!("pod", manifest::pod(&spec, &context(), &files).unwrap());
-    insta::assert_json_snapshot!("networkpolicy", manifest::network_policy(&network(), "agents", owner.as_ref()));
-    insta::assert_json_snapshot!("secret", manifest::files_secret(&spec, "agents", owner.as_ref(), contents));
+    insta::assert_json_snapshot!(
+        "networkpolicy",
+        manifest::network_policy(&network(), "agents", owner.as_ref())
+    );
+    insta::assert_json_snapshot!(
+        "secret",
+        manifest::files_secret(&spec, "agents", owner.as_ref(), contents)
+    );
 }
 
 #[test]
@@ -124,7 +134,11 @@ fn every_object_of_a_run_carries_the_labels_and_the_owner() {
         assert_eq!(labels[labels::RUN_ID], RUN, "{kind}");
         let owners = meta.owner_references.clone().unwrap_or_default();
         assert_eq!(owners.len(), 1, "{kind} has one owner");
-        assert_eq!((owners[0].kind.as_str(), owners[0].uid.as_str()), ("ConfigMap", "uid-anchor"), "{kind}");
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].uid.as_str()),
+            ("ConfigMap", "uid-anchor"),
+            "{kind}"
+        );
         assert_eq!(owners[0].name, "run-0123456789ab-meta", "{kind}");
     }
     let anchor_labels = anchor().metadata.labels.unwrap();
@@ -157,5 +171,8 @@ fn what_a_pod_cannot_have_is_refused_with_the_fix() {
     assert_eq!(err, ManifestError::UserNotNumeric("agent".into()));
     let mut volume = spec;
     volume.volumes = vec![("cache".into(), "/cache".into())];
-    assert!(matches!(manifest::file_mounts(&volume, Some("claim")), Err(ManifestError::NamedVolume(_))));
+    assert!(matches!(
+        manifest::file_mounts(&volume, Some("claim")),
+        Err(ManifestError::NamedVolume(_))
+    ));
 }

@@ -95,8 +95,14 @@ async fn a_run_streams_its_output_exits_with_its_code_and_is_cleaned_up() {
     assert!(net.internal);
     let id = h.runtime.create_container(&container()).await.unwrap();
     assert_eq!(id, "run-0123456789ab");
-    assert!(h.mock.names("pods").is_empty(), "a created container is not running yet");
-    assert_eq!(h.runtime.inspect_container(&id).await.unwrap().status, ContainerStatus::Created);
+    assert!(
+        h.mock.names("pods").is_empty(),
+        "a created container is not running yet"
+    );
+    assert_eq!(
+        h.runtime.inspect_container(&id).await.unwrap().status,
+        ContainerStatus::Created
+    );
     assert_eq!(h.mock.names("configmaps"), ["run-0123456789ab-meta"]);
     h.runtime.start_container(&id).await.unwrap();
     assert_eq!(output(&h.runtime, &id).await, "hello from the pod\n");
@@ -105,12 +111,18 @@ async fn a_run_streams_its_output_exits_with_its_code_and_is_cleaned_up() {
     assert_eq!((info.status, info.exit_code), (ContainerStatus::Exited, Some(3)));
     assert_eq!(info.name, RUN, "moat's name comes back");
     assert_eq!(info.networks, ["moat-run-0123456789ab"]);
-    assert_eq!(h.runtime.inspect_network(&net.name).await.unwrap().containers, [id.clone()]);
+    assert_eq!(
+        h.runtime.inspect_network(&net.name).await.unwrap().containers,
+        [id.as_str()]
+    );
 
     h.runtime.remove_container(&id).await.unwrap();
     assert!(h.mock.names("pods").is_empty());
     assert!(h.mock.names("configmaps").is_empty(), "the run's anchor is deleted");
-    assert!(h.mock.names("networkpolicies").is_empty(), "the policy went with its owner");
+    assert!(
+        h.mock.names("networkpolicies").is_empty(),
+        "the policy went with its owner"
+    );
     h.runtime.remove_network(&net.name).await.unwrap();
     h.runtime.remove_container(&id).await.unwrap();
 }
@@ -182,7 +194,10 @@ async fn forbidden_calls_say_which_permission_is_missing() {
     let id = h.runtime.create_container(&container()).await.unwrap();
     let err = h.runtime.start_container(&id).await.unwrap_err().to_string();
     assert!(err.contains("create pod run-0123456789ab"), "{err}");
-    assert!(err.contains("forbidden") && err.contains("RBAC") && err.contains("namespace agents"), "{err}");
+    assert!(
+        err.contains("forbidden") && err.contains("RBAC") && err.contains("namespace agents"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

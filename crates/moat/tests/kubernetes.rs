@@ -77,17 +77,28 @@ async fn moat_run_on_kubernetes_prints_the_output_and_exits_with_the_code() {
         ..Default::default()
     });
     let setup = Setup::new(&mock, MOAT_YAML);
-    let out = tokio::task::block_in_place(|| setup.moat(&["run", "--runtime", "kubernetes", "--", "sh", "-c", "exit 7"]));
+    let out =
+        tokio::task::block_in_place(|| setup.moat(&["run", "--runtime", "kubernetes", "--", "sh", "-c", "exit 7"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stdout.contains("hello from the cluster"), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("hello from the cluster"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     assert_eq!(out.status.code(), Some(7), "stdout: {stdout}\nstderr: {stderr}");
 
     let created: Vec<String> = mock.requests().into_iter().filter(|r| r.starts_with("POST")).collect();
     for kind in ["configmaps", "networkpolicies", "pods"] {
-        assert!(created.iter().any(|r| r.contains(kind)), "no {kind} created: {created:?}");
+        assert!(
+            created.iter().any(|r| r.contains(kind)),
+            "no {kind} created: {created:?}"
+        );
     }
-    let run_dir = std::fs::read_dir(setup.home().join("runs")).unwrap().next().unwrap().unwrap();
+    let run_dir = std::fs::read_dir(setup.home().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.path().join("metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["runtime"], "kubernetes", "{meta}");
@@ -103,7 +114,10 @@ async fn what_kubernetes_cannot_do_yet_is_refused_before_anything_is_created() {
     let out = tokio::task::block_in_place(|| setup.moat(&["run", "--trust", "--", "true"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("`ports:` endpoints") && stderr.contains("kubernetes"), "{stderr}");
+    assert!(
+        stderr.contains("`ports:` endpoints") && stderr.contains("kubernetes"),
+        "{stderr}"
+    );
     assert!(mock.names("pods").is_empty() && mock.names("configmaps").is_empty());
 }
 
@@ -116,4 +130,55 @@ async fn a_run_without_a_workspace_claim_is_refused_with_the_fix() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("workspace_claim"), "{stderr}");
     assert!(mock.names("pods").is_empty(), "no pod was started");
+}
+
+/// A pod (ended) and a policy of `run`, labelled for the home `home`.
+fn orphan_objects(mock: &MockApiServer, run: &str, home: &str) {
+    let object = run.replace('_', "-");
+    let labels = serde_json::json!({
+        "dev.moat.managed": "true", "dev.moat.run-id": run, "dev.moat.home": home, "dev.moat.role": "main",
+    });
+    mock.insert(
+        "pods",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": object, "namespace": "agents", "labels": labels},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            "status": {"phase": "Succeeded", "containerStatuses": [{"name": "main", "image": "", "imageID": "",
+                "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0}}}]},
+        }),
+    );
+    let mut network_labels = labels;
+    network_labels["dev.moat.role"] = "network".into();
+    mock.insert(
+        "networkpolicies",
+        serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": format!("moat-{object}"), "namespace": "agents", "labels": network_labels},
+            "spec": {"podSelector": {}},
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_sweeps_orphans_of_this_home_from_the_cluster_and_nothing_else() {
+    let mock = MockApiServer::start().await.unwrap();
+    let setup = Setup::new(&mock, MOAT_YAML);
+    // A run connects the daemon to the cluster; the reaper sweeps the
+    // clusters its runs used.
+    let out = tokio::task::block_in_place(|| setup.moat(&["run", "--", "true"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let home = moat_core::MoatHome::new(setup.home()).label();
+    orphan_objects(&mock, "run_0000deadbeef", &home);
+    orphan_objects(&mock, "run_00000other0", "otherhome000");
+
+    let out = tokio::task::block_in_place(|| setup.moat(&["system", "prune", "--force"]));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert_eq!(mock.names("pods"), ["run-00000other0"], "{report}");
+    assert_eq!(mock.names("networkpolicies"), ["moat-run-00000other0"], "{report}");
 }

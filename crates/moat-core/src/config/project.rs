@@ -90,7 +90,10 @@ pub struct ProjectConfig {
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "values::user_runtime")]
     pub runtime: Option<RuntimeKind>,
     /// Where `runtime: kubernetes` runs (docs/kubernetes.md).
-    #[serde(deserialize_with = "values::or_empty", skip_serializing_if = "KubernetesConfig::is_empty")]
+    #[serde(
+        deserialize_with = "values::or_empty",
+        skip_serializing_if = "KubernetesConfig::is_empty"
+    )]
     pub kubernetes: KubernetesConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
