@@ -190,17 +190,17 @@ impl KubeRuntime {
         Ok(Some(owner))
     }
 
-    /// Deletes the run's anchor (the cluster then removes what it owns).
-    async fn remove_anchor(&self, run_id: &str) -> RuntimeResult<()> {
+    /// Deletes the anchor named `name` (the cluster then removes what it
+    /// owns). Missing = success.
+    async fn remove_anchor(&self, name: &str) -> RuntimeResult<()> {
         self.anchors
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(run_id);
-        let name = names::anchor_name(run_id);
+            .retain(|_, owner| owner.name != name);
         let api: Api<ConfigMap> = self.api();
         let op = format!("delete configmap {name}");
         missing_is_ok(
-            api.delete(&name, &DeleteParams::background())
+            api.delete(name, &DeleteParams::background())
                 .await
                 .map(|_| ())
                 .map_err(|e| self.error(&op, &format!("configmap {name}"), e)),
@@ -268,6 +268,8 @@ impl KubeRuntime {
     async fn remove_pod(&self, id: &str, force: bool) -> RuntimeResult<()> {
         let name = names::object_name(id);
         let pending = self.pending().remove(&name);
+        // A main pod's anchor is named after it (the pod is named after
+        // its run); a pod already gone (stopped) may still have one.
         let (labels, running) = match pending {
             Some(pod) => (pod.metadata.labels.unwrap_or_default(), false),
             None => match self.get_pod(&name).await {
@@ -275,7 +277,9 @@ impl KubeRuntime {
                     let running = matches!(pod_state::progress(&pod), Progress::Running | Progress::Waiting);
                     (pod_state::container_info(&pod).labels, running)
                 }
-                Err(err) if err.is_not_found() => return Ok(()),
+                Err(err) if err.is_not_found() => {
+                    return self.remove_anchor(&names::anchor_name(&name)).await;
+                }
                 Err(err) => return Err(err),
             },
         };
@@ -304,7 +308,7 @@ impl KubeRuntime {
                 .map_err(|e| self.error(&format!("delete secret {secret}"), &format!("secret {secret}"), e)),
         )?;
         match (labels.get(labels::ROLE).map(String::as_str), labels.get(labels::RUN_ID)) {
-            (Some(labels::role::MAIN), Some(run_id)) => self.remove_anchor(run_id).await,
+            (Some(labels::role::MAIN), Some(run_id)) => self.remove_anchor(&names::anchor_name(run_id)).await,
             _ => Ok(()),
         }
     }

@@ -183,8 +183,18 @@ async fn orphans_are_listed_and_only_stopped_ones_removed() {
 
     h.runtime.stop_container(&id, Duration::ZERO).await.unwrap();
     assert!(h.runtime.list_containers().await.unwrap().is_empty());
+    assert_eq!(
+        h.mock.names("configmaps").len(),
+        1,
+        "a stopped run keeps its anchor until removed"
+    );
+    h.runtime.remove_container(&id).await.unwrap();
+    assert!(
+        h.mock.names("configmaps").is_empty(),
+        "removing a stopped run's pod removes its anchor"
+    );
+    assert!(h.mock.names("networkpolicies").is_empty(), "and the policy it owned");
     h.runtime.remove_network(&network(true).name).await.unwrap();
-    assert!(h.runtime.list_networks().await.unwrap().is_empty());
 }
 
 #[tokio::test]
