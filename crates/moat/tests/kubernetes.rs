@@ -182,3 +182,29 @@ async fn the_reaper_sweeps_orphans_of_this_home_from_the_cluster_and_nothing_els
     assert_eq!(mock.names("pods"), ["run-00000other0"], "{report}");
     assert_eq!(mock.names("networkpolicies"), ["moat-run-00000other0"], "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moat_stop_deletes_the_pod_and_the_run_is_cleaned_up() {
+    let mock = MockApiServer::start().await.unwrap();
+    mock.script(PodScript {
+        runs_for: Duration::from_secs(120),
+        ..Default::default()
+    });
+    let setup = Setup::new(&mock, MOAT_YAML);
+    let out = tokio::task::block_in_place(|| setup.moat(&["run", "-d", "--", "sleep", "120"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eventually("the pod never ran", || {
+        mock.object("pods", &run_id.replace('_', "-"))
+            .is_some_and(|pod| pod["status"]["containerStatuses"][0]["state"]["running"].is_object())
+    });
+    let out = tokio::task::block_in_place(|| setup.moat(&["stop", &run_id]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the run's objects were not removed", || {
+        mock.names("pods").is_empty() && mock.names("configmaps").is_empty() && mock.names("networkpolicies").is_empty()
+    });
+    let meta_path = setup.home().join("runs").join(&run_id).join("metadata.json");
+    eventually("the run was not recorded cleaned up", || {
+        std::fs::read_to_string(&meta_path).is_ok_and(|text| text.contains("cleaned_at"))
+    });
+}
