@@ -42,9 +42,13 @@ pub struct RunSpec {
     pub env: Vec<(String, String)>,
     #[serde(default)]
     pub mounts: Vec<BindMount>,
-    /// `docker`, `apple` (or `fake` in tests); empty: the daemon detects it.
+    /// `docker`, `apple`, `kubernetes` (or `fake` in tests); empty: the
+    /// daemon detects it.
     #[serde(default)]
     pub runtime: String,
+    /// Where a `kubernetes` run goes (`kubernetes:` in moat.yaml).
+    #[serde(default, skip_serializing_if = "moat_core::config::KubernetesConfig::is_empty")]
+    pub kubernetes: moat_core::config::KubernetesConfig,
     #[serde(default)]
     pub keep: bool,
     /// Keep the container's stdin open for a client (`-i`).

@@ -26,9 +26,9 @@ pub use keys::EscapeKey;
 pub use mcp::{McpServer, McpUrl, check_mcp_name, mcp_url_variable};
 pub use network::{HostRule, NetworkConfig, NetworkPolicy, PolicyMode, RequestRule, RuleAction, check_host_pattern};
 pub use project::{
-    AGENT_FILE, ContainerConfig, HooksConfig, LoadedProject, PROJECT_FILE, ProjectConfig, ServiceConfig,
-    SnapshotConfig, SnapshotExclude, SnapshotRetention, SnapshotTriggers, Ulimit, check_run_name, load_project,
-    load_project_file,
+    AGENT_FILE, ContainerConfig, HooksConfig, KubernetesConfig, LoadedProject, PROJECT_FILE, ProjectConfig,
+    ServiceConfig, SnapshotConfig, SnapshotExclude, SnapshotRetention, SnapshotTriggers, Ulimit, check_run_name,
+    load_project, load_project_file,
 };
 pub use shapes::{CommandSpec, Mount, MountMode, RuntimeKind, SecretRef, parse_mount};
 pub use values::{format_duration, parse_duration};

@@ -97,11 +97,11 @@ fn per_value_rules_name_the_field_and_line() {
         ),
         (
             "runtime: podman\n",
-            "runtime: invalid runtime \"podman\": expected \"docker\" or \"apple\" (line 1)",
+            "runtime: invalid runtime \"podman\": expected \"docker\", \"apple\" or \"kubernetes\" (line 1)",
         ),
         (
             "runtime: fake\n",
-            "runtime: invalid runtime \"fake\": expected \"docker\" or \"apple\" (line 1)",
+            "runtime: invalid runtime \"fake\": expected \"docker\", \"apple\" or \"kubernetes\" (line 1)",
         ),
         (
             "container:\n  memory: 12\n",

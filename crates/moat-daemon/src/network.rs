@@ -134,6 +134,7 @@ impl NetworkError {
 pub fn list_moat_networks(runtime: RuntimeKind) -> String {
     match runtime {
         RuntimeKind::Apple => "container network list".to_string(),
+        RuntimeKind::Kubernetes => format!("kubectl get networkpolicies -l {}=true", labels::MANAGED),
         RuntimeKind::Docker | RuntimeKind::Fake => {
             format!("docker network ls --filter label={}=true", labels::MANAGED)
         }
@@ -143,6 +144,7 @@ pub fn list_moat_networks(runtime: RuntimeKind) -> String {
 fn list_all_networks(runtime: RuntimeKind) -> &'static str {
     match runtime {
         RuntimeKind::Apple => "container network list",
+        RuntimeKind::Kubernetes => "kubectl get networkpolicies",
         RuntimeKind::Docker | RuntimeKind::Fake => "docker network ls",
     }
 }

@@ -165,7 +165,7 @@ fn restored_handle(daemon: &Daemon, run: PersistedRun) -> Arc<RunHandle> {
 
 async fn settle(daemon: Daemon, handle: Arc<RunHandle>) {
     let runtime = loop {
-        match daemon.runtimes().get(&handle.spec.runtime).await {
+        match daemon.runtimes().for_spec(&handle.spec).await {
             Ok(runtime) => break runtime,
             Err(e) => {
                 tracing::warn!(run = %handle.id(), "cannot reconcile yet: {e}");

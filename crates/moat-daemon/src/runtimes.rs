@@ -1,11 +1,13 @@
-//! The runtimes a production daemon uses: Docker and, on macOS, Apple's
-//! `container` CLI; each is checked (pinged) on first use and then shared.
-//! Elsewhere asking for Apple fails with an error that says why.
+//! The runtimes a production daemon uses: Docker, on macOS Apple's
+//! `container` CLI, and Kubernetes (one per context and namespace, from
+//! the user's kubeconfig); each is checked (pinged) on first use and then
+//! shared. Elsewhere asking for Apple fails with an error that says why.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use moat_core::config::GlobalConfig;
+use moat_core::config::{GlobalConfig, KubernetesConfig};
+use moat_kube::{KubeOptions, KubeRuntime};
 use moat_runtime::apple::{AppleOptions, AppleRuntime};
 use moat_runtime::base_image::{
     BaseImageProgress, BaseImageRecipe, BaseImageReporter, DEFAULT_LOCAL_BASE_IMAGE, ensure_base_image,
@@ -30,6 +32,9 @@ pub struct SystemRuntimes {
     docker: OnceCell<Arc<DockerRuntime>>,
     apple_options: AppleOptions,
     apple: OnceCell<Arc<AppleRuntime>>,
+    timeouts: Timeouts,
+    /// Kubernetes runtimes that answered, by cluster target.
+    kubernetes: tokio::sync::Mutex<std::collections::HashMap<KubernetesConfig, Arc<KubeRuntime>>>,
 }
 
 impl SystemRuntimes {
@@ -49,6 +54,8 @@ impl SystemRuntimes {
                 timeouts: timeouts.clone(),
                 ..AppleOptions::default()
             },
+            timeouts: timeouts.clone(),
+            kubernetes: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             docker_options: DockerOptions {
                 timeouts,
                 subnet_pool,
@@ -109,11 +116,35 @@ impl Runtimes for SystemRuntimes {
         match kind {
             "docker" => Ok(self.docker().await?),
             "apple" => Ok(self.apple().await?),
+            "kubernetes" => self.kubernetes(&KubernetesConfig::default()).await,
             other => Err(RuntimeError::Unavailable {
                 runtime: RuntimeKind::Docker,
-                reason: format!("unknown runtime {other:?} (expected docker or apple)"),
+                reason: format!("unknown runtime {other:?} (expected docker, apple or kubernetes)"),
             }),
         }
+    }
+
+    /// The kubeconfig (`KUBECONFIG` or ~/.kube/config, read by the daemon
+    /// as the user) decides the server and credentials; the target picks
+    /// the context and namespace.
+    async fn kubernetes(&self, target: &KubernetesConfig) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        let mut connected = self.kubernetes.lock().await;
+        if let Some(runtime) = connected.get(target) {
+            return Ok(runtime.clone());
+        }
+        let runtime = KubeRuntime::connect(KubeOptions {
+            kubeconfig: None,
+            context: target.context.clone(),
+            namespace: target.namespace.clone(),
+            workspace_claim: target.workspace_claim.clone(),
+            timeouts: self.timeouts.clone(),
+            start_timeout: None,
+        })
+        .await?;
+        runtime.ping().await?;
+        let runtime = Arc::new(runtime);
+        connected.insert(target.clone(), runtime.clone());
+        Ok(runtime)
     }
 
     /// Apple on Apple silicon Macs when it answers, else Docker
@@ -213,6 +244,11 @@ impl Runtimes for SystemRuntimes {
                 Ok(apple) => runtimes.push(apple),
                 Err(e) => tracing::debug!("apple containers are not available: {e}"),
             }
+        }
+        // The clusters this daemon's runs used (the reaper sweeps them too).
+        let kubernetes = self.kubernetes.lock().await;
+        for runtime in kubernetes.values() {
+            runtimes.push(runtime.clone());
         }
         runtimes
     }

@@ -332,7 +332,7 @@ async fn exec(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Bod
     let container = meta.container_id.unwrap_or_else(|| meta.id.to_string());
     daemon.audit().record(&meta.id, Event::exec_started(&request.command));
     let running = async {
-        let runtime = daemon.runtimes().get(&handle.spec.runtime).await?;
+        let runtime = daemon.runtimes().for_spec(&handle.spec).await?;
         Ok::<_, RunError>(runtime.exec(&container, &request.command).await?)
     };
     let outcome = tokio::time::timeout(EXEC_TIMEOUT, running).await;
@@ -571,6 +571,7 @@ fn run_error(e: RunError) -> Response<Body> {
 fn run_error_body(e: RunError) -> (StatusCode, ApiError) {
     let status = match &e {
         RunError::MissingWorkspace(_)
+        | RunError::NotOnKubernetes(_)
         | RunError::UnknownImage { .. }
         | RunError::Grant(_)
         | RunError::Build(crate::image_build::BuildError::Dependencies(_)) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -28,6 +28,22 @@ pub trait Runtimes: Send + Sync + 'static {
     async fn get(&self, kind: &str) -> Result<Arc<dyn Runtime>, RuntimeError>;
     /// Every runtime that is reachable now (the reaper sweeps them all).
     async fn available(&self) -> Vec<Arc<dyn Runtime>>;
+    /// The Kubernetes runtime for a context and namespace, connecting on
+    /// first use.
+    async fn kubernetes(&self, target: &moat_core::config::KubernetesConfig) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        let _ = target;
+        Err(RuntimeError::Unavailable {
+            runtime: moat_core::RuntimeKind::Kubernetes,
+            reason: "this daemon has no Kubernetes runtime".into(),
+        })
+    }
+    /// The runtime a run's spec names (with its cluster for `kubernetes`).
+    async fn for_spec(&self, spec: &crate::api::RunSpec) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        if spec.runtime == moat_core::RuntimeKind::Kubernetes.as_str() {
+            return self.kubernetes(&spec.kubernetes).await;
+        }
+        self.get(&spec.runtime).await
+    }
     /// The runtime a run gets when it names none: the first available.
     async fn detect(&self) -> Result<Arc<dyn Runtime>, RuntimeError> {
         self.available()

@@ -48,6 +48,8 @@ pub enum RunError {
     UnknownImage { image: String, runtime: String },
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    #[error("{0} is not available on the kubernetes runtime in this version (docs/kubernetes.md)")]
+    NotOnKubernetes(String),
     #[error("run {0} is not live")]
     NotLive(String),
     #[error("cannot destroy run {id}: {reason}")]
@@ -104,6 +106,7 @@ impl RunError {
                 "build the local base image with `scripts/base-image.sh` (or `--image moat-base:bookworm`), or `docker build` your own".into(),
             ),
             RunError::MissingWorkspace(_) => Some("pass an existing directory: `moat run PATH`".into()),
+            RunError::NotOnKubernetes(_) => Some("drop it from the run, or run it with `--runtime docker`".into()),
             RunError::Grant(e) => e.hint(),
             RunError::ShuttingDown => Some("retry: the next command starts a new daemon".into()),
             RunError::IsolationUnavailable(_) => Some(

@@ -211,7 +211,7 @@ async fn resize(daemon: &Daemon, handle: &RunHandle, client: u64, size: moat_run
     let meta = handle.metadata();
     let container = meta.container_id.unwrap_or_else(|| meta.id.to_string());
     let resized = async {
-        let runtime = daemon.runtimes().get(&handle.spec.runtime).await?;
+        let runtime = daemon.runtimes().for_spec(&handle.spec).await?;
         runtime.resize_container(&container, size).await?;
         Ok::<_, crate::supervisor::RunError>(())
     };
@@ -239,7 +239,7 @@ async fn exec(
     }
     let container = meta.container_id.unwrap_or_else(|| meta.id.to_string());
     let started = async {
-        let runtime = daemon.runtimes().get(&handle.spec.runtime).await?;
+        let runtime = daemon.runtimes().for_spec(&handle.spec).await?;
         let spec = ExecSpec { command, tty: size };
         let (exec_id, attached) = runtime.exec_attached(&container, &spec).await?;
         Ok::<_, crate::supervisor::RunError>((runtime, exec_id, attached))

@@ -1,6 +1,6 @@
 //! Which runtime a command uses: `--runtime` flag > `runtime:` in moat.yaml >
 //! `MOAT_RUNTIME` > detection (Apple first on macOS/arm64 when its CLI is
-//! available, else Docker) (runtime.md, "Selection"). A pure function of its
+//! available, else Docker; Kubernetes only when named) (runtime.md, "Selection"). A pure function of its
 //! inputs; probing the runtimes is the caller's job.
 
 use std::fmt;
@@ -56,7 +56,7 @@ pub struct SelectionInput<'a> {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SelectionError {
-    #[error("unknown runtime {name:?} from {origin}: expected `docker` or `apple`")]
+    #[error("unknown runtime {name:?} from {origin}: expected `docker`, `apple` or `kubernetes`")]
     Unknown { name: String, origin: SelectionSource },
     #[error(
         "{origin} asks for Apple containers, which need macOS on Apple silicon (this is {os}/{arch}); use `--runtime docker`"
@@ -115,6 +115,7 @@ fn parse_kind(name: &str) -> Option<RuntimeKind> {
     match name.to_ascii_lowercase().as_str() {
         "docker" => Some(RuntimeKind::Docker),
         "apple" | "container" => Some(RuntimeKind::Apple),
+        "kubernetes" | "k8s" => Some(RuntimeKind::Kubernetes),
         _ => None,
     }
 }
@@ -136,6 +137,8 @@ fn check_forced(
         });
     }
     let (probe, fix) = match kind {
+        // The cluster is reached (and its errors told) when the run starts.
+        RuntimeKind::Kubernetes => return Ok(kind),
         RuntimeKind::Apple => (
             &input.apple,
             "Install Apple's `container` CLI (macOS 26+) and run `container system start`, or use `--runtime docker`.",
@@ -294,6 +297,15 @@ mod tests {
         i.flag = Some("apple");
         let err = select_runtime(&i).unwrap_err();
         assert!(err.to_string().contains("container system start"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_is_chosen_only_when_named() {
+        let mut i = input("linux", "x86_64", down("no socket"), down("n/a"));
+        i.flag = Some("kubernetes");
+        assert_eq!(select_runtime(&i), Ok(RuntimeKind::Kubernetes));
+        i.flag = None;
+        assert!(select_runtime(&i).is_err(), "detection never picks a cluster");
     }
 
     #[test]

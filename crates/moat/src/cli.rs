@@ -234,7 +234,7 @@ pub struct RunArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Container runtime: docker or apple [default: auto-detect].
+    /// Container runtime: docker, apple or kubernetes [default: auto-detect].
     #[arg(long, value_name = "RUNTIME", value_parser = str::parse::<RuntimeKind>)]
     pub runtime: Option<RuntimeKind>,
 

@@ -206,6 +206,7 @@ fn run_spec(ctx: &Context, run: &ResolvedRun) -> Result<RunSpec> {
         mounts,
         // Empty: the daemon detects it.
         runtime: run.runtime.map(|kind| kind.as_str().to_string()).unwrap_or_default(),
+        kubernetes: run.kubernetes.clone(),
         keep: run.keep,
         interactive: run.interactive,
         terminal: None,

@@ -55,6 +55,9 @@ pub struct ResolvedRun {
     /// `None`: detected when the run starts.
     pub runtime: Option<RuntimeKind>,
     pub runtime_source: Source,
+    /// `kubernetes:` of moat.yaml (used by `runtime: kubernetes`).
+    #[serde(skip_serializing_if = "moat_core::config::KubernetesConfig::is_empty")]
+    pub kubernetes: moat_core::config::KubernetesConfig,
     /// Empty: the image's default command.
     pub command: Vec<String>,
     pub interactive: bool,
@@ -180,6 +183,7 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         image_source,
         runtime,
         runtime_source,
+        kubernetes: project.kubernetes.clone(),
         command: with_pre_run_hook(resolve_command(args, project), project.hooks.pre_run.as_deref()),
         interactive: args.interactive || args.tty || project.interactive,
         tty: args.tty || (project.interactive && !args.interactive && stdio_is_terminal()),
@@ -500,7 +504,7 @@ mod tests {
         let err = resolve_with(&[], &project, &global, &bad).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "MOAT_RUNTIME: invalid runtime \"podman\": expected \"docker\" or \"apple\""
+            "MOAT_RUNTIME: invalid runtime \"podman\": expected \"docker\", \"apple\" or \"kubernetes\""
         );
     }
 

@@ -89,6 +89,12 @@ pub struct ProjectConfig {
     pub interactive: bool,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "values::user_runtime")]
     pub runtime: Option<RuntimeKind>,
+    /// Where `runtime: kubernetes` runs (docs/kubernetes.md).
+    #[serde(
+        deserialize_with = "values::or_empty",
+        skip_serializing_if = "KubernetesConfig::is_empty"
+    )]
+    pub kubernetes: KubernetesConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
     #[serde(deserialize_with = "values::or_empty")]
@@ -103,6 +109,28 @@ pub struct ProjectConfig {
     /// Remote MCP servers relayed by the proxy with a grant's credential.
     #[serde(deserialize_with = "values::or_empty")]
     pub mcp: Vec<McpServer>,
+}
+
+/// `kubernetes:` in moat.yaml: the cluster a `runtime: kubernetes` run
+/// goes to. Every key is optional: the kubeconfig's current context, that
+/// context's namespace (else `default`); without a claim the run has no
+/// workspace and is refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KubernetesConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// A PersistentVolumeClaim in the namespace mounted at /workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_claim: Option<String>,
+}
+
+impl KubernetesConfig {
+    pub fn is_empty(&self) -> bool {
+        self == &KubernetesConfig::default()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize, Serializer};
 
 // === runtime ===
 
-/// Which container runtime runs the workload. Users name `docker` or
-/// `apple` (parsing refuses anything else); `fake` is the in-memory runtime
+/// Which container runtime runs the workload. Users name `docker`, `apple`
+/// or `kubernetes` (parsing refuses anything else); `fake` is the in-memory runtime
 /// of moat's own tests, named only on the wire between test code and the
 /// daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub enum RuntimeKind {
     Docker,
     Apple,
+    Kubernetes,
     Fake,
 }
 
@@ -27,6 +28,7 @@ impl RuntimeKind {
         match self {
             RuntimeKind::Docker => "docker",
             RuntimeKind::Apple => "apple",
+            RuntimeKind::Kubernetes => "kubernetes",
             RuntimeKind::Fake => "fake",
         }
     }
@@ -44,7 +46,10 @@ impl std::str::FromStr for RuntimeKind {
         match s {
             "docker" => Ok(RuntimeKind::Docker),
             "apple" => Ok(RuntimeKind::Apple),
-            _ => Err(format!("invalid runtime {s:?}: expected \"docker\" or \"apple\"")),
+            "kubernetes" => Ok(RuntimeKind::Kubernetes),
+            _ => Err(format!(
+                "invalid runtime {s:?}: expected \"docker\", \"apple\" or \"kubernetes\""
+            )),
         }
     }
 }

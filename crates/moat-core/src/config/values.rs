@@ -261,7 +261,7 @@ pub(super) fn user_runtime<'de, D: Deserializer<'de>>(de: D) -> Result<Option<su
     struct UserRuntime(super::RuntimeKind);
     impl<'de> Deserialize<'de> for UserRuntime {
         fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-            parse_str(de, "\"docker\" or \"apple\"", str::parse).map(UserRuntime)
+            parse_str(de, "\"docker\", \"apple\" or \"kubernetes\"", str::parse).map(UserRuntime)
         }
     }
     Ok(Option::<UserRuntime>::deserialize(de)?.map(|runtime| runtime.0))

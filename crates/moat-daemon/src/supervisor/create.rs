@@ -14,7 +14,7 @@ use moat_core::lock::FileLock;
 use moat_core::paths::run_files;
 use moat_core::{RunId, RunMetadata, RunState};
 use moat_proxy::PolicyMode;
-use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, labels};
+use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, RuntimeKind, labels};
 
 use super::cleanup::cleanup;
 use super::container::{can_join_holder, container_spec};
@@ -91,6 +91,9 @@ pub async fn create_run_reporting(
     check_home_files(&spec)?;
     let runtime = connect_runtime(daemon, &spec).await?;
     spec.runtime = runtime.kind().as_str().to_string();
+    if runtime.kind() == RuntimeKind::Kubernetes {
+        check_kubernetes_run(&spec)?;
+    }
     timings.lap("runtime connect");
     let images = Deadline::after(IMAGE_DEADLINE);
     // On the base image, before the run's own image replaces it.
@@ -149,6 +152,24 @@ pub async fn create_run_reporting(
     }
 }
 
+/// What a Kubernetes run cannot have yet (docs/kubernetes.md, "What
+/// works"): credentials need the in-cluster proxy, the rest needs the
+/// exec and attach subresources or image builds on the cluster.
+fn check_kubernetes_run(spec: &RunSpec) -> Result<(), RunError> {
+    let refused = [
+        (!spec.grants.is_empty(), "credential grants (`--grant`, `grants:`)"),
+        (!spec.services.is_empty(), "services (`dependencies:` like postgres)"),
+        (spec.builds_image(), "images built from `dependencies:` or build hooks"),
+        (!spec.ports.is_empty(), "`ports:` endpoints"),
+        (spec.interactive, "interactive runs (`-i`, `-t`)"),
+        (!spec.host_ports.is_empty(), "host ports (`network.host`)"),
+    ];
+    match refused.into_iter().find(|(asked, _)| *asked) {
+        Some((_, what)) => Err(RunError::NotOnKubernetes(what.to_string())),
+        None => Ok(()),
+    }
+}
+
 /// Home files are written by the init of images built from `dependencies:`,
 /// inside the home only.
 fn check_home_files(spec: &RunSpec) -> Result<(), RunError> {
@@ -177,7 +198,7 @@ async fn connect_runtime(daemon: &Daemon, spec: &RunSpec) -> Result<Arc<dyn Runt
             .await??);
     }
     let step = format!("connecting to {}", spec.runtime);
-    Ok(bound.bound(step, daemon.runtimes().get(&spec.runtime)).await??)
+    Ok(bound.bound(step, daemon.runtimes().for_spec(spec)).await??)
 }
 
 /// Makes the run's image available (building moat's local base image when
@@ -354,7 +375,10 @@ async fn provision(
         }
     };
     fault::point("after-network-create", spec).await;
-    let proxy = match daemon.egress() {
+    // A Kubernetes run's egress is its NetworkPolicy: the host's proxy is
+    // not reachable from the cluster (docs/kubernetes.md, "Proxy").
+    let egress = daemon.egress().filter(|_| runtime.kind() != RuntimeKind::Kubernetes);
+    let proxy = match egress {
         Some(egress) => {
             let attaching = attach_proxy(daemon, egress, handle, &network, grants);
             let proxy = deadline.bound("attaching the run to the proxy", attaching).await??;

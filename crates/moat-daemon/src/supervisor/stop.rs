@@ -13,7 +13,7 @@ pub async fn stop_run(daemon: &Daemon, id: &RunId, kill: bool) -> Result<(), Run
         .registry()
         .get(id)
         .ok_or_else(|| RunError::NotLive(id.to_string()))?;
-    let runtime = daemon.runtimes().get(&handle.spec.runtime).await?;
+    let runtime = daemon.runtimes().for_spec(&handle.spec).await?;
     handle.update(daemon.store(), |m| {
         if !m.state.is_terminal() {
             m.state = RunState::Stopping;

@@ -1,0 +1,210 @@
+//! `moat run --runtime kubernetes` end to end: the real `moat` and `moatd`
+//! binaries against the mock Kubernetes API server (a kubeconfig pointing
+//! at it): the run's output and exit code come back, its objects are
+//! created with moat's labels and removed after the run, and what the
+//! runtime cannot do yet is refused with the reason. Needs no cluster.
+
+#[path = "common/moatd.rs"]
+mod moatd;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use moat_kube::mock::{MockApiServer, PodScript};
+
+struct Setup {
+    scratch: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(mock: &MockApiServer, moat_yaml: &str) -> Setup {
+        let scratch = tempfile::Builder::new().prefix("moat-kube-").tempdir().unwrap();
+        std::fs::create_dir_all(scratch.path().join("ws")).unwrap();
+        std::fs::write(scratch.path().join("kubeconfig"), mock.kubeconfig("agents")).unwrap();
+        std::fs::write(scratch.path().join("ws/moat.yaml"), moat_yaml).unwrap();
+        Setup { scratch }
+    }
+
+    fn root(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    fn moat(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_moat"))
+            .args(args)
+            .env("MOAT_HOME", self.root().join("home"))
+            .env("KUBECONFIG", self.root().join("kubeconfig"))
+            .env_remove("MOAT_FAULT")
+            .env_remove("MOAT_RUNTIME")
+            .env("NO_COLOR", "1")
+            .env("MOAT_KEYRING_BACKEND", "file")
+            .env("MOAT_DAEMON_EXECUTABLE", moatd::moatd())
+            .current_dir(self.root().join("ws"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn home(&self) -> PathBuf {
+        self.root().join("home")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.moat(&["daemon", "stop"]);
+    }
+}
+
+const MOAT_YAML: &str = "runtime: kubernetes\nkubernetes:\n  namespace: agents\n  workspace_claim: project\n";
+
+/// Polls `done` for up to ten seconds.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moat_run_on_kubernetes_prints_the_output_and_exits_with_the_code() {
+    let mock = MockApiServer::start().await.unwrap();
+    mock.script(PodScript {
+        output: "hello from the cluster\n".into(),
+        exit_code: 7,
+        ..Default::default()
+    });
+    let setup = Setup::new(&mock, MOAT_YAML);
+    let out =
+        tokio::task::block_in_place(|| setup.moat(&["run", "--runtime", "kubernetes", "--", "sh", "-c", "exit 7"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("hello from the cluster"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(7), "stdout: {stdout}\nstderr: {stderr}");
+
+    let created: Vec<String> = mock.requests().into_iter().filter(|r| r.starts_with("POST")).collect();
+    for kind in ["configmaps", "networkpolicies", "pods"] {
+        assert!(
+            created.iter().any(|r| r.contains(kind)),
+            "no {kind} created: {created:?}"
+        );
+    }
+    let run_dir = std::fs::read_dir(setup.home().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.path().join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["runtime"], "kubernetes", "{meta}");
+    eventually("the run's objects were not removed", || {
+        mock.names("pods").is_empty() && mock.names("configmaps").is_empty() && mock.names("networkpolicies").is_empty()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_kubernetes_cannot_do_yet_is_refused_before_anything_is_created() {
+    let mock = MockApiServer::start().await.unwrap();
+    let setup = Setup::new(&mock, &format!("{MOAT_YAML}ports:\n  web: 8080\n"));
+    let out = tokio::task::block_in_place(|| setup.moat(&["run", "--trust", "--", "true"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`ports:` endpoints") && stderr.contains("kubernetes"),
+        "{stderr}"
+    );
+    assert!(mock.names("pods").is_empty() && mock.names("configmaps").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_a_workspace_claim_is_refused_with_the_fix() {
+    let mock = MockApiServer::start().await.unwrap();
+    let setup = Setup::new(&mock, "runtime: kubernetes\nkubernetes:\n  namespace: agents\n");
+    let out = tokio::task::block_in_place(|| setup.moat(&["run", "--", "true"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("workspace_claim"), "{stderr}");
+    assert!(mock.names("pods").is_empty(), "no pod was started");
+}
+
+/// A pod (ended) and a policy of `run`, labelled for the home `home`.
+fn orphan_objects(mock: &MockApiServer, run: &str, home: &str) {
+    let object = run.replace('_', "-");
+    let labels = serde_json::json!({
+        "dev.moat.managed": "true", "dev.moat.run-id": run, "dev.moat.home": home, "dev.moat.role": "main",
+    });
+    mock.insert(
+        "pods",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": object, "namespace": "agents", "labels": labels},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            "status": {"phase": "Succeeded", "containerStatuses": [{"name": "main", "image": "", "imageID": "",
+                "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0}}}]},
+        }),
+    );
+    let mut network_labels = labels;
+    network_labels["dev.moat.role"] = "network".into();
+    mock.insert(
+        "networkpolicies",
+        serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": format!("moat-{object}"), "namespace": "agents", "labels": network_labels},
+            "spec": {"podSelector": {}},
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_sweeps_orphans_of_this_home_from_the_cluster_and_nothing_else() {
+    let mock = MockApiServer::start().await.unwrap();
+    let setup = Setup::new(&mock, MOAT_YAML);
+    // A run connects the daemon to the cluster; the reaper sweeps the
+    // clusters its runs used.
+    let out = tokio::task::block_in_place(|| setup.moat(&["run", "--", "true"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let home = moat_core::MoatHome::new(setup.home()).label();
+    orphan_objects(&mock, "run_0000deadbeef", &home);
+    orphan_objects(&mock, "run_00000other0", "otherhome000");
+
+    let out = tokio::task::block_in_place(|| setup.moat(&["system", "prune", "--force"]));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert_eq!(mock.names("pods"), ["run-00000other0"], "{report}");
+    assert_eq!(mock.names("networkpolicies"), ["moat-run-00000other0"], "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moat_stop_deletes_the_pod_and_the_run_is_cleaned_up() {
+    let mock = MockApiServer::start().await.unwrap();
+    mock.script(PodScript {
+        runs_for: Duration::from_secs(120),
+        ..Default::default()
+    });
+    let setup = Setup::new(&mock, MOAT_YAML);
+    let out = tokio::task::block_in_place(|| setup.moat(&["run", "-d", "--", "sleep", "120"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eventually("the pod never ran", || {
+        mock.object("pods", &run_id.replace('_', "-"))
+            .is_some_and(|pod| pod["status"]["containerStatuses"][0]["state"]["running"].is_object())
+    });
+    let out = tokio::task::block_in_place(|| setup.moat(&["stop", &run_id]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the run's objects were not removed", || {
+        mock.names("pods").is_empty() && mock.names("configmaps").is_empty() && mock.names("networkpolicies").is_empty()
+    });
+    let meta_path = setup.home().join("runs").join(&run_id).join("metadata.json");
+    eventually("the run was not recorded cleaned up", || {
+        std::fs::read_to_string(&meta_path).is_ok_and(|text| text.contains("cleaned_at"))
+    });
+}
