@@ -469,6 +469,8 @@ impl Runtime for KubeRuntime {
             exit_codes: true,
             host_network: false,
             internal_networks: true,
+            // A pod is the unit of a namespace: a run cannot join another's.
+            shared_network_namespace: false,
             privileged: false,
         }
     }
