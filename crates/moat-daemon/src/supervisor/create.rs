@@ -329,6 +329,7 @@ async fn provision(
     let id = handle.id();
     let mut notices = Vec::new();
     let grants = grants::resolve(daemon.home(), spec)?;
+    let staged = grants::stage(daemon, handle, &grants)?;
     timings.lap("grants");
     let network = match take_pooled(daemon, runtime, handle, deadline).await? {
         Some(network) => {
@@ -364,7 +365,7 @@ async fn provision(
     if !spec.services.is_empty() {
         timings.lap("services ready");
     }
-    let container_spec = container_spec(daemon, handle, &network.name, proxy, services);
+    let container_spec = container_spec(daemon, handle, &network.name, proxy, services, staged);
     let step = format!("creating container {id}");
     let container_id = deadline
         .bound(step, runtime.create_container(&container_spec))
