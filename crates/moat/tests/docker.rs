@@ -19,6 +19,7 @@ mod docker {
     pub mod keys;
     pub mod lifecycle;
     pub mod netpool;
+    pub mod npm_grant;
     pub mod policy;
     pub mod ports;
     pub mod proxy;
@@ -26,6 +27,7 @@ mod docker {
     pub mod scale;
     pub mod services;
     pub mod snapshots;
+    pub mod ssh;
     pub mod support;
     pub mod terminal;
     pub mod tmux;
