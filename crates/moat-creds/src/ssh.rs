@@ -165,7 +165,10 @@ mod tests {
         assert_eq!(key.to_openssh(), KEY.trim_end_matches(" test@moat"));
         // `ssh-keygen -lf` of this key.
         assert_eq!(key.fingerprint(), "SHA256:DvVIxh2/gJxzuaJS/fns6xTiiTdW96ppcFFwOHfCwE8");
-        assert!(PublicKey::parse_openssh("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIMrLTKnXEOZtZPfHq03jc7B/i/x3eeJH7ZF0c8K1PtdB").is_err());
+        assert!(
+            PublicKey::parse_openssh("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIMrLTKnXEOZtZPfHq03jc7B/i/x3eeJH7ZF0c8K1PtdB")
+                .is_err()
+        );
         assert!(PublicKey::parse_openssh("garbage").is_err());
     }
 

@@ -45,7 +45,11 @@ pub struct Identity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Identities,
-    Sign { key_blob: Vec<u8>, data: Vec<u8>, flags: u32 },
+    Sign {
+        key_blob: Vec<u8>,
+        data: Vec<u8>,
+        flags: u32,
+    },
     /// Any other message type (adding, removing, locking, extensions…).
     Other(u8),
 }

@@ -37,9 +37,7 @@ pub enum GrantError {
     Agent(#[from] AgentError),
     #[error("staging the grant file {path}: {source}")]
     Stage { path: String, source: std::io::Error },
-    #[error(
-        "the ssh grant needs a permissive run: a strict run reaches only the proxy, which carries HTTP, not ssh"
-    )]
+    #[error("the ssh grant needs a permissive run: a strict run reaches only the proxy, which carries HTTP, not ssh")]
     SshInStrictRun,
 }
 
@@ -101,13 +99,10 @@ pub fn stage(daemon: &Daemon, handle: &RunHandle, grants: &RunGrants) -> Result<
         }
         let run_user = crate::supervisor::command_user(&handle.spec);
         let access = SocketAccess::for_run_user(run_user.as_deref());
-        let agent_dir = daemon.ssh_agents().start(
-            daemon.audit(),
-            &handle.id(),
-            &run_dir,
-            grants.ssh.keys.clone(),
-            access,
-        )?;
+        let agent_dir =
+            daemon
+                .ssh_agents()
+                .start(daemon.audit(), &handle.id(), &run_dir, grants.ssh.keys.clone(), access)?;
         staged.mounts.push(BindMount {
             source: agent_dir.display().to_string(),
             target: ssh_agent::CONTAINER_AGENT_DIR.into(),
@@ -123,7 +118,9 @@ pub fn stage(daemon: &Daemon, handle: &RunHandle, grants: &RunGrants) -> Result<
     if let Some(npmrc) = &grants.npmrc {
         let path = write_staged(&run_dir, "npmrc", npmrc)?;
         staged.mounts.push(read_only(&path, CONTAINER_NPMRC));
-        staged.env.push(("NPM_CONFIG_USERCONFIG".into(), CONTAINER_NPMRC.into()));
+        staged
+            .env
+            .push(("NPM_CONFIG_USERCONFIG".into(), CONTAINER_NPMRC.into()));
     }
     Ok(staged)
 }

@@ -113,8 +113,7 @@ impl SshAgents {
             _ => {}
         }
         let listener = UnixListener::bind(&socket).map_err(io_error(&socket))?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(socket_mode))
-            .map_err(io_error(&socket))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(socket_mode)).map_err(io_error(&socket))?;
         let keys: GrantedKeys = Arc::new(RwLock::new(keys));
         let context = Arc::new(Context {
             run: id.clone(),
@@ -242,7 +241,10 @@ fn identities(keys: &[SshKeyGrant]) -> Vec<Identity> {
 
 /// Forwards `request` to the host agent when `key_blob` is granted.
 async fn sign(context: &Context, key_blob: &[u8], request: &[u8]) -> Vec<u8> {
-    let fingerprint = PublicKey { blob: key_blob.to_vec() }.fingerprint();
+    let fingerprint = PublicKey {
+        blob: key_blob.to_vec(),
+    }
+    .fingerprint();
     let granted = context.granted();
     let Some(grant) = granted.iter().find(|g| g.key().is_ok_and(|k| k.blob == key_blob)) else {
         context.audit.record(
@@ -366,7 +368,13 @@ mod tests {
         let agents = SshAgents::default();
         let run = RunId::generate();
         let served = agents
-            .start(&audit, &run, dir.path(), vec![grant(Some(host_socket))], SocketAccess::Owner)
+            .start(
+                &audit,
+                &run,
+                dir.path(),
+                vec![grant(Some(host_socket))],
+                SocketAccess::Owner,
+            )
             .unwrap();
         let socket = served.join(SOCKET_NAME);
         let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
@@ -391,7 +399,11 @@ mod tests {
         assert_eq!(ask(&socket, &other_key).await, [ssh_agent::FAILURE]);
         // Adding keys (17), removing all (19), locking (22), extensions (27).
         for kind in [17, 19, 22, 27] {
-            assert_eq!(ask(&socket, &Request::Other(kind)).await, [ssh_agent::FAILURE], "{kind}");
+            assert_eq!(
+                ask(&socket, &Request::Other(kind)).await,
+                [ssh_agent::FAILURE],
+                "{kind}"
+            );
         }
         assert_eq!(host_signatures.load(std::sync::atomic::Ordering::SeqCst), 1);
 
@@ -403,7 +415,10 @@ mod tests {
 
         agents.stop(&run);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(UnixStream::connect(&socket).await.is_err(), "the agent outlived its run");
+        assert!(
+            UnixStream::connect(&socket).await.is_err(),
+            "the agent outlived its run"
+        );
     }
 
     #[test]
@@ -417,6 +432,9 @@ mod tests {
             SocketAccess::for_run_user(Some(&format!("{}:0", me + 1))),
             SocketAccess::AnyUserOfTheContainer
         );
-        assert_eq!(SocketAccess::for_run_user(Some("node")), SocketAccess::AnyUserOfTheContainer);
+        assert_eq!(
+            SocketAccess::for_run_user(Some("node")),
+            SocketAccess::AnyUserOfTheContainer
+        );
     }
 }

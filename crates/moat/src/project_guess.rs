@@ -32,14 +32,46 @@ const PYPI_HOSTS: &[&str] = &["pypi.org", "files.pythonhosted.org"];
 const GO_HOSTS: &[&str] = &["proxy.golang.org", "sum.golang.org"];
 
 const MARKERS: &[Marker] = &[
-    Marker { file: "package-lock.json", dependency: "node", hosts: NPM_HOSTS },
-    Marker { file: "package.json", dependency: "node", hosts: NPM_HOSTS },
-    Marker { file: "Cargo.lock", dependency: "rust", hosts: CARGO_HOSTS },
-    Marker { file: "Cargo.toml", dependency: "rust", hosts: CARGO_HOSTS },
-    Marker { file: "requirements.txt", dependency: "python", hosts: PYPI_HOSTS },
-    Marker { file: "pyproject.toml", dependency: "python", hosts: PYPI_HOSTS },
-    Marker { file: "uv.lock", dependency: "uv", hosts: PYPI_HOSTS },
-    Marker { file: "go.mod", dependency: "go", hosts: GO_HOSTS },
+    Marker {
+        file: "package-lock.json",
+        dependency: "node",
+        hosts: NPM_HOSTS,
+    },
+    Marker {
+        file: "package.json",
+        dependency: "node",
+        hosts: NPM_HOSTS,
+    },
+    Marker {
+        file: "Cargo.lock",
+        dependency: "rust",
+        hosts: CARGO_HOSTS,
+    },
+    Marker {
+        file: "Cargo.toml",
+        dependency: "rust",
+        hosts: CARGO_HOSTS,
+    },
+    Marker {
+        file: "requirements.txt",
+        dependency: "python",
+        hosts: PYPI_HOSTS,
+    },
+    Marker {
+        file: "pyproject.toml",
+        dependency: "python",
+        hosts: PYPI_HOSTS,
+    },
+    Marker {
+        file: "uv.lock",
+        dependency: "uv",
+        hosts: PYPI_HOSTS,
+    },
+    Marker {
+        file: "go.mod",
+        dependency: "go",
+        hosts: GO_HOSTS,
+    },
 ];
 
 /// Toolchain files pinning a version: (file, dependency).
@@ -72,11 +104,18 @@ pub fn guess(dir: &Path) -> Guess {
 
 fn toolchain_notes(dir: &Path, guess: &mut Guess) {
     for (file, dependency) in TOOLCHAIN_FILES {
-        let Ok(text) = std::fs::read_to_string(dir.join(file)) else { continue };
-        let pinned = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
+        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+            continue;
+        };
+        let pinned = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'));
         let Some(pinned) = pinned else { continue };
         if dependency.is_empty() {
-            guess.notes.push(format!("{file} pins tools ({pinned}…); check the versions moat installs"));
+            guess.notes.push(format!(
+                "{file} pins tools ({pinned}…); check the versions moat installs"
+            ));
             continue;
         }
         guess.dependencies.insert((*dependency).to_string());
@@ -112,7 +151,9 @@ fn git_remote(dir: &Path, guess: &mut Guess) {
     guess.dependencies.insert("git".into());
     if urls.iter().any(|url| on_github(url)) {
         guess.grants.insert("github".into());
-        guess.evidence.push(".git/config: a github.com remote → git, grant github".into());
+        guess
+            .evidence
+            .push(".git/config: a github.com remote → git, grant github".into());
     } else {
         guess.evidence.push(".git/config: a git remote → git".into());
         guess.notes.push(format!(
@@ -217,7 +258,10 @@ mod tests {
             ("pyproject.toml", "[project]\n"),
             ("uv.lock", ""),
             (".python-version", "3.11\n"),
-            (".git/config", "[remote \"origin\"]\n\turl = https://gitlab.com/example/app.git\n"),
+            (
+                ".git/config",
+                "[remote \"origin\"]\n\turl = https://gitlab.com/example/app.git\n"
+            ),
         ]));
     }
 
@@ -241,7 +285,11 @@ mod tests {
         ] {
             assert!(on_github(url), "{url}");
         }
-        for url in ["https://github.com.evil.example/o/r", "git@gitlab.com:o/r.git", "https://evil.example/github.com"] {
+        for url in [
+            "https://github.com.evil.example/o/r",
+            "git@gitlab.com:o/r.git",
+            "https://evil.example/github.com",
+        ] {
             assert!(!on_github(url), "{url}");
         }
     }

@@ -14,8 +14,8 @@ use moat_core::config;
 use moat_creds::npm::{self, NPM_GRANT, Registry};
 use moat_creds::ssh::SSH_GRANT;
 use moat_creds::{
-    CredentialKind, CredentialStore, CredentialSummary, HostProvider, Provider, Providers, TokenPrompt, ValidationOptions,
-    ValidationOutcome,
+    CredentialKind, CredentialStore, CredentialSummary, HostProvider, Provider, Providers, TokenPrompt,
+    ValidationOptions, ValidationOutcome,
 };
 
 use crate::cli::{GrantAction, GrantArgs};
@@ -83,15 +83,17 @@ fn grant_npm(
     store: &CredentialStore,
     registry: Option<&str>,
 ) -> Result<ExitStatus> {
-    let registry = Registry::parse(registry.unwrap_or(npm::DEFAULT_REGISTRY))
-        .map_err(|e| CliError::new(e.to_string()))?;
+    let registry =
+        Registry::parse(registry.unwrap_or(npm::DEFAULT_REGISTRY)).map_err(|e| CliError::new(e.to_string()))?;
     let provider = HostProvider::from_flags(NPM_GRANT, &registry.host, None, None);
     provider.save(home).map_err(|e| {
         CliError::new(format!("moat grant npm: {e}"))
             .with_hint("`moat grant npm` keeps MOAT_HOME/providers/npm.yaml; remove a hand-written one")
     })?;
-    ctx.printer
-        .detail(format!("npm: Authorization: Bearer <token> on requests to {}", registry.host));
+    ctx.printer.detail(format!(
+        "npm: Authorization: Bearer <token> on requests to {}",
+        registry.host
+    ));
     store_grant(ctx, home, store, NPM_GRANT, Some(registry.url()))
 }
 
@@ -217,7 +219,11 @@ fn row(summary: &CredentialSummary) -> String {
             "{:<16} {:<12} {:<12} {:<22} {}",
             summary.provider,
             // The ssh grant's record holds public keys, no token.
-            if d.kind == CredentialKind::SshKeys { "-" } else { &d.token },
+            if d.kind == CredentialKind::SshKeys {
+                "-"
+            } else {
+                &d.token
+            },
             serde_json::to_value(d.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))

@@ -32,10 +32,12 @@ pub fn grant_ssh(
         .host
         .clone()
         .ok_or_else(|| CliError::new("name the host the key is for: `moat grant ssh --host github.com`"))?;
-    let agent_socket = moat_core::env_vars::read("SSH_AUTH_SOCK").map(PathBuf::from).ok_or_else(|| {
-        CliError::new("moat grant ssh signs through your ssh-agent, and SSH_AUTH_SOCK is not set")
-            .with_hint("start one (`eval \"$(ssh-agent)\"`) and add the key with `ssh-add`")
-    })?;
+    let agent_socket = moat_core::env_vars::read("SSH_AUTH_SOCK")
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            CliError::new("moat grant ssh signs through your ssh-agent, and SSH_AUTH_SOCK is not set")
+                .with_hint("start one (`eval \"$(ssh-agent)\"`) and add the key with `ssh-add`")
+        })?;
     let identities = ssh_agent::list_identities(&agent_socket, AGENT_TIMEOUT)
         .map_err(|e| CliError::new(format!("listing the keys of your ssh-agent: {e}")))?;
     let key = choose_key(args.key.as_deref(), &identities)?;
@@ -70,10 +72,7 @@ pub fn grant_ssh(
 
 /// The key `--key` names, which the agent must hold.
 fn choose_key(key: Option<&str>, identities: &[Identity]) -> Result<PublicKey> {
-    let held: Vec<PublicKey> = identities
-        .iter()
-        .map(|i| PublicKey { blob: i.blob.clone() })
-        .collect();
+    let held: Vec<PublicKey> = identities.iter().map(|i| PublicKey { blob: i.blob.clone() }).collect();
     let listing = || {
         identities
             .iter()
@@ -133,13 +132,7 @@ fn keyscan(host: &str) -> Result<Vec<String>> {
         Some((name, port)) => (name, port),
         None => (host, "22"),
     };
-    let scan = Subprocess::new("ssh-keyscan", KEYSCAN_TIMEOUT).args([
-        "-T",
-        "15",
-        "-p",
-        port,
-        name,
-    ]);
+    let scan = Subprocess::new("ssh-keyscan", KEYSCAN_TIMEOUT).args(["-T", "15", "-p", port, name]);
     let output = scan.run_blocking().map_err(|e| {
         CliError::new(format!("collecting the host keys of {host} with ssh-keyscan: {e}"))
             .with_hint("pass them instead: --known-hosts \"HOST TYPE KEY\"")

@@ -22,9 +22,11 @@ pub fn init(ctx: &Context, args: &InitArgs) -> Result<ExitStatus> {
     }
     let target = dir.join(PROJECT_FILE);
     if target.exists() && !args.force && !args.dry_run {
-        return Err(CliError::new(format!("{} exists; moat init does not replace it", target.display()))
-            .with_hint("`moat init --dry-run` prints the guess; `--force` replaces the file")
-            .into());
+        return Err(
+            CliError::new(format!("{} exists; moat init does not replace it", target.display()))
+                .with_hint("`moat init --dry-run` prints the guess; `--force` replaces the file")
+                .into(),
+        );
     }
     let yaml = project_guess::guess(&dir).to_yaml();
     let mut out = ctx.printer.stdout();
@@ -50,13 +52,14 @@ pub fn init(ctx: &Context, args: &InitArgs) -> Result<ExitStatus> {
 fn confirmed(ctx: &Context, target: &std::path::Path) -> Result<bool> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        return Err(CliError::new("not writing without a confirmation, and there is no terminal to ask")
-            .with_hint("pass --yes to write the printed moat.yaml, or --dry-run to only print it")
-            .into());
+        return Err(
+            CliError::new("not writing without a confirmation, and there is no terminal to ask")
+                .with_hint("pass --yes to write the printed moat.yaml, or --dry-run to only print it")
+                .into(),
+        );
     }
     ctx.printer.prompt(format!("Write {}? [y/N] ", target.display()));
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
-

@@ -34,15 +34,25 @@ fn init_prints_writes_with_yes_and_never_overwrites_without_force() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "# mine\n");
 
     home.moat(&["init", dir, "--yes", "--force"]).success();
-    assert!(std::fs::read_to_string(&target).unwrap().contains("dependencies: [rust]"));
+    assert!(
+        std::fs::read_to_string(&target)
+            .unwrap()
+            .contains("dependencies: [rust]")
+    );
 }
 
 #[test]
 fn grant_flags_of_one_kind_are_refused_on_another() {
     let home = TestHome::new();
     for (args, says) in [
-        (&["grant", "github", "--key", "x.pub"][..], "--key is for `moat grant ssh`"),
-        (&["grant", "github", "--registry", "https://r.example/"][..], "--registry is for `moat grant npm`"),
+        (
+            &["grant", "github", "--key", "x.pub"][..],
+            "--key is for `moat grant ssh`",
+        ),
+        (
+            &["grant", "github", "--registry", "https://r.example/"][..],
+            "--registry is for `moat grant npm`",
+        ),
         (&["grant", "npm", "--host", "r.example"][..], "takes --registry"),
         (&["grant", "ssh"][..], "--host"),
         (&["grant", "npm", "--registry", "http://r.example/"][..], "https://"),

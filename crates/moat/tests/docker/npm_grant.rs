@@ -39,15 +39,32 @@ fn the_npm_config_holds_a_placeholder_and_the_registry_gets_the_token() {
         registry=$(sed -n 's/^registry=//p' "$NPM_CONFIG_USERCONFIG")
         key="//${registry#https://}:_authToken="
         token=$(grep -F "$key" "$NPM_CONFIG_USERCONFIG" | cut -d= -f2-)
-        curl -sS --max-time 10 -H "Authorization: Bearer $token" "${registry}left-pad"; echo
+        curl -sS --max-time 10 -H "Authorization: Bearer $token" "${registry}left-pad" 2>&1; echo
         echo "writable=$(touch "$NPM_CONFIG_USERCONFIG" 2>/dev/null && echo yes || echo no)"
         env"#;
-    // Strict: the registry is allowed as the grant's host.
-    let out = home.run(&["run", "--policy", "strict", "-g", "npm", "--", "sh", "-c", script]);
+    // Strict; the test registry's address is private, which strict lets a
+    // name reach only when a rule names its `host:port`.
+    let host = format!("{API_HOST}:{}", upstream.port);
+    let out = home.run(&[
+        "run",
+        "--policy",
+        "strict",
+        "-g",
+        "npm",
+        "--allow-host",
+        &host,
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
-        stdout.contains(&format!("//{API_HOST}:{}/npm/:_authToken=moat-placeholder-npm-token", upstream.port)),
+        stdout.contains(&format!(
+            "//{API_HOST}:{}/npm/:_authToken=moat-placeholder-npm-token",
+            upstream.port
+        )),
         "{stdout}"
     );
     assert!(stdout.contains(&format!("registry={registry}")), "{stdout}");
@@ -57,6 +74,9 @@ fn the_npm_config_holds_a_placeholder_and_the_registry_gets_the_token() {
         .iter()
         .find(|s| s.path == "/npm/left-pad")
         .unwrap_or_else(|| panic!("the registry never saw the request: {stdout}"));
-    assert_eq!(request.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
     assert!(!stdout.contains(TOKEN), "the container saw the token: {stdout}");
 }

@@ -199,18 +199,34 @@ fn a_run_clones_over_ssh_through_the_granted_key_only_and_never_holds_a_private_
         .unwrap();
     assert!(grant.status.success(), "{}", text(&grant.stderr));
     let fingerprint = |key: &Path| {
-        let out = Command::new("ssh-keygen").arg("-lf").arg(key.with_extension("pub")).output().unwrap();
+        let out = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap();
         text(&out.stdout).split_whitespace().nth(1).unwrap().to_string()
     };
     let (granted_fp, other_fp) = (fingerprint(&granted), fingerprint(&other));
 
     // Strict runs cannot carry ssh: refused, not silently broken.
-    let strict = home.run(&["run", "--image", &image, "--policy", "strict", "--grant", "ssh", "--", "true"]);
+    let strict = home.run(&[
+        "run", "--image", &image, "--policy", "strict", "--grant", "ssh", "--", "true",
+    ]);
     assert!(!strict.status.success());
     assert!(text(&strict.stderr).contains("permissive"), "{}", text(&strict.stderr));
 
     let out = home.run(&[
-        "run", "-d", "--image", &image, "--policy", "permissive", "--grant", "ssh", "--", "sleep", "300",
+        "run",
+        "-d",
+        "--image",
+        &image,
+        "--policy",
+        "permissive",
+        "--grant",
+        "ssh",
+        "--",
+        "sleep",
+        "300",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let run = home.wait_for_run(Duration::from_secs(30));
@@ -221,7 +237,10 @@ fn a_run_clones_over_ssh_through_the_granted_key_only_and_never_holds_a_private_
     let listed_text = text(&listed.stdout);
     assert!(listed.status.success(), "{listed_text}{}", text(&listed.stderr));
     assert_eq!(listed_text.lines().count(), 1, "{listed_text}");
-    assert!(listed_text.contains(&granted_fp) && !listed_text.contains(&other_fp), "{listed_text}");
+    assert!(
+        listed_text.contains(&granted_fp) && !listed_text.contains(&other_fp),
+        "{listed_text}"
+    );
 
     let clone = exec(
         &home,
@@ -236,14 +255,21 @@ fn a_run_clones_over_ssh_through_the_granted_key_only_and_never_holds_a_private_
     let crafted = exec(
         &home,
         &run,
-        &format!("perl -e '{RAW_AGENT_CLIENT}' {}", sign_request_hex(&other.with_extension("pub"))),
+        &format!(
+            "perl -e '{RAW_AGENT_CLIENT}' {}",
+            sign_request_hex(&other.with_extension("pub"))
+        ),
     );
     assert!(crafted.status.success(), "{}", text(&crafted.stderr));
     assert_eq!(text(&crafted.stdout).trim(), "05", "SSH_AGENT_FAILURE expected");
     // So is adding a key, or removing the host agent's keys.
     let remove_all = exec(&home, &run, &format!("perl -e '{RAW_AGENT_CLIENT}' 0000000113"));
     assert_eq!(text(&remove_all.stdout).trim(), "05");
-    let still_there = Command::new("ssh-add").arg("-l").env("SSH_AUTH_SOCK", &agent.socket).output().unwrap();
+    let still_there = Command::new("ssh-add")
+        .arg("-l")
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .output()
+        .unwrap();
     assert_eq!(text(&still_there.stdout).lines().count(), 2, "the host agent lost keys");
 
     // The private keys appear nowhere: files, environment, inspect.
@@ -251,7 +277,12 @@ fn a_run_clones_over_ssh_through_the_granted_key_only_and_never_holds_a_private_
         let private = std::fs::read_to_string(key).unwrap();
         let needle = private.lines().nth(2).unwrap().to_string();
         let scan = docker(&[
-            "exec", "-u", "0", &run, "sh", "-c",
+            "exec",
+            "-u",
+            "0",
+            &run,
+            "sh",
+            "-c",
             &format!("grep -rlF '{needle}' / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null; true"),
         ]);
         assert!(scan.trim().is_empty(), "private key bytes found in {scan}");
@@ -274,7 +305,10 @@ fn a_run_clones_over_ssh_through_the_granted_key_only_and_never_holds_a_private_
         std::thread::sleep(Duration::from_millis(200));
     };
     let signed: Vec<&str> = log.lines().filter(|l| l.contains("\"ssh_signed\"")).collect();
-    assert!(!signed.is_empty() && signed.iter().all(|l| l.contains(&granted_fp)), "{log}");
+    assert!(
+        !signed.is_empty() && signed.iter().all(|l| l.contains(&granted_fp)),
+        "{log}"
+    );
     assert!(log.contains("ssh_sign_refused") && log.contains(&other_fp), "{log}");
     for key in [&granted, &other] {
         let private = std::fs::read_to_string(key).unwrap();
