@@ -51,6 +51,12 @@ pub fn resolve_run_grants(
             continue;
         }
         seen.push(name);
+        // The ssh grant is no provider: it injects no header.
+        let provider = if name == SSH_GRANT {
+            None
+        } else {
+            Some(providers.require(name)?)
+        };
         let credential = store.load(name)?.ok_or_else(|| RunGrantError::NotGranted {
             provider: name.clone(),
             profile: store.profile().map(|p| format!(" in profile {p}")).unwrap_or_default(),
@@ -58,11 +64,10 @@ pub fn resolve_run_grants(
         if credential.is_expired(chrono::Utc::now()) {
             return Err(RunGrantError::Expired { provider: name.clone() });
         }
-        if name == SSH_GRANT {
+        let Some(provider) = provider else {
             resolved.ssh = SshGrants::from_credential(&credential)?;
             continue;
-        }
-        let provider = providers.require(name)?;
+        };
         if let Some(url) = &credential.metadata.registry {
             resolved.npmrc = Some(Registry::parse(url)?.npmrc(provider.placeholder()));
         }

@@ -178,32 +178,26 @@ impl Guess {
     /// The moat.yaml text: a header saying where each part came from,
     /// then `dependencies:`, `grants:` and a strict `network:`.
     pub fn to_yaml(&self) -> String {
-        let mut out = String::from("# Written by `moat init`; review it before the first run.\n");
+        let mut lines = vec!["# Written by `moat init`; review it before the first run.".to_string()];
         if self.evidence.is_empty() {
-            out.push_str("# Nothing recognised: no lock, toolchain or git files.\n");
+            lines.push("# Nothing recognised: no lock, toolchain or git files.".into());
         }
-        for line in &self.evidence {
-            out.push_str(&format!("#   {line}\n"));
-        }
-        for note in &self.notes {
-            out.push_str(&format!("# Note: {note}\n"));
-        }
+        lines.extend(self.evidence.iter().map(|line| format!("#   {line}")));
+        lines.extend(self.notes.iter().map(|note| format!("# Note: {note}")));
         if !self.dependencies.is_empty() {
-            out.push_str(&format!("dependencies: [{}]\n", join(&self.dependencies)));
+            lines.push(format!("dependencies: [{}]", join(&self.dependencies)));
         }
         if !self.grants.is_empty() {
-            out.push_str(&format!("grants: [{}]\n", join(&self.grants)));
+            lines.push(format!("grants: [{}]", join(&self.grants)));
         }
-        out.push_str("network:\n  policy: strict\n");
+        lines.push("network:\n  policy: strict".into());
         if self.hosts.is_empty() {
-            out.push_str("  rules: []\n");
+            lines.push("  rules: []".into());
         } else {
-            out.push_str("  rules:\n");
-            for host in &self.hosts {
-                out.push_str(&format!("    - {host}\n"));
-            }
+            lines.push("  rules:".into());
+            lines.extend(self.hosts.iter().map(|host| format!("    - {host}")));
         }
-        out
+        lines.iter().map(|line| format!("{line}\n")).collect()
     }
 }
 

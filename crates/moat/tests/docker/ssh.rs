@@ -13,15 +13,13 @@ use super::support::{Home, docker, docker_exists, text, unique};
 
 /// The sshd and git the test needs, on moat's base image (Debian packages).
 fn dockerfile() -> String {
-    let mut file = "FROM moat-base:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends \
-                    openssh-server openssh-client git && rm -rf /var/lib/apt/lists/*\n"
-        .to_string();
+    let base = "FROM moat-base:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends \
+                openssh-server openssh-client git && rm -rf /var/lib/apt/lists/*\n";
     // ssh needs a passwd entry for the run's user (the workspace's owner).
-    let uid = nix_uid();
-    if uid != 0 {
-        file.push_str(&format!("RUN useradd -o -m -u {uid} runner\n"));
+    match nix_uid() {
+        0 => base.to_string(),
+        uid => format!("{base}RUN useradd -o -m -u {uid} runner\n"),
     }
-    file
 }
 
 /// This process's uid (the owner of `/proc/self`).
