@@ -19,6 +19,9 @@ pub enum CredentialKind {
     OauthToken,
     /// A personal access token or any other bearer token.
     Token,
+    /// SSH grants: public keys and the hosts they are granted for (no
+    /// secret; the private keys stay in the host's ssh-agent).
+    SshKeys,
 }
 
 impl fmt::Display for CredentialKind {
@@ -27,6 +30,7 @@ impl fmt::Display for CredentialKind {
             CredentialKind::ApiKey => "api key",
             CredentialKind::OauthToken => "oauth token",
             CredentialKind::Token => "token",
+            CredentialKind::SshKeys => "ssh keys",
         })
     }
 }
@@ -43,6 +47,9 @@ pub struct CredentialMetadata {
     /// Where the token came from (`GH_TOKEN`, `gh auth token`, prompt, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The npm registry URL an npm grant is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
 }
 
 /// A credential as it is stored (encrypted) on disk. `Debug` never shows the

@@ -9,12 +9,15 @@ pub mod credential;
 pub mod grant;
 pub mod host_provider;
 pub mod keystore;
+pub mod npm;
 pub mod provider;
 mod provider_file;
 pub mod providers;
 pub mod run_grants;
 pub mod sealed;
 pub mod secrets;
+pub mod ssh;
+pub mod ssh_agent;
 pub mod store;
 pub mod validate;
 

@@ -2,8 +2,10 @@
 //! placeholder environment for the container and the hosts strict policy
 //! must allow. The daemon calls this once per run with the user's profile.
 
+use crate::npm::{NpmError, Registry};
 use crate::provider::InjectionSpec;
 use crate::providers::{ProviderError, Providers};
+use crate::ssh::{SSH_GRANT, SshError, SshGrants};
 use crate::store::{CredentialStore, StoreError};
 
 /// Everything the daemon needs from the credential side for one run.
@@ -14,6 +16,10 @@ pub struct RunGrants {
     pub env: Vec<(String, String)>,
     /// Host patterns the grants inject into.
     pub hosts: Vec<String>,
+    /// The `ssh` grant's keys (public halves) and known hosts.
+    pub ssh: SshGrants,
+    /// The npm user config of an npm grant (placeholder token only).
+    pub npmrc: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +32,10 @@ pub enum RunGrantError {
     Expired { provider: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("the npm grant's registry: {0}")]
+    Npm(#[from] NpmError),
 }
 
 /// Resolves `grants` (provider names, duplicates ignored) against the store.
@@ -41,13 +51,25 @@ pub fn resolve_run_grants(
             continue;
         }
         seen.push(name);
-        let provider = providers.require(name)?;
+        // The ssh grant is no provider: it injects no header.
+        let provider = if name == SSH_GRANT {
+            None
+        } else {
+            Some(providers.require(name)?)
+        };
         let credential = store.load(name)?.ok_or_else(|| RunGrantError::NotGranted {
             provider: name.clone(),
             profile: store.profile().map(|p| format!(" in profile {p}")).unwrap_or_default(),
         })?;
         if credential.is_expired(chrono::Utc::now()) {
             return Err(RunGrantError::Expired { provider: name.clone() });
+        }
+        let Some(provider) = provider else {
+            resolved.ssh = SshGrants::from_credential(&credential)?;
+            continue;
+        };
+        if let Some(url) = &credential.metadata.registry {
+            resolved.npmrc = Some(Registry::parse(url)?.npmrc(provider.placeholder()));
         }
         resolved.injections.extend(provider.injections(&credential));
         resolved.env.extend(provider.container_env());

@@ -1,15 +1,29 @@
 //! Grants of a run: resolved from the credential store into the proxy's
-//! injection rules and the placeholder variables the container sees. Run at
-//! creation, on re-adoption (secrets are never persisted) and when a
-//! credential changes (`moat revoke` takes effect on live runs).
+//! injection rules and the placeholder variables the container sees, and
+//! staged as files and sockets (the ssh grant's agent and known_hosts, the
+//! npm grant's user config). Run at creation, on re-adoption (secrets are
+//! never persisted) and when a credential changes (`moat revoke` takes
+//! effect on live runs).
+
+use std::path::Path;
 
 use moat_core::MoatHome;
 use moat_creds::{CredentialStore, InjectionSpec, Providers, RunGrantError, RunGrants, resolve_run_grants};
-use moat_proxy::InjectionRule;
+use moat_proxy::{InjectionRule, PolicyMode};
+use moat_runtime::BindMount;
 
 use crate::api::RunSpec;
 use crate::audit::Event;
+use crate::registry::RunHandle;
+use crate::ssh_agent::{self, AgentError, SocketAccess};
 use crate::state::Daemon;
+
+/// Where the ssh grant's known hosts appear: ssh's global known_hosts.
+pub const CONTAINER_KNOWN_HOSTS: &str = "/etc/ssh/ssh_known_hosts";
+/// Where the npm grant's user config appears (`NPM_CONFIG_USERCONFIG`).
+pub const CONTAINER_NPMRC: &str = "/etc/moat/npmrc";
+/// The run directory's subdirectory holding staged grant files.
+const STAGED_DIR: &str = "grants";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
@@ -25,6 +39,12 @@ pub enum GrantError {
         grant: String,
         host: String,
     },
+    #[error("{0}")]
+    Agent(#[from] AgentError),
+    #[error("staging the grant file {path}: {source}")]
+    Stage { path: String, source: std::io::Error },
+    #[error("the ssh grant needs a permissive run: a strict run reaches only the proxy, which carries HTTP, not ssh")]
+    SshInStrictRun,
 }
 
 impl GrantError {
@@ -40,6 +60,9 @@ impl GrantError {
                 "store the server's token with `moat grant mcp {server} --url URL` (grant mcp-{server}), \
                  or name a grant for that host in mcp:"
             )),
+            GrantError::SshInStrictRun => {
+                Some("run with `--policy permissive` (or `network.policy: permissive`), or clone over HTTPS".into())
+            }
             _ => None,
         }
     }
@@ -91,6 +114,72 @@ pub fn resolve_remaining(home: &MoatHome, spec: &RunSpec) -> Result<RunGrants, G
     Ok(resolve_run_grants(&store, &providers, &remaining)?)
 }
 
+/// What a run's container gets from its staged grants.
+#[derive(Debug, Default)]
+pub struct Staged {
+    pub mounts: Vec<BindMount>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Stages the ssh agent (served from now until the run's cleanup), the
+/// known hosts and the npm config of `grants` for run `handle`.
+pub fn stage(daemon: &Daemon, handle: &RunHandle, grants: &RunGrants) -> Result<Staged, GrantError> {
+    let mut staged = Staged::default();
+    let run_dir = daemon.store().run_dir(&handle.id());
+    if !grants.ssh.keys.is_empty() {
+        if handle.spec.policy.mode == PolicyMode::Strict {
+            return Err(GrantError::SshInStrictRun);
+        }
+        let run_user = crate::supervisor::command_user(&handle.spec);
+        let access = SocketAccess::for_run_user(run_user.as_deref());
+        let agent_dir =
+            daemon
+                .ssh_agents()
+                .start(daemon.audit(), &handle.id(), &run_dir, grants.ssh.keys.clone(), access)?;
+        staged.mounts.push(BindMount {
+            source: agent_dir.display().to_string(),
+            target: ssh_agent::CONTAINER_AGENT_DIR.into(),
+            read_only: true,
+        });
+        staged.env.push((
+            "SSH_AUTH_SOCK".into(),
+            format!("{}/{}", ssh_agent::CONTAINER_AGENT_DIR, ssh_agent::SOCKET_NAME),
+        ));
+        let known_hosts = write_staged(&run_dir, "known_hosts", &grants.ssh.known_hosts())?;
+        staged.mounts.push(read_only(&known_hosts, CONTAINER_KNOWN_HOSTS));
+    }
+    if let Some(npmrc) = &grants.npmrc {
+        let path = write_staged(&run_dir, "npmrc", npmrc)?;
+        staged.mounts.push(read_only(&path, CONTAINER_NPMRC));
+        staged
+            .env
+            .push(("NPM_CONFIG_USERCONFIG".into(), CONTAINER_NPMRC.into()));
+    }
+    Ok(staged)
+}
+
+fn read_only(source: &Path, target: &str) -> BindMount {
+    BindMount {
+        source: source.display().to_string(),
+        target: target.into(),
+        read_only: true,
+    }
+}
+
+/// Writes a staged file (no secret: public keys, host keys, placeholders)
+/// world-readable, so any run user can read it through its mount.
+fn write_staged(run_dir: &Path, name: &str, contents: &str) -> Result<std::path::PathBuf, GrantError> {
+    let dir = run_dir.join(STAGED_DIR);
+    let path = dir.join(name);
+    let error = |source| GrantError::Stage {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(error)?;
+    moat_core::atomic::write_atomic(&path, contents.as_bytes(), 0o644).map_err(error)?;
+    Ok(path)
+}
+
 pub fn injection_rules(grants: &RunGrants) -> Vec<InjectionRule> {
     grants.injections.iter().map(rule).collect()
 }
@@ -111,6 +200,9 @@ fn rule(spec: &InjectionSpec) -> InjectionRule {
 /// The names of the grants that inject something, sorted.
 fn grant_names(grants: &RunGrants) -> Vec<String> {
     let mut names: Vec<String> = grants.injections.iter().map(|i| i.grant.clone()).collect();
+    if !grants.ssh.keys.is_empty() {
+        names.push(moat_creds::ssh::SSH_GRANT.into());
+    }
     names.sort();
     names.dedup();
     names
@@ -127,6 +219,7 @@ pub fn refresh_live_runs(daemon: &Daemon) -> usize {
         }
         match resolve_remaining(daemon.home(), &handle.spec) {
             Ok(grants) => {
+                daemon.ssh_agents().update(&handle.id(), grants.ssh.keys.clone());
                 egress.update_injections(&handle.id(), injection_rules(&grants));
                 let remaining = grant_names(&grants);
                 let mut granted = handle.spec.grants.clone();

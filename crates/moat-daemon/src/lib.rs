@@ -29,6 +29,7 @@ pub mod resources;
 pub mod runtimes;
 pub mod server;
 mod snapshots;
+pub mod ssh_agent;
 pub mod standalone;
 pub mod state;
 pub mod suggest;

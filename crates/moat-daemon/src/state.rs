@@ -168,6 +168,7 @@ struct Inner {
     network_pool: NetworkPool,
     egress: Option<Arc<Egress>>,
     audit: AuditLog,
+    ssh_agents: crate::ssh_agent::SshAgents,
     /// Set when the registry could not be fully restored: the reaper
     /// pauses rather than judge liveness from an incomplete registry.
     registry_error: std::sync::Mutex<Option<String>>,
@@ -202,6 +203,7 @@ impl Daemon {
                 network_pool,
                 egress,
                 audit,
+                ssh_agents: crate::ssh_agent::SshAgents::default(),
                 registry_error: std::sync::Mutex::new(None),
             }),
         }
@@ -260,6 +262,11 @@ impl Daemon {
     /// The runs' audit logs (one writer for the whole daemon).
     pub fn audit(&self) -> &AuditLog {
         &self.inner.audit
+    }
+
+    /// The ssh agents of live runs with the ssh grant.
+    pub fn ssh_agents(&self) -> &crate::ssh_agent::SshAgents {
+        &self.inner.ssh_agents
     }
 
     /// Why the registry is not to be trusted, when it is not.

@@ -112,6 +112,9 @@ pub enum Command {
                             moat trace --blocked"
     )]
     Policy(PolicyArgs),
+    /// Write a moat.yaml guessed from the project's lock, toolchain and git files.
+    #[command(after_help = "Examples:\n  moat init --dry-run\n  moat init ../app --yes")]
+    Init(InitArgs),
     /// Store a credential for a provider, or list/show stored ones.
     Grant(GrantArgs),
     /// Delete a stored credential.
@@ -596,7 +599,9 @@ pub enum AuditAction {
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "Examples:\n  moat grant github\n  echo \"$TOKEN\" | moat grant anthropic\n  \
-                  moat grant mytool --host api.example.com --header X-Api-Key"
+                  moat grant mytool --host api.example.com --header X-Api-Key\n  \
+                  moat grant ssh --host github.com --key ~/.ssh/id_ed25519.pub\n  \
+                  echo \"$NPM_TOKEN\" | moat grant npm --registry https://npm.example.com/"
 )]
 pub struct GrantArgs {
     #[command(subcommand)]
@@ -608,9 +613,24 @@ pub struct GrantArgs {
     pub provider: Option<String>,
 
     /// Define PROVIDER as a provider for this one host (pattern like *.example.com, or
-    /// host:port): the credential goes into --header of requests to it.
+    /// host:port): the credential goes into --header of requests to it. With ssh: the host the
+    /// key is granted for, as ssh names it (github.com, [git.example.com]:2222).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+
+    /// With ssh: the key, as a public key file whose private half your ssh-agent holds, or
+    /// `agent` for the agent's only key [default: agent]. moat never reads a private key.
+    #[arg(long, value_name = "PATH|agent")]
+    pub key: Option<String>,
+
+    /// With ssh: a known_hosts line for --host (repeatable) [default: collected with
+    /// ssh-keyscan now].
+    #[arg(long = "known-hosts", value_name = "LINE")]
+    pub known_hosts: Vec<String>,
+
+    /// With npm: the registry the token is for [default: https://registry.npmjs.org/].
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
 
     /// With --host: the header that carries the credential [default: Authorization].
     #[arg(long, value_name = "NAME", requires = "host")]
@@ -656,6 +676,25 @@ pub enum GrantAction {
         #[arg(long, value_name = "TEXT")]
         prefix: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The project directory [default: the current directory].
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+
+    /// Replace an existing moat.yaml.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Write without asking (the guess is printed all the same).
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Print the guess; write nothing.
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,8 @@ mod destroy;
 mod doctor;
 mod exec;
 mod grant;
+mod grant_ssh;
+mod init;
 mod list;
 mod logs;
 mod open;
@@ -53,6 +55,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Trace(args) => trace::trace(&ctx, &args),
         Command::Audit(args) => audit::audit(&ctx, &args),
         Command::Policy(args) => policy::policy(&ctx, &args),
+        Command::Init(args) => init::init(&ctx, &args),
         Command::Grant(args) => grant::grant(&ctx, &args),
         Command::Revoke(args) => revoke::revoke(&ctx, &args),
         Command::Clean(args) => clean::clean(&ctx, &args),

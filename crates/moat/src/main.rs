@@ -14,6 +14,7 @@ mod live;
 mod maintenance;
 mod moatd;
 mod printer;
+mod project_guess;
 mod report;
 mod resolve;
 mod trust;

@@ -10,6 +10,7 @@ mod cli {
     pub mod credentials;
     pub mod help;
     pub mod honesty;
+    pub mod init;
     pub mod policy;
     pub mod run_dry_run;
     pub mod snapshots;

@@ -20,6 +20,7 @@ mod docker {
     pub mod lifecycle;
     pub mod mcp;
     pub mod netpool;
+    pub mod npm_grant;
     pub mod policy;
     pub mod ports;
     pub mod proxy;
@@ -27,6 +28,7 @@ mod docker {
     pub mod scale;
     pub mod services;
     pub mod snapshots;
+    pub mod ssh;
     pub mod support;
     pub mod terminal;
     pub mod tmux;

@@ -77,6 +77,18 @@ pub enum Event {
     /// A client attached to the run's output.
     Attached,
     Detached,
+    /// The run's ssh agent had the host's agent sign with a granted key
+    /// (its fingerprint; never the key).
+    SshSigned {
+        fingerprint: String,
+        host: String,
+    },
+    /// The run's ssh agent refused (or the host's agent failed) a
+    /// signature with this key.
+    SshSignRefused {
+        fingerprint: String,
+        reason: String,
+    },
     /// `moat revoke` (or a refresh) changed the run's grants.
     GrantsChanged {
         grants: Vec<String>,

@@ -74,6 +74,7 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     if let Some(egress) = daemon.egress() {
         egress.release(&meta.id);
     }
+    daemon.ssh_agents().stop(&meta.id);
     daemon.audit().record(&meta.id, Event::Cleaned { failures });
     daemon.audit().close(&meta.id);
     daemon.registry().remove(&meta.id);

@@ -1,5 +1,5 @@
 //! The container a run gets: labels, mounts, proxy variables, its
-//! services' variables and addresses, DNS, user.
+//! services' variables and addresses, staged grants, DNS, user.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -11,6 +11,7 @@ use super::proxy::ProxyAttachment;
 use super::services::ServiceAccess;
 use crate::api::RunSpec;
 use crate::egress::{PROXY_HOST, PROXY_VARIABLES};
+use crate::grants::Staged;
 use crate::registry::RunHandle;
 use crate::state::Daemon;
 
@@ -31,6 +32,7 @@ pub(super) fn container_spec(
     holder: Option<&str>,
     proxy: Option<ProxyAttachment>,
     services: ServiceAccess,
+    staged: Staged,
 ) -> ContainerSpec {
     let spec = &handle.spec;
     let id = handle.id();
@@ -62,6 +64,9 @@ pub(super) fn container_spec(
         env.push((INIT_HOME_FILES_VARIABLE.to_string(), home_files(spec, relay)));
     }
     let mut extra_hosts = services.hosts;
+    env.retain(|(k, _)| !staged.env.iter().any(|(name, _)| name == k));
+    env.extend(staged.env);
+    mounts.extend(staged.mounts);
     if let Some(proxy) = proxy {
         env.extend(proxy.env);
         mounts.push(proxy.ca_mount);

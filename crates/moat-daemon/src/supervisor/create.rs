@@ -353,6 +353,7 @@ async fn provision(
     let mut notices = Vec::new();
     let grants = grants::resolve(daemon.home(), spec)?;
     grants::check_mcp_coverage(spec, &grants)?;
+    let staged = grants::stage(daemon, handle, &grants)?;
     timings.lap("grants");
     let (network, holder) = match take_pooled(daemon, runtime, handle, deadline).await? {
         Some(pooled) => {
@@ -393,7 +394,15 @@ async fn provision(
     if !spec.services.is_empty() {
         timings.lap("services ready");
     }
-    let container_spec = container_spec(daemon, handle, &network.name, holder.as_deref(), proxy, services);
+    let container_spec = container_spec(
+        daemon,
+        handle,
+        &network.name,
+        holder.as_deref(),
+        proxy,
+        services,
+        staged,
+    );
     let step = format!("creating container {id}");
     let container_id = deadline
         .bound(step, runtime.create_container(&container_spec))

@@ -92,7 +92,8 @@ pub(super) async fn close_host_services(
 }
 
 /// Re-registers a re-adopted run with this daemon's proxy under the token
-/// its container already has; grants revoked meanwhile are dropped.
+/// its container already has, and serves its ssh agent again; grants
+/// revoked meanwhile are dropped.
 pub async fn reattach_proxy(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -> Result<(), RunError> {
     let (Some(egress), Some(network)) = (daemon.egress(), handle.metadata().network) else {
         return Ok(());
@@ -101,6 +102,9 @@ pub async fn reattach_proxy(daemon: &Daemon, runtime: &dyn Runtime, handle: &Run
         return Ok(());
     }
     let grants = grants::resolve_remaining(daemon.home(), &handle.spec)?;
+    // The agent's directory is mounted, so a new socket there reaches the
+    // container again.
+    grants::stage(daemon, handle, &grants)?;
     let network = runtime.inspect_network(&network).await?;
     attach_proxy(daemon, egress, handle, &network, grants).await.map(|_| ())
 }

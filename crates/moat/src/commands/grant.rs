@@ -4,19 +4,24 @@
 //! credentials with the token redacted to its last four characters.
 //! `moat grant NAME --host HOST` first defines NAME as a provider for that
 //! one host (moat-creds' `host_provider`); `moat grant mcp NAME --url URL`
-//! does so as `mcp-NAME` for the host of one MCP server.
+//! does so as `mcp-NAME` for the host of one MCP server, and `moat grant
+//! npm` defines npm for its registry that way. `moat grant ssh` lives in
+//! `grant_ssh.rs`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use moat_core::config;
+use moat_creds::npm::{self, NPM_GRANT, Registry};
+use moat_creds::ssh::SSH_GRANT;
 use moat_creds::{
-    CredentialStore, CredentialSummary, HostProvider, Provider, Providers, TokenPrompt, ValidationOptions,
-    ValidationOutcome,
+    CredentialKind, CredentialStore, CredentialSummary, HostProvider, Provider, Providers, TokenPrompt,
+    ValidationOptions, ValidationOutcome,
 };
 
 use crate::cli::{GrantAction, GrantArgs};
+use crate::commands::grant_ssh;
 use crate::context::{Context, ExitStatus};
 use crate::live;
 use crate::printer::Printer;
@@ -29,10 +34,18 @@ const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
     let home = ctx.home()?;
+    check_flags(args)?;
+    let store = CredentialStore::open(&home, ctx.profile.as_deref())?;
+    if args.action.is_none() {
+        match args.provider.as_deref() {
+            Some(SSH_GRANT) => return grant_ssh::grant_ssh(ctx, &home, &store, args),
+            Some(NPM_GRANT) => return grant_npm(ctx, &home, &store, args.registry.as_deref()),
+            _ => {}
+        }
+    }
     if let (Some(host), Some(name)) = (&args.host, &args.provider) {
         define_host_provider(ctx, &home, name, host, args)?;
     }
-    let store = CredentialStore::open(&home, ctx.profile.as_deref())?;
     match (&args.action, &args.provider) {
         (Some(GrantAction::List { json }), _) => list(ctx, &store, *json),
         (Some(GrantAction::Show { provider, json }), _) => show(ctx, &store, provider, *json),
@@ -52,9 +65,9 @@ pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
                 prefix,
             }
             .define(ctx, &home)?;
-            store_grant(ctx, &home, &store, &provider)
+            store_grant(ctx, &home, &store, &provider, None)
         }
-        (None, Some(provider)) => store_grant(ctx, &home, &store, provider),
+        (None, Some(provider)) => store_grant(ctx, &home, &store, provider, None),
         (None, None) => Err(CliError::new("name a provider: `moat grant github`").into()),
     }
 }
@@ -87,6 +100,53 @@ impl McpGrant<'_> {
     }
 }
 
+/// Refuses flags the named grant kind does not take.
+fn check_flags(args: &GrantArgs) -> Result<()> {
+    let name = args.provider.as_deref().unwrap_or_default();
+    let refuse = |flag: &str, kind: &str| -> Result<()> {
+        Err(CliError::new(format!("{flag} is for `moat grant {kind}`, not `moat grant {name}`")).into())
+    };
+    if name != SSH_GRANT && args.key.is_some() {
+        return refuse("--key", SSH_GRANT);
+    }
+    if name != SSH_GRANT && !args.known_hosts.is_empty() {
+        return refuse("--known-hosts", SSH_GRANT);
+    }
+    if name != NPM_GRANT && args.registry.is_some() {
+        return refuse("--registry", NPM_GRANT);
+    }
+    if name == NPM_GRANT && args.host.is_some() {
+        return Err(CliError::new("`moat grant npm` takes --registry URL, not --host").into());
+    }
+    if name == SSH_GRANT && (args.header.is_some() || args.prefix.is_some()) {
+        return Err(CliError::new("`moat grant ssh` injects no header: drop --header and --prefix").into());
+    }
+    Ok(())
+}
+
+/// `moat grant npm [--registry URL]`: npm becomes a provider for the
+/// registry's host (`Authorization: Bearer`), and the token is stored with
+/// the registry, from which runs get their npm config.
+fn grant_npm(
+    ctx: &Context,
+    home: &moat_core::MoatHome,
+    store: &CredentialStore,
+    registry: Option<&str>,
+) -> Result<ExitStatus> {
+    let registry =
+        Registry::parse(registry.unwrap_or(npm::DEFAULT_REGISTRY)).map_err(|e| CliError::new(e.to_string()))?;
+    let provider = HostProvider::from_flags(NPM_GRANT, &registry.host, None, None);
+    provider.save(home).map_err(|e| {
+        CliError::new(format!("moat grant npm: {e}"))
+            .with_hint("`moat grant npm` keeps MOAT_HOME/providers/npm.yaml; remove a hand-written one")
+    })?;
+    ctx.printer.detail(format!(
+        "npm: Authorization: Bearer <token> on requests to {}",
+        registry.host
+    ));
+    store_grant(ctx, home, store, NPM_GRANT, Some(registry.url()))
+}
+
 /// `--host`: defines (or redefines) `name` as a provider for one host
 /// before its credential is asked for.
 fn define_host_provider(
@@ -110,12 +170,20 @@ fn define_host_provider(
     Ok(())
 }
 
-fn store_grant(ctx: &Context, home: &moat_core::MoatHome, store: &CredentialStore, name: &str) -> Result<ExitStatus> {
+/// Stores the token for provider `name`; `registry` (npm) is kept with it.
+fn store_grant(
+    ctx: &Context,
+    home: &moat_core::MoatHome,
+    store: &CredentialStore,
+    name: &str,
+    registry: Option<String>,
+) -> Result<ExitStatus> {
     let providers = Providers::load(home)?;
     let provider = providers.require(name)?;
     let granted = provider.acquire_token(&TerminalPrompt(&ctx.printer))?;
     ctx.printer.status(format!("token for {name} from {}", granted.source));
-    let credential = granted.into_credential();
+    let mut credential = granted.into_credential();
+    credential.metadata.registry = registry;
     let global = config::load_global(home)?.config;
     let extra_root_pem = match &global.extra_ca_file {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("extra_ca_file {}", path.display()))?),
@@ -203,7 +271,12 @@ fn row(summary: &CredentialSummary) -> String {
         (Some(d), _) => format!(
             "{:<16} {:<12} {:<12} {:<22} {}",
             summary.provider,
-            d.token,
+            // The ssh grant's record holds public keys, no token.
+            if d.kind == CredentialKind::SshKeys {
+                "-"
+            } else {
+                &d.token
+            },
             serde_json::to_value(d.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
