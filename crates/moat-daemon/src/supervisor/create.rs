@@ -18,6 +18,7 @@ use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, labels};
 
 use super::cleanup::cleanup;
 use super::container::{can_join_holder, container_spec};
+use super::holder;
 use super::proxy::attach_proxy;
 use super::services::start_services;
 use super::watch::supervise;
@@ -332,11 +333,10 @@ async fn provision(
     let mut notices = Vec::new();
     let grants = grants::resolve(daemon.home(), spec)?;
     timings.lap("grants");
-    let (network, holder) = match take_pooled(daemon, runtime, handle, deadline).await? {
+    let (network, pool_holder) = match take_pooled(daemon, runtime, handle, deadline).await? {
         Some(pooled) => {
             timings.lap("network take (warm pool)");
-            let holder = pooled.holder.filter(|_| can_join_holder(spec));
-            (pooled.network, holder)
+            (pooled.network, pooled.holder)
         }
         None => {
             let network_name = id.network_name();
@@ -352,6 +352,11 @@ async fn provision(
             (created.info, None)
         }
     };
+    if pool_holder.is_none() && holder::needed(runtime) {
+        holder::start(daemon, runtime, handle, &network.name, deadline).await?;
+        timings.lap("gateway holder start");
+    }
+    let holder = pool_holder.filter(|_| can_join_holder(spec));
     fault::point("after-network-create", spec).await;
     let proxy = match daemon.egress() {
         Some(egress) => {
