@@ -7,6 +7,14 @@
 #[path = "common/moatd.rs"]
 mod moatd;
 
+/// These tests use the Docker engine `docker` finds.
+mod engine {
+    /// No `DOCKER_HOST` of the tests' own.
+    pub fn docker_host() -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
 mod docker {
     pub mod agents;
     pub mod audit;
