@@ -62,8 +62,9 @@ async fn holder_image(runtime: &dyn Runtime, handle: &RunHandle, deadline: &Dead
     let base = deadline
         .bound(step, runtime.image_exists(DEFAULT_LOCAL_BASE_IMAGE))
         .await??;
-    Ok(match base {
-        true => DEFAULT_LOCAL_BASE_IMAGE.to_string(),
-        false => handle.spec.image.clone(),
+    Ok(if base {
+        DEFAULT_LOCAL_BASE_IMAGE.to_string()
+    } else {
+        handle.spec.image.clone()
     })
 }
