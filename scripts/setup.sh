@@ -12,6 +12,8 @@ command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # ... trusting moat's CA through an NSS database made with certutil.
 command -v certutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
+# The real-engine suite runs a second time against a Podman service.
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

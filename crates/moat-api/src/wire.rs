@@ -366,7 +366,7 @@ impl RuntimeCheck {
                 self.kind,
                 self.found_via.as_deref().unwrap_or("?")
             ),
-            (Some(endpoint), false) => format!("{} at {endpoint} does not answer: {problem}", self.kind),
+            (Some(endpoint), false) => format!("{} at {endpoint} is not usable: {problem}", self.kind),
             (None, _) => format!("none found: {problem}"),
         }
     }

@@ -6,6 +6,7 @@
 //! host except the proxy port, with iptables and ip6tables alike. Rules carry a `moat:<run id>` comment so that
 //! removing them needs nothing but the run id.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use moat_core::RunId;
@@ -31,6 +32,25 @@ pub enum FirewallError {
 /// The Linux interface of a Docker bridge network.
 pub fn bridge_interface(network_id: &str) -> String {
     format!("br-{}", &network_id[..network_id.len().min(12)])
+}
+
+/// The host interface that holds `address` (a network's gateway is its
+/// bridge's address, whatever the engine names the bridge: Docker
+/// `br-<id>`, Podman `podman<n>`), if any.
+pub fn interface_with_address(address: IpAddr) -> Option<String> {
+    let interfaces = nix::ifaddrs::getifaddrs().ok()?;
+    for interface in interfaces {
+        let Some(storage) = interface.address else { continue };
+        let held = match (storage.as_sockaddr_in(), storage.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => continue,
+        };
+        if held == address {
+            return Some(interface.interface_name);
+        }
+    }
+    None
 }
 
 fn comment(run_id: &RunId) -> String {
@@ -199,6 +219,13 @@ mod tests {
                 "REJECT"
             ]
         );
+    }
+
+    #[test]
+    fn the_loopback_address_is_found_on_its_interface() {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        assert!(interface_with_address(loopback).is_some_and(|name| name.starts_with("lo")));
+        assert_eq!(interface_with_address(IpAddr::from([192, 0, 2, 77])), None);
     }
 
     #[test]

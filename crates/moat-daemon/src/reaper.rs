@@ -533,7 +533,9 @@ async fn list_candidates(runtime: &dyn Runtime, kinds: &[ObjectKind]) -> Listing
                         None => label_run(&c.labels).or_else(|| decide::run_of_container(&c.name)),
                     };
                     let is_running = c.status.is_running();
-                    let sidecar = c.labels.get(labels::ROLE).is_some_and(|r| r == labels::role::SERVICE);
+                    // Nor is a running gateway holder: it sleeps until removed.
+                    let sidecar = (c.labels.get(labels::ROLE))
+                        .is_some_and(|r| r == labels::role::SERVICE || r == labels::role::HOLDER);
                     let mut candidate = candidate(kind, ObjectKind::Container, c.name, run_id, &c.labels, Vec::new())?;
                     candidate.running = is_running;
                     candidate.pool_owner = pool_owner;

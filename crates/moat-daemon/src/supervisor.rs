@@ -17,6 +17,7 @@ use crate::network::{self, NetworkError};
 
 mod cleanup;
 mod container;
+mod holder;
 pub(crate) use container::STRICT_DNS;
 mod create;
 mod proxy;

@@ -471,6 +471,8 @@ impl Runtime for KubeRuntime {
             internal_networks: true,
             // A pod is the unit of a namespace: a run cannot join another's.
             shared_network_namespace: false,
+            // The proxy is not on a bridge of this host.
+            gateway_needs_a_container: false,
             privileged: false,
         }
     }

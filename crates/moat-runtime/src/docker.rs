@@ -7,8 +7,10 @@
 mod build;
 mod convert;
 pub use moat_core::docker_endpoint as endpoint;
+mod engine;
 mod errors;
 mod images;
+mod libpod;
 mod output;
 mod pool;
 mod terminal;
@@ -37,6 +39,7 @@ use crate::{
 
 pub use build::{BuildRequest, context_tar};
 pub use endpoint::{DockerEndpoint, EndpointEnv, EndpointSource};
+pub use engine::Engine;
 use errors::{is_removal_in_progress, map_error};
 
 const DOCKER: RuntimeKind = RuntimeKind::Docker;
@@ -62,8 +65,9 @@ pub struct DockerOptions {
 pub struct DockerRuntime {
     client: Docker,
     endpoint: DockerEndpoint,
-    /// The API version agreed with the engine, once negotiated.
-    api_version: OnceCell<String>,
+    /// The API version agreed with the engine and which engine it is,
+    /// once negotiated.
+    negotiated: OnceCell<Negotiated>,
     timeouts: Timeouts,
     pool: pool::NetworkPool,
 }
@@ -87,7 +91,7 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             client: connect(&endpoint)?,
             endpoint,
-            api_version: OnceCell::new(),
+            negotiated: OnceCell::new(),
             timeouts: options.timeouts,
             pool: pool::NetworkPool::new(options.subnet_pool),
         })
@@ -119,10 +123,26 @@ impl DockerRuntime {
         self.pool.subnets()
     }
 
+    /// The engine behind the endpoint (Docker or Podman), asking it on
+    /// the first call.
+    pub async fn engine(&self) -> RuntimeResult<Engine> {
+        bounded(DOCKER, "identify the engine", self.timeouts.call, async {
+            self.client().await?;
+            Ok(self.known_engine())
+        })
+        .await
+    }
+
+    /// The engine, once a call has identified it (Docker before that).
+    fn known_engine(&self) -> Engine {
+        (self.negotiated.get()).map_or(Engine::Docker, |negotiated| negotiated.engine.clone())
+    }
+
     /// The client, after agreeing an API version with the engine (the
-    /// engine may be older than bollard's default version).
+    /// engine may be older than bollard's default version) and learning
+    /// which engine it is.
     async fn client(&self) -> RuntimeResult<&Docker> {
-        self.api_version
+        self.negotiated
             .get_or_try_init(|| async {
                 let negotiated = self
                     .client
@@ -130,11 +150,48 @@ impl DockerRuntime {
                     .negotiate_version()
                     .await
                     .map_err(|e| map_error("negotiate API version", "engine", e))?;
-                Ok::<_, RuntimeError>(negotiated.client_version().to_string())
+                let version = (negotiated.version().await).map_err(|e| map_error("read the version", "engine", e))?;
+                let engine = match Engine::podman_version(&version) {
+                    Some(version) => Engine::Podman {
+                        rootless: self.podman_rootless(&version).await?,
+                        version,
+                    },
+                    None => Engine::Docker,
+                };
+                Ok::<_, RuntimeError>(Negotiated {
+                    api_version: negotiated.client_version().to_string(),
+                    engine,
+                })
             })
             .await?;
         Ok(&self.client)
     }
+
+    /// Whether the Podman service behind the endpoint runs rootless.
+    async fn podman_rootless(&self, version: &str) -> RuntimeResult<bool> {
+        (libpod::is_rootless(&self.endpoint.address, version).await).map_err(|reason| RuntimeError::Other {
+            runtime: DOCKER,
+            op: "ask Podman whether it runs rootless".into(),
+            message: reason,
+        })
+    }
+
+    /// Refuses an engine moat cannot enforce its guarantees on.
+    async fn check_supported(&self) -> RuntimeResult<()> {
+        match self.known_engine().refusal() {
+            Some(reason) => Err(RuntimeError::Refused {
+                runtime: DOCKER,
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What the first call learnt about the engine.
+struct Negotiated {
+    api_version: String,
+    engine: Engine,
 }
 
 fn connect(endpoint: &DockerEndpoint) -> RuntimeResult<Docker> {
@@ -192,14 +249,21 @@ impl Runtime for DockerRuntime {
             internal_networks: true,
             shared_network_namespace: true,
             privileged: true,
+            gateway_needs_a_container: self.known_engine().is_podman(),
         }
     }
 
     fn endpoint(&self) -> String {
         let address = &self.endpoint.address;
         let source = &self.endpoint.source;
-        match self.api_version.get() {
-            Some(version) => format!("{address} ({source}, API {version})"),
+        match self.negotiated.get() {
+            Some(Negotiated {
+                api_version,
+                engine: Engine::Docker,
+            }) => format!("{address} ({source}, API {api_version})"),
+            Some(Negotiated { api_version, engine }) => {
+                format!("{} at {address} ({source}, API {api_version})", engine.describe())
+            }
             None => format!("{address} ({source})"),
         }
     }
@@ -213,6 +277,9 @@ impl Runtime for DockerRuntime {
             .then(|| "host.docker.internal".to_string())
     }
 
+    /// Checks that the engine answers and that moat can keep its
+    /// guarantees on it (rootless Podman is refused here, before any run
+    /// object exists).
     async fn ping(&self) -> RuntimeResult<()> {
         bounded(DOCKER, "ping", self.timeouts.call, async {
             let docker = self.client().await?;
@@ -220,7 +287,8 @@ impl Runtime for DockerRuntime {
                 .ping()
                 .await
                 .map(|_| ())
-                .map_err(|e| map_error("ping", "engine", e))
+                .map_err(|e| map_error("ping", "engine", e))?;
+            self.check_supported().await
         })
         .await
     }

@@ -26,6 +26,9 @@ pub enum RuntimeError {
     Unavailable { runtime: RuntimeKind, reason: String },
     #[error("{runtime} cannot {what} in this version of moat")]
     Unsupported { runtime: RuntimeKind, what: String },
+    /// The engine answers, but moat cannot keep its guarantees on it.
+    #[error("{runtime}: {reason}")]
+    Refused { runtime: RuntimeKind, reason: String },
     #[error("{runtime}: no free subnet in moat's pool {pool} for {network}")]
     AddressSpaceExhausted {
         runtime: RuntimeKind,

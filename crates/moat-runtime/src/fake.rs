@@ -166,6 +166,7 @@ impl FakeRuntime {
             internal_networks: true,
             shared_network_namespace: true,
             privileged: true,
+            gateway_needs_a_container: false,
         };
         Self::with_config(timeouts, capabilities)
     }

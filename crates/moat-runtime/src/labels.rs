@@ -33,6 +33,9 @@ pub mod role {
     /// A ready-made network of the daemon's warm pool, taken by a run
     /// (which records its name) instead of creating one.
     pub const POOL: &str = "pool";
+    /// A container that holds a run's network up where the runtime
+    /// creates the bridge only when a container joins (Podman).
+    pub const HOLDER: &str = "holder";
 }
 
 /// The full label set for one object of a run.

@@ -25,6 +25,10 @@ pub struct Capabilities {
     /// A container can join another running container's network
     /// namespace ([`ContainerSpec::network_of`]).
     pub shared_network_namespace: bool,
+    /// The host gets a network's gateway address only once a container
+    /// has joined the network (Podman creates the bridge then), so a
+    /// listener on the gateway needs a container on the network first.
+    pub gateway_needs_a_container: bool,
 }
 
 /// Everything needed to create a container.

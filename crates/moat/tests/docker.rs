@@ -7,6 +7,16 @@
 #[path = "common/moatd.rs"]
 mod moatd;
 
+/// These tests use the Docker engine `docker` finds.
+mod engine {
+    /// No `DOCKER_HOST` of the tests' own (the signature is the Podman
+    /// suite's, whose service may fail to start).
+    #[allow(clippy::unnecessary_wraps)]
+    pub fn docker_host() -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
 mod docker {
     pub mod agents;
     pub mod audit;

@@ -48,6 +48,11 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     {
         failures.push(e.to_string());
     }
+    if super::holder::needed(runtime)
+        && let Err(e) = runtime.remove_container(&super::holder::holder_name(handle)).await
+    {
+        failures.push(e.to_string());
+    }
     if !meta.keep
         && let Some(network) = &meta.network
         && let Err(e) = runtime.remove_network(network).await

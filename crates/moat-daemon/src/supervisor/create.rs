@@ -18,6 +18,7 @@ use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, RuntimeKind, labels};
 
 use super::cleanup::cleanup;
 use super::container::{can_join_holder, container_spec};
+use super::holder;
 use super::proxy::attach_proxy;
 use super::services::start_services;
 use super::watch::supervise;
@@ -355,11 +356,10 @@ async fn provision(
     grants::check_mcp_coverage(spec, &grants)?;
     let staged = grants::stage(daemon, handle, &grants)?;
     timings.lap("grants");
-    let (network, holder) = match take_pooled(daemon, runtime, handle, deadline).await? {
+    let (network, pool_holder) = match take_pooled(daemon, runtime, handle, deadline).await? {
         Some(pooled) => {
             timings.lap("network take (warm pool)");
-            let holder = pooled.holder.filter(|_| can_join_holder(spec));
-            (pooled.network, holder)
+            (pooled.network, pooled.holder)
         }
         None => {
             let network_name = id.network_name();
@@ -375,6 +375,11 @@ async fn provision(
             (created.info, None)
         }
     };
+    if pool_holder.is_none() && holder::needed(runtime) {
+        holder::start(daemon, runtime, handle, &network.name, deadline).await?;
+        timings.lap("gateway holder start");
+    }
+    let holder = pool_holder.filter(|_| can_join_holder(spec));
     fault::point("after-network-create", spec).await;
     // A Kubernetes run's egress is its NetworkPolicy: the host's proxy is
     // not reachable from the cluster (docs/kubernetes.md, "Proxy").

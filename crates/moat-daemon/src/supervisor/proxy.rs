@@ -52,7 +52,7 @@ pub(super) async fn attach_proxy(
         .await?;
     let mut isolation_notice = None;
     if handle.spec.policy.mode == PolicyMode::Strict
-        && let Err(e) = close_host_services(&id, network, egress.port(), !handle.spec.ports.is_empty()).await
+        && let Err(e) = close_host_services(&id, network, gateway, egress.port(), !handle.spec.ports.is_empty()).await
     {
         if handle.spec.require_isolation {
             return Err(RunError::IsolationUnavailable(e));
@@ -83,10 +83,12 @@ pub(super) async fn attach_proxy(
 pub(super) async fn close_host_services(
     id: &RunId,
     network: &NetworkInfo,
+    gateway: IpAddr,
     proxy_port: u16,
     replies: bool,
 ) -> Result<(), FirewallError> {
-    let interface = firewall::bridge_interface(&network.id);
+    let interface =
+        firewall::interface_with_address(gateway).unwrap_or_else(|| firewall::bridge_interface(&network.id));
     firewall::release(id).await?;
     firewall::restrict_host(id, &interface, proxy_port, replies).await
 }

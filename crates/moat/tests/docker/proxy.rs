@@ -240,7 +240,7 @@ fn a_granted_credential_is_injected_never_visible_and_revocable_during_a_run() {
     // The token appears nowhere in the container or in moat's records.
     assert!(!stdout.contains(TOKEN), "the container saw the token: {stdout}");
     let run_id = home.only_run()["id"].as_str().unwrap().to_string();
-    let inspect = std::process::Command::new("docker")
+    let inspect = super::support::docker_command()
         .args(["inspect", &run_id])
         .output()
         .unwrap();

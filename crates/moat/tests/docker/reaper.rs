@@ -5,7 +5,6 @@
 //! of moat's Go implementation survive every sweep, are reported, and go only
 //! with `moat system prune --legacy`.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use moat_api::fault::POINTS;
@@ -204,7 +203,7 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
         // collide (10.254.255.0/24 stays for the other-home test).
         let base = (std::process::id() % 31) * 8;
         let subnet = format!("10.254.{}.{}/28", base as usize + i / 16, (i % 16) * 16);
-        let out = Command::new("docker")
+        let out = super::support::docker_command()
             .args([
                 "network",
                 "create",
@@ -229,7 +228,7 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
     let report = text(&out.stdout);
     assert!(report.contains("100 removed"), "{report}");
     // Run networks only: the live daemon's warm pool stays.
-    let left = Command::new("docker")
+    let left = super::support::docker_command()
         .args([
             "network",
             "ls",

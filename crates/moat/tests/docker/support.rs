@@ -1,6 +1,9 @@
 //! Shared by the Docker end-to-end tests: a temporary MOAT_HOME driving the
 //! real `moat` binary, and Docker-side checks. In CI (`CI=true`) a missing
-//! Docker engine fails the tests; elsewhere they are skipped.
+//! Docker engine fails the tests; elsewhere they are skipped. The engine is
+//! the test binary's (`crate::engine`): Docker's, or a Podman service
+//! answering the same API, which `moat` and the `docker` CLI both reach
+//! through `DOCKER_HOST`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -42,6 +45,9 @@ impl Home {
             .env("MOAT_DAEMON_EXECUTABLE", crate::moatd::moatd())
             .current_dir(self.root.join("ws"))
             .stdin(Stdio::null());
+        if let Ok(Some(host)) = crate::engine::docker_host() {
+            command.env("DOCKER_HOST", host);
+        }
         command
     }
 
@@ -161,14 +167,14 @@ pub fn fast_home() -> Option<Home> {
 
 /// Runs `docker ARGS`, which must succeed; returns its standard output.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
+    let out = docker_command().args(args).output().unwrap();
     assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
     text(&out.stdout)
 }
 
 /// Whether the container `name` is running.
 pub fn container_running(name: &str) -> bool {
-    let out = Command::new("docker")
+    let out = docker_command()
         .args(["inspect", "-f", "{{.State.Running}}", name])
         .output()
         .unwrap();
@@ -177,7 +183,7 @@ pub fn container_running(name: &str) -> bool {
 
 /// Whether `docker KIND inspect NAME` finds the object.
 pub fn docker_exists(kind: &str, name: &str) -> bool {
-    Command::new("docker")
+    docker_command()
         .args([kind, "inspect", name])
         .output()
         .unwrap()
@@ -191,8 +197,25 @@ pub fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::SeqCst)
 }
 
+/// The `docker` CLI, talking to the test binary's engine.
+pub fn docker_command() -> Command {
+    let mut command = Command::new("docker");
+    if let Ok(Some(host)) = crate::engine::docker_host() {
+        command.env("DOCKER_HOST", host);
+    }
+    command
+}
+
 pub fn docker_available() -> bool {
-    let ok = Command::new("docker")
+    if let Err(reason) = crate::engine::docker_host() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "the engine of these tests is required in CI: {reason}"
+        );
+        eprintln!("skipping: {reason}");
+        return false;
+    }
+    let ok = docker_command()
         .args(["image", "inspect", IMAGE])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -214,7 +237,7 @@ pub fn objects_of(run_id: &str) -> Vec<String> {
         vec!["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
         vec!["network", "ls", "--filter", &filter, "--format", "{{.Name}}"],
     ] {
-        let out = Command::new("docker").args(&args).output().unwrap();
+        let out = docker_command().args(&args).output().unwrap();
         names.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
     }
     names
@@ -237,10 +260,10 @@ pub struct DockerLeftovers {
 impl Drop for DockerLeftovers {
     fn drop(&mut self) {
         for container in &self.containers {
-            let _ = Command::new("docker").args(["rm", "-f", container]).output();
+            let _ = docker_command().args(["rm", "-f", container]).output();
         }
         for network in &self.networks {
-            let _ = Command::new("docker").args(["network", "rm", network]).output();
+            let _ = docker_command().args(["network", "rm", network]).output();
         }
     }
 }
