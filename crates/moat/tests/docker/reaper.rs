@@ -224,7 +224,7 @@ fn a_sweep_removes_a_hundred_orphaned_networks() {
     let started = Instant::now();
     let out = home.run(&["system", "prune", "--force", "--networks"]);
     let took = started.elapsed();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let report = text(&out.stdout);
     assert!(report.contains("100 removed"), "{report}");
     // Run networks only: the live daemon's warm pool stays.
