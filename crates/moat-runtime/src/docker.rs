@@ -417,11 +417,12 @@ impl Runtime for DockerRuntime {
         let op = format!("inspect container {id}");
         bounded(DOCKER, &op, self.timeouts.call, async {
             let docker = self.client().await?;
-            docker
-                .inspect_container(id, None)
-                .await
-                .map(convert::container_info_from_inspect)
-                .map_err(|e| map_error(&op, &format!("container {id}"), e))
+            match docker.inspect_container(id, None).await {
+                Ok(inspection) => Ok(convert::container_info_from_inspect(inspection)),
+                // Podman names states the client's types do not know.
+                Err(bollard::errors::Error::JsonDataError { .. }) => self.inspect_raw(&op, id).await,
+                Err(e) => Err(map_error(&op, &format!("container {id}"), e)),
+            }
         })
         .await
     }
@@ -660,6 +661,22 @@ async fn volumes_matching(docker: &Docker, filters: HashMap<String, Vec<String>>
 }
 
 impl DockerRuntime {
+    /// Container `id` inspected as raw JSON, for an engine that answered
+    /// with a state the typed client rejects (Podman's `stopped`); the
+    /// caller bounds it.
+    async fn inspect_raw(&self, op: &str, id: &str) -> RuntimeResult<ContainerInfo> {
+        let failed = |message: String| RuntimeError::Other {
+            runtime: DOCKER,
+            op: op.to_string(),
+            message,
+        };
+        let inspection = libpod::inspect_container(&self.endpoint.address, id)
+            .await
+            .map_err(failed)?;
+        let typed = serde_json::from_value(inspection).map_err(|e| failed(e.to_string()))?;
+        Ok(convert::container_info_from_inspect(typed))
+    }
+
     /// Removes a container; without `force` Docker refuses a running one.
     async fn remove_container_with(&self, id: &str, force: bool) -> RuntimeResult<()> {
         let op = format!("remove container {id}");

@@ -16,14 +16,14 @@ mod engine;
 #[path = "podman/podman_only.rs"]
 mod podman_only;
 
-/// The same files as the Docker suite's (`tests/docker/`). Not `proxy`
-/// (nor `grant_host`, which builds on it) yet: on Podman its credential
-/// test passes every injection check, then `moat destroy` of its kept run
-/// fails (README, "Podman").
+/// The same files as the Docker suite's (`tests/docker/`).
 #[path = "docker"]
 mod docker {
+    pub mod grant_host;
     pub mod isolation;
     pub mod lifecycle;
+    pub mod proxy;
     pub mod reaper;
     pub mod support;
+    pub mod upstream;
 }

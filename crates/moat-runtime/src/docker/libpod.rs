@@ -1,8 +1,9 @@
-//! The one question moat asks Podman outside the Docker-compatible API:
-//! whether its service runs rootless. Podman's `/info` does not say (its
-//! security options are the same either way); `/libpod/info` does, as
-//! `host.security.rootless`. One HTTP/1.0 request on a connection of its
-//! own, bounded by the caller.
+//! What moat reads from Podman as raw JSON rather than through the typed
+//! Docker API client: whether its service runs rootless (Podman's `/info`
+//! does not say; `/libpod/info` does, as `host.security.rootless`), and a
+//! container whose state the client's types do not know (Podman's
+//! `stopped`). One HTTP/1.0 request on a connection of its own, bounded by
+//! the caller.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -15,14 +16,37 @@ fn request(version: &str) -> String {
 /// Whether the Podman `version` service at `address` (`unix://…`,
 /// `tcp://…`) runs without root.
 pub async fn is_rootless(address: &str, version: &str) -> Result<bool, String> {
-    let request = request(version);
-    let response = match address.strip_prefix("unix://") {
+    rootless_in(&get(address, &request(version)).await?)
+}
+
+/// The inspection of container `id` as JSON, its state named as the
+/// Docker API names it: Podman's `stopped` (a container stopped and not
+/// yet cleaned up by Podman) is Docker's `exited`.
+pub async fn inspect_container(address: &str, id: &str) -> Result<serde_json::Value, String> {
+    let request = format!("GET /containers/{id}/json HTTP/1.0\r\nHost: podman\r\nAccept: application/json\r\n\r\n");
+    let mut inspection = json_body(&get(address, &request).await?, "container inspection")?;
+    docker_state(&mut inspection);
+    Ok(inspection)
+}
+
+/// Renames the states Podman reports that Docker's API does not have.
+fn docker_state(inspection: &mut serde_json::Value) {
+    if let Some(status) = inspection.pointer_mut("/State/Status")
+        && status.as_str() == Some("stopped")
+    {
+        *status = serde_json::Value::from("exited");
+    }
+}
+
+/// The response to `request` from the service at `address`.
+async fn get(address: &str, request: &str) -> Result<Vec<u8>, String> {
+    match address.strip_prefix("unix://") {
         Some(path) => {
             exchange(
                 tokio::net::UnixStream::connect(path).await.map_err(|e| e.to_string())?,
-                &request,
+                request,
             )
-            .await?
+            .await
         }
         None => {
             let host = (address.strip_prefix("tcp://"))
@@ -31,12 +55,11 @@ pub async fn is_rootless(address: &str, version: &str) -> Result<bool, String> {
                 .trim_end_matches('/');
             exchange(
                 tokio::net::TcpStream::connect(host).await.map_err(|e| e.to_string())?,
-                &request,
+                request,
             )
-            .await?
+            .await
         }
-    };
-    rootless_in(&response)
+    }
 }
 
 async fn exchange(
@@ -52,18 +75,21 @@ async fn exchange(
 /// `host.security.rootless` of a `/libpod/info` response (status line,
 /// headers, JSON body).
 fn rootless_in(response: &[u8]) -> Result<bool, String> {
-    let text = String::from_utf8_lossy(response);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("a response without a body")?;
-    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
-        return Err(format!(
-            "/libpod/info answered {}",
-            head.lines().next().unwrap_or_default()
-        ));
-    }
-    let info: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("/libpod/info: {e}"))?;
+    let info = json_body(response, "/libpod/info")?;
     (info.pointer("/host/security/rootless"))
         .and_then(serde_json::Value::as_bool)
         .ok_or_else(|| "/libpod/info does not say whether Podman runs rootless".to_string())
+}
+
+/// The JSON body of a `200` response (status line, headers, body) to the
+/// request for `what`.
+fn json_body(response: &[u8], what: &str) -> Result<serde_json::Value, String> {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("a response without a body")?;
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("{what} answered {}", head.lines().next().unwrap_or_default()));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{what}: {e}"))
 }
 
 #[cfg(test)]
@@ -84,6 +110,20 @@ mod tests {
         };
         assert_eq!(rootless_in(answer(true).as_bytes()), Ok(true));
         assert_eq!(rootless_in(answer(false).as_bytes()), Ok(false));
+    }
+
+    #[test]
+    fn podmans_stopped_state_is_dockers_exited() {
+        let mut inspection = serde_json::json!({"Id": "c1", "State": {"Status": "stopped", "ExitCode": 3}});
+        docker_state(&mut inspection);
+        assert_eq!(inspection["State"]["Status"], "exited");
+        let typed: bollard::models::ContainerInspectResponse = serde_json::from_value(inspection).unwrap();
+        let state = typed.state.unwrap();
+        assert_eq!(state.status, Some(bollard::models::ContainerStateStatusEnum::EXITED));
+        assert_eq!(state.exit_code, Some(3));
+        let mut running = serde_json::json!({"State": {"Status": "running"}});
+        docker_state(&mut running);
+        assert_eq!(running["State"]["Status"], "running");
     }
 
     #[test]

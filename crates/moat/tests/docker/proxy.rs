@@ -276,7 +276,21 @@ fn a_granted_credential_is_injected_never_visible_and_revocable_during_a_run() {
         "{trace:?}"
     );
     // A kept run's objects stay until its record goes; then a sweep takes them.
-    assert!(home.run(&["destroy", &run_id]).status.success());
+    // Its cleanup (the run's proxy, rules, holder) may still be under way:
+    // destroy refuses until it is done, and says to retry.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let destroyed = home.run(&["destroy", &run_id]);
+        if destroyed.status.success() {
+            break;
+        }
+        let stderr = text(&destroyed.stderr);
+        assert!(
+            stderr.contains("supervised by the daemon") && Instant::now() < deadline,
+            "{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(home.run(&["system", "prune", "--force"]).status.success());
     assert!(
         super::support::objects_of(&run_id).is_empty(),
