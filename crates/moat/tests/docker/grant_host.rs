@@ -2,9 +2,6 @@
 //! (no YAML written by the user) injects its header into a real run's
 //! requests to that host; the container never sees the secret.
 
-use std::io::Write;
-use std::process::Stdio;
-
 use super::proxy::{API_HOST, TOKEN, home_with_upstream};
 use super::support::text;
 
@@ -15,9 +12,8 @@ fn a_provider_defined_by_flags_injects_its_header_and_the_container_never_sees_t
     };
     let port = upstream.port;
     let host = format!("{API_HOST}:{port}");
-    let mut grant = home
-        .moat()
-        .args([
+    home.run_with_input(
+        &[
             "grant",
             "mytool",
             "--host",
@@ -26,20 +22,9 @@ fn a_provider_defined_by_flags_injects_its_header_and_the_container_never_sees_t
             "X-Api-Key",
             "--prefix",
             "Key ",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    grant
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{TOKEN}\n").as_bytes())
-        .unwrap();
-    let granted = grant.wait_with_output().unwrap();
-    assert!(granted.status.success(), "{}", text(&granted.stderr));
+        ],
+        &format!("{TOKEN}\n"),
+    );
     assert!(
         home.home().join("providers/mytool.yaml").exists(),
         "the provider is kept for the daemon"

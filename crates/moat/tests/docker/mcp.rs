@@ -8,8 +8,6 @@
 //! the request that follows it carries no token.
 
 use std::convert::Infallible;
-use std::io::Write;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -177,22 +175,7 @@ fn stamped<'a>(stdout: &'a str, label: &str) -> Vec<(f64, &'a str)> {
 }
 
 fn grant_mcp(home: &Home, url: &str) {
-    let mut grant = home
-        .moat()
-        .args(["grant", "mcp", "docs", "--url", url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    grant
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{TOKEN}\n").as_bytes())
-        .unwrap();
-    let granted = grant.wait_with_output().unwrap();
-    assert!(granted.status.success(), "{}", text(&granted.stderr));
+    home.run_with_input(&["grant", "mcp", "docs", "--url", url], &format!("{TOKEN}\n"));
 }
 
 #[test]

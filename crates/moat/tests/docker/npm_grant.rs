@@ -4,9 +4,6 @@
 //! image has no npm) reaches the registry with the real token, which the
 //! container never sees.
 
-use std::io::Write;
-use std::process::Stdio;
-
 use super::proxy::{API_HOST, TOKEN, home_with_upstream};
 use super::support::text;
 
@@ -16,22 +13,7 @@ fn the_npm_config_holds_a_placeholder_and_the_registry_gets_the_token() {
         return;
     };
     let registry = format!("https://{API_HOST}:{}/npm/", upstream.port);
-    let mut grant = home
-        .moat()
-        .args(["grant", "npm", "--registry", &registry])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    grant
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{TOKEN}\n").as_bytes())
-        .unwrap();
-    let granted = grant.wait_with_output().unwrap();
-    assert!(granted.status.success(), "{}", text(&granted.stderr));
+    home.run_with_input(&["grant", "npm", "--registry", &registry], &format!("{TOKEN}\n"));
 
     // What npm does: read the token for the registry from its user config
     // and send it as a bearer token.

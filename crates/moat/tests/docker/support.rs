@@ -55,6 +55,23 @@ impl Home {
         self.moat().args(args).output().unwrap()
     }
 
+    /// `moat ARGS` with `input` on its standard input (a token for `moat
+    /// grant`), asserted to succeed.
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .moat()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "moat {args:?}: {}", text(&out.stderr));
+        out
+    }
+
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.moat()
             .args(args)
