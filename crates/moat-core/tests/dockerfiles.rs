@@ -180,6 +180,15 @@ fn a_failing_hook_is_read_from_its_last_line() {
             code: 7
         })
     );
+    // The engine may begin the line with the reset of a red stderr line.
+    assert_eq!(
+        HookFailure::parse("\u{1b}[0mmoat: hooks.post_build_root exited 3"),
+        Some(HookFailure {
+            hook: "hooks.post_build_root".into(),
+            code: 3
+        })
+    );
+    assert!(HookFailure::parse("\u{1b}[0xmoat: hooks.post_build exited 3").is_none());
     assert!(HookFailure::parse("moat: hooks.pre_run exited 7").is_none());
     assert!(HookFailure::parse("Step 9/12 : RUN echo \"moat: hooks.post_build exited $code\"").is_none());
 }

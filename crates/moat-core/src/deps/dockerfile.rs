@@ -57,9 +57,11 @@ pub struct HookFailure {
 }
 
 impl HookFailure {
-    /// The failure a build output line reports, if it is a hook's.
+    /// The failure a build output line reports, if it is a hook's. The
+    /// engine may start the line with the colour reset that ends the
+    /// previous (stderr) line.
     pub fn parse(line: &str) -> Option<HookFailure> {
-        let rest = line.trim().strip_prefix(HOOK_FAILED_PREFIX)?;
+        let rest = without_colour_codes(line.trim()).strip_prefix(HOOK_FAILED_PREFIX)?;
         let (name, code) = rest.split_once(HOOK_FAILED_INFIX)?;
         if !matches!(name, "post_build_root" | "post_build") {
             return None;
@@ -69,6 +71,17 @@ impl HookFailure {
             code: code.trim().parse().ok()?,
         })
     }
+}
+
+/// `line` without the terminal colour codes (`ESC [ … m`) it starts with.
+fn without_colour_codes(mut line: &str) -> &str {
+    while let Some(rest) = line.strip_prefix("\u{1b}[") {
+        match rest.find('m') {
+            Some(end) if rest[..end].bytes().all(|b| b.is_ascii_digit() || b == b';') => line = &rest[end + 1..],
+            _ => break,
+        }
+    }
+    line
 }
 
 /// A file of the build context.
