@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::API_DEFAULT_VERSION;
 use bollard::Docker;
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions,
     LogsOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions, StopContainerOptions,
@@ -507,7 +508,7 @@ impl Runtime for DockerRuntime {
     async fn list_containers(&self) -> RuntimeResult<Vec<ContainerInfo>> {
         bounded(DOCKER, "list containers", self.timeouts.list, async {
             let docker = self.client().await?;
-            containers_matching(docker, managed_filter()).await
+            self.containers_matching(docker, managed_filter()).await
         })
         .await
     }
@@ -600,7 +601,7 @@ impl Runtime for DockerRuntime {
             for filters in legacy_filters() {
                 legacy
                     .containers
-                    .extend(containers_matching(docker, filters.clone()).await?);
+                    .extend(self.containers_matching(docker, filters.clone()).await?);
                 legacy.networks.extend(
                     self.networks_matching(docker, filters.clone(), labels::is_legacy)
                         .await?,
@@ -620,24 +621,6 @@ impl Runtime for DockerRuntime {
         })
         .await
     }
-}
-
-/// Containers (running or not) matching `filters`; unbounded, for use
-/// inside a bounded call.
-async fn containers_matching(
-    docker: &Docker,
-    filters: HashMap<String, Vec<String>>,
-) -> RuntimeResult<Vec<ContainerInfo>> {
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    docker
-        .list_containers(Some(options))
-        .await
-        .map(|found| found.into_iter().map(convert::container_info_from_summary).collect())
-        .map_err(|e| map_error("list containers", "containers", e))
 }
 
 /// Volumes matching `filters`, sorted by name; unbounded.
@@ -661,6 +644,44 @@ async fn volumes_matching(docker: &Docker, filters: HashMap<String, Vec<String>>
 }
 
 impl DockerRuntime {
+    /// Containers (running or not) matching `filters`; unbounded, for use
+    /// inside a bounded call. A listing the typed client rejects (Podman's
+    /// `stopped` state) is read again as raw JSON.
+    async fn containers_matching(
+        &self,
+        docker: &Docker,
+        filters: HashMap<String, Vec<String>>,
+    ) -> RuntimeResult<Vec<ContainerInfo>> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters.clone()),
+            ..Default::default()
+        };
+        let summaries = match docker.list_containers(Some(options)).await {
+            Ok(summaries) => summaries,
+            Err(bollard::errors::Error::JsonDataError { .. }) => self.list_raw(&filters).await?,
+            Err(e) => return Err(map_error("list containers", "containers", e)),
+        };
+        Ok(summaries
+            .into_iter()
+            .map(convert::container_info_from_summary)
+            .collect())
+    }
+
+    /// The containers matching `filters` listed as raw JSON; the caller
+    /// bounds it.
+    async fn list_raw(&self, filters: &HashMap<String, Vec<String>>) -> RuntimeResult<Vec<ContainerSummary>> {
+        let failed = |message: String| RuntimeError::Other {
+            runtime: DOCKER,
+            op: "list containers".to_string(),
+            message,
+        };
+        let listed = libpod::list_containers(&self.endpoint.address, filters)
+            .await
+            .map_err(failed)?;
+        serde_json::from_value(serde_json::Value::Array(listed)).map_err(|e| failed(e.to_string()))
+    }
+
     /// Container `id` inspected as raw JSON, for an engine that answered
     /// with a state the typed client rejects (Podman's `stopped`); the
     /// caller bounds it.

@@ -29,12 +29,43 @@ pub async fn inspect_container(address: &str, id: &str) -> Result<serde_json::Va
     Ok(inspection)
 }
 
+/// The containers (running or not) matching `filters` (the Docker API's
+/// `filters` map), as JSON, each state named as the Docker API names it.
+pub async fn list_containers(
+    address: &str,
+    filters: &std::collections::HashMap<String, Vec<String>>,
+) -> Result<Vec<serde_json::Value>, String> {
+    let request = list_request(filters)?;
+    let listed = json_body(&get(address, &request).await?, "container list")?;
+    let serde_json::Value::Array(mut containers) = listed else {
+        return Err("the container list is not a JSON array".to_string());
+    };
+    for container in &mut containers {
+        rename_stopped(container.get_mut("State"));
+    }
+    Ok(containers)
+}
+
+/// The request listing all containers matching `filters`.
+fn list_request(filters: &std::collections::HashMap<String, Vec<String>>) -> Result<String, String> {
+    let filters = serde_json::to_string(filters).map_err(|e| e.to_string())?;
+    let filters = percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC);
+    Ok(format!(
+        "GET /containers/json?all=true&filters={filters} HTTP/1.0\r\nHost: podman\r\nAccept: application/json\r\n\r\n"
+    ))
+}
+
 /// Renames the states Podman reports that Docker's API does not have.
 fn docker_state(inspection: &mut serde_json::Value) {
-    if let Some(status) = inspection.pointer_mut("/State/Status")
-        && status.as_str() == Some("stopped")
+    rename_stopped(inspection.pointer_mut("/State/Status"));
+}
+
+/// Podman's `stopped` (stopped, not yet cleaned up) is Docker's `exited`.
+fn rename_stopped(state: Option<&mut serde_json::Value>) {
+    if let Some(state) = state
+        && state.as_str() == Some("stopped")
     {
-        *status = serde_json::Value::from("exited");
+        *state = serde_json::Value::from("exited");
     }
 }
 
@@ -124,6 +155,36 @@ mod tests {
         let mut running = serde_json::json!({"State": {"Status": "running"}});
         docker_state(&mut running);
         assert_eq!(running["State"]["Status"], "running");
+    }
+
+    #[test]
+    fn a_listing_asks_for_every_container_matching_the_encoded_filters() {
+        let filters =
+            std::collections::HashMap::from([("label".to_string(), vec!["dev.moat.managed=true".to_string()])]);
+        let request = list_request(&filters).unwrap();
+        assert!(
+            request.starts_with(
+                "GET /containers/json?all=true&filters=%7B%22label%22%3A%5B%22dev%2Emoat%2Emanaged%3Dtrue%22%5D%7D HTTP/1.0\r\n"
+            ),
+            "{request}"
+        );
+    }
+
+    #[test]
+    fn podmans_stopped_state_in_a_listing_is_dockers_exited() {
+        let mut listed = serde_json::json!([
+            {"Id": "c1", "Names": ["/a"], "State": "stopped", "Labels": {"dev.moat.managed": "true"}},
+            {"Id": "c2", "Names": ["/b"], "State": "running"}
+        ]);
+        for container in listed.as_array_mut().unwrap() {
+            rename_stopped(container.get_mut("State"));
+        }
+        let typed: Vec<bollard::models::ContainerSummary> = serde_json::from_value(listed).unwrap();
+        assert_eq!(typed[0].state, Some(bollard::models::ContainerSummaryStateEnum::EXITED));
+        assert_eq!(
+            typed[1].state,
+            Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+        );
     }
 
     #[test]
