@@ -19,11 +19,14 @@ mod podman_only;
 /// The same files as the Docker suite's (`tests/docker/`).
 #[path = "docker"]
 mod docker {
+    pub mod exec_status;
     pub mod grant_host;
     pub mod isolation;
     pub mod lifecycle;
     pub mod proxy;
     pub mod reaper;
     pub mod support;
+    pub mod terminal;
+    pub mod tmux;
     pub mod upstream;
 }
