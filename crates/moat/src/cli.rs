@@ -162,8 +162,11 @@ pub fn command() -> clap::Command {
     let mut command = Cli::command();
     for (name, summary) in agent_names() {
         let about = format!("Run {summary} in a container (`moat run` with the agent's image, grant and hosts).");
-        let agent = clap::Command::new(name).about(about).after_help(AGENT_HELP);
-        command = command.subcommand(AgentArgs::augment_args(agent));
+        // After the arguments: their struct's doc comment would replace it.
+        let agent = AgentArgs::augment_args(clap::Command::new(name))
+            .about(about)
+            .after_help(AGENT_HELP);
+        command = command.subcommand(agent);
     }
     command
 }
@@ -221,7 +224,44 @@ pub struct RunArgs {
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 
-    /// Inject a credential (repeatable; adds to moat.yaml's grants).
+    #[command(flatten)]
+    pub settings: RunSettings,
+
+    /// Container runtime: docker, apple or kubernetes [default: auto-detect].
+    #[arg(long, value_name = "RUNTIME", value_parser = str::parse::<RuntimeKind>)]
+    pub runtime: Option<RuntimeKind>,
+
+    /// Start the run and return; follow it with `moat logs -f` or `moat attach`.
+    #[arg(short = 'd', long, conflicts_with = "interactive")]
+    pub detach: bool,
+
+    /// Keep stdin open and stream it to the command (EOF closes it).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Give the command a terminal (implies -i): `moat run -it -- bash`.
+    #[arg(short = 't', long, conflicts_with = "detach")]
+    pub tty: bool,
+
+    /// Show a status footer under an interactive run (not available yet).
+    #[arg(long)]
+    pub footer: bool,
+
+    /// With --policy strict: refuse to start unless the daemon can close the
+    /// host off from the container (iptables as root).
+    #[arg(long)]
+    pub require_isolation: bool,
+
+    /// Allow mounting this path although it is dangerous (MOAT_HOME, the
+    /// container runtime's socket, /, /etc, /proc, /sys, your home directory).
+    #[arg(long = "allow-dangerous-mount", value_name = "PATH")]
+    pub allow_dangerous_mounts: Vec<PathBuf>,
+}
+
+/// The flags `moat run` and `moat <agent>` share.
+#[derive(Debug, Clone, Args)]
+pub struct RunSettings {
+    /// Inject a credential (repeatable; adds to moat.yaml's grants and an agent's own).
     #[arg(short = 'g', long = "grant", value_name = "PROVIDER")]
     pub grants: Vec<String>,
 
@@ -237,11 +277,7 @@ pub struct RunArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Container runtime: docker, apple or kubernetes [default: auto-detect].
-    #[arg(long, value_name = "RUNTIME", value_parser = str::parse::<RuntimeKind>)]
-    pub runtime: Option<RuntimeKind>,
-
-    /// Image to run [default: debian:bookworm-slim].
+    /// Image to run, or to build the run's image on [default: debian:bookworm-slim].
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
 
@@ -253,26 +289,6 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep: bool,
 
-    /// Start the run and return; follow it with `moat logs -f` or `moat attach`.
-    #[arg(short = 'd', long, conflicts_with = "interactive")]
-    pub detach: bool,
-
-    /// Print how long each step took to stderr (also `MOAT_TIMINGS=1`).
-    #[arg(long)]
-    pub timings: bool,
-
-    /// Keep stdin open and stream it to the command (EOF closes it).
-    #[arg(short = 'i', long)]
-    pub interactive: bool,
-
-    /// Give the command a terminal (implies -i): `moat run -it -- bash`.
-    #[arg(short = 't', long, conflicts_with = "detach")]
-    pub tty: bool,
-
-    /// Show a status footer under an interactive run (not available yet).
-    #[arg(long)]
-    pub footer: bool,
-
     /// Network policy: strict (only allowed hosts and granted credentials' hosts), permissive, or
     /// shadow (permissive, recording in the trace and audit log what strict would have refused).
     #[arg(long, value_name = "POLICY", value_parser = str::parse::<PolicyMode>)]
@@ -282,20 +298,14 @@ pub struct RunArgs {
     #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_rule)]
     pub allow_hosts: Vec<HostRule>,
 
-    /// With --policy strict: refuse to start unless the daemon can close the
-    /// host off from the container (iptables as root).
-    #[arg(long)]
-    pub require_isolation: bool,
-
     /// Use this workspace's moat.yaml for this run even if it asks for more
     /// than was approved (nothing is recorded; see `moat trust`).
     #[arg(long)]
     pub trust: bool,
 
-    /// Allow mounting this path although it is dangerous (MOAT_HOME, the
-    /// container runtime's socket, /, /etc, /proc, /sys, your home directory).
-    #[arg(long = "allow-dangerous-mount", value_name = "PATH")]
-    pub allow_dangerous_mounts: Vec<PathBuf>,
+    /// Print how long each step took to stderr (also `MOAT_TIMINGS=1`).
+    #[arg(long)]
+    pub timings: bool,
 
     /// Load and check the configuration, print the resolved run, create nothing.
     #[arg(long)]
@@ -321,58 +331,8 @@ pub struct AgentArgs {
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
 
-    /// Inject another credential too (repeatable).
-    #[arg(short = 'g', long = "grant", value_name = "PROVIDER")]
-    pub grants: Vec<String>,
-
-    /// Set an environment variable; KEY alone copies it from this shell (repeatable).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
-    pub env: Vec<(String, Option<String>)>,
-
-    /// Mount a host path: SRC:DST[:ro|rw] (repeatable).
-    #[arg(short = 'm', long = "mount", value_name = "SRC:DST[:ro]", value_parser = config::parse_mount)]
-    pub mounts: Vec<Mount>,
-
-    /// Name the run.
-    #[arg(short = 'n', long, value_name = "NAME")]
-    pub name: Option<String>,
-
-    /// Base image the agent's image is built on.
-    #[arg(long, value_name = "IMAGE")]
-    pub image: Option<String>,
-
-    /// Rebuild the agent's image without the cache.
-    #[arg(long)]
-    pub rebuild: bool,
-
-    /// Keep the container after it exits.
-    #[arg(long)]
-    pub keep: bool,
-
-    /// Network policy: strict (the agent's hosts, its grants' hosts and
-    /// network.rules only), permissive, or shadow.
-    #[arg(long, value_name = "POLICY", value_parser = str::parse::<PolicyMode>)]
-    pub policy: Option<PolicyMode>,
-
-    /// Also allow this host (repeatable).
-    #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_rule)]
-    pub allow_hosts: Vec<HostRule>,
-
-    /// Use this workspace's moat.yaml even if it asks for more than was approved.
-    #[arg(long)]
-    pub trust: bool,
-
-    /// Print how long each step took to stderr.
-    #[arg(long)]
-    pub timings: bool,
-
-    /// Load and check everything, print the resolved run, create nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// With --dry-run: print the resolved run as JSON.
-    #[arg(long, requires = "dry_run")]
-    pub json: bool,
+    #[command(flatten)]
+    pub settings: RunSettings,
 }
 
 #[derive(Debug, Args)]
@@ -922,13 +882,40 @@ mod tests {
     }
 
     #[test]
+    fn an_agents_help_opens_with_its_own_summary_and_takes_the_run_flags() {
+        let mut tree = command();
+        let claude = tree.find_subcommand_mut("claude").unwrap();
+        let about = claude.get_about().unwrap().to_string();
+        assert!(
+            about.starts_with("Run Anthropic's Claude Code in a container"),
+            "{about}"
+        );
+        let matches = command()
+            .try_get_matches_from([
+                "moat",
+                "claude",
+                "-g",
+                "npm",
+                "--policy",
+                "strict",
+                "--dry-run",
+                "--json",
+            ])
+            .unwrap();
+        let args = <AgentArgs as clap::FromArgMatches>::from_arg_matches(matches.subcommand().unwrap().1).unwrap();
+        assert_eq!(args.settings.grants, ["npm"]);
+        assert_eq!(args.settings.policy, Some(PolicyMode::Strict));
+        assert!(args.settings.dry_run && args.settings.json);
+    }
+
+    #[test]
     fn wt_takes_a_branch_run_flags_and_a_command() {
         let cli = Cli::try_parse_from(["moat", "wt", "feature", "-g", "github", "--", "sh", "-c", "x"]).unwrap();
         let Command::Wt(args) = cli.command else {
             panic!("not wt")
         };
         assert_eq!(args.branch.as_deref(), Some("feature"));
-        assert_eq!(args.run.grants, ["github"]);
+        assert_eq!(args.run.settings.grants, ["github"]);
         assert_eq!(args.run.command, ["sh", "-c", "x"]);
         assert_eq!(args.run.path, PathBuf::from("."));
     }
@@ -947,7 +934,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("not a run")
         };
-        assert_eq!(args.policy, Some(PolicyMode::Shadow));
+        assert_eq!(args.settings.policy, Some(PolicyMode::Shadow));
         assert_eq!(args.runtime, Some(RuntimeKind::Apple));
         let err = Cli::try_parse_from(["moat", "run", "--policy", "lax"]).unwrap_err();
         assert!(

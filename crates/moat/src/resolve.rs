@@ -158,8 +158,8 @@ pub struct Sources<'a> {
 
 pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
     let (args, project) = (src.args, src.project);
-    let name = args.name.clone().or_else(|| project.name.clone());
-    if let Some(flag) = &args.name {
+    let name = args.settings.name.clone().or_else(|| project.name.clone());
+    if let Some(flag) = &args.settings.name {
         config::check_run_name(flag).map_err(ResolveError::Name)?;
     }
     let (image, image_source) = resolve_image(src);
@@ -189,12 +189,15 @@ pub fn resolve(src: &Sources<'_>) -> Result<ResolvedRun, ResolveError> {
         tty: args.tty || (project.interactive && !args.interactive && stdio_is_terminal()),
         escape_key: src.global.escape_key,
         detach: args.detach,
-        timings: args.timings || env_vars::read(env_vars::MOAT_TIMINGS).is_some_and(|v| v == "1"),
-        keep: args.keep,
-        rebuild: args.rebuild,
+        timings: args.settings.timings || env_vars::read(env_vars::MOAT_TIMINGS).is_some_and(|v| v == "1"),
+        keep: args.settings.keep,
+        rebuild: args.settings.rebuild,
         require_isolation: args.require_isolation,
         profile: src.profile.map(str::to_string),
-        grants: merge_unique(&merge_unique(&project.grants, &args.grants), &mcp_grants(&project.mcp)),
+        grants: merge_unique(
+            &merge_unique(&project.grants, &args.settings.grants),
+            &mcp_grants(&project.mcp),
+        ),
         env,
         secrets,
         mounts: resolve_mounts(src)?,
@@ -280,7 +283,7 @@ pub fn stdio_is_terminal() -> bool {
 
 fn resolve_image(src: &Sources<'_>) -> (String, Source) {
     [
-        (src.args.image.clone(), Source::Flag),
+        (src.args.settings.image.clone(), Source::Flag),
         (src.project.base_image.clone(), Source::ProjectFile),
         (src.env.base_image.clone(), Source::Environment),
         (src.global.base_image.clone(), Source::GlobalConfig),
@@ -342,7 +345,7 @@ type EnvAndSecrets = (BTreeMap<String, String>, BTreeMap<String, SecretRef>);
 fn resolve_env(src: &Sources<'_>) -> Result<EnvAndSecrets, ResolveError> {
     let mut env = src.project.env.clone();
     let mut secrets = src.project.secrets.clone();
-    for (key, value) in &src.args.env {
+    for (key, value) in &src.args.settings.env {
         let value = match value {
             Some(value) => value.clone(),
             None => (src.host_var)(key).ok_or_else(|| ResolveError::UnsetHostVar(key.clone()))?,
@@ -365,7 +368,7 @@ fn resolve_mounts(src: &Sources<'_>) -> Result<Vec<ResolvedMount>, ResolveError>
     let mut mounts: Vec<ResolvedMount> = Vec::new();
     let all = std::iter::once(&workspace)
         .chain(&src.project.mounts)
-        .chain(&src.args.mounts);
+        .chain(&src.args.settings.mounts);
     for mount in all {
         // Symlinks resolved: what is checked is what the runtime mounts.
         let given = normalize(&mount.host_path(src.workspace));
@@ -383,10 +386,10 @@ fn resolve_mounts(src: &Sources<'_>) -> Result<Vec<ResolvedMount>, ResolveError>
 
 fn resolve_network(args: &RunArgs, project: &NetworkConfig) -> NetworkConfig {
     let mut network = project.clone();
-    if let Some(policy) = args.policy {
+    if let Some(policy) = args.settings.policy {
         network.policy = policy;
     }
-    for rule in &args.allow_hosts {
+    for rule in &args.settings.allow_hosts {
         if !network.rules.iter().any(|r| r.host == rule.host) {
             network.rules.push(rule.clone());
         }

@@ -38,8 +38,8 @@ pub fn run_as(ctx: &Context, args: &RunArgs, agent: Option<&str>) -> Result<Exit
         resolved.agent = Some(agent.to_string());
     }
     crate::agent::apply(&ctx.home()?, &mut resolved)?;
-    if args.dry_run {
-        print_dry_run(ctx, &resolved, args.json)
+    if args.settings.dry_run {
+        print_dry_run(ctx, &resolved, args.settings.json)
     } else {
         start(ctx, resolved)
     }
@@ -57,8 +57,8 @@ fn prepare(ctx: &Context, args: &RunArgs) -> Result<ResolvedRun> {
     for warning in project.warnings.iter().chain(&global.warnings) {
         ctx.printer.warning(warning);
     }
-    if !args.dry_run {
-        let approval = if args.trust {
+    if !args.settings.dry_run {
+        let approval = if args.settings.trust {
             Approval::ThisRunOnly
         } else {
             Approval::Ask

@@ -47,7 +47,7 @@ fn run_in(
         .into());
     }
     repo.check_safe_to_mount().map_err(CliError::from)?;
-    let worktree = if run.dry_run {
+    let worktree = if run.settings.dry_run {
         repo.list(home)
             .map_err(CliError::from)?
             .into_iter()
@@ -65,7 +65,8 @@ fn run_in(
         ));
         worktree
     };
-    run.mounts
+    run.settings
+        .mounts
         .extend(worktree::git_mounts(repo, &worktree).map_err(CliError::from)?);
     run.path = worktree.path;
     super::run::run(ctx, run)
