@@ -3,7 +3,9 @@
 //! until it is idle or told to stop. `moatd sweep` runs one reaper sweep in
 //! this process, for when no daemon can be started: a sweep request as JSON
 //! on stdin, the report as JSON on stdout. `moatd probe` prints what the
-//! container runtime looks like, as JSON, starting nothing.
+//! container runtime looks like, as JSON, starting nothing. `moatd proxy`
+//! is the proxy in remote mode (the in-cluster proxy of a Kubernetes
+//! namespace), driven by a daemon over its mutual-TLS control API.
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
@@ -14,8 +16,9 @@ use moat_api::sweep::SweepRequest;
 use moat_core::{MoatHome, config, env_vars};
 use moat_daemon::runtimes::SystemRuntimes;
 use moat_daemon::{DaemonConfig, probe, standalone};
+use moat_proxy::remote::RemoteProxyOptions;
 
-const USAGE: &str = "usage: moatd run | sweep | probe | --version";
+const USAGE: &str = "usage: moatd run | sweep | probe | proxy OPTIONS | --version";
 
 /// Supervision tasks end with the async runtime; the next daemon re-adopts
 /// the runs they watched.
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
         Some("run") | None => run(),
         Some("sweep") => sweep(),
         Some("probe") => probe(),
+        Some("proxy") => remote_proxy(),
         Some("--version" | "-V") => say(&format!("moatd {}", env!("CARGO_PKG_VERSION"))),
         Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
     };
@@ -73,6 +77,18 @@ fn probe() -> Result<(), String> {
     init_tracing("warn");
     let check = async_runtime()?.block_on(probe::check_docker());
     say(&serde_json::to_string(&check).map_err(|e| e.to_string())?)
+}
+
+/// The proxy in remote mode: binds, says where, serves until killed.
+fn remote_proxy() -> Result<(), String> {
+    init_tracing("info");
+    let options = RemoteProxyOptions::from_args(std::env::args().skip(2)).map_err(|e| e.to_string())?;
+    async_runtime()?.block_on(async {
+        let bound = options.bind().await.map_err(|e| e.to_string())?;
+        say(&format!("proxy listening on {}", bound.proxy_addr))?;
+        say(&format!("control listening on {}", bound.control_addr))?;
+        bound.serve().await.map_err(|e| e.to_string())
+    })
 }
 
 fn home() -> Result<MoatHome, String> {

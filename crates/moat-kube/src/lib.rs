@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod mock;
 pub mod names;
 mod pod_state;
+pub mod proxy_manifest;
 mod runtime;
 
 pub use runtime::{KubeOptions, KubeRuntime};

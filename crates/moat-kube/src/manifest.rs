@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, EnvVar, HostAlias, KeyToPath, PersistentVolumeClaimVolumeSource, Pod,
-    PodDNSConfig, PodSecurityContext, PodSpec, ResourceRequirements, Secret, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities, ConfigMap, Container, EnvVar, EnvVarSource, HostAlias, KeyToPath, PersistentVolumeClaimVolumeSource,
+    Pod, PodDNSConfig, PodSecurityContext, PodSpec, ResourceRequirements, Secret, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -28,6 +28,10 @@ pub const WORKSPACE_TARGET: &str = "/workspace";
 pub const CONTAINER_NAME: &str = "main";
 /// The port of the in-cluster proxy's pods (docs/kubernetes.md, "Proxy").
 pub const PROXY_PORT: i32 = 8080;
+/// Environment variables that carry the run's proxy token: the pod reads
+/// them from the run's Secret (`valueFrom`), so the token is not in the
+/// pod's spec for whoever may `get pods`.
+pub const SECRET_ENV: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
 /// Largest file a read-only mount may copy into the run's Secret (the API
 /// server refuses objects over 1 MiB).
 pub const MAX_FILE_BYTES: u64 = 512 * 1024;
@@ -96,6 +100,41 @@ pub fn file_mounts(spec: &ContainerSpec, claim: Option<&str>) -> Result<Vec<File
         });
     }
     Ok(files)
+}
+
+/// The run's Secret entries for its [`SECRET_ENV`] variables, by key.
+pub fn secret_env(spec: &ContainerSpec) -> BTreeMap<String, Vec<u8>> {
+    spec.env
+        .iter()
+        .filter(|(name, _)| SECRET_ENV.contains(&name.as_str()))
+        .map(|(name, value)| (secret_env_key(name), value.as_bytes().to_vec()))
+        .collect()
+}
+
+fn secret_env_key(name: &str) -> String {
+    format!("env-{name}")
+}
+
+fn env_var(spec: &ContainerSpec, name: &str, value: &str) -> EnvVar {
+    if !SECRET_ENV.contains(&name) {
+        return EnvVar {
+            name: name.to_string(),
+            value: Some(value.to_string()),
+            value_from: None,
+        };
+    }
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: names::files_secret_name(&spec.name),
+                key: secret_env_key(name),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
 }
 
 /// Metadata for an object moat names `name` with `labels`.
@@ -218,7 +257,8 @@ fn dns_egress() -> NetworkPolicyEgressRule {
     }
 }
 
-/// The Secret of a container's read-only files (`contents` by key).
+/// The Secret of a container's read-only files and [`SECRET_ENV`]
+/// variables (`contents` by key).
 pub fn files_secret(
     spec: &ContainerSpec,
     namespace: &str,
@@ -252,11 +292,7 @@ pub fn pod(spec: &ContainerSpec, context: &PodContext, files: &[FileMount]) -> R
         env: Some(
             spec.env
                 .iter()
-                .map(|(name, value)| EnvVar {
-                    name: name.clone(),
-                    value: Some(value.clone()),
-                    value_from: None,
-                })
+                .map(|(name, value)| env_var(spec, name, value))
                 .collect(),
         ),
         working_dir: spec.working_dir.clone(),

@@ -1,9 +1,11 @@
 //! A stand-in for the Kubernetes API server, for tests (feature `mock`):
-//! create/get/delete/list for pods, configmaps, secrets and
-//! networkpolicies, watch and logs of pods, `/version`, owner-reference
-//! garbage collection, and injected faults (an HTTP status, a delay, an
-//! expired watch). Pods "run" by script: running after a moment, then
-//! ended with the scripted output and exit code. No attach or exec.
+//! create/get/delete/list for pods, configmaps, secrets, services,
+//! networkpolicies and deployments, watch and logs of pods, `/version`,
+//! owner-reference garbage collection, and injected faults (an HTTP status,
+//! a delay, an expired watch). Pods "run" by script: running after a
+//! moment, then ended with the scripted output and exit code. A Deployment
+//! becomes ready after a moment, or gets a pod stuck with a scripted
+//! reason. No attach, exec or port-forward.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -63,6 +65,8 @@ struct State {
     faults: Vec<Fault>,
     /// Watches still to be answered with 410 Gone.
     expire_watches: usize,
+    /// Why a Deployment's pod cannot start; `None`: it becomes ready.
+    deployment_stuck: Option<String>,
     requests: Vec<String>,
 }
 
@@ -135,6 +139,12 @@ impl MockApiServer {
         self.state().script = script;
     }
 
+    /// Deployments created from now on get a pod stuck waiting with `reason`
+    /// (e.g. `ErrImagePull`) instead of becoming ready.
+    pub fn stick_deployments(&self, reason: &str) {
+        self.state().deployment_stuck = Some(reason.to_string());
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.state().faults.push(fault);
     }
@@ -191,7 +201,8 @@ struct Target {
 fn parse_target(path: &str) -> Option<Target> {
     let rest = path
         .strip_prefix("/api/v1/namespaces/")
-        .or_else(|| path.strip_prefix("/apis/networking.k8s.io/v1/namespaces/"))?;
+        .or_else(|| path.strip_prefix("/apis/networking.k8s.io/v1/namespaces/"))
+        .or_else(|| path.strip_prefix("/apis/apps/v1/namespaces/"))?;
     let mut parts = rest.split('/').skip(1);
     Some(Target {
         kind: parts.next()?.to_string(),
@@ -340,9 +351,35 @@ impl Server {
             object["status"] = json!({"phase": "Pending"});
             self.run_pod(name, state.script.clone());
         }
+        if kind == "deployments" {
+            self.roll_out(&mut state, &object);
+        }
         state.objects.insert(key, object.clone());
         self.changed(&mut state);
         full(201, &object)
+    }
+
+    /// A Deployment's pod: stuck as scripted, or ready at once (a moment later).
+    fn roll_out(&self, state: &mut State, deployment: &Value) {
+        let name = deployment["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if let Some(reason) = state.deployment_stuck.clone() {
+            let pod = json!({"metadata": {"name": format!("{name}-0"),
+                "labels": deployment["spec"]["template"]["metadata"]["labels"].clone()},
+                "status": {"phase": "Pending", "containerStatuses": [{"name": "proxy", "image": "", "imageID": "",
+                    "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": reason, "message": "the mock cannot pull it"}}}]}});
+            state.objects.insert(("pods".into(), format!("{name}-0")), pod);
+            return;
+        }
+        let server = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut state = server.state();
+            if let Some(deployment) = state.objects.get_mut(&("deployments".to_string(), name)) {
+                deployment["status"] = json!({"replicas": 1, "readyReplicas": 1});
+            }
+            server.changed(&mut state);
+        });
     }
 
     /// Plays the pod's script: running (or stuck), then ended.

@@ -30,10 +30,15 @@ pub(crate) enum Progress {
 }
 
 pub(crate) fn progress(pod: &Pod) -> Progress {
+    container_progress(pod, CONTAINER_NAME)
+}
+
+/// Where the pod's container named `container` is in its life.
+pub(crate) fn container_progress(pod: &Pod, container: &str) -> Progress {
     let status = pod.status.as_ref();
     let container = status
         .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|all| all.iter().find(|c| c.name == CONTAINER_NAME));
+        .and_then(|all| all.iter().find(|c| c.name == container));
     let state = container.and_then(|c| c.state.as_ref());
     if let Some(ended) = state.and_then(|s| s.terminated.as_ref()) {
         return Progress::Ended(Some(i64::from(ended.exit_code)));

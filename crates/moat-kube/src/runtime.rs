@@ -29,6 +29,8 @@ use crate::manifest::{self, FileMount, PodContext};
 use crate::names::{self, NETWORK_LABEL};
 use crate::pod_state::{self, Progress};
 
+mod proxy;
+
 /// How often a pod that has not started yet is looked at again.
 const START_POLL: Duration = Duration::from_millis(500);
 /// The longest a watch asks the API server to stay open (it must be
@@ -239,7 +241,8 @@ impl KubeRuntime {
             message: e.to_string(),
         };
         let files = manifest::file_mounts(spec, self.workspace_claim.as_deref()).map_err(refuse)?;
-        let contents = self.read_files(&files).await?;
+        let mut contents = self.read_files(&files).await?;
+        contents.extend(manifest::secret_env(spec));
         let owner = self.anchor(&spec.labels).await?;
         let context = PodContext {
             namespace: self.namespace.clone(),
@@ -247,7 +250,7 @@ impl KubeRuntime {
             workspace_claim: self.workspace_claim.clone(),
         };
         let pod = manifest::pod(spec, &context, &files).map_err(refuse)?;
-        if !files.is_empty() {
+        if !contents.is_empty() {
             let secret = manifest::files_secret(spec, &self.namespace, owner.as_ref(), contents);
             let name = names::files_secret_name(&spec.name);
             let api: Api<Secret> = self.api();

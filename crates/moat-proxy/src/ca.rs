@@ -33,7 +33,7 @@ use crate::tls::{ALPN_H1, ALPN_H2, crypto_provider};
 const CA_COMMON_NAME: &str = "moat local interception CA";
 const CA_ORGANIZATION: &str = "moat";
 /// Years the CA certificate stays valid.
-const CA_VALIDITY_DAYS: u64 = 3650;
+pub(crate) const CA_VALIDITY_DAYS: u64 = 3650;
 /// Leaves are valid for this many days (browsers cap at 398; keep it short).
 const LEAF_VALIDITY_DAYS: u64 = 30;
 /// A cached leaf is re-minted after this age so it never nears expiry.
@@ -83,6 +83,30 @@ impl CertificateAuthority {
             public_cert_path: dir.join("public").join("ca.crt"),
             ..ca
         })
+    }
+
+    /// Loads an existing CA from `cert_path` + `key_path` without creating
+    /// or writing anything (the in-cluster proxy reads its CA from a
+    /// read-only Secret volume). The key must be trusted as in
+    /// [`CertificateAuthority::load_or_create`].
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
+        let cert_pem = read(cert_path)?;
+        let key_pem = read_private_key(key_path)?;
+        let ca = Self::from_pem(&cert_pem, &key_pem, cert_path, key_path)?;
+        Ok(Self {
+            public_cert_path: cert_path.to_path_buf(),
+            ..ca
+        })
+    }
+
+    /// A fresh CA as (certificate PEM, private key PEM), written nowhere:
+    /// for a CA that lives elsewhere (a Kubernetes Secret).
+    pub fn generate_pem() -> Result<(String, String), CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let mut params = ca_params();
+        set_validity(&mut params, 1, CA_VALIDITY_DAYS);
+        let cert = params.self_signed(&key).map_err(CaError::Generate)?;
+        Ok((cert.pem(), key.serialize_pem()))
     }
 
     fn from_pem(cert_pem: &str, key_pem: &str, cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
@@ -232,7 +256,7 @@ fn leaf_params(host: &str) -> Result<CertificateParams, String> {
 }
 
 /// Sets validity from `days_before` days ago to `days_after` days ahead (UTC dates).
-fn set_validity(params: &mut CertificateParams, days_before: u64, days_after: u64) {
+pub(crate) fn set_validity(params: &mut CertificateParams, days_before: u64, days_after: u64) {
     let today = Utc::now().date_naive();
     let start = today.checked_sub_days(Days::new(days_before)).unwrap_or(today);
     let end = today.checked_add_days(Days::new(days_after)).unwrap_or(today);
@@ -246,11 +270,7 @@ fn create_ca_files(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(Str
     // The key lives here: only the owner may even list the directory.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(|source| io_error("set permissions on", dir, source))?;
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
-    let mut params = ca_params();
-    set_validity(&mut params, 1, CA_VALIDITY_DAYS);
-    let cert = params.self_signed(&key).map_err(CaError::Generate)?;
-    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+    let (cert_pem, key_pem) = CertificateAuthority::generate_pem()?;
     write_atomically(key_path, &key_pem, 0o600)?;
     write_atomically(cert_path, &cert_pem, 0o644)?;
     Ok((cert_pem, key_pem))

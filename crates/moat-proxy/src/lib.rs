@@ -52,6 +52,7 @@ mod policy;
 mod proxy;
 mod registry;
 mod relay;
+pub mod remote;
 mod resolve;
 mod router;
 mod tls;

@@ -129,6 +129,11 @@ impl ProxyHandle {
         }
     }
 
+    /// Turns true when the proxy shuts down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.0.shutdown.subscribe()
+    }
+
     /// Stops every `serve` loop and asks every connection to finish its
     /// in-flight requests and close (spliced upgrades are left alone).
     pub fn shutdown(&self) {

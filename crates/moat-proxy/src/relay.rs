@@ -29,7 +29,7 @@ pub const PROXY_HOST_NAME: &str = "moat-proxy";
 const RELAY_PREFIX: &str = "/mcp/";
 
 /// One remote MCP server of a run, as registered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct McpRoute {
     /// The path segment after `/mcp/`.
     pub name: String,
