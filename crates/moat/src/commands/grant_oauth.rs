@@ -116,9 +116,10 @@ async fn browser_flow(
     request: &ClientRequest,
 ) -> Result<TokenResponse> {
     let Some(authorization) = &endpoints.authorization else {
-        return Err(CliError::new("the issuer publishes no authorization endpoint")
-            .with_hint("name it with --auth-url, or use the device flow with --device")
-            .into());
+        return Err(CliError::new(
+            "the issuer publishes no authorization endpoint; name it with --auth-url, or use the device flow with --device",
+        )
+        .into());
     };
     let token_url = endpoints.token.as_ref().context("no token endpoint")?;
     let callback = Callback::bind().await?;
@@ -145,9 +146,10 @@ async fn device_flow(
     request: &ClientRequest,
 ) -> Result<TokenResponse> {
     let Some(device_url) = &endpoints.device else {
-        return Err(CliError::new("the issuer publishes no device authorization endpoint")
-            .with_hint("name it with --device-url, or drop --device to use a browser")
-            .into());
+        return Err(CliError::new(
+            "the issuer publishes no device authorization endpoint; name it with --device-url, or drop --device to use a browser",
+        )
+        .into());
     };
     let token_url = endpoints.token.as_ref().context("no token endpoint")?;
     let device = oauth::start_device(client, device_url, request).await?;
