@@ -49,6 +49,8 @@ enum RefreshError {
 #[derive(Default)]
 pub struct Refresher {
     wake: Notify,
+    /// Where `gh auth token` is run from.
+    gh: TokenSources,
     /// Held for a whole pass, so a refresh token is never used twice.
     schedule: Mutex<Schedule>,
     client: OnceLock<Result<Client, String>>,
@@ -172,7 +174,8 @@ async fn look_at(
 ) -> (bool, Option<DateTime<Utc>>) {
     let now = Utc::now();
     if credential.metadata.source.as_deref() == Some(GH_SOURCE) {
-        return (recheck_gh(schedule, store, key, credential, now).await, None);
+        let gh = daemon.oauth().gh.clone();
+        return (recheck_gh(&gh, schedule, store, key, credential, now).await, None);
     }
     let Some((_, due)) = oauth::refresh_schedule(&credential) else {
         return (false, None);
@@ -239,6 +242,7 @@ async fn refresh_one(
 /// A gh-sourced grant, compared with `gh auth token` every [`GH_RECHECK`];
 /// a new token from gh replaces it. Returns whether it changed.
 async fn recheck_gh(
+    gh: &TokenSources,
     schedule: &mut Schedule,
     store: &CredentialStore,
     key: &GrantKey,
@@ -250,7 +254,8 @@ async fn recheck_gh(
         return false;
     }
     schedule.gh_checked.insert(key.clone(), now);
-    let read = tokio::task::spawn_blocking(|| TokenSources::default().gh_token()).await;
+    let gh = gh.clone();
+    let read = tokio::task::spawn_blocking(move || gh.gh_token()).await;
     let Ok(Some(from_gh)) = read else { return false };
     if from_gh.token == credential.token {
         return false;
@@ -305,6 +310,53 @@ mod tests {
         let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
+    }
+
+    /// A `gh` that prints `token`.
+    fn fake_gh(dir: &std::path::Path, token: &str) -> TokenSources {
+        let program = dir.join("gh");
+        std::fs::write(&program, format!("#!/bin/sh\necho {token}\n")).unwrap();
+        std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        TokenSources {
+            gh_program: program,
+            ..TokenSources::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grant_from_gh_takes_gh_s_new_token_at_most_every_recheck() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = moat_core::MoatHome::new(dir.path().join("home"));
+        let keys = Box::new(moat_creds::FileKeyStore::new(&home.credentials_dir()));
+        let store = CredentialStore::with_key_store(&home, None, keys).unwrap();
+        let mut credential = Credential::new("gho_old-token-1111", moat_creds::CredentialKind::OauthToken);
+        credential.metadata.source = Some(GH_SOURCE.into());
+        store.save("github", &credential).unwrap();
+        let key = (None, "github".to_owned());
+        let mut schedule = Schedule::default();
+        let now = Utc::now();
+        let gh = fake_gh(dir.path(), "gho_new-token-2222");
+        assert!(recheck_gh(&gh, &mut schedule, &store, &key, credential.clone(), now).await);
+        let stored = store.load("github").unwrap().unwrap();
+        assert_eq!(stored.token, "gho_new-token-2222");
+        assert_eq!(stored.metadata.source.as_deref(), Some(GH_SOURCE));
+        let newer = fake_gh(dir.path(), "gho_newer-token-3333");
+        let soon = now + chrono::Duration::seconds(60);
+        assert!(!recheck_gh(&newer, &mut schedule, &store, &key, stored.clone(), soon).await);
+        let later = now + chrono::Duration::from_std(GH_RECHECK).unwrap();
+        assert!(recheck_gh(&newer, &mut schedule, &store, &key, stored, later).await);
+        let same = store.load("github").unwrap().unwrap();
+        assert!(
+            !recheck_gh(
+                &newer,
+                &mut schedule,
+                &store,
+                &key,
+                same,
+                later + chrono::Duration::from_std(GH_RECHECK).unwrap()
+            )
+            .await
+        );
     }
 
     #[test]

@@ -74,9 +74,8 @@ impl Callback {
 
 /// Handles one connection: `None` when it was not the callback.
 async fn answer(mut stream: TcpStream, expected_state: &str) -> Option<Result<String, OauthError>> {
-    let target = match tokio::time::timeout(REQUEST_TIMEOUT, read_target(&mut stream)).await {
-        Ok(Some(target)) => target,
-        Ok(None) | Err(_) => return None,
+    let Ok(Some(target)) = tokio::time::timeout(REQUEST_TIMEOUT, read_target(&mut stream)).await else {
+        return None;
     };
     let Ok(url) = Url::parse("http://127.0.0.1").and_then(|base| base.join(&target)) else {
         respond(&mut stream, 400, "Bad request.").await;

@@ -26,7 +26,7 @@ fn scripted_browser(home: &TestHome) -> std::path::PathBuf {
     path
 }
 
-fn grant_args<'a>(issuer: &'a FakeIssuer) -> Vec<&'a str> {
+fn grant_args(issuer: &FakeIssuer) -> Vec<&str> {
     vec![
         "grant",
         "oauth",
