@@ -61,6 +61,10 @@ pub struct Credential {
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub metadata: CredentialMetadata,
+    /// OAuth grants: how to refresh the token (holds the refresh token,
+    /// so never part of a summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<crate::oauth::OauthState>,
 }
 
 impl Credential {
@@ -71,6 +75,7 @@ impl Credential {
             kind,
             created_at: Utc::now(),
             metadata: CredentialMetadata::default(),
+            oauth: None,
         }
     }
 
@@ -106,6 +111,7 @@ impl fmt::Debug for Credential {
             .field("kind", &self.kind)
             .field("created_at", &self.created_at)
             .field("metadata", &self.metadata)
+            .field("oauth", &self.oauth)
             .finish()
     }
 }

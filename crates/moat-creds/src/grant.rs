@@ -87,7 +87,7 @@ impl TokenSources {
     }
 
     /// `gh auth token`, when gh is installed and logged in.
-    fn gh_token(&self) -> Option<GrantedToken> {
+    pub fn gh_token(&self) -> Option<GrantedToken> {
         let gh = Subprocess::new(&self.gh_program, self.gh_timeout).args(["auth", "token"]);
         let output = match gh.run_blocking() {
             Ok(output) => output,

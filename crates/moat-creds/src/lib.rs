@@ -1,7 +1,7 @@
 //! Credentials for moat runs: the encrypted store (`MOAT_HOME/credentials`),
 //! the master key (OS keyring or key file), the providers that say what to
 //! inject where (proxy.md, "Injection"), grant flows and validation, and
-//! `secrets:` resolution.
+//! `secrets:` resolution, and OAuth grants with refresh.
 //! Nothing here prints; the binary renders results.
 
 mod builtin;
@@ -10,6 +10,7 @@ pub mod grant;
 pub mod host_provider;
 pub mod keystore;
 pub mod npm;
+pub mod oauth;
 pub mod provider;
 mod provider_file;
 pub mod providers;

@@ -243,16 +243,21 @@ impl CredentialStore {
             .find(|candidate| sealed::open(key, candidate.binding(), sealed).is_ok())
     }
 
+    /// Every profile with credentials in `home`: the default (`None`) and
+    /// each profile directory.
+    pub fn profiles(home: &MoatHome) -> Vec<Option<String>> {
+        let named = profile_names_in(&home.credentials_dir());
+        std::iter::once(None).chain(named.into_iter().map(Some)).collect()
+    }
+
     /// Names of the profiles that have a directory.
     fn profile_names(&self) -> Vec<String> {
-        let Ok(entries) = fs::read_dir(self.credentials_dir.join(PROFILES_DIR)) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter(|entry| entry.path().is_dir())
-            .filter_map(|entry| entry.file_name().into_string().ok())
-            .collect()
+        profile_names_in(&self.credentials_dir)
+    }
+
+    /// The providers this profile holds a credential file for (unsorted).
+    pub fn names(&self) -> Result<Vec<String>, StoreError> {
+        self.stored_providers()
     }
 
     fn path_of(&self, provider: &str) -> Result<PathBuf, StoreError> {
@@ -299,6 +304,18 @@ impl CredentialStore {
         }
         Ok(())
     }
+}
+
+/// Names of the profile directories under `credentials_dir`.
+fn profile_names_in(credentials_dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(credentials_dir.join(PROFILES_DIR)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().is_dir())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect()
 }
 
 /// A binding found by [`CredentialStore::origin_of`], owning its names.

@@ -17,6 +17,7 @@ pub mod image_prune;
 mod lines;
 pub mod mcp;
 pub mod network;
+pub mod oauth_refresh;
 pub mod output;
 pub mod pool;
 pub mod probe;
@@ -116,6 +117,7 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
     tokio::spawn(daemon.registry().clone().persist_loop());
     tokio::spawn(reaper::periodic(daemon.clone()));
     tokio::spawn(pool::keep_filled(daemon.clone()));
+    tokio::spawn(oauth_refresh::keep_fresh(daemon.clone()));
     let idle_daemon = daemon.clone();
     tokio::spawn(idle::watch(daemon.clone(), move || {
         let daemon = idle_daemon.clone();

@@ -103,6 +103,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
         (&Method::POST, ["v1", "maintenance", "images", "prune"]) => prune_images(&daemon, req).await,
         (&Method::POST, ["v1", "grants", "refresh"]) => {
             let updated = crate::grants::refresh_live_runs(&daemon);
+            daemon.oauth().wake();
             json(StatusCode::OK, &serde_json::json!({"updated_runs": updated}))
         }
         (&Method::POST, ["v1", "shutdown"]) => {

@@ -169,6 +169,7 @@ struct Inner {
     egress: Option<Arc<Egress>>,
     audit: AuditLog,
     ssh_agents: crate::ssh_agent::SshAgents,
+    oauth: crate::oauth_refresh::Refresher,
     /// Set when the registry could not be fully restored: the reaper
     /// pauses rather than judge liveness from an incomplete registry.
     registry_error: std::sync::Mutex<Option<String>>,
@@ -204,6 +205,7 @@ impl Daemon {
                 egress,
                 audit,
                 ssh_agents: crate::ssh_agent::SshAgents::default(),
+                oauth: crate::oauth_refresh::Refresher::default(),
                 registry_error: std::sync::Mutex::new(None),
             }),
         }
@@ -276,6 +278,11 @@ impl Daemon {
 
     pub fn set_registry_error(&self, reason: String) {
         *crate::output::lock(&self.inner.registry_error) = Some(reason);
+    }
+
+    /// The refresher of OAuth (and gh-sourced) grants.
+    pub fn oauth(&self) -> &crate::oauth_refresh::Refresher {
+        &self.inner.oauth
     }
 
     /// Cancelled when the daemon begins shutting down.

@@ -561,7 +561,8 @@ pub enum AuditAction {
     after_help = "Examples:\n  moat grant github\n  echo \"$TOKEN\" | moat grant anthropic\n  \
                   moat grant mytool --host api.example.com --header X-Api-Key\n  \
                   moat grant ssh --host github.com --key ~/.ssh/id_ed25519.pub\n  \
-                  echo \"$NPM_TOKEN\" | moat grant npm --registry https://npm.example.com/"
+                  echo \"$NPM_TOKEN\" | moat grant npm --registry https://npm.example.com/\n  \
+                  moat grant oauth corp --issuer https://auth.corp.example --client-id moat --host api.corp.example"
 )]
 pub struct GrantArgs {
     #[command(subcommand)]
@@ -618,6 +619,13 @@ pub enum GrantAction {
         #[arg(long)]
         json: bool,
     },
+    /// Authorize moat with an OAuth issuer (browser with PKCE, or the device flow) and keep the
+    /// token, refreshed by the daemon before it expires, for requests to --host.
+    #[command(after_help = "Examples:\n  \
+                            moat grant oauth corp --issuer https://auth.corp.example --client-id moat --host api.corp.example\n  \
+                            moat grant oauth corp --issuer https://auth.corp.example --client-id moat --host api.corp.example \
+                            --scopes api.read api.write --device")]
+    Oauth(OauthGrantArgs),
     /// Store the token of one remote MCP server (as grant mcp-NAME, injected on
     /// requests to the URL's host); name it in moat.yaml's mcp: entries.
     #[command(after_help = "Example:\n  echo \"$TOKEN\" | moat grant mcp docs --url https://mcp.example.com/mcp")]
@@ -636,6 +644,40 @@ pub enum GrantAction {
         #[arg(long, value_name = "TEXT")]
         prefix: Option<String>,
     },
+}
+
+/// `moat grant oauth NAME`.
+#[derive(Debug, Args)]
+pub struct OauthGrantArgs {
+    /// The grant's name (a provider for --host is defined under it).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The issuer's URL (https://, or http:// on a loopback address); its endpoints are discovered
+    /// from /.well-known/oauth-authorization-server or openid-configuration unless given below.
+    #[arg(long, value_name = "URL")]
+    pub issuer: String,
+    /// The OAuth client id moat uses (a public client: no secret).
+    #[arg(long = "client-id", value_name = "ID")]
+    pub client_id: String,
+    /// Scopes to ask for, separated by spaces or commas (repeatable).
+    #[arg(long, value_name = "SCOPES", num_args = 1..)]
+    pub scopes: Vec<String>,
+    /// The host (pattern like *.example.com, or host:port) whose HTTPS requests get
+    /// `Authorization: Bearer <access token>`.
+    #[arg(long, value_name = "HOST")]
+    pub host: String,
+    /// Use the device flow (a code to enter on another device) instead of a browser.
+    #[arg(long)]
+    pub device: bool,
+    /// The authorization endpoint [default: discovered].
+    #[arg(long = "auth-url", value_name = "URL")]
+    pub auth_url: Option<String>,
+    /// The token endpoint [default: discovered].
+    #[arg(long = "token-url", value_name = "URL")]
+    pub token_url: Option<String>,
+    /// The device authorization endpoint [default: discovered].
+    #[arg(long = "device-url", value_name = "URL")]
+    pub device_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

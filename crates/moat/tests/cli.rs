@@ -4,6 +4,9 @@
 #[path = "common/moatd.rs"]
 mod moatd;
 
+#[path = "common/fake_issuer.rs"]
+mod fake_issuer;
+
 mod cli {
     pub mod agents;
     pub mod audit;
@@ -11,6 +14,7 @@ mod cli {
     pub mod help;
     pub mod honesty;
     pub mod init;
+    pub mod oauth;
     pub mod policy;
     pub mod run_dry_run;
     pub mod snapshots;

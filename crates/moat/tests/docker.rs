@@ -7,6 +7,9 @@
 #[path = "common/moatd.rs"]
 mod moatd;
 
+#[path = "common/fake_issuer.rs"]
+mod fake_issuer;
+
 /// These tests use the Docker engine `docker` finds.
 mod engine {
     /// No `DOCKER_HOST` of the tests' own (the signature is the Podman
@@ -31,6 +34,7 @@ mod docker {
     pub mod mcp;
     pub mod netpool;
     pub mod npm_grant;
+    pub mod oauth_grant;
     pub mod policy;
     pub mod ports;
     pub mod proxy;

@@ -93,6 +93,18 @@ pub enum Event {
     GrantsChanged {
         grants: Vec<String>,
     },
+    /// The daemon refreshed a grant the run uses (its new expiry; never
+    /// a token).
+    GrantRefreshed {
+        grant: String,
+        expires_at: Option<String>,
+    },
+    /// Refreshing a grant the run uses failed; tried again later.
+    GrantRefreshFailed {
+        grant: String,
+        reason: String,
+        retry_in_seconds: u64,
+    },
     /// A restarted daemon took the run over.
     Readopted {
         daemon_pid: u32,

@@ -352,6 +352,7 @@ async fn provision(
     let spec = &handle.spec;
     let id = handle.id();
     let mut notices = Vec::new();
+    crate::oauth_refresh::ensure_fresh(daemon, spec).await;
     let grants = grants::resolve(daemon.home(), spec)?;
     grants::check_mcp_coverage(spec, &grants)?;
     let staged = grants::stage(daemon, handle, &grants)?;

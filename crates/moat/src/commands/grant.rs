@@ -6,7 +6,7 @@
 //! one host (moat-creds' `host_provider`); `moat grant mcp NAME --url URL`
 //! does so as `mcp-NAME` for the host of one MCP server, and `moat grant
 //! npm` defines npm for its registry that way. `moat grant ssh` lives in
-//! `grant_ssh.rs`.
+//! `grant_ssh.rs`, `moat grant oauth` in `grant_oauth.rs`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use moat_creds::{
 };
 
 use crate::cli::{GrantAction, GrantArgs};
-use crate::commands::grant_ssh;
+use crate::commands::{grant_oauth, grant_ssh};
 use crate::context::{Context, ExitStatus};
 use crate::live;
 use crate::printer::Printer;
@@ -49,6 +49,7 @@ pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
     match (&args.action, &args.provider) {
         (Some(GrantAction::List { json }), _) => list(ctx, &store, *json),
         (Some(GrantAction::Show { provider, json }), _) => show(ctx, &store, provider, *json),
+        (Some(GrantAction::Oauth(oauth)), _) => grant_oauth::grant_oauth(ctx, &home, &store, oauth),
         (
             Some(GrantAction::Mcp {
                 name,
@@ -256,8 +257,8 @@ fn print_table(ctx: &Context, summaries: &[CredentialSummary]) -> Result<ExitSta
     let mut out = ctx.printer.stdout();
     writeln!(
         out,
-        "{:<16} {:<12} {:<12} {:<22} SOURCE",
-        "PROVIDER", "TOKEN", "KIND", "GRANTED"
+        "{:<16} {:<12} {:<12} {:<24} {:<24} SOURCE",
+        "PROVIDER", "TOKEN", "KIND", "GRANTED", "EXPIRES"
     )?;
     for summary in summaries {
         writeln!(out, "{}", row(summary))?;
@@ -269,7 +270,7 @@ fn print_table(ctx: &Context, summaries: &[CredentialSummary]) -> Result<ExitSta
 fn row(summary: &CredentialSummary) -> String {
     match (&summary.details, &summary.error) {
         (Some(d), _) => format!(
-            "{:<16} {:<12} {:<12} {:<22} {}",
+            "{:<16} {:<12} {:<12} {:<24} {:<24} {}",
             summary.provider,
             // The ssh grant's record holds public keys, no token.
             if d.kind == CredentialKind::SshKeys {
@@ -281,7 +282,10 @@ fn row(summary: &CredentialSummary) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
-            d.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            d.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            d.metadata
+                .expires_at
+                .map_or_else(|| "-".to_owned(), |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
             d.metadata.source.as_deref().unwrap_or("-")
         ),
         (None, error) => format!(
