@@ -271,12 +271,7 @@ fn row(summary: &CredentialSummary) -> String {
         (Some(d), _) => format!(
             "{:<16} {:<12} {:<12} {:<22} {}",
             summary.provider,
-            // The ssh grant's record holds public keys, no token.
-            if d.kind == CredentialKind::SshKeys {
-                "-"
-            } else {
-                &d.token
-            },
+            d.token,
             serde_json::to_value(d.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
