@@ -162,6 +162,7 @@ impl Egress {
             redact_values: secret_values(spec),
             events: Some(events),
             mcp_servers: crate::mcp::routes(&spec.mcp),
+            credential_endpoints: vec![],
         })?;
         Ok(())
     }
