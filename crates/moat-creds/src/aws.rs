@@ -172,11 +172,12 @@ impl AwsGrant {
         Ok(credential)
     }
 
-    /// What a run's container gets: the region and the credential process.
-    pub fn container_config(&self, credential_process: &str) -> String {
+    /// What a run's container gets: the region, the credential process,
+    /// and the CA bundle the SDKs must trust (the proxy intercepts TLS).
+    pub fn container_config(&self, credential_process: &str, ca_bundle: &str) -> String {
         format!(
             "# Written by moat for the aws grant: credentials come from the moat proxy, short-lived.\n\
-             [default]\nregion = {}\ncredential_process = {credential_process}\n",
+             [default]\nregion = {}\ncredential_process = {credential_process}\nca_bundle = {ca_bundle}\n",
             self.region
         )
     }
@@ -345,8 +346,9 @@ mod tests {
         let shown = format!("{grant:?}");
         assert!(!shown.contains("fake-host-secret"), "{shown}");
         assert!(shown.contains("AKIAFAKEHOSTKEY00001"), "{shown}");
-        let config = grant.container_config("/etc/moat/aws/credential-process");
+        let config = grant.container_config("/etc/moat/aws/credential-process", "/etc/moat/ca/ca.crt");
         assert!(config.contains("credential_process = /etc/moat/aws/credential-process\n"));
+        assert!(config.contains("ca_bundle = /etc/moat/ca/ca.crt\n"));
         assert!(!config.contains("AKIA"), "{config}");
     }
 

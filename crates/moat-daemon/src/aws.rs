@@ -36,8 +36,9 @@ pub const PROCESS_NAME: &str = "credential-process";
 struct RunAws {
     /// `None` once revoked.
     grant: Mutex<Option<AwsGrant>>,
-    /// Held across an STS call, so concurrent requests make one.
-    issued: tokio::sync::Mutex<Option<TemporaryCredentials>>,
+    /// The last credentials and the grant they were issued under; held
+    /// across an STS call, so concurrent requests make one.
+    issued: tokio::sync::Mutex<Option<(AwsGrant, TemporaryCredentials)>>,
 }
 
 /// The aws grants of live runs.
@@ -88,18 +89,11 @@ impl AwsIssuer {
         }
     }
 
-    /// Replaces a live run's grant (`None`: revoked); credentials issued
-    /// under another role or other keys are dropped.
+    /// Replaces a live run's grant (`None`: revoked). Credentials issued
+    /// under another grant are never handed out again.
     pub fn update(&self, id: &RunId, grant: Option<AwsGrant>) {
-        let Some(run) = lock(&self.runs).get(id).cloned() else {
-            return;
-        };
-        let mut current = lock(&run.grant);
-        if *current != grant {
-            *current = grant;
-            if let Ok(mut issued) = run.issued.try_lock() {
-                *issued = None;
-            }
+        if let Some(run) = lock(&self.runs).get(id) {
+            *lock(&run.grant) = grant;
         }
     }
 
@@ -113,14 +107,19 @@ impl AwsIssuer {
     async fn credentials(&self, id: &RunId, run: &RunAws) -> Result<String, CredentialRefusal> {
         let mut issued = run.issued.lock().await;
         // Read after taking the lock: a revoke that raced an issuance wins.
-        let grant = lock(&run.grant).clone().ok_or_else(|| CredentialRefusal {
-            status: 403,
-            message: "the aws grant was revoked (`moat grant aws` grants it again; new runs get it)".into(),
-        })?;
+        let Some(grant) = lock(&run.grant).clone() else {
+            *issued = None;
+            return Err(CredentialRefusal {
+                status: 403,
+                message: "the aws grant was revoked (`moat grant aws` grants it again; new runs get it)".into(),
+            });
+        };
         let now = Utc::now();
-        if let Some(cached) = issued.as_ref().filter(|c| fresh(c, now)) {
+        if let Some((_, cached)) = issued.as_ref().filter(|(to, c)| *to == grant && fresh(c, now)) {
             return Ok(cached.process_output());
         }
+        // Revoked or replaced: what was issued before is not kept around.
+        *issued = None;
         let fetched = match &self.sts {
             Ok(sts) => sts
                 .assume_role(&grant, &session_name(id), now)
@@ -138,7 +137,7 @@ impl AwsIssuer {
                     },
                 );
                 let output = credentials.process_output();
-                *issued = Some(credentials);
+                *issued = Some((grant, credentials));
                 Ok(output)
             }
             Err(reason) => {

@@ -183,7 +183,8 @@ fn stage_aws(staged: &mut Staged, run_dir: &Path, grant: &AwsGrant, proxy_port: 
         &moat_creds::aws::credential_process_script(&url),
         0o755,
     )?;
-    let config_file = write_staged(run_dir, "aws-config", &grant.container_config(&process), 0o644)?;
+    let contents = grant.container_config(&process, crate::egress::CA_CERT_IN_CONTAINER);
+    let config_file = write_staged(run_dir, "aws-config", &contents, 0o644)?;
     staged.mounts.push(read_only(&script, &process));
     staged.mounts.push(read_only(&config_file, &config));
     staged.env.push(("AWS_CONFIG_FILE".into(), config));
