@@ -106,7 +106,7 @@ impl AwsIssuer {
     /// they have more than [`REFRESH_BEFORE`] to live, else fresh from STS.
     async fn credentials(&self, id: &RunId, run: &RunAws) -> Result<String, CredentialRefusal> {
         let mut issued = run.issued.lock().await;
-        // Read after taking the lock: a revoke that raced an issuance wins.
+        // Read under the lock: after a revoke, no request hands out keys.
         let Some(grant) = lock(&run.grant).clone() else {
             *issued = None;
             return Err(CredentialRefusal {
@@ -149,16 +149,12 @@ impl AwsIssuer {
                         reason: reason.clone(),
                     },
                 );
-                Err(refusal(&grant, reason, 502))
+                Err(CredentialRefusal {
+                    status: 502,
+                    message: format!("no credentials for {}: {reason}", grant.role_arn),
+                })
             }
         }
-    }
-}
-
-fn refusal(grant: &AwsGrant, reason: String, status: u16) -> CredentialRefusal {
-    CredentialRefusal {
-        status,
-        message: format!("no credentials for {}: {reason}", grant.role_arn),
     }
 }
 

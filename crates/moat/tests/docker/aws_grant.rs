@@ -4,7 +4,8 @@
 //! host's keys and issues distinctive temporary keys. The host's secret key
 //! is nowhere the container can look (files, environment, `docker
 //! inspect`, output) nor in the run's trace or audit log; a request
-//! without the run's token gets nothing; revoke stops the issuing.
+//! without the run's token gets nothing; revoke stops the issuing. The AWS
+//! CLI (Debian's `awscli`) in a run signs with the issued keys.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use moat_creds::sigv4::{self, RequestToSign, Scope};
 
-use super::support::{Home, docker, text};
+use super::support::{Home, docker, docker_exists, text};
 use super::upstream::{docker_bridge_address, tls_acceptor};
 
 const STS_HOST: &str = "sts.moat-test.example";
@@ -32,10 +33,15 @@ const DECOY_KEY_ID: &str = "AKIAMOATDECOY0000001";
 const TEMP_KEY_PREFIX: &str = "ASIAMOATFAKESTS";
 
 /// What the fake STS saw: AssumeRole calls with a valid signature by the
-/// host's key, and anything else (with why).
+/// host's key, GetCallerIdentity calls signed by keys it issued, and
+/// anything else (with why).
 #[derive(Default)]
 struct Calls {
     valid: usize,
+    /// Issued access key id → its secret and session token.
+    issued: std::collections::HashMap<String, (String, String)>,
+    /// The issued key ids that asked GetCallerIdentity.
+    identities: Vec<String>,
     invalid: Vec<String>,
 }
 
@@ -83,6 +89,10 @@ impl FakeSts {
         }
     }
 
+    fn identity_calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().identities.clone()
+    }
+
     fn valid_calls(&self) -> usize {
         let calls = self.calls.lock().unwrap();
         assert!(
@@ -101,36 +111,74 @@ async fn answer(
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut calls = calls.lock().unwrap();
-    match check_signature(&parts, &body) {
+    let form = String::from_utf8_lossy(&body).into_owned();
+    if form.contains("Action=GetCallerIdentity") {
+        return Ok(caller_identity(&parts, &body, &mut calls));
+    }
+    match check_signature(&parts, &body, &|key_id| {
+        (key_id == HOST_KEY_ID).then(|| HOST_SECRET.to_string())
+    })
+    .and_then(|_| check_assume_role(&form))
+    {
         Ok(()) => {
             calls.valid += 1;
             let n = calls.valid;
+            let (key_id, secret, token) = (
+                format!("{TEMP_KEY_PREFIX}{n:05}"),
+                format!("fake-sts-temporary-secret-{n}"),
+                format!("fake-sts-session-token-{n}+/="),
+            );
+            calls.issued.insert(key_id.clone(), (secret.clone(), token.clone()));
             let expiration = (chrono::Utc::now() + chrono::TimeDelta::minutes(15)).format("%Y-%m-%dT%H:%M:%SZ");
             let xml = format!(
                 "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
-                 <Credentials><AccessKeyId>{TEMP_KEY_PREFIX}{n:05}</AccessKeyId>\
-                 <SecretAccessKey>fake-sts-temporary-secret-{n}</SecretAccessKey>\
-                 <SessionToken>fake-sts-session-token-{n}+/=</SessionToken>\
-                 <Expiration>{expiration}</Expiration></Credentials>\
+                 <Credentials><AccessKeyId>{key_id}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>\
+                 <SessionToken>{token}</SessionToken><Expiration>{expiration}</Expiration></Credentials>\
                  <AssumedRoleUser><Arn>{ROLE}/moat</Arn></AssumedRoleUser></AssumeRoleResult></AssumeRoleResponse>"
             );
             Ok(Response::new(Full::new(Bytes::from(xml))))
         }
-        Err(why) => {
-            calls.invalid.push(why.clone());
-            let xml = format!(
-                "<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code><Message>{why}</Message></Error></ErrorResponse>"
-            );
-            let mut response = Response::new(Full::new(Bytes::from(xml)));
-            *response.status_mut() = hyper::StatusCode::FORBIDDEN;
-            Ok(response)
-        }
+        Err(why) => Ok(refused(&mut calls, why)),
     }
 }
 
-/// Recomputes the request's signature with the host's secret, as STS
-/// does, and checks the AssumeRole parameters.
-fn check_signature(parts: &hyper::http::request::Parts, body: &[u8]) -> Result<(), String> {
+/// GetCallerIdentity signed by an issued key, with its session token.
+fn caller_identity(parts: &hyper::http::request::Parts, body: &[u8], calls: &mut Calls) -> Response<Full<Bytes>> {
+    let issued = calls.issued.clone();
+    let secret_for = |key_id: &str| issued.get(key_id).map(|(secret, _)| secret.clone());
+    let key_id = match check_signature(parts, body, &secret_for) {
+        Ok(key_id) => key_id,
+        Err(why) => return refused(calls, why),
+    };
+    let token = parts.headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+    if token != issued.get(&key_id).map(|(_, token)| token.as_str()) {
+        return refused(calls, format!("{key_id} came without its session token"));
+    }
+    calls.identities.push(key_id);
+    let xml = "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+               <GetCallerIdentityResult><Arn>arn:aws:sts::123456789012:assumed-role/moat-e2e/moat</Arn>\
+               <UserId>AROAMOATE2E:moat</UserId><Account>123456789012</Account></GetCallerIdentityResult>\
+               <ResponseMetadata><RequestId>moat-e2e</RequestId></ResponseMetadata></GetCallerIdentityResponse>";
+    Response::new(Full::new(Bytes::from(xml)))
+}
+
+fn refused(calls: &mut Calls, why: String) -> Response<Full<Bytes>> {
+    calls.invalid.push(why.clone());
+    let xml = format!(
+        "<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code><Message>{why}</Message></Error></ErrorResponse>"
+    );
+    let mut response = Response::new(Full::new(Bytes::from(xml)));
+    *response.status_mut() = hyper::StatusCode::FORBIDDEN;
+    response
+}
+
+/// Recomputes the request's signature with the secret of the key that
+/// signed it (`secret_for`), as STS does; returns that key's id.
+fn check_signature(
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    secret_for: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let header = |name: &str| {
         parts
             .headers
@@ -155,8 +203,9 @@ fn check_signature(parts: &hyper::http::request::Parts, body: &[u8]) -> Result<(
     let [key_id, date, region, service, "aws4_request"] = scope.as_slice() else {
         return Err(format!("bad credential scope {credential}"));
     };
-    if *key_id != HOST_KEY_ID || *region != REGION || *service != "sts" {
-        return Err(format!("signed by {key_id} for {region}/{service}"));
+    let secret = secret_for(key_id).ok_or(format!("signed by unknown key {key_id}"))?;
+    if *region != REGION || *service != "sts" {
+        return Err(format!("signed for {region}/{service}"));
     }
     let amz_date = header("x-amz-date")?;
     if !amz_date.starts_with(date) {
@@ -181,11 +230,15 @@ fn check_signature(parts: &hyper::http::request::Parts, body: &[u8]) -> Result<(
         region: REGION,
         service: "sts",
     };
-    let expected = sigv4::signature(HOST_SECRET, &scope, &canonical);
+    let expected = sigv4::signature(&secret, &scope, &canonical);
     if field("Signature")? != expected {
-        return Err("SignatureDoesNotMatch".into());
+        return Err(format!("SignatureDoesNotMatch for {key_id}"));
     }
-    let form = String::from_utf8_lossy(body);
+    Ok(key_id.to_string())
+}
+
+/// The AssumeRole parameters moat sends.
+fn check_assume_role(form: &str) -> Result<(), String> {
     let role = format!("RoleArn={}", sigv4::uri_encode(ROLE));
     if !(form.contains("Action=AssumeRole") && form.contains(&role) && form.contains("DurationSeconds=900")) {
         return Err(format!("unexpected form {form}"));
@@ -217,6 +270,49 @@ fn home_with_sts() -> Option<(Home, FakeSts, std::path::PathBuf)> {
     Some((home, sts, credentials))
 }
 
+/// `moat grant aws` with the host's keys from profile `work`.
+fn grant_aws(home: &Home, sts: &FakeSts, credentials: &std::path::Path) {
+    let endpoint = format!("https://{STS_HOST}:{}/", sts.port);
+    let granted = home
+        .moat()
+        .args(["grant", "aws", "--role-arn", ROLE, "--aws-profile", "work"])
+        .args(["--region", REGION, "--sts-endpoint", &endpoint])
+        .env("AWS_SHARED_CREDENTIALS_FILE", credentials)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .unwrap();
+    assert!(granted.status.success(), "{}", text(&granted.stderr));
+    assert!(text(&granted.stderr).contains(HOST_KEY_ID), "{}", text(&granted.stderr));
+}
+
+/// moat's base image with Debian's AWS CLI, built once per Dockerfile
+/// (tagged by its hash).
+fn awscli_image() -> String {
+    use std::hash::{Hash, Hasher};
+    let dockerfile = "FROM moat-base:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends \
+                      awscli && rm -rf /var/lib/apt/lists/*\n";
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dockerfile.hash(&mut hasher);
+    let tag = format!("moat-test-awscli:{:016x}", hasher.finish());
+    if docker_exists("image", &tag) {
+        return tag;
+    }
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    build.stdin.take().unwrap().write_all(dockerfile.as_bytes()).unwrap();
+    let built = build.wait_with_output().unwrap();
+    assert!(built.status.success(), "building {tag}: {}", text(&built.stderr));
+    tag
+}
+
 /// The container's way to credentials: the command its AWS config names.
 const CREDENTIAL_PROCESS: &str = r#"cmd=$(sed -n 's/^credential_process = //p' "$AWS_CONFIG_FILE"); exec $cmd"#;
 
@@ -225,19 +321,7 @@ fn a_run_gets_short_lived_role_keys_and_never_the_hosts_secret() {
     let Some((home, sts, credentials)) = home_with_sts() else {
         return;
     };
-    let endpoint = format!("https://{STS_HOST}:{}/", sts.port);
-    let granted = home
-        .moat()
-        .args(["grant", "aws", "--role-arn", ROLE, "--aws-profile", "work"])
-        .args(["--region", REGION, "--sts-endpoint", &endpoint])
-        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .output()
-        .unwrap();
-    assert!(granted.status.success(), "{}", text(&granted.stderr));
-    assert!(text(&granted.stderr).contains(HOST_KEY_ID), "{}", text(&granted.stderr));
+    grant_aws(&home, &sts, &credentials);
     assert_eq!(sts.valid_calls(), 1, "the grant checks the role once");
 
     let started = home.run(&[
@@ -329,5 +413,43 @@ fn a_run_gets_short_lived_role_keys_and_never_the_hosts_secret() {
     );
     assert!(text(&after.stderr).contains("revoked"), "{}", text(&after.stderr));
     assert!(!text(&after.stdout).contains(TEMP_KEY_PREFIX));
+    assert_eq!(sts.valid_calls(), 2);
+}
+
+#[test]
+fn the_aws_cli_in_a_run_signs_its_requests_with_the_issued_keys() {
+    let Some((home, sts, credentials)) = home_with_sts() else {
+        return;
+    };
+    let image = awscli_image();
+    grant_aws(&home, &sts, &credentials);
+    let endpoint = format!("https://{STS_HOST}:{}/", sts.port);
+    let allow = format!("{STS_HOST}:{}", sts.port);
+    let out = home.run(&[
+        "run",
+        "--image",
+        &image,
+        "--policy",
+        "strict",
+        "--allow-host",
+        &allow,
+        "--grant",
+        "aws",
+        "--",
+        "aws",
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        &endpoint,
+        "--output",
+        "json",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let identity: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(identity["Arn"], "arn:aws:sts::123456789012:assumed-role/moat-e2e/moat");
+    // The CLI signed with the keys the daemon got for this run (the
+    // second AssumeRole: the first checked the grant), token included.
+    assert_eq!(sts.identity_calls(), [format!("{TEMP_KEY_PREFIX}00002")]);
     assert_eq!(sts.valid_calls(), 2);
 }
