@@ -5,6 +5,8 @@
 //! built for rustls). Checked against the examples of AWS's SigV4
 //! documentation.
 
+use std::fmt::Write as _;
+
 use ring::hmac;
 use sha2::{Digest, Sha256};
 
@@ -123,7 +125,7 @@ pub fn uri_encode(text: &str) -> String {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
             encoded.push(byte as char);
         } else {
-            encoded.push_str(&format!("%{byte:02X}"));
+            let _ = write!(encoded, "%{byte:02X}");
         }
     }
     encoded
