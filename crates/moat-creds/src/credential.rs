@@ -22,6 +22,9 @@ pub enum CredentialKind {
     /// SSH grants: public keys and the hosts they are granted for (no
     /// secret; the private keys stay in the host's ssh-agent).
     SshKeys,
+    /// An AWS role and the host keys that assume it (the keys never reach
+    /// a run; runs get short-lived keys STS issues).
+    AwsRole,
 }
 
 impl fmt::Display for CredentialKind {
@@ -31,6 +34,7 @@ impl fmt::Display for CredentialKind {
             CredentialKind::OauthToken => "oauth token",
             CredentialKind::Token => "token",
             CredentialKind::SshKeys => "ssh keys",
+            CredentialKind::AwsRole => "aws role",
         })
     }
 }
@@ -79,9 +83,13 @@ impl Credential {
         }
     }
 
-    /// The token reduced to its last four characters, e.g. `…a1b2`.
+    /// The token reduced to its last four characters, e.g. `…a1b2`; `-`
+    /// for kinds whose "token" is a record (its end could be a secret's).
     pub fn redacted_token(&self) -> String {
-        redact(&self.token)
+        match self.kind {
+            CredentialKind::SshKeys | CredentialKind::AwsRole => "-".to_owned(),
+            _ => redact(&self.token),
+        }
     }
 
     /// Whether the credential carries an expiry that has passed.

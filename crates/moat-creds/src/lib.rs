@@ -4,6 +4,7 @@
 //! `secrets:` resolution, and OAuth grants with refresh.
 //! Nothing here prints; the binary renders results.
 
+pub mod aws;
 mod builtin;
 pub mod credential;
 pub mod grant;
@@ -17,9 +18,11 @@ pub mod providers;
 pub mod run_grants;
 pub mod sealed;
 pub mod secrets;
+pub mod sigv4;
 pub mod ssh;
 pub mod ssh_agent;
 pub mod store;
+pub mod sts;
 pub mod validate;
 
 pub use builtin::BUILT_IN_NAMES;

@@ -1,7 +1,10 @@
 //! What a run's `grants:` turn into: the injection rules for the proxy, the
 //! placeholder environment for the container and the hosts strict policy
-//! must allow. The daemon calls this once per run with the user's profile.
+//! must allow, and what the daemon serves itself (the ssh grant's keys, the
+//! aws grant's role). The daemon calls this once per run with the user's
+//! profile.
 
+use crate::aws::{AWS_GRANT, AwsError, AwsGrant};
 use crate::npm::{NpmError, Registry};
 use crate::provider::InjectionSpec;
 use crate::providers::{ProviderError, Providers};
@@ -20,6 +23,9 @@ pub struct RunGrants {
     pub ssh: SshGrants,
     /// The npm user config of an npm grant (placeholder token only).
     pub npmrc: Option<String>,
+    /// The aws grant: the role and the host keys that assume it, for the
+    /// daemon only (a run gets short-lived keys it issues).
+    pub aws: Option<AwsGrant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,8 @@ pub enum RunGrantError {
     Ssh(#[from] SshError),
     #[error("the npm grant's registry: {0}")]
     Npm(#[from] NpmError),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
 }
 
 /// Resolves `grants` (provider names, duplicates ignored) against the store.
@@ -51,8 +59,8 @@ pub fn resolve_run_grants(
             continue;
         }
         seen.push(name);
-        // The ssh grant is no provider: it injects no header.
-        let provider = if name == SSH_GRANT {
+        // The ssh and aws grants are no providers: they inject no header.
+        let provider = if name == SSH_GRANT || name == AWS_GRANT {
             None
         } else {
             Some(providers.require(name)?)
@@ -65,7 +73,11 @@ pub fn resolve_run_grants(
             return Err(RunGrantError::Expired { provider: name.clone() });
         }
         let Some(provider) = provider else {
-            resolved.ssh = SshGrants::from_credential(&credential)?;
+            if name == AWS_GRANT {
+                resolved.aws = Some(AwsGrant::from_credential(&credential)?);
+            } else {
+                resolved.ssh = SshGrants::from_credential(&credential)?;
+            }
             continue;
         };
         if let Some(url) = &credential.metadata.registry {

@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use moat_core::BindMount;
 use moat_core::{MoatHome, RunId};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken, Router, RunLimits,
-    RunRegistration, RunRoutes,
+    CertificateAuthority, CredentialEndpoint, InjectionRule, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken,
+    Router, RunLimits, RunRegistration, RunRoutes,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -61,6 +61,16 @@ pub struct EgressConfig {
     pub resolve_overrides: HashMap<String, IpAddr>,
     /// What one run may hold of the proxy (tunnels, streams, handshakes).
     pub limits: RunLimits,
+}
+
+/// Where the proxy reports on a run and what it serves it besides egress.
+pub struct RunOutputs {
+    /// The run's `network.jsonl`.
+    pub trace_path: PathBuf,
+    /// The run's audit log.
+    pub events: ProxyEventSink,
+    /// Short-lived credentials the daemon issues (the aws grant).
+    pub credential_endpoints: Vec<CredentialEndpoint>,
 }
 
 /// The running proxy and its per-run listeners.
@@ -149,19 +159,19 @@ impl Egress {
         token: &ProxyToken,
         spec: &RunSpec,
         injections: Vec<InjectionRule>,
-        trace_path: &Path,
-        events: ProxyEventSink,
+        outputs: RunOutputs,
     ) -> Result<(), EgressError> {
         self.proxy.register_run(RunRegistration {
             run_id: run_id.to_string(),
             token: token.clone(),
             policy: spec.policy.clone(),
             injections,
-            trace_path: trace_path.to_path_buf(),
+            trace_path: outputs.trace_path,
             host_ports: spec.host_ports.clone(),
             redact_values: secret_values(spec),
-            events: Some(events),
+            events: Some(outputs.events),
             mcp_servers: crate::mcp::routes(&spec.mcp),
+            credential_endpoints: outputs.credential_endpoints,
         })?;
         Ok(())
     }

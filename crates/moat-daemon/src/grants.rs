@@ -1,19 +1,22 @@
 //! Grants of a run: resolved from the credential store into the proxy's
 //! injection rules and the placeholder variables the container sees, and
 //! staged as files and sockets (the ssh grant's agent and known_hosts, the
-//! npm grant's user config). Run at creation, on re-adoption (secrets are
+//! npm grant's user config, the aws grant's config and credential
+//! process). Run at creation, on re-adoption (secrets are
 //! never persisted) and when a credential changes (`moat revoke` takes
 //! effect on live runs).
 
 use std::path::Path;
 
 use moat_core::MoatHome;
+use moat_creds::aws::AwsGrant;
 use moat_creds::{CredentialStore, InjectionSpec, Providers, RunGrantError, RunGrants, resolve_run_grants};
 use moat_proxy::{InjectionRule, PolicyMode};
 use moat_runtime::BindMount;
 
 use crate::api::RunSpec;
 use crate::audit::Event;
+use crate::aws;
 use crate::registry::RunHandle;
 use crate::ssh_agent::{self, AgentError, SocketAccess};
 use crate::state::Daemon;
@@ -45,6 +48,8 @@ pub enum GrantError {
     Stage { path: String, source: std::io::Error },
     #[error("the ssh grant needs a permissive run: a strict run reaches only the proxy, which carries HTTP, not ssh")]
     SshInStrictRun,
+    #[error("the aws grant needs moat's proxy, which issues its credentials, and this run has none")]
+    AwsWithoutProxy,
 }
 
 impl GrantError {
@@ -145,17 +150,47 @@ pub fn stage(daemon: &Daemon, handle: &RunHandle, grants: &RunGrants) -> Result<
             "SSH_AUTH_SOCK".into(),
             format!("{}/{}", ssh_agent::CONTAINER_AGENT_DIR, ssh_agent::SOCKET_NAME),
         ));
-        let known_hosts = write_staged(&run_dir, "known_hosts", &grants.ssh.known_hosts())?;
+        let known_hosts = write_staged(&run_dir, "known_hosts", &grants.ssh.known_hosts(), 0o644)?;
         staged.mounts.push(read_only(&known_hosts, CONTAINER_KNOWN_HOSTS));
     }
+    if let Some(aws) = &grants.aws {
+        let port = daemon.proxy_port().ok_or(GrantError::AwsWithoutProxy)?;
+        stage_aws(&mut staged, &run_dir, aws, port)?;
+    }
     if let Some(npmrc) = &grants.npmrc {
-        let path = write_staged(&run_dir, "npmrc", npmrc)?;
+        let path = write_staged(&run_dir, "npmrc", npmrc, 0o644)?;
         staged.mounts.push(read_only(&path, CONTAINER_NPMRC));
         staged
             .env
             .push(("NPM_CONFIG_USERCONFIG".into(), CONTAINER_NPMRC.into()));
     }
     Ok(staged)
+}
+
+/// The aws grant's AWS config (region, `credential_process`) and the
+/// process, which asks the proxy on `proxy_port`; neither holds a key.
+fn stage_aws(staged: &mut Staged, run_dir: &Path, grant: &AwsGrant, proxy_port: u16) -> Result<(), GrantError> {
+    let process = format!("{}/{}", aws::CONTAINER_AWS_DIR, aws::PROCESS_NAME);
+    let config = format!("{}/{}", aws::CONTAINER_AWS_DIR, aws::CONFIG_NAME);
+    let url = format!(
+        "http://{}:{proxy_port}/{}/credentials",
+        moat_proxy::PROXY_HOST_NAME,
+        aws::ENDPOINT_NAME
+    );
+    let script = write_staged(
+        run_dir,
+        "aws-credential-process",
+        &moat_creds::aws::credential_process_script(&url),
+        0o755,
+    )?;
+    let contents = grant.container_config(&process, crate::egress::CA_CERT_IN_CONTAINER);
+    let config_file = write_staged(run_dir, "aws-config", &contents, 0o644)?;
+    staged.mounts.push(read_only(&script, &process));
+    staged.mounts.push(read_only(&config_file, &config));
+    staged.env.push(("AWS_CONFIG_FILE".into(), config));
+    // The JavaScript SDK v2 reads the config file only when asked to.
+    staged.env.push(("AWS_SDK_LOAD_CONFIG".into(), "1".into()));
+    Ok(())
 }
 
 fn read_only(source: &Path, target: &str) -> BindMount {
@@ -166,9 +201,10 @@ fn read_only(source: &Path, target: &str) -> BindMount {
     }
 }
 
-/// Writes a staged file (no secret: public keys, host keys, placeholders)
-/// world-readable, so any run user can read it through its mount.
-fn write_staged(run_dir: &Path, name: &str, contents: &str) -> Result<std::path::PathBuf, GrantError> {
+/// Writes a staged file (no secret: public keys, host keys, placeholders,
+/// the aws credential process) world-readable (`mode`), so any run user can
+/// read it through its mount.
+fn write_staged(run_dir: &Path, name: &str, contents: &str, mode: u32) -> Result<std::path::PathBuf, GrantError> {
     let dir = run_dir.join(STAGED_DIR);
     let path = dir.join(name);
     let error = |source| GrantError::Stage {
@@ -176,7 +212,7 @@ fn write_staged(run_dir: &Path, name: &str, contents: &str) -> Result<std::path:
         source,
     };
     std::fs::create_dir_all(&dir).map_err(error)?;
-    moat_core::atomic::write_atomic(&path, contents.as_bytes(), 0o644).map_err(error)?;
+    moat_core::atomic::write_atomic(&path, contents.as_bytes(), mode).map_err(error)?;
     Ok(path)
 }
 
@@ -203,6 +239,9 @@ fn grant_names(grants: &RunGrants) -> Vec<String> {
     if !grants.ssh.keys.is_empty() {
         names.push(moat_creds::ssh::SSH_GRANT.into());
     }
+    if grants.aws.is_some() {
+        names.push(moat_creds::aws::AWS_GRANT.into());
+    }
     names.sort();
     names.dedup();
     names
@@ -220,6 +259,7 @@ pub fn refresh_live_runs(daemon: &Daemon) -> usize {
         match resolve_remaining(daemon.home(), &handle.spec) {
             Ok(grants) => {
                 daemon.ssh_agents().update(&handle.id(), grants.ssh.keys.clone());
+                daemon.aws().update(&handle.id(), grants.aws.clone());
                 egress.update_injections(&handle.id(), injection_rules(&grants));
                 let remaining = grant_names(&grants);
                 let mut granted = handle.spec.grants.clone();

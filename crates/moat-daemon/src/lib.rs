@@ -5,6 +5,7 @@
 //! logic are in `moat-api`.
 
 pub mod audit;
+pub mod aws;
 mod capture;
 pub mod deadline;
 pub mod egress;

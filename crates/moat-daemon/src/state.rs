@@ -145,6 +145,13 @@ impl DaemonConfig {
     }
 }
 
+/// STS is reached the way the proxy reaches upstreams: the same extra
+/// root CA and `resolve:` pins.
+fn aws_issuer(config: &DaemonConfig, audit: AuditLog) -> crate::aws::AwsIssuer {
+    let egress = config.egress.clone().unwrap_or_default();
+    crate::aws::AwsIssuer::new(egress.extra_root_ca.as_deref(), egress.resolve_overrides, audit)
+}
+
 /// Shared daemon state.
 #[derive(Clone)]
 pub struct Daemon {
@@ -170,6 +177,7 @@ struct Inner {
     audit: AuditLog,
     ssh_agents: crate::ssh_agent::SshAgents,
     oauth: crate::oauth_refresh::Refresher,
+    aws: Arc<crate::aws::AwsIssuer>,
     /// Set when the registry could not be fully restored: the reaper
     /// pauses rather than judge liveness from an incomplete registry.
     registry_error: std::sync::Mutex<Option<String>>,
@@ -187,6 +195,7 @@ impl Daemon {
         let instance = format!("{}-{hex}", std::process::id());
         let network_pool = NetworkPool::new(config.network_pool.clone());
         let audit = AuditLog::start(&config.home);
+        let aws = Arc::new(aws_issuer(&config, audit.clone()));
         Daemon {
             inner: Arc::new(Inner {
                 config,
@@ -206,6 +215,7 @@ impl Daemon {
                 audit,
                 ssh_agents: crate::ssh_agent::SshAgents::default(),
                 oauth: crate::oauth_refresh::Refresher::default(),
+                aws,
                 registry_error: std::sync::Mutex::new(None),
             }),
         }
@@ -269,6 +279,11 @@ impl Daemon {
     /// The ssh agents of live runs with the ssh grant.
     pub fn ssh_agents(&self) -> &crate::ssh_agent::SshAgents {
         &self.inner.ssh_agents
+    }
+
+    /// The aws grants of live runs and the credentials issued for them.
+    pub fn aws(&self) -> &Arc<crate::aws::AwsIssuer> {
+        &self.inner.aws
     }
 
     /// Why the registry is not to be trusted, when it is not.

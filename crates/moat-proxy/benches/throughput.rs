@@ -657,6 +657,7 @@ async fn start_moat(
             redact_values: vec![],
             events: None,
             mcp_servers: vec![],
+            credential_endpoints: vec![],
         })?;
         tokens.push(token);
     }

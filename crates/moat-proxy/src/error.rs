@@ -47,6 +47,8 @@ pub enum ProxyError {
         grant: String,
         reason: String,
     },
+    #[error("invalid credential endpoint name {0:?}: it must be one plain path segment")]
+    InvalidCredentialEndpoint(String),
     #[error("invalid MCP server {name:?}: {reason}")]
     InvalidMcpRoute { name: String, reason: String },
     #[error("run {0} is already registered with the proxy")]

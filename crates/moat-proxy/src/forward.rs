@@ -189,6 +189,23 @@ fn start_trace_with(
     }
 }
 
+/// Records a request the proxy answered itself (a credential endpoint):
+/// `status`, the `rule` that served it, the body bytes returned.
+pub(crate) fn finish_local(
+    mut trace: PendingTrace,
+    status: StatusCode,
+    rule: &str,
+    bytes_in: u64,
+    error: Option<String>,
+) {
+    trace.status = Some(status.as_u16());
+    if status == StatusCode::FORBIDDEN {
+        trace.decision = "deny";
+    }
+    trace.rule = rule.to_string();
+    trace.finish(bytes_in, error);
+}
+
 /// Answers a refusal and records it.
 pub(crate) fn refuse(mut trace: PendingTrace, refusal: Refusal) -> Response<ProxyBody> {
     trace.status = Some(refusal.status.as_u16());

@@ -29,6 +29,7 @@
 //!     host_ports: vec![],
 //!     redact_values: vec![], // the run's `secrets:` values, kept out of its trace
 //!     mcp_servers: vec![],   // remote MCP servers relayed at http://moat-proxy:PORT/mcp/<name>
+//!     credential_endpoints: vec![], // short-lived credentials at http://moat-proxy:PORT/<name>/credentials
 //!     events: None,          // or a sink for denials and injections (the audit log)
 //! })?;
 //! // ... later
@@ -41,6 +42,7 @@
 mod body;
 mod ca;
 mod config;
+mod credential_endpoint;
 mod destination;
 mod error;
 mod events;
@@ -64,6 +66,7 @@ mod upstream;
 
 pub use ca::CertificateAuthority;
 pub use config::{ProxyConfig, ProxyTimeouts, RunLimits};
+pub use credential_endpoint::{CredentialEndpoint, CredentialFuture, CredentialRefusal, CredentialSource};
 pub use error::{CaError, ProxyError};
 pub use events::{ProxyEvent, ProxyEventSink};
 pub use injection::InjectionRule;

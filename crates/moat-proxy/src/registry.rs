@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use crate::config::RunLimits;
+use crate::credential_endpoint::CredentialEndpoint;
 use crate::error::ProxyError;
 use crate::events::{ProxyEvent, ProxyEventSink};
 use crate::injection::{InjectionRule, InjectionSet};
@@ -41,6 +42,8 @@ pub struct RunRegistration {
     pub events: Option<ProxyEventSink>,
     /// Remote MCP servers the run reaches at `http://moat-proxy:PORT/mcp/<name>`.
     pub mcp_servers: Vec<McpRoute>,
+    /// Credentials the run fetches at `http://moat-proxy:PORT/<name>/credentials`.
+    pub credential_endpoints: Vec<CredentialEndpoint>,
 }
 
 impl std::fmt::Debug for RunRegistration {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for RunRegistration {
             )
             .field("events", &self.events.is_some())
             .field("mcp_servers", &self.mcp_servers)
+            .field("credential_endpoints", &self.credential_endpoints)
             .finish()
     }
 }
@@ -90,6 +94,7 @@ pub(crate) struct RunEntry {
     changes: watch::Sender<u64>,
     /// The run's MCP servers (the relay's routes).
     mcp_routes: Vec<CompiledRoute>,
+    credential_endpoints: Vec<CredentialEndpoint>,
 }
 
 impl RunEntry {
@@ -124,6 +129,11 @@ impl RunEntry {
     /// The run's MCP servers.
     pub(crate) fn mcp_routes(&self) -> &[CompiledRoute] {
         &self.mcp_routes
+    }
+
+    /// The run's credential endpoints.
+    pub(crate) fn credential_endpoints(&self) -> &[CredentialEndpoint] {
+        &self.credential_endpoints
     }
 
     /// Whether `presented` is this run's token (constant time).
@@ -188,6 +198,7 @@ impl Registry {
         let policy = CompiledPolicy::compile(&registration.policy)?;
         let injections = InjectionSet::compile(&registration.injections)?;
         let mcp_routes = crate::relay::compile(&registration.mcp_servers)?;
+        crate::credential_endpoint::check_names(&registration.credential_endpoints)?;
         if self.find_by_id(&registration.run_id).is_some() {
             return Err(ProxyError::DuplicateRun(registration.run_id));
         }
@@ -211,6 +222,7 @@ impl Registry {
             active: AtomicBool::new(true),
             changes: watch::channel(0).0,
             mcp_routes,
+            credential_endpoints: registration.credential_endpoints,
         });
         let mut runs = self.runs.write().unwrap_or_else(|p| p.into_inner());
         if runs.iter().any(|r| r.run_id == entry.run_id) {

@@ -7,7 +7,8 @@
 //! The presented token is removed, the server's extra headers set, and the
 //! request continues as any intercepted one ([`crate::forward`]): policy,
 //! credential injection, a streamed response (redirects passed back, never
-//! followed) and a trace record naming the real URL.
+//! followed) and a trace record naming the real URL. Paths naming one of
+//! the run's credential endpoints go to [`crate::credential_endpoint`].
 
 use std::sync::Arc;
 
@@ -108,6 +109,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Respon
         return proxy_auth_required();
     };
     let path = req.uri().path().to_string();
+    if let Some(endpoint) = crate::credential_endpoint::find(&run, &path) {
+        return crate::credential_endpoint::serve(run.clone(), endpoint, &req).await;
+    }
     let Some((route, rest)) = find_route(&run, &path) else {
         return local_response(
             StatusCode::NOT_FOUND,

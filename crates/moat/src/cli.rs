@@ -562,7 +562,8 @@ pub enum AuditAction {
                   moat grant mytool --host api.example.com --header X-Api-Key\n  \
                   moat grant ssh --host github.com --key ~/.ssh/id_ed25519.pub\n  \
                   echo \"$NPM_TOKEN\" | moat grant npm --registry https://npm.example.com/\n  \
-                  moat grant oauth corp --issuer https://auth.corp.example --client-id moat --host api.corp.example"
+                  moat grant oauth corp --issuer https://auth.corp.example --client-id moat --host api.corp.example\n  \
+                  moat grant aws --role-arn arn:aws:iam::123456789012:role/agent --aws-profile work"
 )]
 pub struct GrantArgs {
     #[command(subcommand)]
@@ -592,6 +593,25 @@ pub struct GrantArgs {
     /// With npm: the registry the token is for [default: https://registry.npmjs.org/].
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
+
+    /// With aws: the IAM role runs get short-lived credentials for (15 minutes, renewed).
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: Option<String>,
+
+    /// With aws: take the host's keys from this profile of ~/.aws/credentials
+    /// (AWS_SHARED_CREDENTIALS_FILE) [default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else
+    /// the AWS_PROFILE or default profile]. (`--profile` is moat's own credential profile.)
+    #[arg(long, value_name = "NAME")]
+    pub aws_profile: Option<String>,
+
+    /// With aws: the region runs use and STS is signed for [default: AWS_REGION, else
+    /// us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// With aws: the STS endpoint, https:// [default: https://sts.REGION.amazonaws.com/].
+    #[arg(long, value_name = "URL")]
+    pub sts_endpoint: Option<String>,
 
     /// With --host: the header that carries the credential [default: Authorization].
     #[arg(long, value_name = "NAME", requires = "host")]

@@ -12,6 +12,7 @@ mod destroy;
 mod doctor;
 mod exec;
 mod grant;
+mod grant_aws;
 mod grant_oauth;
 mod grant_ssh;
 mod init;

@@ -23,6 +23,7 @@ mod engine {
 mod docker {
     pub mod agents;
     pub mod audit;
+    pub mod aws_grant;
     pub mod exec_status;
     pub mod fail_closed;
     pub mod fake_anthropic;

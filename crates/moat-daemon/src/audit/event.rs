@@ -89,6 +89,17 @@ pub enum Event {
         fingerprint: String,
         reason: String,
     },
+    /// The aws grant's role was assumed for the run: short-lived keys
+    /// valid until `expires_at` (never a key).
+    AwsCredentialsIssued {
+        role_arn: String,
+        expires_at: String,
+    },
+    /// The run asked for aws credentials and STS (or its set-up) refused.
+    AwsCredentialsRefused {
+        role_arn: String,
+        reason: String,
+    },
     /// `moat revoke` (or a refresh) changed the run's grants.
     GrantsChanged {
         grants: Vec<String>,

@@ -80,6 +80,7 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
         egress.release(&meta.id);
     }
     daemon.ssh_agents().stop(&meta.id);
+    daemon.aws().forget(&meta.id);
     daemon.audit().record(&meta.id, Event::Cleaned { failures });
     daemon.audit().close(&meta.id);
     daemon.registry().remove(&meta.id);

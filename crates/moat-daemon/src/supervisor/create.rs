@@ -394,6 +394,7 @@ async fn provision(
             Some(proxy)
         }
         None if !spec.mcp.is_empty() => return Err(RunError::McpWithoutProxy),
+        None if grants.aws.is_some() => return Err(grants::GrantError::AwsWithoutProxy.into()),
         None => None,
     };
     let services = start_services(daemon, runtime, handle, &network.name, service_images, deadline).await?;

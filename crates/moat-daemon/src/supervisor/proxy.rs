@@ -9,7 +9,7 @@ use moat_runtime::{BindMount, NetworkInfo, Runtime};
 use std::net::IpAddr;
 
 use super::RunError;
-use crate::egress::Egress;
+use crate::egress::{Egress, RunOutputs};
 use crate::firewall::{self, FirewallError};
 use crate::grants::{self};
 use crate::registry::{Registration, RunHandle};
@@ -46,7 +46,17 @@ pub(super) async fn attach_proxy(
     let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
     let rules = grants::injection_rules(&grants);
     let events = daemon.audit().proxy_sink(&id);
-    egress.register(&id, &token, &handle.spec, rules, &trace_path, events)?;
+    let outputs = RunOutputs {
+        trace_path,
+        events,
+        credential_endpoints: grants
+            .aws
+            .clone()
+            .map(|grant| daemon.aws().endpoint(&id, grant))
+            .into_iter()
+            .collect(),
+    };
+    egress.register(&id, &token, &handle.spec, rules, outputs)?;
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;

@@ -159,6 +159,8 @@ impl ControlServer {
             redact_values: run.redact_values,
             events: None,
             mcp_servers: run.mcp_servers,
+            // Served by the daemon's own issuers; none reach a remote proxy.
+            credential_endpoints: Vec::new(),
         };
         match self.proxy.register_run(registration) {
             Ok(()) => text(StatusCode::NO_CONTENT, ""),

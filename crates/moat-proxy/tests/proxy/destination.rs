@@ -141,6 +141,7 @@ fn register_plain(proxy: &TestProxy, run_id: &str, policy: NetworkPolicy) -> (Pr
             redact_values: vec![],
             events: None,
             mcp_servers: vec![],
+            credential_endpoints: vec![],
         })
         .unwrap();
     (token, trace_path)

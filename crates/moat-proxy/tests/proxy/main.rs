@@ -2,6 +2,7 @@
 //! its own CA, public-looking names pointed at it through resolve overrides.
 
 mod auth;
+mod credentials;
 mod curl;
 mod destination;
 mod fairness;

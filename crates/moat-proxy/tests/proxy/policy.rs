@@ -96,6 +96,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             redact_values: vec![],
             events: None,
             mcp_servers: vec![],
+            credential_endpoints: vec![],
         })
         .unwrap();
     let client = proxy.client(&token);
@@ -131,6 +132,7 @@ async fn loopback_and_link_local_destinations_need_an_explicit_opt_in() {
             redact_values: vec![],
             events: None,
             mcp_servers: vec![],
+            credential_endpoints: vec![],
         })
         .unwrap();
     let mut tunnel = proxy
@@ -269,6 +271,7 @@ async fn shadow_mode_allows_and_records_what_strict_would_refuse() {
             redact_values: vec![],
             events: Some(Arc::new(move |event| sink.lock().unwrap().push(event))),
             mcp_servers: vec![],
+            credential_endpoints: vec![],
         })
         .unwrap();
     let client = proxy.client(&token);

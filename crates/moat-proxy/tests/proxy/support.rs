@@ -19,8 +19,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, McpRoute, NetworkPolicy, ProxyConfig, ProxyHandle, ProxyToken, RunLimits,
-    RunRegistration,
+    CertificateAuthority, CredentialEndpoint, InjectionRule, McpRoute, NetworkPolicy, ProxyConfig, ProxyHandle,
+    ProxyToken, RunLimits, RunRegistration,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject as _;
@@ -335,6 +335,18 @@ impl TestProxy {
         injections: Vec<InjectionRule>,
         mcp_servers: Vec<McpRoute>,
     ) -> TestRun {
+        self.register_with_endpoints(run_id, policy, injections, mcp_servers, vec![])
+    }
+
+    /// [`TestProxy::register_with_mcp`] with credential endpoints too.
+    pub fn register_with_endpoints(
+        &self,
+        run_id: &str,
+        policy: NetworkPolicy,
+        injections: Vec<InjectionRule>,
+        mcp_servers: Vec<McpRoute>,
+        credential_endpoints: Vec<CredentialEndpoint>,
+    ) -> TestRun {
         let token = ProxyToken::generate();
         let trace_path = self.dir.join(format!("{run_id}-network.jsonl"));
         self.handle
@@ -348,6 +360,7 @@ impl TestProxy {
                 redact_values: vec![],
                 events: None,
                 mcp_servers,
+                credential_endpoints,
             })
             .unwrap();
         TestRun { token, trace_path }

@@ -75,6 +75,7 @@ async fn secret_values_are_redacted_from_urls_and_rules_however_encoded() {
             redact_values: vec!["db-pass/w0rd+x".to_string(), "evil".to_string()],
             events: None,
             mcp_servers: vec![],
+            credential_endpoints: vec![],
         })
         .unwrap();
     let client = proxy.client(&token);

@@ -6,22 +6,24 @@
 //! one host (moat-creds' `host_provider`); `moat grant mcp NAME --url URL`
 //! does so as `mcp-NAME` for the host of one MCP server, and `moat grant
 //! npm` defines npm for its registry that way. `moat grant ssh` lives in
-//! `grant_ssh.rs`, `moat grant oauth` in `grant_oauth.rs`.
+//! `grant_ssh.rs`, `moat grant oauth` in `grant_oauth.rs`, `moat grant aws` in
+//! `grant_aws.rs`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use moat_core::config;
+use moat_creds::aws::AWS_GRANT;
 use moat_creds::npm::{self, NPM_GRANT, Registry};
 use moat_creds::ssh::SSH_GRANT;
 use moat_creds::{
-    CredentialKind, CredentialStore, CredentialSummary, HostProvider, Provider, Providers, TokenPrompt,
-    ValidationOptions, ValidationOutcome,
+    CredentialStore, CredentialSummary, HostProvider, Provider, Providers, TokenPrompt, ValidationOptions,
+    ValidationOutcome,
 };
 
 use crate::cli::{GrantAction, GrantArgs};
-use crate::commands::{grant_oauth, grant_ssh};
+use crate::commands::{grant_aws, grant_oauth, grant_ssh};
 use crate::context::{Context, ExitStatus};
 use crate::live;
 use crate::printer::Printer;
@@ -40,6 +42,7 @@ pub fn grant(ctx: &Context, args: &GrantArgs) -> Result<ExitStatus> {
         match args.provider.as_deref() {
             Some(SSH_GRANT) => return grant_ssh::grant_ssh(ctx, &home, &store, args),
             Some(NPM_GRANT) => return grant_npm(ctx, &home, &store, args.registry.as_deref()),
+            Some(AWS_GRANT) => return grant_aws::grant_aws(ctx, &home, &store, args),
             _ => {}
         }
     }
@@ -115,6 +118,18 @@ fn check_flags(args: &GrantArgs) -> Result<()> {
     }
     if name != NPM_GRANT && args.registry.is_some() {
         return refuse("--registry", NPM_GRANT);
+    }
+    let aws_flags = [
+        ("--role-arn", args.role_arn.is_some()),
+        ("--aws-profile", args.aws_profile.is_some()),
+        ("--region", args.region.is_some()),
+        ("--sts-endpoint", args.sts_endpoint.is_some()),
+    ];
+    if let Some((flag, _)) = aws_flags.iter().find(|(_, given)| *given).filter(|_| name != AWS_GRANT) {
+        return refuse(flag, AWS_GRANT);
+    }
+    if name == AWS_GRANT && (args.host.is_some() || args.header.is_some() || args.prefix.is_some()) {
+        return Err(CliError::new("`moat grant aws` injects no header: it takes --role-arn, not --host").into());
     }
     if name == NPM_GRANT && args.host.is_some() {
         return Err(CliError::new("`moat grant npm` takes --registry URL, not --host").into());
@@ -272,12 +287,7 @@ fn row(summary: &CredentialSummary) -> String {
         (Some(d), _) => format!(
             "{:<16} {:<12} {:<12} {:<24} {:<24} {}",
             summary.provider,
-            // The ssh grant's record holds public keys, no token.
-            if d.kind == CredentialKind::SshKeys {
-                "-"
-            } else {
-                &d.token
-            },
+            d.token,
             serde_json::to_value(d.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
