@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use moat_core::BindMount;
 use moat_core::{MoatHome, RunId};
 use moat_proxy::{
-    CertificateAuthority, InjectionRule, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken, Router, RunLimits,
-    RunRegistration, RunRoutes,
+    CertificateAuthority, InjectionRule, NetworkPolicy, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken, Router,
+    RunLimits, RunRegistration, RunRoutes,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -148,6 +148,7 @@ impl Egress {
         run_id: &RunId,
         token: &ProxyToken,
         spec: &RunSpec,
+        policy: NetworkPolicy,
         injections: Vec<InjectionRule>,
         trace_path: &Path,
         events: ProxyEventSink,
@@ -155,7 +156,7 @@ impl Egress {
         self.proxy.register_run(RunRegistration {
             run_id: run_id.to_string(),
             token: token.clone(),
-            policy: spec.policy.clone(),
+            policy,
             injections,
             trace_path: trace_path.to_path_buf(),
             host_ports: spec.host_ports.clone(),
@@ -218,6 +219,11 @@ impl Egress {
         if let Err(e) = self.proxy.update_injections(run_id.as_str(), rules) {
             tracing::warn!(run = %run_id, "updating injections failed: {e}");
         }
+    }
+
+    /// Replaces a live run's network rules (hosts added by `moat join`).
+    pub fn update_policy(&self, run_id: &RunId, policy: &NetworkPolicy) -> Result<(), moat_proxy::ProxyError> {
+        self.proxy.update_policy(run_id.as_str(), policy)
     }
 
     /// Environment a container needs to use the proxy and trust its CA.

@@ -46,7 +46,7 @@ pub(super) async fn attach_proxy(
     let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
     let rules = grants::injection_rules(&grants);
     let events = daemon.audit().proxy_sink(&id);
-    egress.register(&id, &token, &handle.spec, rules, &trace_path, events)?;
+    egress.register(&id, &token, &handle.spec, handle.policy(), rules, &trace_path, events)?;
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;
@@ -103,7 +103,7 @@ pub async fn reattach_proxy(daemon: &Daemon, runtime: &dyn Runtime, handle: &Run
     if handle.proxy_token().is_none() {
         return Ok(());
     }
-    let grants = grants::resolve_remaining(daemon.home(), &handle.spec)?;
+    let grants = grants::resolve_remaining(daemon.home(), handle)?;
     // The agent's directory is mounted, so a new socket there reaches the
     // container again.
     grants::stage(daemon, handle, &grants)?;
