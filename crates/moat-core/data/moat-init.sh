@@ -32,15 +32,29 @@ stage_home_files() {
 moat_ca=/etc/moat/ca/ca.crt
 bundle=/etc/ssl/certs/ca-certificates.crt
 
+# The store is updated once per container: a later init (`moat join`) waits
+# for the first one (the lock) and then finds the marker.
+store=/usr/local/share/ca-certificates
+trusted="$store/.moat-trusted"
+
+# Adds moat's CA to the system trust store unless an earlier init did.
+trust_moat_ca() {
+    [ -f "$trusted" ] && return 0
+    cp "$moat_ca" "$store/moat-proxy.crt"
+    update-ca-certificates >/dev/null 2>&1 && [ -f "$bundle" ] && : > "$trusted"
+}
+
 if [ "$(id -u)" = 0 ] && [ -f "$moat_ca" ]; then
-    mkdir -p /usr/local/share/ca-certificates
-    cp "$moat_ca" /usr/local/share/ca-certificates/moat-proxy.crt
-    if update-ca-certificates >/dev/null 2>&1 && [ -f "$bundle" ]; then
+    mkdir -p "$store"
+    exec 9>"$store/.moat-lock"
+    flock -w 120 9 || true
+    if trust_moat_ca; then
         export SSL_CERT_FILE="$bundle" REQUESTS_CA_BUNDLE="$bundle" CURL_CA_BUNDLE="$bundle" \
             PIP_CERT="$bundle" NPM_CONFIG_CAFILE="$bundle" NODE_EXTRA_CA_CERTS="$moat_ca"
     else
         echo "moat-init: could not add moat's CA to the system trust store; using $moat_ca alone" >&2
     fi
+    exec 9>&-
 fi
 
 target="${MOAT_USER:-}"

@@ -115,6 +115,26 @@ fn value_of<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
     stdout.lines().find_map(|l| l.strip_prefix(&format!("{name}=")))
 }
 
+/// Waits until the run's own command (after moat's init) has written its
+/// file into the run user's home.
+fn wait_for_first_agent(container: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let written = docker(&[
+            "exec",
+            container,
+            "sh",
+            "-c",
+            "test -s /home/moat/.claude.json && echo yes; true",
+        ]);
+        if written.trim() == "yes" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run's command never started");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// `moat join` refused with exit code 1 and `expected` in its message.
 fn assert_refused(out: &Output, expected: &str) {
     let stderr = text(&out.stderr);
@@ -174,7 +194,7 @@ fn a_joined_agent_gets_the_approved_grant_injected_and_the_container_holds_only_
     let _built = BuiltImages(build_logs(&join.home).iter().map(|l| tag_of(l)).collect());
     let coder = coder.trim().to_string();
     assert!(container_running(&coder), "{coder} is not running");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait_for_first_agent(&coder);
 
     // No terminal and no --yes: refused, nothing added, nothing sent.
     let unapproved = join.moat(&["join", "coder", "claude", "-p", "hi"]);
