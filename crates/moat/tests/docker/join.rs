@@ -135,6 +135,24 @@ fn wait_for_first_agent(container: &str) {
     }
 }
 
+/// Waits until the run's proxy answers for it again: a host its strict
+/// policy does not allow is refused (403) rather than the token unknown
+/// (407) or the port closed.
+fn wait_for_proxy(container: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let probe = "curl -s -o /dev/null -w '%{http_connect}' --max-time 5 https://refused.example/; true";
+        if docker(&["exec", container, "sh", "-c", probe]).trim() == "403" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the re-adopted run never reached the proxy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 /// `moat join` refused with exit code 1 and `expected` in its message.
 fn assert_refused(out: &Output, expected: &str) {
     let stderr = text(&out.stderr);
@@ -255,10 +273,19 @@ fn a_joined_agent_gets_the_approved_grant_injected_and_the_container_holds_only_
     assert_eq!(failed.status.code(), Some(7), "{}", text(&failed.stderr));
     assert!(container_running(&coder), "the first agent stopped");
 
-    // A restarted daemon re-adopts the run with the added grant.
-    join.ok(&["daemon", "restart"]);
+    // A daemon that died re-adopts the run with the added grant. (Killed:
+    // `moat daemon restart` removes daemon.json, and with it the proxy
+    // port the run's container was given.)
+    super::support::kill9(join.home.daemon_pid().unwrap());
+    join.ok(&["exec", "coder", "--", "true"]);
+    wait_for_proxy(&coder);
     let readopted = join.moat(&["join", "coder", "claude", "-p", "after restart"]);
+    let after = text(&readopted.stdout);
     assert_eq!(readopted.status.code(), Some(0), "{}", text(&readopted.stderr));
+    assert!(
+        value_of(&after, "answer").unwrap_or_default().contains(ANSWER),
+        "{after}"
+    );
     let seen = join.fake.seen();
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(
