@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::RunSpec;
 use crate::output::lock;
+use crate::registry::RunHandle;
 
 /// Host name containers use for the proxy.
 pub const PROXY_HOST: &str = moat_proxy::PROXY_HOST_NAME;
@@ -141,22 +142,22 @@ impl Egress {
         &self.proxy
     }
 
-    /// Makes the run known to the proxy under `token`. Complete before the
+    /// Makes the run known to the proxy under `token`, with its policy as
+    /// it stands (hosts added by `moat join` included). Complete before the
     /// container starts, so a fast container never meets a half-registered run.
     pub fn register(
         &self,
-        run_id: &RunId,
+        handle: &RunHandle,
         token: &ProxyToken,
-        spec: &RunSpec,
-        policy: NetworkPolicy,
         injections: Vec<InjectionRule>,
         trace_path: &Path,
         events: ProxyEventSink,
     ) -> Result<(), EgressError> {
+        let spec = &handle.spec;
         self.proxy.register_run(RunRegistration {
-            run_id: run_id.to_string(),
+            run_id: handle.id().to_string(),
             token: token.clone(),
-            policy,
+            policy: handle.policy(),
             injections,
             trace_path: trace_path.to_path_buf(),
             host_ports: spec.host_ports.clone(),

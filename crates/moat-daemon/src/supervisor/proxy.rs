@@ -46,7 +46,7 @@ pub(super) async fn attach_proxy(
     let trace_path = daemon.store().run_dir(&id).join(run_files::NETWORK);
     let rules = grants::injection_rules(&grants);
     let events = daemon.audit().proxy_sink(&id);
-    egress.register(&id, &token, &handle.spec, handle.policy(), rules, &trace_path, events)?;
+    egress.register(handle, &token, rules, &trace_path, events)?;
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;
