@@ -19,8 +19,8 @@ use crate::suggestion::Suggestion;
 use crate::sweep::{SweepReport, SweepRequest};
 use crate::terminal::{Frame, Open, UPGRADE_PROTOCOL, write_frame};
 use crate::wire::{
-    ApiError, AttachEvent, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health, NDJSON, RunSpec, RunView,
-    RuntimeCheck, StopRequest,
+    AddGrantsRequest, AddedGrants, ApiError, AttachEvent, CreateEvent, CreateRunResponse, ExecRequest, ExecResult,
+    Health, NDJSON, RunSpec, RunView, RuntimeCheck, StopRequest,
 };
 use hyper::upgrade::Upgraded;
 
@@ -203,6 +203,13 @@ impl DaemonClient {
     }
 
     /// Tells the daemon credentials changed so live runs pick it up.
+    /// Adds grants and hosts to a live run (`moat join`), or with
+    /// `dry_run` says what would be added.
+    pub async fn add_grants(&self, id: &RunId, request: &AddGrantsRequest) -> Result<AddedGrants, ClientError> {
+        let path = format!("/v1/runs/{id}/grants");
+        self.call(Method::POST, &path, Some(request), CALL_TIMEOUT).await
+    }
+
     pub async fn refresh_grants(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::POST, "/v1/grants/refresh", None::<&()>, CALL_TIMEOUT)
             .await

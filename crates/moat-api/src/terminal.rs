@@ -45,7 +45,23 @@ pub enum Open {
         command: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size: Option<TerminalSize>,
+        /// Run it as the run's own command runs (`moat join`); otherwise as
+        /// the container's user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        as_agent: Option<AgentExec>,
     },
+}
+
+/// A second agent started in a live run (`moat join`): it runs as the run's
+/// user, with its variables (placeholders, never a credential) and its home
+/// files staged first where the home has none of that name yet (the first
+/// agent's own files are kept).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentExec {
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub home_files: Vec<crate::wire::HomeFile>,
 }
 
 /// How the program on the other end ended.
@@ -249,6 +265,19 @@ mod tests {
             Frame::Open(Open::Exec {
                 command: vec!["bash".into()],
                 size: None,
+                as_agent: None,
+            }),
+            Frame::Open(Open::Exec {
+                command: vec!["claude".into()],
+                size: Some(size),
+                as_agent: Some(AgentExec {
+                    env: vec![("DISABLE_AUTOUPDATER".into(), "1".into())],
+                    home_files: vec![crate::wire::HomeFile {
+                        path: ".claude.json".into(),
+                        mode: 0o600,
+                        contents: "{}".into(),
+                    }],
+                }),
             }),
             Frame::Input(Bytes::from_static(b"\x1f\x03ls\r")),
             Frame::Resize(size),

@@ -23,6 +23,7 @@ pub const CAPABILITIES: &[&str] = &[
     "exec",
     "create-progress",
     "terminal",
+    "add-grants",
 ];
 
 /// Media type of streamed answers (attach, and run creation when asked for).
@@ -331,6 +332,27 @@ pub struct ApiError {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecRequest {
     pub command: Vec<String>,
+}
+
+/// `POST /v1/runs/{id}/grants` (`moat join`): grants (stored credentials'
+/// names) and hosts (patterns for `network.rules`) to add to a live run.
+/// With `dry_run`, nothing changes and the answer says what would be added.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddGrantsRequest {
+    #[serde(default)]
+    pub grants: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a run gained (or, for a dry run, would gain): only what it did not
+/// have already.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedGrants {
+    pub grants: Vec<String>,
+    pub hosts: Vec<String>,
 }
 
 /// What an exec produced. Output is collected whole and sent as lossy UTF-8

@@ -5,8 +5,10 @@
 # named by MOAT_USER ("uid:gid" or a user name), creating that user when the
 # image has none of that id, after writing the files of MOAT_HOME_FILES
 # (one per line: "<octal mode> <path in the home> <base64 contents>") into
-# that user's home, owned by the user. Without MOAT_USER the command runs
-# as root; when not root, it only runs the command.
+# that user's home, owned by the user (with MOAT_HOME_FILES_KEEP=1, a file
+# that exists already is left as it is: `moat join` starts a second agent
+# next to the first, whose files are its own). Without MOAT_USER the command
+# runs as root; when not root, it only runs the command.
 set -eu
 
 # Writes MOAT_HOME_FILES into $1 (a home), owned by $2 (uid:gid).
@@ -17,6 +19,9 @@ stage_home_files() {
         case "/$path/" in
             */../*|*/./*|//*) echo "moat-init: refusing home file $path" >&2; exit 126 ;;
         esac
+        if [ "$keep" = 1 ] && [ -e "$1/$path" ]; then
+            continue
+        fi
         mkdir -p "$1/$(dirname "$path")"
         printf '%s' "$data" | base64 -d > "$1/$path"
         chmod "$mode" "$1/$path"
@@ -27,20 +32,35 @@ stage_home_files() {
 moat_ca=/etc/moat/ca/ca.crt
 bundle=/etc/ssl/certs/ca-certificates.crt
 
+# The store is updated once per container: a later init (`moat join`) waits
+# for the first one (the lock) and then finds the marker.
+store=/usr/local/share/ca-certificates
+trusted="$store/.moat-trusted"
+
+# Adds moat's CA to the system trust store unless an earlier init did.
+trust_moat_ca() {
+    [ -f "$trusted" ] && return 0
+    cp "$moat_ca" "$store/moat-proxy.crt"
+    update-ca-certificates >/dev/null 2>&1 && [ -f "$bundle" ] && : > "$trusted"
+}
+
 if [ "$(id -u)" = 0 ] && [ -f "$moat_ca" ]; then
-    mkdir -p /usr/local/share/ca-certificates
-    cp "$moat_ca" /usr/local/share/ca-certificates/moat-proxy.crt
-    if update-ca-certificates >/dev/null 2>&1 && [ -f "$bundle" ]; then
+    mkdir -p "$store"
+    exec 9>"$store/.moat-lock"
+    flock -w 120 9 || true
+    if trust_moat_ca; then
         export SSL_CERT_FILE="$bundle" REQUESTS_CA_BUNDLE="$bundle" CURL_CA_BUNDLE="$bundle" \
             PIP_CERT="$bundle" NPM_CONFIG_CAFILE="$bundle" NODE_EXTRA_CA_CERTS="$moat_ca"
     else
         echo "moat-init: could not add moat's CA to the system trust store; using $moat_ca alone" >&2
     fi
+    exec 9>&-
 fi
 
 target="${MOAT_USER:-}"
 files="${MOAT_HOME_FILES:-}"
-unset MOAT_USER MOAT_HOME_FILES
+keep="${MOAT_HOME_FILES_KEEP:-}"
+unset MOAT_USER MOAT_HOME_FILES MOAT_HOME_FILES_KEEP
 if [ "$(id -u)" != 0 ]; then
     exec "$@"
 fi

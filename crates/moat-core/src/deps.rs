@@ -12,7 +12,7 @@ mod request;
 pub mod services;
 
 pub use agents::{Agent, StagedFile, check_home_path};
-pub use dockerfile::{BuildContext, BuildHooks, ContextFile, HookFailure, IMAGE_REPOSITORY};
+pub use dockerfile::{BuildContext, BuildHooks, ContextFile, HookFailure, IMAGE_REPOSITORY, INIT_PATH};
 pub use registry::{Entry, Layer, Registry};
 pub use request::Request;
 

@@ -95,6 +95,10 @@ pub struct RunMetadata {
     /// Granted providers (names only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<String>,
+    /// Hosts added to the run's network rules while it ran (`moat join`);
+    /// the grants it added are in `grants`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_hosts: Vec<String>,
     /// Secret names injected as env vars (never their values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
@@ -131,6 +135,7 @@ impl RunMetadata {
             network: None,
             keep: false,
             grants: Vec::new(),
+            added_hosts: Vec::new(),
             secrets: Vec::new(),
             labels: BTreeMap::new(),
             endpoints: BTreeMap::new(),

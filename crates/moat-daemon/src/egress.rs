@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use moat_core::BindMount;
 use moat_core::{MoatHome, RunId};
 use moat_proxy::{
-    CertificateAuthority, CredentialEndpoint, InjectionRule, ProxyConfig, ProxyEventSink, ProxyHandle, ProxyToken,
-    Router, RunLimits, RunRegistration, RunRoutes,
+    CertificateAuthority, CredentialEndpoint, InjectionRule, NetworkPolicy, ProxyConfig, ProxyEventSink, ProxyHandle,
+    ProxyToken, Router, RunLimits, RunRegistration, RunRoutes,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api::RunSpec;
 use crate::output::lock;
+use crate::registry::RunHandle;
 
 /// Host name containers use for the proxy.
 pub const PROXY_HOST: &str = moat_proxy::PROXY_HOST_NAME;
@@ -151,20 +152,21 @@ impl Egress {
         &self.proxy
     }
 
-    /// Makes the run known to the proxy under `token`. Complete before the
+    /// Makes the run known to the proxy under `token`, with its policy as
+    /// it stands (hosts added by `moat join` included). Complete before the
     /// container starts, so a fast container never meets a half-registered run.
     pub fn register(
         &self,
-        run_id: &RunId,
+        handle: &RunHandle,
         token: &ProxyToken,
-        spec: &RunSpec,
         injections: Vec<InjectionRule>,
         outputs: RunOutputs,
     ) -> Result<(), EgressError> {
+        let spec = &handle.spec;
         self.proxy.register_run(RunRegistration {
-            run_id: run_id.to_string(),
+            run_id: handle.id().to_string(),
             token: token.clone(),
-            policy: spec.policy.clone(),
+            policy: handle.policy(),
             injections,
             trace_path: outputs.trace_path,
             host_ports: spec.host_ports.clone(),
@@ -228,6 +230,11 @@ impl Egress {
         if let Err(e) = self.proxy.update_injections(run_id.as_str(), rules) {
             tracing::warn!(run = %run_id, "updating injections failed: {e}");
         }
+    }
+
+    /// Replaces a live run's network rules (hosts added by `moat join`).
+    pub fn update_policy(&self, run_id: &RunId, policy: &NetworkPolicy) -> Result<(), moat_proxy::ProxyError> {
+        self.proxy.update_policy(run_id.as_str(), policy)
     }
 
     /// Environment a container needs to use the proxy and trust its CA.

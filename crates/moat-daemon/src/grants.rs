@@ -3,10 +3,12 @@
 //! staged as files and sockets (the ssh grant's agent and known_hosts, the
 //! npm grant's user config, the aws grant's config and credential
 //! process). Run at creation, on re-adoption (secrets are
-//! never persisted) and when a credential changes (`moat revoke` takes
-//! effect on live runs).
+//! never persisted), when a credential changes (`moat revoke` takes
+//! effect on live runs) and when grants are added to a live run (`moat
+//! join`: recorded in its metadata and audit log, then handed to the proxy).
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use moat_core::MoatHome;
 use moat_creds::aws::AwsGrant;
@@ -14,7 +16,7 @@ use moat_creds::{CredentialStore, InjectionSpec, Providers, RunGrantError, RunGr
 use moat_proxy::{InjectionRule, PolicyMode};
 use moat_runtime::BindMount;
 
-use crate::api::RunSpec;
+use crate::api::{AddGrantsRequest, AddedGrants, RunSpec};
 use crate::audit::Event;
 use crate::aws;
 use crate::registry::RunHandle;
@@ -50,6 +52,16 @@ pub enum GrantError {
     SshInStrictRun,
     #[error("the aws grant needs moat's proxy, which issues its credentials, and this run has none")]
     AwsWithoutProxy,
+    #[error("run {run} does not reach moat's proxy, so no credential can be injected into its requests")]
+    NoProxy { run: String },
+    #[error("grant {grant} stages files in the container when it is created, so it cannot be added to a live run")]
+    StagedAtCreation { grant: String },
+    #[error("host {host:?}: {reason}")]
+    BadHost { host: String, reason: String },
+    #[error("the run's record: {0}")]
+    Record(#[from] moat_core::store::StoreError),
+    #[error("updating the proxy: {0}")]
+    Proxy(#[from] moat_proxy::ProxyError),
 }
 
 impl GrantError {
@@ -68,6 +80,7 @@ impl GrantError {
             GrantError::SshInStrictRun => {
                 Some("run with `--policy permissive` (or `network.policy: permissive`), or clone over HTTPS".into())
             }
+            GrantError::StagedAtCreation { grant } => Some(format!("start a new run with `--grant {grant}`")),
             _ => None,
         }
     }
@@ -106,12 +119,12 @@ pub fn resolve(home: &MoatHome, spec: &RunSpec) -> Result<RunGrants, GrantError>
     Ok(resolve_run_grants(&store, &providers, &spec.grants)?)
 }
 
-/// Resolves the grants that still exist (revoked ones are dropped).
-pub fn resolve_remaining(home: &MoatHome, spec: &RunSpec) -> Result<RunGrants, GrantError> {
-    let store = CredentialStore::open(home, spec.profile.as_deref())?;
+/// Resolves the grants of `handle` that still exist (revoked ones are dropped).
+pub fn resolve_remaining(home: &MoatHome, handle: &RunHandle) -> Result<RunGrants, GrantError> {
+    let store = CredentialStore::open(home, handle.spec.profile.as_deref())?;
     let providers = Providers::load(home)?;
-    let remaining: Vec<String> = spec
-        .grants
+    let remaining: Vec<String> = handle
+        .grants()
         .iter()
         .filter(|name| matches!(store.load(name), Ok(Some(_))))
         .cloned()
@@ -247,22 +260,102 @@ fn grant_names(grants: &RunGrants) -> Vec<String> {
     names
 }
 
+/// Held while a run's injections are recomputed and swapped, so that a
+/// refresh and an addition never swap in each other's stale snapshot.
+static SWAPPING: Mutex<()> = Mutex::new(());
+
+/// Adds to the live run `handle` the grants and hosts of `request` it does
+/// not have (`moat join`, after the user approved them): each grant must be
+/// stored and inject headers only (files staged at creation cannot reach a
+/// running container). Recorded in the run's metadata (kept on
+/// re-adoption) before the proxy sees it, then audited. With `dry_run`,
+/// checks the same and changes nothing.
+pub fn add_to_live_run(
+    daemon: &Daemon,
+    handle: &RunHandle,
+    request: &AddGrantsRequest,
+) -> Result<AddedGrants, GrantError> {
+    let _swapping = SWAPPING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let added = missing_from(handle, request)?;
+    if added.grants.is_empty() && added.hosts.is_empty() {
+        return Ok(added);
+    }
+    let id = handle.id();
+    let egress = daemon
+        .egress()
+        .filter(|_| handle.proxy_token().is_some())
+        .ok_or_else(|| GrantError::NoProxy { run: id.to_string() })?;
+    let store = CredentialStore::open(daemon.home(), handle.spec.profile.as_deref())?;
+    let providers = Providers::load(daemon.home())?;
+    for grant in &added.grants {
+        let resolved = resolve_run_grants(&store, &providers, std::slice::from_ref(grant))?;
+        if !resolved.ssh.keys.is_empty() || resolved.npmrc.is_some() || resolved.aws.is_some() {
+            return Err(GrantError::StagedAtCreation { grant: grant.clone() });
+        }
+    }
+    if request.dry_run {
+        return Ok(added);
+    }
+    handle.update(daemon.store(), |meta| {
+        meta.grants.extend(added.grants.iter().cloned());
+        meta.added_hosts.extend(added.hosts.iter().cloned());
+    })?;
+    daemon.registry().persist_soon();
+    let grants = resolve_remaining(daemon.home(), handle)?;
+    egress.update_policy(&id, &handle.policy())?;
+    egress.update_injections(&id, injection_rules(&grants));
+    daemon.audit().record(
+        &id,
+        Event::GrantsAdded {
+            grants: added.grants.clone(),
+            hosts: added.hosts.clone(),
+        },
+    );
+    Ok(added)
+}
+
+/// The grants and hosts of `request` the run does not have yet, each once;
+/// a host that is no valid pattern is refused.
+fn missing_from(handle: &RunHandle, request: &AddGrantsRequest) -> Result<AddedGrants, GrantError> {
+    let grants = handle.grants();
+    let policy = handle.policy();
+    let mut added = AddedGrants::default();
+    for grant in &request.grants {
+        if !grants.contains(grant) && !added.grants.contains(grant) {
+            added.grants.push(grant.clone());
+        }
+    }
+    for host in &request.hosts {
+        let host = moat_core::config::check_host_pattern(host).map_err(|reason| GrantError::BadHost {
+            host: host.clone(),
+            reason,
+        })?;
+        // A permissive run reaches every host: no rule to add.
+        let needed = policy.mode != PolicyMode::Permissive;
+        if needed && !policy.rules.iter().any(|rule| rule.host == host) && !added.hosts.contains(&host) {
+            added.hosts.push(host);
+        }
+    }
+    Ok(added)
+}
+
 /// Re-reads the credentials of every live run that has grants and swaps
 /// its injection snapshot; returns how many runs were updated.
 pub fn refresh_live_runs(daemon: &Daemon) -> usize {
     let Some(egress) = daemon.egress() else { return 0 };
+    let _swapping = SWAPPING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut updated = 0;
     for handle in daemon.registry().all() {
-        if handle.spec.grants.is_empty() {
+        if handle.grants().is_empty() {
             continue;
         }
-        match resolve_remaining(daemon.home(), &handle.spec) {
+        match resolve_remaining(daemon.home(), &handle) {
             Ok(grants) => {
                 daemon.ssh_agents().update(&handle.id(), grants.ssh.keys.clone());
                 daemon.aws().update(&handle.id(), grants.aws.clone());
                 egress.update_injections(&handle.id(), injection_rules(&grants));
                 let remaining = grant_names(&grants);
-                let mut granted = handle.spec.grants.clone();
+                let mut granted = handle.grants();
                 granted.sort();
                 granted.dedup();
                 if remaining != granted {

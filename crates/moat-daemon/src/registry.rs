@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moat_core::atomic::write_atomic;
+use moat_core::config::{HostRule, NetworkPolicy};
 use moat_core::paths::run_files;
 use moat_core::store::{RunStore, StoreError};
 use moat_core::{RunId, RunMetadata};
@@ -76,6 +77,35 @@ impl RunHandle {
         store.save(&next)?;
         *meta = next.clone();
         Ok(next)
+    }
+
+    /// The run's grants: those it was created with and those added while
+    /// it ran (`moat join`, recorded in its metadata), each once.
+    pub fn grants(&self) -> Vec<String> {
+        let meta = lock(&self.meta);
+        let mut grants = self.spec.grants.clone();
+        for grant in &meta.grants {
+            if !grants.contains(grant) {
+                grants.push(grant.clone());
+            }
+        }
+        grants
+    }
+
+    /// The run's network policy: its spec's, with the hosts added while it
+    /// ran (`moat join`).
+    pub fn policy(&self) -> NetworkPolicy {
+        let meta = lock(&self.meta);
+        let mut policy = self.spec.policy.clone();
+        for host in &meta.added_hosts {
+            if !policy.rules.iter().any(|rule| &rule.host == host) {
+                policy.rules.push(HostRule {
+                    host: host.clone(),
+                    requests: Vec::new(),
+                });
+            }
+        }
+        policy
     }
 
     pub fn proxy_token(&self) -> Option<ProxyToken> {
@@ -340,6 +370,33 @@ impl Registry {
 mod tests {
     use super::*;
     use moat_core::MoatHome;
+
+    /// What `moat join` added lives in the metadata (the spec is what the
+    /// run was created with): a re-adopted handle, made from the spec and
+    /// the metadata on disk, has both.
+    #[test]
+    fn grants_and_hosts_added_while_running_join_the_specs() {
+        let spec = RunSpec {
+            grants: vec!["github".into()],
+            policy: NetworkPolicy {
+                mode: moat_core::config::PolicyMode::Strict,
+                rules: vec![HostRule {
+                    host: "example.com".into(),
+                    requests: Vec::new(),
+                }],
+            },
+            ..Default::default()
+        };
+        let mut meta = RunMetadata::new(RunId::generate(), "/w".into(), "img".into(), "fake".into());
+        meta.grants = vec!["github".into(), "claude".into()];
+        meta.added_hosts = vec!["api.anthropic.com".into(), "example.com".into()];
+        let handle = RunHandle::new(spec, meta);
+        assert_eq!(handle.grants(), ["github", "claude"]);
+        let policy = handle.policy();
+        assert_eq!(policy.mode, moat_core::config::PolicyMode::Strict);
+        let hosts: Vec<&str> = policy.rules.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(hosts, ["example.com", "api.anthropic.com"]);
+    }
 
     #[test]
     fn persisted_runs_round_trip_and_corruption_is_reported() {

@@ -20,8 +20,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream_shim::channel_stream;
 
 use crate::api::{
-    API_VERSION, ApiError, AttachEvent, CAPABILITIES, CreateEvent, CreateRunResponse, ExecRequest, ExecResult, Health,
-    NDJSON, RunSpec, StopRequest,
+    API_VERSION, AddGrantsRequest, ApiError, AttachEvent, CAPABILITIES, CreateEvent, CreateRunResponse, ExecRequest,
+    ExecResult, Health, NDJSON, RunSpec, StopRequest,
 };
 use crate::audit::Event;
 use crate::network::NetworkError;
@@ -99,6 +99,7 @@ async fn route(daemon: Daemon, req: Request<Incoming>) -> Result<Response<Body>,
         (&Method::GET, ["v1", "runs", id, "terminal"]) => terminal(&daemon, id, req, Session::Attach),
         (&Method::GET, ["v1", "runs", id, "exec", "terminal"]) => terminal(&daemon, id, req, Session::Exec),
         (&Method::POST, ["v1", "runs", id, "exec"]) => exec(&daemon, id, req).await,
+        (&Method::POST, ["v1", "runs", id, "grants"]) => add_grants(&daemon, id, req).await,
         (&Method::POST, ["v1", "maintenance", "reap"]) => reap(&daemon, req).await,
         (&Method::POST, ["v1", "maintenance", "images", "prune"]) => prune_images(&daemon, req).await,
         (&Method::POST, ["v1", "grants", "refresh"]) => {
@@ -358,6 +359,35 @@ async fn exec(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Bod
 
 /// Streams a run's output as newline-delimited [`AttachEvent`]s: a replay of
 /// recent output, then live output, then the exit event.
+/// `moat join`: adds grants and hosts to a live run (see
+/// [`crate::grants::add_to_live_run`]).
+async fn add_grants(daemon: &Daemon, id: &str, req: Request<Incoming>) -> Response<Body> {
+    let request: AddGrantsRequest = match read_json(req).await {
+        Ok(request) => request,
+        Err(reject) => return reject.into_response(),
+    };
+    let handle = match live_run(daemon, id) {
+        Ok(handle) => handle,
+        Err(reject) => return reject.into_response(),
+    };
+    match crate::grants::add_to_live_run(daemon, &handle, &request) {
+        Ok(added) => json(StatusCode::OK, &added),
+        Err(e) => {
+            use crate::grants::GrantError;
+            let status = match &e {
+                GrantError::BadHost { .. } => StatusCode::BAD_REQUEST,
+                GrantError::NoProxy { .. } => StatusCode::CONFLICT,
+                GrantError::Record(_) | GrantError::Proxy(_) | GrantError::Stage { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let hint = e.hint();
+            error(status, e.to_string(), hint)
+        }
+    }
+}
+
 fn attach(daemon: &Daemon, id: &str) -> Response<Body> {
     let run_id: RunId = match id.parse() {
         Ok(run_id) => run_id,

@@ -25,7 +25,7 @@ mod services;
 mod stop;
 mod watch;
 
-pub(crate) use container::command_user;
+pub(crate) use container::{agent_exec, command_user};
 
 pub use cleanup::cleanup;
 pub use create::{CreatedRun, Timings, create_run, create_run_reporting};

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::registry::RunHandle;
 use crate::state::Daemon;
 use crate::terminal::HubEvent;
-use moat_api::terminal::{Exit, Frame, FrameError, Open, read_frame, write_frame};
+use moat_api::terminal::{AgentExec, Exit, Frame, FrameError, Open, read_frame, write_frame};
 
 /// Bound on the client's first frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,7 +63,11 @@ pub async fn serve(daemon: Daemon, handle: Arc<RunHandle>, io: Io, joins: bool) 
             )
             .await
         }
-        Open::Exec { command, size } => exec(&daemon, &handle, &mut frames, &mut writer, command, size).await,
+        Open::Exec {
+            command,
+            size,
+            as_agent,
+        } => exec(&daemon, &handle, &mut frames, &mut writer, command, size, as_agent).await,
     };
     if let Err(e) = served {
         tracing::debug!(run = %handle.id(), "terminal client left: {e}");
@@ -229,6 +233,7 @@ async fn exec(
     writer: &mut WriteHalf<Io>,
     command: Vec<String>,
     size: Option<moat_runtime::TerminalSize>,
+    as_agent: Option<AgentExec>,
 ) -> Result<(), FrameError> {
     let meta = handle.metadata();
     if meta.state != RunState::Running {
@@ -237,10 +242,21 @@ async fn exec(
     if command.is_empty() {
         return refuse(writer, "exec needs a command").await;
     }
+    let spec = match as_agent {
+        None => ExecSpec {
+            command,
+            tty: size,
+            user: None,
+            env: Vec::new(),
+        },
+        Some(agent) => match crate::supervisor::agent_exec(&handle.spec, command, size, agent) {
+            Ok(spec) => spec,
+            Err(reason) => return refuse(writer, &reason).await,
+        },
+    };
     let container = meta.container_id.unwrap_or_else(|| meta.id.to_string());
     let started = async {
         let runtime = daemon.runtimes().for_spec(&handle.spec).await?;
-        let spec = ExecSpec { command, tty: size };
         let (exec_id, attached) = runtime.exec_attached(&container, &spec).await?;
         Ok::<_, crate::supervisor::RunError>((runtime, exec_id, attached))
     };

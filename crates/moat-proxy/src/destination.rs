@@ -242,7 +242,7 @@ pub(crate) async fn check_destination(
         body: format!("moat could not resolve {}: {e}\n", target.host),
     })?;
     let host_addresses = shared.host_addresses.current();
-    let explicit = run.policy.explicitly_names(&target.host, target.port);
+    let explicit = run.policy().explicitly_names(&target.host, target.port);
     // Host services: loopback on a `network.host` port, for names whose
     // address the configuration (not a DNS answer) chose.
     let host_service = run.host_ports.contains(&target.port) && (resolution.configured || target.host == "localhost");

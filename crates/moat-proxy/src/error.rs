@@ -55,6 +55,12 @@ pub enum ProxyError {
     DuplicateRun(String),
     #[error("run {0} is not registered with the proxy")]
     UnknownRun(String),
+    #[error("run {run_id}'s policy is {}; it cannot become {} while it runs", from.as_str(), to.as_str())]
+    PolicyModeChange {
+        run_id: String,
+        from: crate::policy::PolicyMode,
+        to: crate::policy::PolicyMode,
+    },
     #[error("cannot open trace file {path}: {source}")]
     TraceOpen { path: PathBuf, source: std::io::Error },
     #[error("register_run for {0} must be called inside a Tokio runtime")]

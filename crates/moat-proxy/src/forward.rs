@@ -267,8 +267,8 @@ pub(crate) fn policy_refusal(decision: &Decision, target: &Target, method: &Meth
 /// Shadow mode: strict refuses a private (RFC 1918) destination its rules do
 /// not name exactly as `host:port` (see `check_destination`).
 fn shadow_private_block(run: &RunEntry, target: &Target, destination: &Destination) -> Option<String> {
-    let refused_by_strict = destination.private && !run.policy.explicitly_names(&target.host, target.port);
-    (run.policy.is_shadow() && refused_by_strict)
+    let refused_by_strict = destination.private && !run.policy().explicitly_names(&target.host, target.port);
+    (run.policy().is_shadow() && refused_by_strict)
         .then(|| "strict: private address not named as host:port in network.rules".to_string())
 }
 
@@ -308,7 +308,7 @@ pub(crate) async fn forward(
         return refuse(trace, refusal);
     }
     let implicit = run.implicit_allowance(&injections, &target.host, target.port);
-    let checked = run.policy.check_request(
+    let checked = run.policy().check_request(
         &target.host,
         target.port,
         implicit,

@@ -26,7 +26,7 @@ use crate::destination::{Destination, HostAddresses, check_destination};
 use crate::error::ProxyError;
 use crate::forward::{Target, forward, local_response, policy_refusal};
 use crate::injection::InjectionRule;
-use crate::policy::normalize_host;
+use crate::policy::{NetworkPolicy, normalize_host};
 use crate::registry::{Registry, RunEntry, RunRegistration, RunTraceSummary};
 use crate::resolve::{Resolver, SystemResolver};
 use crate::token::presented_secret;
@@ -108,6 +108,12 @@ impl ProxyHandle {
     /// next request (and closes WebSocket tunnels carrying a removed grant).
     pub fn update_injections(&self, run_id: &str, rules: Vec<InjectionRule>) -> Result<(), ProxyError> {
         self.0.registry.update_injections(run_id, &rules)
+    }
+
+    /// Replaces a live run's network rules (its mode stays); requests judged
+    /// from now on see them.
+    pub fn update_policy(&self, run_id: &str, policy: &NetworkPolicy) -> Result<(), ProxyError> {
+        self.0.registry.update_policy(run_id, policy)
     }
 
     /// Accepts connections on `listener` until [`ProxyHandle::shutdown`].
@@ -275,7 +281,7 @@ pub(crate) async fn check_host_and_destination(
     method: &Method,
 ) -> Result<Destination, crate::forward::Refusal> {
     let implicit = run.implicit_allowance(&run.injections(), &target.host, target.port);
-    let decision = run.policy.check_host(&target.host, target.port, implicit);
+    let decision = run.policy().check_host(&target.host, target.port, implicit);
     if !decision.allowed {
         return Err(policy_refusal(&decision, target, method, ""));
     }

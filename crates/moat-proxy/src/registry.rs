@@ -77,7 +77,8 @@ pub struct RunTraceSummary {
 pub(crate) struct RunEntry {
     pub(crate) run_id: String,
     token: ProxyToken,
-    pub(crate) policy: CompiledPolicy,
+    /// The run's rules; replaced whole when hosts are added to a live run.
+    policy: RwLock<Arc<CompiledPolicy>>,
     pub(crate) mode: PolicyMode,
     injections: RwLock<Arc<InjectionSet>>,
     /// Names of the grants in the current injection snapshot.
@@ -98,6 +99,11 @@ pub(crate) struct RunEntry {
 }
 
 impl RunEntry {
+    /// The current policy snapshot (looked up per request).
+    pub(crate) fn policy(&self) -> Arc<CompiledPolicy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The current injection snapshot (looked up per inner request).
     pub(crate) fn injections(&self) -> Arc<InjectionSet> {
         self.injections.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -206,7 +212,7 @@ impl Registry {
         let entry = Arc::new(RunEntry {
             run_id: registration.run_id,
             token: registration.token,
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             mode: registration.policy.mode,
             injections: RwLock::new(Arc::new(injections)),
             grants: RwLock::new(grant_names(&registration.injections)),
@@ -257,6 +263,23 @@ impl Registry {
         *entry.injections.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(compiled);
         *entry.grants.write().unwrap_or_else(|p| p.into_inner()) = grant_names(rules);
         entry.changed();
+        Ok(())
+    }
+
+    /// Replaces a run's rules (same mode); requests judged from now on see them.
+    pub(crate) fn update_policy(&self, run_id: &str, policy: &NetworkPolicy) -> Result<(), ProxyError> {
+        let entry = self
+            .find_by_id(run_id)
+            .ok_or_else(|| ProxyError::UnknownRun(run_id.to_string()))?;
+        if policy.mode != entry.mode {
+            return Err(ProxyError::PolicyModeChange {
+                run_id: run_id.to_string(),
+                from: entry.mode,
+                to: policy.mode,
+            });
+        }
+        let compiled = CompiledPolicy::compile(policy)?;
+        *entry.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(compiled);
         Ok(())
     }
 

@@ -138,6 +138,10 @@ pub struct ExecSpec {
     pub command: Vec<String>,
     /// A TTY of this size; `None` = plain pipes.
     pub tty: Option<TerminalSize>,
+    /// `uid:gid` (or a name) to run as; `None` = the container's user.
+    pub user: Option<String>,
+    /// Variables added to (or replacing) the container's for this command.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -52,7 +52,7 @@ pub fn apply(home: &MoatHome, run: &mut ResolvedRun) -> Result<()> {
     Ok(())
 }
 
-fn unknown_agent(name: &str, registry: &Registry) -> anyhow::Error {
+pub(crate) fn unknown_agent(name: &str, registry: &Registry) -> anyhow::Error {
     let known: Vec<&str> = registry.agents().map(|(name, _)| name).collect();
     CliError::new(format!("unknown agent {name:?}"))
         .with_hint(format!("moat runs {}; `moat agents` lists them", known.join(", ")))
@@ -71,16 +71,29 @@ fn add_dependency(run: &mut ResolvedRun, dependency: &str) {
 
 /// The agent's grant the run asked for, else the first one stored.
 fn choose_grant(home: &MoatHome, run: &ResolvedRun, name: &str, agent: &Agent) -> Result<String> {
-    if let Some(asked) = agent.grants.iter().find(|grant| run.grants.contains(grant)) {
+    grant_for(home, run.profile.as_deref(), &run.grants, name, agent)
+}
+
+/// The agent's grant among `granted` (what a run has already), else the
+/// first one stored in `profile`; none stored is an error naming the
+/// `moat grant` commands to run.
+pub(crate) fn grant_for(
+    home: &MoatHome,
+    profile: Option<&str>,
+    granted: &[String],
+    name: &str,
+    agent: &Agent,
+) -> Result<String> {
+    if let Some(asked) = agent.grants.iter().find(|grant| granted.contains(grant)) {
         return Ok(asked.clone());
     }
-    let store = CredentialStore::open(home, run.profile.as_deref())?;
+    let store = CredentialStore::open(home, profile)?;
     for grant in &agent.grants {
         if store.load(grant)?.is_some() {
             return Ok(grant.clone());
         }
     }
-    Err(missing_grant(name, agent, run.profile.as_deref()).into())
+    Err(missing_grant(name, agent, profile).into())
 }
 
 fn missing_grant(name: &str, agent: &Agent, profile: Option<&str>) -> CliError {

@@ -93,6 +93,17 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command inside a live run's container.
     Exec(ExecArgs),
+    /// Start an agent in a live run's container, next to what runs there (a reviewer next to a
+    /// coder); the grants and hosts it needs are added to the run once you approve them.
+    #[command(
+        after_help = "Interactive (with a terminal) unless -p is given; exits with the agent's exit code, and \
+                      the run goes on. The run's image must have the agent's command (start it with the \
+                      agent's dependency, e.g. `moat claude` or `dependencies: [claude-code]`). Grants added \
+                      stay with the run until it ends.\n\n\
+                      Examples:\n  moat join my-run codex\n  \
+                      moat join my-run claude -p \"review the last commit\" --yes"
+    )]
+    Join(JoinArgs),
     /// List, compare and restore the workspace snapshots taken before runs.
     #[command(
         after_help = "Examples:\n  moat snapshot list my-run\n  moat snapshot diff my-run\n  \
@@ -471,6 +482,29 @@ pub struct ExecArgs {
     /// Give the command a terminal (implies -i): `moat exec -it RUN -- bash`.
     #[arg(short = 't', long)]
     pub tty: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Run id, id prefix (run_…) or name.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// The agent to start (`moat agents` lists them).
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+
+    /// Hand the agent one prompt; print its answer and exit with its code.
+    #[arg(short = 'p', long, value_name = "PROMPT")]
+    pub prompt: Option<String>,
+
+    /// Add the grants and hosts the agent needs without asking.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// Arguments for the agent (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -968,6 +1002,30 @@ mod tests {
         assert_eq!(args.settings.grants, ["npm"]);
         assert_eq!(args.settings.policy, Some(PolicyMode::Strict));
         assert!(args.settings.dry_run && args.settings.json);
+    }
+
+    #[test]
+    fn join_takes_a_run_an_agent_a_prompt_and_the_agents_arguments() {
+        let cli = Cli::try_parse_from([
+            "moat", "join", "my-run", "codex", "-p", "review", "-y", "--", "--model", "x",
+        ])
+        .unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!((args.run.as_str(), args.agent.as_str()), ("my-run", "codex"));
+        assert_eq!(args.prompt.as_deref(), Some("review"));
+        assert!(args.yes);
+        assert_eq!(args.args, ["--model", "x"]);
+        let cli = Cli::try_parse_from(["moat", "join", "my-run", "claude"]).unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert!(!args.yes && args.prompt.is_none() && args.args.is_empty());
+        assert!(
+            Cli::try_parse_from(["moat", "join", "my-run"]).is_err(),
+            "the agent is required"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod grant_aws;
 mod grant_oauth;
 mod grant_ssh;
 mod init;
+mod join;
 mod list;
 mod logs;
 mod open;
@@ -53,6 +54,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Open(args) => open::open(&ctx, &args),
         Command::Destroy(args) => destroy::destroy(&ctx, &args),
         Command::Exec(args) => exec::exec(&ctx, &args),
+        Command::Join(args) => join::join(&ctx, &args),
         Command::Snapshot(args) => snapshot::snapshot(&ctx, &args),
         Command::Trace(args) => trace::trace(&ctx, &args),
         Command::Audit(args) => audit::audit(&ctx, &args),

@@ -30,6 +30,7 @@ mod docker {
     pub mod grant_host;
     pub mod images;
     pub mod isolation;
+    pub mod join;
     pub mod keys;
     pub mod lifecycle;
     pub mod mcp;

@@ -17,7 +17,8 @@ pub const IMAGE_REPOSITORY: &str = "moat/run";
 /// The system trust store every tool is pointed at during builds.
 pub(super) const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const INIT_SCRIPT: &str = include_str!("../../data/moat-init.sh");
-const INIT_PATH: &str = "/usr/local/bin/moat-init";
+/// Where images moat builds have their init (their entry point).
+pub const INIT_PATH: &str = "/usr/local/bin/moat-init";
 const PIP: &str = "/opt/moat/python/bin/pip";
 
 /// Where the build hooks are copied in the image.

@@ -116,6 +116,12 @@ pub enum Event {
         reason: String,
         retry_in_seconds: u64,
     },
+    /// Grants (names, never values) and hosts added to the live run, with
+    /// the user's approval (`moat join`).
+    GrantsAdded {
+        grants: Vec<String>,
+        hosts: Vec<String>,
+    },
     /// A restarted daemon took the run over.
     Readopted {
         daemon_pid: u32,

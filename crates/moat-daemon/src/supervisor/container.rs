@@ -1,10 +1,13 @@
 //! The container a run gets: labels, mounts, proxy variables, its
-//! services' variables and addresses, staged grants, DNS, user.
+//! services' variables and addresses, staged grants, DNS, user; and how a
+//! second agent is started in it (`moat join`).
 
 use std::os::unix::fs::MetadataExt;
 
+use moat_api::HomeFile;
+use moat_api::terminal::AgentExec;
 use moat_proxy::PolicyMode;
-use moat_runtime::{BindMount, ContainerSpec, labels};
+use moat_runtime::{BindMount, ContainerSpec, ExecSpec, TerminalSize, labels};
 
 use super::WORKSPACE_TARGET;
 use super::proxy::ProxyAttachment;
@@ -102,20 +105,82 @@ pub(super) fn container_spec(
     container
 }
 
+/// How a second agent starts in the run's container (`moat join`): in an
+/// image moat built, through its init as root, which stages the agent's
+/// home files where the home has none of that name yet and drops to the
+/// run's user; in another image, as the container's user, which works only
+/// for an agent that needs no home files (nothing could stage them).
+pub(crate) fn agent_exec(
+    spec: &RunSpec,
+    command: Vec<String>,
+    tty: Option<TerminalSize>,
+    agent: AgentExec,
+) -> Result<ExecSpec, String> {
+    if !spec.builds_image() {
+        if let Some(file) = agent.home_files.first() {
+            return Err(format!(
+                "the agent needs ~/{} staged, and only the init of an image moat built (from `dependencies:`) \
+                 stages files; start the run with the agent's dependency",
+                file.path
+            ));
+        }
+        return Ok(ExecSpec {
+            command,
+            tty,
+            user: None,
+            env: agent.env,
+        });
+    }
+    for file in &agent.home_files {
+        moat_core::deps::check_home_path(&file.path).map_err(|reason| format!("home file {}: {reason}", file.path))?;
+        if file.mode > 0o777 {
+            return Err(format!(
+                "home file {}: mode {:o} is not permission bits",
+                file.path, file.mode
+            ));
+        }
+    }
+    let mut env = agent.env;
+    env.retain(|(k, _)| ![INIT_USER_VARIABLE, INIT_HOME_FILES_VARIABLE, INIT_KEEP_VARIABLE].contains(&k.as_str()));
+    // Always set, so the values the container was created with (the first
+    // agent's) are not inherited.
+    env.push((INIT_USER_VARIABLE.to_string(), command_user(spec).unwrap_or_default()));
+    env.push((
+        INIT_HOME_FILES_VARIABLE.to_string(),
+        encode_home_files(&agent.home_files),
+    ));
+    env.push((INIT_KEEP_VARIABLE.to_string(), "1".to_string()));
+    let mut argv = vec![moat_core::deps::INIT_PATH.to_string()];
+    argv.extend(command);
+    Ok(ExecSpec {
+        command: argv,
+        tty,
+        user: Some("0:0".to_string()),
+        env,
+    })
+}
+
 /// Tells the init of an image moat built which user to drop to.
 const INIT_USER_VARIABLE: &str = "MOAT_USER";
 /// Hands the init of an image moat built the files to write into the run
 /// user's home: one line per file, `<octal mode> <path> <base64 contents>`.
 const INIT_HOME_FILES_VARIABLE: &str = "MOAT_HOME_FILES";
+/// Tells the init to leave home files that exist already as they are.
+const INIT_KEEP_VARIABLE: &str = "MOAT_HOME_FILES_KEEP";
 
 /// The home files, with the run's MCP servers added to a staged agent
 /// config when the run reaches the proxy.
 fn home_files(spec: &RunSpec, relay: Option<&crate::mcp::RelayAccess>) -> String {
-    use base64::Engine as _;
     let files = match relay {
         Some(relay) => crate::mcp::stage_claude_servers(&spec.home_files, &spec.mcp, relay),
         None => spec.home_files.clone(),
     };
+    encode_home_files(&files)
+}
+
+/// `MOAT_HOME_FILES`: one line per file.
+fn encode_home_files(files: &[HomeFile]) -> String {
+    use base64::Engine as _;
     files
         .iter()
         .map(|file| {
@@ -183,6 +248,73 @@ mod tests {
             user: user.map(str::to_string),
             ..RunSpec::default()
         }
+    }
+
+    fn claude_files() -> AgentExec {
+        AgentExec {
+            env: vec![
+                ("CLAUDE_CODE_OAUTH_TOKEN".into(), "moat-placeholder-claude".into()),
+                (INIT_USER_VARIABLE.into(), "0:0".into()),
+            ],
+            home_files: vec![HomeFile {
+                path: ".claude.json".into(),
+                mode: 0o600,
+                contents: "{}".into(),
+            }],
+        }
+    }
+
+    /// `moat join` in an image moat built: through the init as root (to
+    /// stage files and drop), as the run's user, keeping existing files;
+    /// the variables the container was created with never leak through.
+    #[test]
+    fn a_joined_agent_starts_through_the_init_as_the_run_user() {
+        let exec = agent_exec(
+            &spec(&["git"], Some("1000:1000")),
+            vec!["claude".into()],
+            None,
+            claude_files(),
+        )
+        .unwrap();
+        assert_eq!(exec.command, [moat_core::deps::INIT_PATH, "claude"]);
+        assert_eq!(exec.user.as_deref(), Some("0:0"));
+        let env: std::collections::BTreeMap<_, _> = exec.env.iter().cloned().collect();
+        assert_eq!(env.len(), exec.env.len(), "a variable is set twice: {:?}", exec.env);
+        assert_eq!(
+            env[INIT_USER_VARIABLE], "1000:1000",
+            "the agent's own MOAT_USER is dropped"
+        );
+        assert_eq!(env[INIT_KEEP_VARIABLE], "1");
+        assert_eq!(env[INIT_HOME_FILES_VARIABLE], "600 .claude.json e30=");
+        assert_eq!(env["CLAUDE_CODE_OAUTH_TOKEN"], "moat-placeholder-claude");
+
+        let no_files = AgentExec::default();
+        let exec = agent_exec(&spec(&["git"], Some("1000:1000")), vec!["x".into()], None, no_files).unwrap();
+        let env: std::collections::BTreeMap<_, _> = exec.env.iter().cloned().collect();
+        assert_eq!(
+            env[INIT_HOME_FILES_VARIABLE], "",
+            "the first agent's files are not staged again"
+        );
+    }
+
+    #[test]
+    fn a_joined_agent_needing_files_is_refused_in_an_image_moat_did_not_build() {
+        let err = agent_exec(&spec(&[], None), vec!["claude".into()], None, claude_files()).unwrap_err();
+        assert!(err.contains("~/.claude.json") && err.contains("dependency"), "{err}");
+        let plain = AgentExec {
+            env: vec![("A".into(), "b".into())],
+            home_files: vec![],
+        };
+        let exec = agent_exec(&spec(&[], None), vec!["tool".into()], None, plain).unwrap();
+        assert_eq!(
+            (exec.command.as_slice(), exec.user),
+            (["tool".to_string()].as_slice(), None)
+        );
+        assert_eq!(exec.env, [("A".to_string(), "b".to_string())]);
+
+        let mut escaping = claude_files();
+        escaping.home_files[0].path = "../etc/passwd".into();
+        assert!(agent_exec(&spec(&["git"], None), vec!["claude".into()], None, escaping).is_err());
     }
 
     #[test]

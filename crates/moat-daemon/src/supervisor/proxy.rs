@@ -56,7 +56,7 @@ pub(super) async fn attach_proxy(
             .into_iter()
             .collect(),
     };
-    egress.register(&id, &token, &handle.spec, rules, outputs)?;
+    egress.register(handle, &token, rules, outputs)?;
     let gateway = egress
         .listen_on_gateway(&id, &network.name, network.gateway.as_deref())
         .await?;
@@ -113,7 +113,7 @@ pub async fn reattach_proxy(daemon: &Daemon, runtime: &dyn Runtime, handle: &Run
     if handle.proxy_token().is_none() {
         return Ok(());
     }
-    let grants = grants::resolve_remaining(daemon.home(), &handle.spec)?;
+    let grants = grants::resolve_remaining(daemon.home(), handle)?;
     // The agent's directory is mounted, so a new socket there reaches the
     // container again.
     grants::stage(daemon, handle, &grants)?;

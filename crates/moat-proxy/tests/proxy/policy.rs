@@ -333,3 +333,33 @@ async fn shadow_mode_allows_and_records_what_strict_would_refuse() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(tunnel.is_none());
 }
+
+/// `moat join` adds hosts to a live strict run: the new rules judge its
+/// next request; the mode cannot change under it.
+#[tokio::test]
+async fn an_updated_policy_allows_a_host_on_the_next_request_and_keeps_its_mode() {
+    let proxy = TestProxy::start("update-policy").await;
+    let up = &proxy.upstream;
+    let run = proxy.register("run", strict(vec![]), vec![]);
+    let client = proxy.client(&run.token);
+    let (refused, _) = client.connect(&up.authority("api.example.test")).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    let widened = strict(vec![host_rule(up.pattern("api.example.test"), &[])]);
+    proxy.handle.update_policy("run", &widened).unwrap();
+    let mut tunnel = client.tunnel(&up.authority("api.example.test"), false).await;
+    tunnel.echo(get("api.example.test", "/", &[])).await;
+
+    let permissive = NetworkPolicy {
+        mode: PolicyMode::Permissive,
+        rules: vec![],
+    };
+    let err = proxy.handle.update_policy("run", &permissive).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "run run's policy is strict; it cannot become permissive while it runs"
+    );
+    let (still_refused, _) = client.connect(&up.authority("evil.example.test")).await;
+    assert_eq!(still_refused.status(), StatusCode::FORBIDDEN);
+    assert!(proxy.handle.update_policy("gone", &widened).is_err());
+}

@@ -65,6 +65,8 @@ pub async fn exec(docker: &Docker, id: &str, spec: &ExecSpec) -> Result<(String,
         attach_stderr: Some(true),
         tty: Some(spec.tty.is_some()),
         detach_keys: Some(ENGINE_DETACH_KEYS.to_string()),
+        user: spec.user.clone(),
+        env: (!spec.env.is_empty()).then(|| spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         ..Default::default()
     };
     let exec_id = docker

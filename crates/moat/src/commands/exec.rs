@@ -76,6 +76,7 @@ fn interactive(
         let open = Open::Exec {
             command: args.command.clone(),
             size,
+            as_agent: None,
         };
         let io = client.terminal(run_id, &open).await.map_err(live::client_error)?;
         let options = crate::tty::SessionOptions {

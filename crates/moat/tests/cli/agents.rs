@@ -126,3 +126,41 @@ fn a_missing_grant_or_an_uninstallable_agent_is_refused_before_anything_starts()
     assert!(!home.home_path("runs").exists(), "nothing may be created");
     assert!(!home.home_path("daemon").exists(), "no daemon may be started");
 }
+
+/// `moat join` refuses before it reaches any daemon: an unknown agent, a
+/// run that ended, and an agent none of whose grants is stored.
+#[test]
+fn join_refuses_an_unknown_agent_a_finished_run_and_a_missing_grant_first() {
+    use moat_core::RunState;
+    let home = TestHome::new();
+    let done = home.run(Some("done"), RunState::Exited, 60);
+    let live = home.run(Some("live"), RunState::Running, 30);
+
+    let unknown = home.moat(&["join", "live", "gpt-9", "--yes"]);
+    unknown.failure(1);
+    assert!(unknown.stderr.contains("unknown agent \"gpt-9\""), "{}", unknown.stderr);
+
+    let ended = home.moat(&["join", "done", "codex", "--yes"]);
+    ended.failure(1);
+    assert!(
+        ended
+            .stderr
+            .contains(&format!("run {} already exited; join needs a live run", done.id)),
+        "{}",
+        ended.stderr
+    );
+
+    let no_grant = home.moat(&["join", "live", "codex", "--yes"]);
+    no_grant.failure(1);
+    assert!(
+        no_grant.stderr.contains("none of its grants (openai) is stored"),
+        "{}",
+        no_grant.stderr
+    );
+    assert!(no_grant.stderr.contains("`moat grant openai`"), "{}", no_grant.stderr);
+    assert!(
+        !home.path("home/daemon/daemon.sock").exists(),
+        "a refused join started a daemon for {}",
+        live.id
+    );
+}

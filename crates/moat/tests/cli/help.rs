@@ -17,6 +17,7 @@ fn every_command_has_help() {
         "stop",
         "destroy",
         "exec",
+        "join",
         "trace",
         "audit",
         "policy",
