@@ -145,29 +145,44 @@ pub async fn run(config: DaemonConfig, runtimes: Arc<dyn Runtimes>) -> Result<()
 /// daemon removes when it exits.
 const ROUTING_PORT_FILE: &str = "routing-port";
 
-/// Starts the proxy, keeping the previous daemon's port: running
-/// containers have it baked into their proxy settings.
+/// Holds the proxy's port across daemons, a graceful restart included:
+/// running containers have it baked into their proxy settings.
+const PROXY_PORT_FILE: &str = "proxy-port";
+
+/// Starts the proxy and the routing endpoint on the previous daemon's
+/// ports (a killed daemon's `daemon.json` names the proxy's too).
 async fn start_egress(
     home: &moat_core::MoatHome,
     mut config: egress::EgressConfig,
 ) -> Result<Arc<egress::Egress>, DaemonError> {
-    if let Some(previous) = DaemonInfo::read(&home.daemon_json()).and_then(|info| info.proxy_port) {
+    let proxy_port_file = home.daemon_dir().join(PROXY_PORT_FILE);
+    if let Some(previous) = remembered_port(&proxy_port_file)
+        .or_else(|| DaemonInfo::read(&home.daemon_json()).and_then(|info| info.proxy_port))
+    {
         config.preferred_port = previous;
     }
     let routing_port_file = home.daemon_dir().join(ROUTING_PORT_FILE);
     if config.routing_port == 0
-        && let Some(previous) = std::fs::read_to_string(&routing_port_file)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
+        && let Some(previous) = remembered_port(&routing_port_file)
     {
         config.routing_port = previous;
     }
     let egress = egress::Egress::start(home, config).await?;
-    let port = format!("{}\n", egress.routing_port());
-    if let Err(e) = moat_core::atomic::write_atomic(&routing_port_file, port.as_bytes(), 0o600) {
-        tracing::warn!("recording the routing port in {}: {e}", routing_port_file.display());
-    }
+    remember_port(&proxy_port_file, egress.port());
+    remember_port(&routing_port_file, egress.routing_port());
     Ok(egress)
+}
+
+/// The port recorded in `file`, if it holds one.
+fn remembered_port(file: &std::path::Path) -> Option<u16> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Records `port` in `file` for the next daemon (a warning if it cannot).
+fn remember_port(file: &std::path::Path, port: u16) {
+    if let Err(e) = moat_core::atomic::write_atomic(file, format!("{port}\n").as_bytes(), 0o600) {
+        tracing::warn!("recording port {port} in {}: {e}", file.display());
+    }
 }
 
 /// Bound on taking the lifetime lock: long enough to ride out another

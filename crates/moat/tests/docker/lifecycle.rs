@@ -106,6 +106,32 @@ fn a_killed_daemon_is_replaced_and_the_new_one_readopts_the_run() {
 }
 
 #[test]
+fn a_gracefully_restarted_daemon_keeps_the_proxy_port_its_live_runs_use() {
+    let Some(home) = Home::new() else { return };
+    // curl's exit code: 0 when the proxy answers at all (407 without the
+    // token's header), 7 when nothing listens on the port any more.
+    let script = "sleep 8; curl -s -o /dev/null --noproxy '*' --max-time 10 \"http://moat-proxy:${HTTP_PROXY##*:}\"";
+    let detached = home.run(&["run", "-d", "--", "sh", "-c", script]);
+    assert!(detached.status.success(), "{}", text(&detached.stderr));
+    let run_id = text(&detached.stdout).trim().to_string();
+    let first_pid = home.daemon_pid().unwrap();
+    let port = home.proxy_port();
+
+    let restart = home.run(&["daemon", "restart"]);
+    assert!(restart.status.success(), "{}", text(&restart.stderr));
+    let status = home.run(&["status"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert_ne!(home.daemon_pid(), Some(first_pid));
+    assert_eq!(home.proxy_port(), port, "a graceful restart must keep the proxy port");
+
+    let meta = home.wait_cleaned(&run_id, Duration::from_secs(40));
+    assert_eq!(
+        meta["exit_code"], 0,
+        "the run reached the proxy after the restart: {meta}"
+    );
+}
+
+#[test]
 fn two_runs_started_together_spawn_exactly_one_daemon() {
     let Some(home) = Home::new() else { return };
     let a = home.spawn(&["run", "--", "true"]);
