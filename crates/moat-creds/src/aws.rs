@@ -284,7 +284,7 @@ mod tests {
 
     fn keys() -> HostKeys {
         HostKeys {
-            access_key_id: "AKIAFAKEHOSTKEY00001".into(),
+            access_key_id: "HOSTKEYIDFAKE0000001".into(),
             secret_access_key: "fake-host-secret-for-tests-0000000000000".into(),
             session_token: None,
         }
@@ -312,26 +312,26 @@ mod tests {
     #[test]
     fn keys_come_from_the_environment_or_a_profile() {
         let env = |name: &str| match name {
-            AWS_ACCESS_KEY_ID => Some("AKIAENV".to_string()),
+            AWS_ACCESS_KEY_ID => Some("KEYIDENV".to_string()),
             AWS_SECRET_ACCESS_KEY => Some("env-secret".to_string()),
             _ => None,
         };
         let from_env = HostKeys::from_env(&env).unwrap();
         assert_eq!(
             (from_env.access_key_id.as_str(), from_env.session_token),
-            ("AKIAENV", None)
+            ("KEYIDENV", None)
         );
         assert!(HostKeys::from_env(&|_| None).is_none());
-        let file = "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = d\n\n\
-                    # comment\n[work]\naws_access_key_id=AKIAWORK\naws_secret_access_key = w-secret\n\
+        let file = "[default]\naws_access_key_id = KEYIDDEFAULT\naws_secret_access_key = d\n\n\
+                    # comment\n[work]\naws_access_key_id=KEYIDWORK\naws_secret_access_key = w-secret\n\
                     aws_session_token = tok\n";
         let work = HostKeys::from_shared_file(file, "work").unwrap();
-        assert_eq!(work.access_key_id, "AKIAWORK");
+        assert_eq!(work.access_key_id, "KEYIDWORK");
         assert_eq!(work.secret_access_key, "w-secret");
         assert_eq!(work.session_token.as_deref(), Some("tok"));
         assert_eq!(
             HostKeys::from_shared_file(file, "default").unwrap().access_key_id,
-            "AKIADEFAULT"
+            "KEYIDDEFAULT"
         );
         assert!(HostKeys::from_shared_file(file, "other").is_none());
     }
@@ -345,11 +345,11 @@ mod tests {
         assert_eq!(AwsGrant::from_credential(&credential).unwrap(), grant);
         let shown = format!("{grant:?}");
         assert!(!shown.contains("fake-host-secret"), "{shown}");
-        assert!(shown.contains("AKIAFAKEHOSTKEY00001"), "{shown}");
+        assert!(shown.contains("HOSTKEYIDFAKE0000001"), "{shown}");
         let config = grant.container_config("/etc/moat/aws/credential-process", "/etc/moat/ca/ca.crt");
         assert!(config.contains("credential_process = /etc/moat/aws/credential-process\n"));
         assert!(config.contains("ca_bundle = /etc/moat/ca/ca.crt\n"));
-        assert!(!config.contains("AKIA"), "{config}");
+        assert!(!config.contains("HOSTKEYIDFAKE"), "{config}");
     }
 
     #[test]

@@ -313,7 +313,7 @@ mod tests {
             "us-east-1",
             Some("https://sts.moat-test.example:8443/"),
             HostKeys {
-                access_key_id: "AKIAFAKEHOSTKEY00001".into(),
+                access_key_id: "HOSTKEYIDFAKE0000001".into(),
                 secret_access_key: "fake-host-secret-for-tests-0000000000000".into(),
                 session_token: session_token.map(String::from),
             },
@@ -334,7 +334,7 @@ mod tests {
         let auth = request.headers()[AUTHORIZATION].to_str().unwrap();
         assert!(
             auth.starts_with(
-                "AWS4-HMAC-SHA256 Credential=AKIAFAKEHOSTKEY00001/20261203/us-east-1/sts/aws4_request, \
+                "AWS4-HMAC-SHA256 Credential=HOSTKEYIDFAKE0000001/20261203/us-east-1/sts/aws4_request, \
                  SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, Signature="
             ),
             "{auth}"

@@ -25,10 +25,10 @@ const STS_HOST: &str = "sts.moat-test.example";
 const ROLE: &str = "arn:aws:iam::123456789012:role/moat-e2e";
 const REGION: &str = "eu-west-1";
 /// The host's keys (fake); the secret is what must never reach a run.
-const HOST_KEY_ID: &str = "AKIAMOATHOSTE2E00001";
+const HOST_KEY_ID: &str = "MOATHOSTKEYIDE2E0001";
 const HOST_SECRET: &str = "moat-host-aws-secret-6b0e4f1c9d2a7e35";
 /// Another profile's keys, which `--aws-profile` must not pick.
-const DECOY_KEY_ID: &str = "AKIAMOATDECOY0000001";
+const DECOY_KEY_ID: &str = "MOATDECOYKEYID000001";
 /// What the fake STS's temporary keys start with.
 const TEMP_KEY_PREFIX: &str = "ASIAMOATFAKESTS";
 
