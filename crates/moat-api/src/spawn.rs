@@ -84,7 +84,7 @@ pub async fn ensure_running(home: &MoatHome) -> Result<DaemonClient, SpawnError>
     })?;
     check_socket_path(&home.daemon_socket())?;
     let client = DaemonClient::new(home.daemon_socket());
-    if usable(&client).await? {
+    if usable(&client, home).await? {
         return Ok(client);
     }
     let lock_path = home.spawn_lock();
@@ -95,7 +95,7 @@ pub async fn ensure_running(home: &MoatHome) -> Result<DaemonClient, SpawnError>
             source: std::io::Error::other(e),
         })??;
     // Another process may have spawned (or upgraded) it while we waited.
-    match probe(&client).await {
+    match probe(&client, home).await {
         Probe::Ready => return Ok(client),
         Probe::Outdated(health) if health.live_runs > 0 => return keep_outdated(client, &health),
         Probe::Outdated(health) => retire(&client, home, health.pid).await,
@@ -133,20 +133,35 @@ enum Probe {
     Unusable(ClientError),
 }
 
-async fn probe(client: &DaemonClient) -> Probe {
+async fn probe(client: &DaemonClient, home: &MoatHome) -> Probe {
     match client.health().await {
         Ok(health) if is_older(&health.version, env!("CARGO_PKG_VERSION")) => Probe::Outdated(health),
         Ok(_) => Probe::Ready,
         Err(ClientError::NotRunning(_)) => Probe::Down,
         Err(e) if e.is_shutting_down() => Probe::Down,
         Err(ClientError::Timeout { .. }) => Probe::Wedged,
+        Err(e @ ClientError::Protocol { .. }) if dying(home).await => {
+            tracing::debug!("the moat daemon is exiting ({e}); starting a new one");
+            Probe::Down
+        }
         Err(e) => Probe::Unusable(e),
     }
 }
 
+/// How long a connection cut before any answer may take to be explained by
+/// the daemon's exit (its lifetime lock is released as the process ends).
+const DYING_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether the daemon is gone or going: a killed daemon's socket can still
+/// accept into its backlog while the process dies, and the connection is
+/// then cut. Its lifetime lock, released within [`DYING_GRACE`], says so.
+async fn dying(home: &MoatHome) -> bool {
+    wait_for_lock_release(&home.daemon_lock(), DYING_GRACE).await
+}
+
 /// Fast path without the spawn lock: a daemon this CLI can use now.
-async fn usable(client: &DaemonClient) -> Result<bool, SpawnError> {
-    match probe(client).await {
+async fn usable(client: &DaemonClient, home: &MoatHome) -> Result<bool, SpawnError> {
+    match probe(client, home).await {
         Probe::Ready => Ok(true),
         Probe::Outdated(health) if health.live_runs > 0 => keep_outdated(client.clone(), &health).map(|_| true),
         Probe::Unusable(e) => Err(SpawnError::Unusable(e)),
@@ -320,7 +335,43 @@ async fn wait_ready(client: &DaemonClient, home: &MoatHome) -> Result<(), SpawnE
 
 #[cfg(test)]
 mod tests {
-    use super::is_older;
+    use super::*;
+
+    /// A socket that accepts and cuts every connection before answering,
+    /// as a killed daemon's socket does while the process dies.
+    fn cutting_socket(home: &MoatHome) -> tokio::task::JoinHandle<()> {
+        std::fs::create_dir_all(home.daemon_dir()).unwrap();
+        let listener = tokio::net::UnixListener::bind(home.daemon_socket()).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_cut_connection_without_a_daemon_lock_holder_is_a_daemon_that_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = MoatHome::new(dir.path());
+        let _socket = cutting_socket(&home);
+        let client = DaemonClient::new(home.daemon_socket());
+        assert!(matches!(probe(&client, &home).await, Probe::Down));
+    }
+
+    #[tokio::test]
+    async fn a_cut_connection_while_a_daemon_holds_its_lock_is_reported_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = MoatHome::new(dir.path());
+        let _socket = cutting_socket(&home);
+        let _held = FileLock::try_acquire(&home.daemon_lock()).unwrap().unwrap();
+        let client = DaemonClient::new(home.daemon_socket());
+        let started = Instant::now();
+        match probe(&client, &home).await {
+            Probe::Unusable(e) => assert!(e.to_string().contains("unexpected answer"), "{e}"),
+            _ => panic!("a daemon that holds its lock but cuts connections must be reported"),
+        }
+        assert!(started.elapsed() >= DYING_GRACE, "the lock is given its grace");
+    }
 
     #[test]
     fn versions_compare_numerically() {
