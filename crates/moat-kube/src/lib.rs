@@ -11,7 +11,9 @@ pub mod manifest;
 pub mod mock;
 pub mod names;
 mod pod_state;
+mod port_forward;
 pub mod proxy_manifest;
 mod runtime;
 
+pub use port_forward::ProxyControlStream;
 pub use runtime::{KubeOptions, KubeRuntime};

@@ -4,8 +4,12 @@
 //! owner-reference garbage collection, and injected faults (an HTTP status,
 //! a delay, an expired watch). Pods "run" by script: running after a
 //! moment, then ended with the scripted output and exit code. A Deployment
-//! becomes ready after a moment, or gets a pod stuck with a scripted
-//! reason. No attach, exec or port-forward.
+//! becomes ready after a moment with a running, ready pod `<name>-0`, or
+//! gets a pod stuck with a scripted reason. Port-forward (WebSocket,
+//! `v4.channel.k8s.io`) of a pod's port reaches the address the test
+//! registered for that port ([`MockApiServer::forward_port`]); any other
+//! port fails on the error channel as a kubelet's refused connection does.
+//! No attach or exec.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,11 +18,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper::{Method, Request, Response};
+use hyper::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::port_forward::{DATA_CHANNEL, ERROR_CHANNEL, PROTOCOL, port_announcement};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -67,6 +81,8 @@ struct State {
     expire_watches: usize,
     /// Why a Deployment's pod cannot start; `None`: it becomes ready.
     deployment_stuck: Option<String>,
+    /// Where a port-forward of a pod's port goes, by port.
+    forwards: BTreeMap<u16, SocketAddr>,
     requests: Vec<String>,
 }
 
@@ -102,9 +118,10 @@ impl MockApiServer {
                         let server = server.clone();
                         async move { Ok::<_, Infallible>(server.handle(request).await) }
                     });
-                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let io = TokioIo::new(stream);
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -143,6 +160,11 @@ impl MockApiServer {
     /// (e.g. `ErrImagePull`) instead of becoming ready.
     pub fn stick_deployments(&self, reason: &str) {
         self.state().deployment_stuck = Some(reason.to_string());
+    }
+
+    /// A port-forward of `port` of any pod reaches `to` (TCP) from now on.
+    pub fn forward_port(&self, port: u16, to: SocketAddr) {
+        self.state().forwards.insert(port, to);
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -326,6 +348,7 @@ impl Server {
                 self.log(name, query(&request, "follow").as_deref() == Some("true"))
                     .await
             }
+            (Method::GET, Some(name), Some("portforward")) => self.port_forward(name, request),
             _ => failure(404, "not implemented by the mock"),
         }
     }
@@ -359,12 +382,12 @@ impl Server {
         full(201, &object)
     }
 
-    /// A Deployment's pod: stuck as scripted, or ready at once (a moment later).
+    /// A Deployment's pod: stuck as scripted, or running and ready a moment later.
     fn roll_out(&self, state: &mut State, deployment: &Value) {
         let name = deployment["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let labels = deployment["spec"]["template"]["metadata"]["labels"].clone();
         if let Some(reason) = state.deployment_stuck.clone() {
-            let pod = json!({"metadata": {"name": format!("{name}-0"),
-                "labels": deployment["spec"]["template"]["metadata"]["labels"].clone()},
+            let pod = json!({"metadata": {"name": format!("{name}-0"), "labels": labels},
                 "status": {"phase": "Pending", "containerStatuses": [{"name": "proxy", "image": "", "imageID": "",
                     "ready": false, "restartCount": 0,
                     "state": {"waiting": {"reason": reason, "message": "the mock cannot pull it"}}}]}});
@@ -375,6 +398,13 @@ impl Server {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let mut state = server.state();
+            let pod = json!({"metadata": {"name": format!("{name}-0"), "labels": labels,
+                "uid": format!("uid-pods-{name}-0")},
+                "status": {"phase": "Running", "podIP": "10.1.2.4",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "containerStatuses": [{"name": "proxy", "image": "", "imageID": "", "ready": true,
+                        "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}}]}});
+            state.objects.insert(("pods".into(), format!("{name}-0")), pod);
             if let Some(deployment) = state.objects.get_mut(&("deployments".to_string(), name)) {
                 deployment["status"] = json!({"replicas": 1, "readyReplicas": 1});
             }
@@ -537,6 +567,114 @@ impl Server {
             }
         }
     }
+
+    /// A port-forward of one port of pod `name`: answered 101, then run as
+    /// the kubelet would (the ports announced, then the registered
+    /// address's bytes, or a refused connection on the error channel).
+    fn port_forward(&self, name: &str, request: Request<Incoming>) -> Response<Body> {
+        if !self
+            .state()
+            .objects
+            .contains_key(&("pods".to_string(), name.to_string()))
+        {
+            return failure(404, &format!("pods \"{name}\" not found"));
+        }
+        let upgrade = request.headers().get(UPGRADE).and_then(|v| v.to_str().ok());
+        let key = request
+            .headers()
+            .get(SEC_WEBSOCKET_KEY)
+            .map(|key| derive_accept_key(key.as_bytes()));
+        let Some(accept) = key.filter(|_| upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))) else {
+            return failure(400, "a port-forward needs a WebSocket upgrade");
+        };
+        let Some(port) = query(&request, "ports").and_then(|p| p.parse::<u16>().ok()) else {
+            return failure(400, "a port-forward needs one port in `ports`");
+        };
+        let target = self.state().forwards.get(&port).copied();
+        let pod = name.to_string();
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(request).await else {
+                return;
+            };
+            let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            forward(socket, &pod, port, target).await;
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(CONNECTION, "Upgrade")
+            .header(UPGRADE, "websocket")
+            .header(SEC_WEBSOCKET_ACCEPT, accept)
+            .header(SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap_or_else(|e| failure(500, &e.to_string()))
+    }
+}
+
+/// The kubelet's side of a port-forward of `port`.
+async fn forward<S>(mut socket: WebSocketStream<S>, pod: &str, port: u16, target: Option<SocketAddr>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for channel in [DATA_CHANNEL, ERROR_CHANNEL] {
+        if socket
+            .send(Message::binary(port_announcement(channel, port)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let connected = match target {
+        Some(address) => tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string()),
+        None => Err("connection refused".to_string()),
+    };
+    match connected {
+        Ok(connection) => relay(socket, connection).await,
+        Err(reason) => {
+            let text =
+                format!("error forwarding port {port} to pod {pod}: dial tcp4 127.0.0.1:{port}: connect: {reason}");
+            let mut message = vec![ERROR_CHANNEL];
+            message.extend_from_slice(text.as_bytes());
+            let _ = socket.send(Message::binary(message)).await;
+            let _ = socket.close(None).await;
+        }
+    }
+}
+
+/// Data messages to the connection and its bytes back, until both ends close.
+async fn relay<S>(socket: WebSocketStream<S>, connection: tokio::net::TcpStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut to_client, mut from_client) = socket.split();
+    let (mut from_target, mut to_target) = connection.into_split();
+    let inbound = async move {
+        while let Some(Ok(message)) = from_client.next().await {
+            if let Message::Binary(frame) = message
+                && let Some((&DATA_CHANNEL, data)) = frame.split_first()
+                && to_target.write_all(data).await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = to_target.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buffer = vec![0_u8; 32 * 1024];
+        loop {
+            buffer[0] = DATA_CHANNEL;
+            match from_target.read(&mut buffer[1..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => {
+                    if to_client.send(Message::binary(buffer[..=read].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_client.close().await;
+    };
+    tokio::join!(inbound, outbound);
 }
 
 fn streamed(mut receiver: mpsc::Receiver<Bytes>) -> Response<Body> {

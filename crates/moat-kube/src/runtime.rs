@@ -30,6 +30,7 @@ use crate::names::{self, NETWORK_LABEL};
 use crate::pod_state::{self, Progress};
 
 mod proxy;
+mod proxy_control;
 
 /// How often a pod that has not started yet is looked at again.
 const START_POLL: Duration = Duration::from_millis(500);
