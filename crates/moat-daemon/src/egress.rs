@@ -29,6 +29,8 @@ pub const CA_MOUNT_DIR: &str = "/etc/moat/ca";
 /// The CA certificate inside containers.
 pub const CA_CERT_IN_CONTAINER: &str = "/etc/moat/ca/ca.crt";
 pub use moat_api::PROXY_VARIABLES;
+/// The proxy variables a run gets, each naming the proxy with its token.
+const PROXY_URL_VARIABLES: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
 /// Trust variables pointing tools at the moat CA.
 const TRUST_VARIABLES: &[&str] = &[
     "SSL_CERT_FILE",
@@ -239,22 +241,7 @@ impl Egress {
 
     /// Environment a container needs to use the proxy and trust its CA.
     pub fn container_env(&self, token: &ProxyToken) -> Vec<(String, String)> {
-        let url = format!("http://moat:{}@{PROXY_HOST}:{}", token.as_str(), self.port);
-        let mut env: Vec<(String, String)> = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
-            .iter()
-            .map(|k| (k.to_string(), url.clone()))
-            .collect();
-        env.extend(
-            ["NO_PROXY", "no_proxy"]
-                .iter()
-                .map(|k| (k.to_string(), "localhost,127.0.0.1".to_string())),
-        );
-        env.extend(
-            TRUST_VARIABLES
-                .iter()
-                .map(|k| (k.to_string(), CA_CERT_IN_CONTAINER.to_string())),
-        );
-        env
+        proxy_env(&format!("http://moat:{}@{PROXY_HOST}:{}", token.as_str(), self.port))
     }
 
     /// Read-only mount of the CA's public directory.
@@ -267,10 +254,30 @@ impl Egress {
     }
 }
 
+/// Environment a container needs to use the proxy at `url` (which holds
+/// its token) and trust moat's CA at [`CA_CERT_IN_CONTAINER`].
+pub fn proxy_env(url: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = PROXY_URL_VARIABLES
+        .iter()
+        .map(|k| (k.to_string(), url.to_string()))
+        .collect();
+    env.extend(
+        ["NO_PROXY", "no_proxy"]
+            .iter()
+            .map(|k| (k.to_string(), "localhost,127.0.0.1".to_string())),
+    );
+    env.extend(
+        TRUST_VARIABLES
+            .iter()
+            .map(|k| (k.to_string(), CA_CERT_IN_CONTAINER.to_string())),
+    );
+    env
+}
+
 /// The values of the run's `secrets:`, for the proxy to redact from the run's trace. In memory only: a re-adopted run's
 /// spec no longer has them, so its trace is redacted of injected
 /// credentials and placeholders only.
-fn secret_values(spec: &RunSpec) -> Vec<String> {
+pub(crate) fn secret_values(spec: &RunSpec) -> Vec<String> {
     spec.secrets
         .0
         .iter()

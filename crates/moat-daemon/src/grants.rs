@@ -353,7 +353,13 @@ pub fn refresh_live_runs(daemon: &Daemon) -> usize {
             Ok(grants) => {
                 daemon.ssh_agents().update(&handle.id(), grants.ssh.keys.clone());
                 daemon.aws().update(&handle.id(), grants.aws.clone());
-                egress.update_injections(&handle.id(), injection_rules(&grants));
+                if daemon.cluster_proxies().serves(&handle.id()) {
+                    daemon
+                        .cluster_proxies()
+                        .update_injections(&handle.id(), injection_rules(&grants));
+                } else {
+                    egress.update_injections(&handle.id(), injection_rules(&grants));
+                }
                 let remaining = grant_names(&grants);
                 let mut granted = handle.grants();
                 granted.sort();

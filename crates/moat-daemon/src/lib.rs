@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod aws;
 mod capture;
+pub mod cluster_proxy;
 pub mod deadline;
 pub mod egress;
 pub mod fault;

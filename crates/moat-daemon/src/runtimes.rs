@@ -124,10 +124,15 @@ impl Runtimes for SystemRuntimes {
         }
     }
 
+    async fn kubernetes(&self, target: &KubernetesConfig) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        Ok(self.kube(target).await?)
+    }
+
     /// The kubeconfig (`KUBECONFIG` or ~/.kube/config, read by the daemon
     /// as the user) decides the server and credentials; the target picks
     /// the context and namespace.
-    async fn kubernetes(&self, target: &KubernetesConfig) -> Result<Arc<dyn Runtime>, RuntimeError> {
+    async fn kube(&self, target: &KubernetesConfig) -> Result<Arc<KubeRuntime>, RuntimeError> {
+        let target = &target.cluster();
         let mut connected = self.kubernetes.lock().await;
         if let Some(runtime) = connected.get(target) {
             return Ok(runtime.clone());

@@ -37,6 +37,17 @@ pub trait Runtimes: Send + Sync + 'static {
             reason: "this daemon has no Kubernetes runtime".into(),
         })
     }
+    /// The Kubernetes runtime itself (for its in-cluster proxy).
+    async fn kube(
+        &self,
+        target: &moat_core::config::KubernetesConfig,
+    ) -> Result<Arc<moat_kube::KubeRuntime>, RuntimeError> {
+        let _ = target;
+        Err(RuntimeError::Unavailable {
+            runtime: moat_core::RuntimeKind::Kubernetes,
+            reason: "this daemon has no Kubernetes runtime".into(),
+        })
+    }
     /// The runtime a run's spec names (with its cluster for `kubernetes`).
     async fn for_spec(&self, spec: &crate::api::RunSpec) -> Result<Arc<dyn Runtime>, RuntimeError> {
         if spec.runtime == moat_core::RuntimeKind::Kubernetes.as_str() {
@@ -178,6 +189,7 @@ struct Inner {
     ssh_agents: crate::ssh_agent::SshAgents,
     oauth: crate::oauth_refresh::Refresher,
     aws: Arc<crate::aws::AwsIssuer>,
+    cluster_proxies: crate::cluster_proxy::ClusterProxies,
     /// Set when the registry could not be fully restored: the reaper
     /// pauses rather than judge liveness from an incomplete registry.
     registry_error: std::sync::Mutex<Option<String>>,
@@ -216,6 +228,7 @@ impl Daemon {
                 ssh_agents: crate::ssh_agent::SshAgents::default(),
                 oauth: crate::oauth_refresh::Refresher::default(),
                 aws,
+                cluster_proxies: crate::cluster_proxy::ClusterProxies::default(),
                 registry_error: std::sync::Mutex::new(None),
             }),
         }
@@ -284,6 +297,11 @@ impl Daemon {
     /// The aws grants of live runs and the credentials issued for them.
     pub fn aws(&self) -> &Arc<crate::aws::AwsIssuer> {
         &self.inner.aws
+    }
+
+    /// The in-cluster proxies of Kubernetes runs.
+    pub fn cluster_proxies(&self) -> &crate::cluster_proxy::ClusterProxies {
+        &self.inner.cluster_proxies
     }
 
     /// Why the registry is not to be trusted, when it is not.

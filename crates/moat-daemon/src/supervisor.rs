@@ -63,6 +63,8 @@ pub enum RunError {
     NoAddress,
     #[error("mcp: servers are relayed by moat's proxy, which this daemon runs without")]
     McpWithoutProxy,
+    #[error("{0}")]
+    ClusterProxy(String),
     #[error("strict run refused: its host cannot be closed off ({0})")]
     IsolationUnavailable(firewall::FirewallError),
     #[error(transparent)]

@@ -4,8 +4,14 @@
 //! created with moat's labels and removed after the run, and what the
 //! runtime cannot do yet is refused with the reason. Needs no cluster.
 
+#[path = "kubernetes/cluster_proxy.rs"]
+mod cluster_proxy;
 #[path = "common/moatd.rs"]
 mod moatd;
+// Shared with the Docker suite, which uses all of it.
+#[allow(dead_code)]
+#[path = "docker/upstream.rs"]
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -31,7 +37,36 @@ impl Setup {
     }
 
     fn moat(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_moat"))
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// `moat ARGS` with `input` on its standard input.
+    fn moat_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `moat ARGS` started, its output captured.
+    fn spawn_moat(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_moat"));
+        command
             .args(args)
             .env("MOAT_HOME", self.root().join("home"))
             .env("KUBECONFIG", self.root().join("kubeconfig"))
@@ -40,10 +75,8 @@ impl Setup {
             .env("NO_COLOR", "1")
             .env("MOAT_KEYRING_BACKEND", "file")
             .env("MOAT_DAEMON_EXECUTABLE", moatd::moatd())
-            .current_dir(self.root().join("ws"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .current_dir(self.root().join("ws"));
+        command
     }
 
     fn home(&self) -> PathBuf {

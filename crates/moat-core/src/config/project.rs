@@ -125,11 +125,23 @@ pub struct KubernetesConfig {
     /// A PersistentVolumeClaim in the namespace mounted at /workspace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_claim: Option<String>,
+    /// The image of the namespace's in-cluster proxy (holding `moatd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_image: Option<String>,
 }
 
 impl KubernetesConfig {
     pub fn is_empty(&self) -> bool {
         self == &KubernetesConfig::default()
+    }
+
+    /// The cluster target alone (context, namespace, claim): what one
+    /// runtime serves, whatever proxy image a run names.
+    pub fn cluster(&self) -> KubernetesConfig {
+        KubernetesConfig {
+            proxy_image: None,
+            ..self.clone()
+        }
     }
 }
 

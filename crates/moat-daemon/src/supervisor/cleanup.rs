@@ -79,6 +79,7 @@ pub async fn cleanup(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle)
     if let Some(egress) = daemon.egress() {
         egress.release(&meta.id);
     }
+    daemon.cluster_proxies().release(daemon.home(), &meta.id).await;
     daemon.ssh_agents().stop(&meta.id);
     daemon.aws().forget(&meta.id);
     daemon.audit().record(&meta.id, Event::Cleaned { failures });

@@ -73,7 +73,9 @@ pub(super) fn container_spec(
     if let Some(proxy) = proxy {
         env.extend(proxy.env);
         mounts.push(proxy.ca_mount);
-        extra_hosts.push((PROXY_HOST.to_string(), proxy.gateway.to_string()));
+        if let Some(gateway) = proxy.gateway {
+            extra_hosts.push((PROXY_HOST.to_string(), gateway.to_string()));
+        }
     }
     let mut container = ContainerSpec {
         name: id.to_string(),

@@ -19,7 +19,7 @@ use moat_runtime::{NetworkInfo, NetworkSpec, Runtime, RuntimeKind, labels};
 use super::cleanup::cleanup;
 use super::container::{can_join_holder, container_spec};
 use super::holder;
-use super::proxy::attach_proxy;
+use super::proxy::{attach_cluster_proxy, attach_proxy};
 use super::services::start_services;
 use super::watch::supervise;
 use super::{RUN_LOCK_TIMEOUT, RunError, fail};
@@ -153,12 +153,22 @@ pub async fn create_run_reporting(
     }
 }
 
+/// Whether a Kubernetes run goes through its namespace's proxy: when it
+/// has credentials or MCP servers, or a policy other than permissive (a
+/// strict run's NetworkPolicy lets it reach nothing else). A permissive
+/// run without credentials goes out directly.
+fn needs_cluster_proxy(spec: &RunSpec, grants: &moat_creds::RunGrants) -> bool {
+    spec.policy.mode != PolicyMode::Permissive
+        || !spec.grants.is_empty()
+        || !grants.injections.is_empty()
+        || !spec.mcp.is_empty()
+}
+
 /// What a Kubernetes run cannot have yet (docs/kubernetes.md, "What
-/// works"): credentials need the in-cluster proxy, the rest needs the
-/// exec and attach subresources or image builds on the cluster.
+/// works"): it needs the exec and attach subresources or image builds on
+/// the cluster.
 fn check_kubernetes_run(spec: &RunSpec) -> Result<(), RunError> {
     let refused = [
-        (!spec.grants.is_empty(), "credential grants (`--grant`, `grants:`)"),
         (!spec.services.is_empty(), "services (`dependencies:` like postgres)"),
         (spec.builds_image(), "images built from `dependencies:` or build hooks"),
         (!spec.ports.is_empty(), "`ports:` endpoints"),
@@ -382,10 +392,21 @@ async fn provision(
     }
     let holder = pool_holder.filter(|_| can_join_holder(spec));
     fault::point("after-network-create", spec).await;
-    // A Kubernetes run's egress is its NetworkPolicy: the host's proxy is
-    // not reachable from the cluster (docs/kubernetes.md, "Proxy").
-    let egress = daemon.egress().filter(|_| runtime.kind() != RuntimeKind::Kubernetes);
-    let proxy = match egress {
+    let proxy = match daemon.egress() {
+        // The host's proxy is not reachable from a cluster: a Kubernetes run
+        // that needs a proxy uses its namespace's (docs/kubernetes.md).
+        _ if runtime.kind() == RuntimeKind::Kubernetes => {
+            if needs_cluster_proxy(spec, &grants) {
+                let attaching = attach_cluster_proxy(daemon, handle, grants);
+                let proxy = deadline
+                    .bound("attaching the run to its namespace's proxy", attaching)
+                    .await??;
+                timings.lap("proxy registration");
+                Some(proxy)
+            } else {
+                None
+            }
+        }
         Some(egress) => {
             let attaching = attach_proxy(daemon, egress, handle, &network, grants);
             let proxy = deadline.bound("attaching the run to the proxy", attaching).await??;

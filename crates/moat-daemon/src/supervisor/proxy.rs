@@ -19,7 +19,9 @@ use moat_creds::RunGrants;
 /// What a container needs to reach the proxy.
 pub(super) struct ProxyAttachment {
     pub(super) env: Vec<(String, String)>,
-    pub(super) gateway: IpAddr,
+    /// Where `moat-proxy` resolves to; `None` on Kubernetes, where it is
+    /// the namespace's Service.
+    pub(super) gateway: Option<IpAddr>,
     pub(super) ca_mount: BindMount,
     /// A strict run whose host stays reachable: what to tell the user.
     pub(super) isolation_notice: Option<String>,
@@ -78,11 +80,59 @@ pub(super) async fn attach_proxy(
     env.extend(crate::mcp::container_env(&handle.spec.mcp, egress.port()));
     Ok(ProxyAttachment {
         env,
-        gateway,
+        gateway: Some(gateway),
         ca_mount: egress.ca_mount(),
         isolation_notice,
         relay: crate::mcp::RelayAccess {
             proxy_port: egress.port(),
+            token,
+        },
+    })
+}
+
+/// Registers a Kubernetes run with its namespace's in-cluster proxy
+/// (deployed when missing), complete before its pod starts. AWS and SSH
+/// grants are served by this daemon's own process, which a pod cannot
+/// reach: refused.
+pub(super) async fn attach_cluster_proxy(
+    daemon: &Daemon,
+    handle: &RunHandle,
+    grants: RunGrants,
+) -> Result<ProxyAttachment, RunError> {
+    if grants.aws.is_some() || !grants.ssh.keys.is_empty() {
+        return Err(RunError::NotOnKubernetes("the aws and ssh grants".into()));
+    }
+    let id = handle.id();
+    let token = handle.proxy_token().unwrap_or_else(ProxyToken::generate);
+    handle.set_proxy_token(token.clone());
+    Registration::write(daemon.store(), handle)?;
+    daemon.registry().persist_soon();
+    let target = &handle.spec.kubernetes;
+    let kube = daemon.runtimes().kube(target).await?;
+    let image = target
+        .proxy_image
+        .clone()
+        .unwrap_or_else(crate::cluster_proxy::default_proxy_image);
+    let rules = grants::injection_rules(&grants);
+    let attached = daemon
+        .cluster_proxies()
+        .attach(daemon.home(), kube, &image, handle, &token, rules)
+        .await
+        .map_err(|e| RunError::ClusterProxy(e.to_string()))?;
+    tracing::debug!(run = %id, "registered with the proxy of namespace {}", handle.spec.kubernetes.namespace.as_deref().unwrap_or("(default)"));
+    let mut env = attached.env;
+    env.extend(grants.env);
+    env.extend(crate::mcp::container_env(
+        &handle.spec.mcp,
+        moat_kube::manifest::PROXY_PORT as u16,
+    ));
+    Ok(ProxyAttachment {
+        env,
+        gateway: None,
+        ca_mount: attached.ca_mount,
+        isolation_notice: None,
+        relay: crate::mcp::RelayAccess {
+            proxy_port: moat_kube::manifest::PROXY_PORT as u16,
             token,
         },
     })
@@ -107,12 +157,16 @@ pub(super) async fn close_host_services(
 /// its container already has, and serves its ssh agent again; grants
 /// revoked meanwhile are dropped.
 pub async fn reattach_proxy(daemon: &Daemon, runtime: &dyn Runtime, handle: &RunHandle) -> Result<(), RunError> {
-    let (Some(egress), Some(network)) = (daemon.egress(), handle.metadata().network) else {
-        return Ok(());
-    };
     if handle.proxy_token().is_none() {
         return Ok(());
     }
+    if runtime.kind() == moat_runtime::RuntimeKind::Kubernetes {
+        let grants = grants::resolve_remaining(daemon.home(), handle)?;
+        return attach_cluster_proxy(daemon, handle, grants).await.map(|_| ());
+    }
+    let (Some(egress), Some(network)) = (daemon.egress(), handle.metadata().network) else {
+        return Ok(());
+    };
     let grants = grants::resolve_remaining(daemon.home(), handle)?;
     // The agent's directory is mounted, so a new socket there reaches the
     // container again.
