@@ -119,7 +119,12 @@ pub(super) async fn attach_cluster_proxy(
         .attach(daemon.home(), kube, &image, handle, &token, rules)
         .await
         .map_err(|e| RunError::ClusterProxy(e.to_string()))?;
-    tracing::debug!(run = %id, "registered with the proxy of namespace {}", handle.spec.kubernetes.namespace.as_deref().unwrap_or("(default)"));
+    // A revoke between the resolution above and the registration went to
+    // no proxy: read the grants again now that updates reach this one.
+    let current = grants::resolve_remaining(daemon.home(), handle)?;
+    daemon
+        .cluster_proxies()
+        .update_injections(&id, grants::injection_rules(&current));
     let mut env = attached.env;
     env.extend(grants.env);
     env.extend(crate::mcp::container_env(

@@ -224,133 +224,218 @@ fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_strict_run_with_a_grant_gets_its_credential_from_the_namespaces_proxy_and_never_holds_it() {
-    let mock = MockApiServer::start().await.unwrap();
-    mock.script(PodScript {
-        output: "the agent ran\n".into(),
-        exit_code: 0,
-        runs_for: Duration::from_secs(20),
-        cannot_start: None,
-    });
-    let setup = Setup::new(&mock, "");
-    // Both block: the upstream starts its own runtime, the grant runs `moat`.
-    let upstream = tokio::task::block_in_place(|| Upstream::start(API_HOST, setup.root()));
-    // The upstream is on loopback, which the proxy reaches only when a rule
-    // names it with its port.
-    let moat_yaml = format!(
-        "runtime: kubernetes\nkubernetes:\n  namespace: agents\n  workspace_claim: project\n  \
-         proxy_image: moat-proxy:test\ngrants: [echo]\nnetwork:\n  policy: strict\n  rules: ['{API_HOST}:{}']\n",
-        upstream.port
-    );
-    std::fs::write(setup.root().join("ws/moat.yaml"), moat_yaml).unwrap();
-    tokio::task::block_in_place(|| grant_echo(&setup, &upstream));
+/// A detached strict run with the `echo` grant on the mock cluster, its
+/// proxy pod started, and what its pod was given.
+struct ClusterRun {
+    mock: MockApiServer,
+    setup: Setup,
+    upstream: Option<Upstream>,
+    proxy: ProxyPod,
+    run_id: String,
+    pod_name: String,
+    run_token: String,
+    ca_pem: String,
+}
 
-    let run = setup.spawn_moat(&[
-        "run",
-        "--trust",
-        "--",
-        "sh",
-        "-c",
-        "curl https://api.moat-test.example/user",
-    ]);
-    let pod_dir = setup.root().join("proxy-pod");
-    let proxy = start_proxy_pod(&mock, &pod_dir, &upstream).await;
+impl ClusterRun {
+    async fn start(runs_for: Duration) -> ClusterRun {
+        let mock = MockApiServer::start().await.unwrap();
+        mock.script(PodScript {
+            output: "the agent ran\n".into(),
+            exit_code: 0,
+            runs_for,
+            cannot_start: None,
+        });
+        let setup = Setup::new(&mock, "");
+        // Both block: the upstream starts its own runtime, the grant runs `moat`.
+        let upstream = tokio::task::block_in_place(|| Upstream::start(API_HOST, setup.root()));
+        // The upstream is on loopback, which the proxy reaches only when a
+        // rule names it with its port.
+        let moat_yaml = format!(
+            "runtime: kubernetes\nkubernetes:\n  namespace: agents\n  workspace_claim: project\n  \
+             proxy_image: moat-proxy:test\ngrants: [echo]\nnetwork:\n  policy: strict\n  rules: ['{API_HOST}:{}']\n",
+            upstream.port
+        );
+        std::fs::write(setup.root().join("ws/moat.yaml"), moat_yaml).unwrap();
+        tokio::task::block_in_place(|| grant_echo(&setup, &upstream));
 
-    let deployment = mock.object("deployments", "moat-proxy").unwrap();
-    assert_eq!(
-        deployment["spec"]["template"]["spec"]["containers"][0]["image"], "moat-proxy:test",
-        "kubernetes.proxy_image names the proxy's image"
-    );
-    // The run's pod, as the cluster sees it: its proxy URL comes from its Secret.
-    let pod_name = wait_for("the run's pod", Duration::from_secs(60), || {
-        mock.names("pods").into_iter().find(|name| name.starts_with("run-"))
-    })
-    .await;
-    let files = secret_data(&mock, &format!("{pod_name}-files")).unwrap();
-    let proxy_url = entry(&files, "env-HTTPS_PROXY");
-    assert!(
-        proxy_url.ends_with("@moat-proxy.agents.svc:8080"),
-        "the run names its namespace's proxy: {proxy_url}"
-    );
-    let run_token = proxy_url
-        .trim_start_matches("http://moat:")
-        .split('@')
-        .next()
-        .unwrap()
-        .to_string();
-    let ca_pem = entry(&secret_data(&mock, "moat-proxy-ca").unwrap(), "ca.crt");
-    assert!(
-        files.iter().any(|(_, value)| *value == ca_pem),
-        "the namespace's CA certificate is among the run's files"
-    );
-    let pod = mock.object("pods", &pod_name).unwrap().to_string();
-    assert!(!pod.contains(&run_token), "the proxy token is not in the pod's spec");
+        // Creation waits for the proxy, which this test starts meanwhile.
+        let detached = setup.spawn_moat(&[
+            "run",
+            "-d",
+            "--trust",
+            "--",
+            "sh",
+            "-c",
+            "curl https://api.example/user",
+        ]);
+        let proxy = start_proxy_pod(&mock, &setup.root().join("proxy-pod"), &upstream).await;
+        let out = tokio::task::block_in_place(|| detached.wait_with_output()).unwrap();
+        let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            run_id.starts_with("run_"),
+            "{run_id:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pod_name = run_id.replace('_', "-");
+        let files = secret_data(&mock, &format!("{pod_name}-files")).unwrap();
+        let proxy_url = entry(&files, "env-HTTPS_PROXY");
+        assert!(
+            proxy_url.ends_with("@moat-proxy.agents.svc:8080"),
+            "the run names its namespace's proxy: {proxy_url}"
+        );
+        let run_token = proxy_url
+            .trim_start_matches("http://moat:")
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        let ca_pem = entry(&secret_data(&mock, "moat-proxy-ca").unwrap(), "ca.crt");
+        assert!(
+            files.iter().any(|(_, value)| *value == ca_pem),
+            "the namespace's CA certificate is among the run's files"
+        );
+        ClusterRun {
+            mock,
+            setup,
+            upstream: Some(upstream),
+            proxy,
+            run_id,
+            pod_name,
+            run_token,
+            ca_pem,
+        }
+    }
 
-    // Injected by the proxy; the pod never had it.
-    let (status, answer) = get_through_proxy(proxy.proxy_addr, &run_token, &ca_pem, API_HOST, upstream.port).await;
-    assert!(status.contains(" 200"), "{status}");
-    assert!(answer.contains(" 200 "), "{answer}");
-    let first = upstream.seen().last().cloned().expect("the upstream saw the request");
-    assert_eq!(first.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    fn upstream(&self) -> &Upstream {
+        self.upstream.as_ref().unwrap()
+    }
 
-    // Strict: a host without a rule is refused.
-    let (refused, _) = get_through_proxy(proxy.proxy_addr, &run_token, &ca_pem, "elsewhere.example", 443).await;
-    assert!(!refused.contains(" 200"), "strict run reached another host: {refused}");
+    /// `GET /user` of the upstream, as the run's pod.
+    async fn call_api(&self) -> (String, String) {
+        let port = self.upstream().port;
+        get_through_proxy(self.proxy.proxy_addr, &self.run_token, &self.ca_pem, API_HOST, port).await
+    }
 
-    // A revoke reaches the live run on its next request.
-    let revoked = tokio::task::block_in_place(|| setup.moat_with_stdin(&["revoke", "echo"], ""));
-    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen_before = upstream.seen().len();
-        let (status, _) = get_through_proxy(proxy.proxy_addr, &run_token, &ca_pem, API_HOST, upstream.port).await;
-        let latest = upstream.seen();
-        let injected = latest.len() > seen_before
-            && latest.last().and_then(|seen| seen.header("authorization")) == Some(&format!("Bearer {TOKEN}"));
-        if !injected {
+    /// Whether the upstream's latest request carried the credential.
+    fn last_was_injected(&self) -> bool {
+        let seen = self.upstream().seen();
+        seen.last().and_then(|s| s.header("authorization")) == Some(&format!("Bearer {TOKEN}"))
+    }
+
+    /// Revokes the grant and waits until the run's requests go out without it.
+    async fn revoke_and_see_it_reach_the_run(&self) {
+        let revoked = tokio::task::block_in_place(|| self.setup.moat_with_stdin(&["revoke", "echo"], ""));
+        assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, _) = self.call_api().await;
             assert!(
                 status.contains(" 200"),
                 "the granted host stays reachable after the revoke: {status}"
             );
-            break;
+            if !self.last_was_injected() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the revoke never reached the run");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(Instant::now() < deadline, "the revoke never reached the run");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let out = tokio::task::block_in_place(|| run.wait_with_output()).unwrap();
+    /// `moat attach`: the run's end, once it comes.
+    fn attach(&self) -> std::process::Output {
+        tokio::task::block_in_place(|| self.setup.moat(&["attach", &self.run_id]))
+    }
+
+    /// Waits until the run's token no longer opens the proxy (its cleanup).
+    async fn wait_token_dropped(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _) = self.call_api().await;
+            if !status.contains(" 200") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the ended run's token still works: {status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn trace(&self) -> Vec<serde_json::Value> {
+        trace_records(&self.setup.home(), &self.run_id)
+    }
+
+    fn daemon_pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.setup.home().join("daemon/daemon.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["pid"].as_u64().unwrap() as u32
+    }
+
+    fn finish(mut self) {
+        // Its own runtime may not be dropped by this one's thread.
+        let upstream = self.upstream.take();
+        tokio::task::block_in_place(|| drop(upstream));
+    }
+}
+
+/// The trace's records of requests to `host` (`method`, or any when `None`).
+fn requests_to(records: &[serde_json::Value], host: &str, method: Option<&str>) -> usize {
+    let wanted = |r: &&serde_json::Value| r["host"] == host && method.is_none_or(|m| r["method"] == m);
+    records.iter().filter(wanted).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_run_with_a_grant_gets_its_credential_from_the_namespaces_proxy_and_never_holds_it() {
+    let run = ClusterRun::start(Duration::from_secs(15)).await;
+    let deployment = run.mock.object("deployments", "moat-proxy").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"], "moat-proxy:test",
+        "kubernetes.proxy_image names the proxy's image"
+    );
+    let pod = run.mock.object("pods", &run.pod_name).unwrap().to_string();
+    assert!(
+        !pod.contains(&run.run_token),
+        "the proxy token is not in the pod's spec"
+    );
+
+    // Injected by the proxy; the pod never had it.
+    let (status, answer) = run.call_api().await;
+    assert!(status.contains(" 200"), "{status}");
+    assert!(answer.contains(" 200 "), "{answer}");
+    assert!(run.last_was_injected(), "{:?}", run.upstream().seen());
+
+    // Strict: a host without a rule is refused.
+    let (refused, _) = get_through_proxy(
+        run.proxy.proxy_addr,
+        &run.run_token,
+        &run.ca_pem,
+        "elsewhere.example",
+        443,
+    )
+    .await;
+    assert!(!refused.contains(" 200"), "strict run reached another host: {refused}");
+
+    run.revoke_and_see_it_reach_the_run().await;
+
+    let out = run.attach();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("the agent ran"), "{stdout}");
+    run.wait_token_dropped().await;
 
     // The run's trace came back from the cluster into its record.
-    let run_id = std::fs::read_dir(setup.home().join("runs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|name| name.starts_with("run_"))
-        .unwrap();
-    let records = trace_records(&setup.home(), &run_id);
+    let records = run.trace();
     assert!(
-        records.iter().any(|r| r.to_string().contains(API_HOST)),
-        "no trace record of {API_HOST}: {records:?}"
+        requests_to(&records, API_HOST, Some("GET")) >= 2,
+        "no trace records of {API_HOST}: {records:?}"
     );
     assert!(
-        records.iter().any(|r| r.to_string().contains("elsewhere.example")),
+        requests_to(&records, "elsewhere.example", None) >= 1,
         "the refused request is traced: {records:?}"
     );
-    // The run's token stops with the run's cleanup.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (after, _) = get_through_proxy(proxy.proxy_addr, &run_token, &ca_pem, API_HOST, upstream.port).await;
-        if !after.contains(" 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the ended run's token still works: {after}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 
     // The credential is in no object of the cluster and no file of moat's
     // records (only in the encrypted credential store).
@@ -362,23 +447,67 @@ async fn a_strict_run_with_a_grant_gets_its_credential_from_the_namespaces_proxy
         "services",
         "networkpolicies",
     ] {
-        for name in mock.names(kind) {
-            let object = mock.object(kind, &name).unwrap().to_string();
+        for name in run.mock.names(kind) {
+            let object = run.mock.object(kind, &name).unwrap().to_string();
             assert!(!object.contains(TOKEN), "{kind}/{name} holds the credential");
         }
     }
-    for (path, text) in files_under(&setup.home().join("runs")) {
+    for (path, text) in files_under(&run.setup.home().join("runs")) {
         assert!(!text.contains(TOKEN), "{} holds the credential", path.display());
     }
     // The namespace's key material stays private on this machine.
-    let material = files_under(&setup.home().join("kubernetes"))
+    let material = files_under(&run.setup.home().join("kubernetes"))
         .into_iter()
         .find(|(path, _)| path.ends_with("proxy-material.json"))
         .expect("the namespace's material is kept in MOAT_HOME");
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&material.0).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{} is readable by others", material.0.display());
-    drop(proxy);
-    // Its own runtime may not be dropped by this one's thread.
-    tokio::task::block_in_place(|| drop(upstream));
+    run.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_daemon_readopts_a_cluster_run_drives_its_proxy_and_keeps_its_trace_whole() {
+    let run = ClusterRun::start(Duration::from_secs(20)).await;
+    let (status, _) = run.call_api().await;
+    assert!(status.contains(" 200") && run.last_was_injected(), "{status}");
+    // The first daemon has pulled that record before it dies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requests_to(&run.trace(), API_HOST, Some("GET")) < 1 {
+        assert!(Instant::now() < deadline, "the first request's record never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_daemon = run.daemon_pid();
+    Command::new("kill")
+        .args(["-9", &first_daemon.to_string()])
+        .status()
+        .unwrap();
+    // A request while no daemon lives: the proxy keeps serving the run.
+    let (status, _) = run.call_api().await;
+    assert!(status.contains(" 200") && run.last_was_injected(), "{status}");
+
+    // The next command brings a new daemon, which re-adopts the run and
+    // drives the proxy: a revoke reaches the run through it.
+    let restarted = tokio::task::block_in_place(|| run.setup.moat(&["daemon", "restart"]));
+    assert!(
+        restarted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    assert_ne!(run.daemon_pid(), first_daemon);
+    run.revoke_and_see_it_reach_the_run().await;
+
+    let out = run.attach();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run.wait_token_dropped().await;
+    // Every request is in the record once: none lost across the restart,
+    // none pulled twice.
+    let made = run.upstream().seen().len();
+    assert_eq!(
+        requests_to(&run.trace(), API_HOST, Some("GET")),
+        made,
+        "{:?}",
+        run.trace()
+    );
+    run.finish();
 }
