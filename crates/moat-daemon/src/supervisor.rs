@@ -64,7 +64,7 @@ pub enum RunError {
     #[error("mcp: servers are relayed by moat's proxy, which this daemon runs without")]
     McpWithoutProxy,
     #[error("{0}")]
-    ClusterProxy(String),
+    Kubernetes(String),
     #[error("strict run refused: its host cannot be closed off ({0})")]
     IsolationUnavailable(firewall::FirewallError),
     #[error(transparent)]

@@ -8,7 +8,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,32 +25,16 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+mod proxy_process;
+
+use proxy_process::{ProxyProcess, TestUpstream, write_file};
+
 const SECRET: &str = "Bearer real-secret-7f3a9c";
 const UPSTREAM_HOST: &str = "api.fake.test";
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `moatd proxy` process, killed when dropped.
-struct RemoteProxy {
-    child: Child,
-    proxy_addr: SocketAddr,
-    control_addr: SocketAddr,
-}
-
-impl Drop for RemoteProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_file(path: &Path, contents: &str, mode: u32) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, contents).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 /// Writes the material where a Secret volume would put it and starts the proxy.
-fn start_remote_proxy(dir: &Path, material: &RemoteProxyMaterial, upstream: &Upstream) -> RemoteProxy {
+fn start_remote_proxy(dir: &Path, material: &RemoteProxyMaterial, upstream: &Upstream) -> ProxyProcess {
     let ca_dir = dir.join("ca");
     let control_dir = dir.join("control");
     std::fs::create_dir_all(&ca_dir).unwrap();
@@ -61,34 +44,11 @@ fn start_remote_proxy(dir: &Path, material: &RemoteProxyMaterial, upstream: &Ups
     write_file(&control_dir.join("ca.crt"), &material.control_ca_pem, 0o644);
     write_file(&control_dir.join("tls.crt"), &material.control_server.cert_pem, 0o644);
     write_file(&control_dir.join("tls.key"), &material.control_server.key_pem, 0o600);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moatd"))
-        .arg("proxy")
-        .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
-        .arg("--ca-dir")
-        .arg(&ca_dir)
-        .arg("--control-dir")
-        .arg(&control_dir)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--upstream-ca")
-        .arg(&upstream.ca_path)
-        .args(["--resolve", &format!("{UPSTREAM_HOST}=127.0.0.1")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let mut addr_after = |prefix: &str| -> SocketAddr {
-        let line = lines.next().unwrap().unwrap();
-        line.strip_prefix(prefix).unwrap().parse().unwrap()
+    let upstream = TestUpstream {
+        ca_file: &upstream.ca_path,
+        host: UPSTREAM_HOST,
     };
-    let proxy_addr = addr_after("proxy listening on ");
-    let control_addr = addr_after("control listening on ");
-    RemoteProxy {
-        child,
-        proxy_addr,
-        control_addr,
-    }
+    proxy_process::start(Path::new(env!("CARGO_BIN_EXE_moatd")), dir, Some(upstream))
 }
 
 fn control_client(material: &RemoteProxyMaterial, identity: &CertifiedKey, addr: SocketAddr) -> ControlClient {

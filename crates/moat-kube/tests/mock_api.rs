@@ -10,7 +10,7 @@ use moat_kube::mock::{Fault, MockApiServer, PodScript};
 use moat_kube::{KubeOptions, KubeRuntime};
 use moat_runtime::{BindMount, ContainerSpec, ContainerStatus, NetworkSpec, Runtime, RuntimeError, Timeouts, labels};
 
-const NS: &str = "agents";
+mod common;
 const RUN: &str = "run_0123456789ab";
 
 struct Harness {
@@ -21,17 +21,13 @@ struct Harness {
 
 async fn harness(timeouts: Timeouts) -> Harness {
     let mock = MockApiServer::start().await.unwrap();
-    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(kubeconfig.path(), mock.kubeconfig(NS)).unwrap();
-    let runtime = KubeRuntime::connect(KubeOptions {
-        kubeconfig: Some(kubeconfig.path().to_path_buf()),
+    let options = KubeOptions {
         workspace_claim: Some("workspace".into()),
         timeouts,
         start_timeout: Some(Duration::from_secs(5)),
         ..Default::default()
-    })
-    .await
-    .unwrap();
+    };
+    let (runtime, kubeconfig) = common::connect(&mock, options).await;
     Harness {
         mock,
         runtime,
@@ -238,8 +234,7 @@ async fn a_slow_api_server_times_out_naming_the_call() {
 #[tokio::test]
 async fn an_unreachable_server_is_unavailable_with_the_reason() {
     let mock = MockApiServer::start().await.unwrap();
-    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(kubeconfig.path(), mock.kubeconfig(NS)).unwrap();
+    let kubeconfig = common::kubeconfig(&mock);
     drop(mock);
     let runtime = KubeRuntime::connect(KubeOptions {
         kubeconfig: Some(kubeconfig.path().to_path_buf()),
@@ -255,8 +250,7 @@ async fn an_unreachable_server_is_unavailable_with_the_reason() {
 #[tokio::test]
 async fn a_missing_kubeconfig_context_is_refused_with_the_fix() {
     let mock = MockApiServer::start().await.unwrap();
-    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(kubeconfig.path(), mock.kubeconfig(NS)).unwrap();
+    let kubeconfig = common::kubeconfig(&mock);
     let err = KubeRuntime::connect(KubeOptions {
         kubeconfig: Some(kubeconfig.path().to_path_buf()),
         context: Some("prod".into()),

@@ -12,7 +12,9 @@ use moat_kube::{KubeOptions, KubeRuntime, ProxyControlStream};
 use moat_runtime::Timeouts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const NS: &str = "agents";
+mod common;
+
+use common::NS;
 
 struct Harness {
     mock: MockApiServer,
@@ -22,15 +24,7 @@ struct Harness {
 
 async fn harness() -> Harness {
     let mock = MockApiServer::start().await.unwrap();
-    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(kubeconfig.path(), mock.kubeconfig(NS)).unwrap();
-    let runtime = KubeRuntime::connect(KubeOptions {
-        kubeconfig: Some(kubeconfig.path().to_path_buf()),
-        timeouts: Timeouts::default(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (runtime, kubeconfig) = common::connect(&mock, KubeOptions::default()).await;
     Harness {
         mock,
         runtime,
@@ -188,18 +182,14 @@ async fn a_port_the_pod_refuses_reads_as_the_kubelets_error() {
 #[tokio::test]
 async fn a_slow_api_server_times_the_opening_out() {
     let mock = MockApiServer::start().await.unwrap();
-    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(kubeconfig.path(), mock.kubeconfig(NS)).unwrap();
-    let runtime = KubeRuntime::connect(KubeOptions {
-        kubeconfig: Some(kubeconfig.path().to_path_buf()),
+    let options = KubeOptions {
         timeouts: Timeouts {
             call: Duration::from_millis(300),
             ..Timeouts::default()
         },
         ..Default::default()
-    })
-    .await
-    .unwrap();
+    };
+    let (runtime, _kubeconfig) = common::connect(&mock, options).await;
     deploy_proxy(&runtime).await;
     mock.inject(Fault {
         method: hyper::Method::GET,

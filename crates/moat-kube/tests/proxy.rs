@@ -12,9 +12,11 @@ use moat_kube::manifest::{self, PodContext};
 use moat_kube::mock::MockApiServer;
 use moat_kube::proxy_manifest::{self, ProxyPlacement, ProxySecrets};
 use moat_kube::{KubeOptions, KubeRuntime};
-use moat_runtime::{BindMount, ContainerSpec, Timeouts, labels};
+use moat_runtime::{BindMount, ContainerSpec, labels};
 
-const NS: &str = "agents";
+mod common;
+
+use common::NS;
 const HOME: &str = "aaaaaaaaaaaa";
 const RUN: &str = "run_0123456789ab";
 const TOKEN: &str = "5f0c0a8d3e1b4c2a9d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c";
@@ -153,16 +155,7 @@ fn a_runs_proxy_token_is_in_its_secret_not_in_its_pod() {
 // === Against the mock API server ===
 
 async fn runtime(mock: &MockApiServer) -> (KubeRuntime, tempfile::NamedTempFile) {
-    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(kubeconfig.path(), mock.kubeconfig(NS)).unwrap();
-    let runtime = KubeRuntime::connect(KubeOptions {
-        kubeconfig: Some(kubeconfig.path().to_path_buf()),
-        timeouts: Timeouts::default(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    (runtime, kubeconfig)
+    common::connect(mock, KubeOptions::default()).await
 }
 
 fn creations(mock: &MockApiServer) -> Vec<String> {

@@ -8,6 +8,8 @@
 mod cluster_proxy;
 #[path = "common/moatd.rs"]
 mod moatd;
+#[path = "../../moat-daemon/tests/proxy_process/mod.rs"]
+mod proxy_process;
 // Shared with the Docker suite, which uses all of it.
 #[allow(dead_code)]
 #[path = "docker/upstream.rs"]
@@ -92,6 +94,22 @@ impl Drop for Setup {
 
 const MOAT_YAML: &str = "runtime: kubernetes\nkubernetes:\n  namespace: agents\n  workspace_claim: project\n";
 
+/// Runs `moat ARGS` while the namespace's proxy pod is started (its
+/// creation waits for the proxy); returns its output and the proxy.
+async fn moat_with_proxy(mock: &MockApiServer, setup: &Setup, args: &[&str]) -> (Output, proxy_process::ProxyProcess) {
+    let child = setup.spawn_moat(args);
+    let proxy = cluster_proxy::start_proxy_pod(mock, &setup.root().join("proxy-pod"), None).await;
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).unwrap();
+    (out, proxy)
+}
+
+/// The names of `kind` objects of runs: the namespace's proxy's left out.
+fn run_objects(mock: &MockApiServer, kind: &str) -> Vec<String> {
+    let mut names = mock.names(kind);
+    names.retain(|name| !name.starts_with("moat-proxy"));
+    names
+}
+
 /// Polls `done` for up to ten seconds.
 fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -110,8 +128,12 @@ async fn moat_run_on_kubernetes_prints_the_output_and_exits_with_the_code() {
         ..Default::default()
     });
     let setup = Setup::new(&mock, MOAT_YAML);
-    let out =
-        tokio::task::block_in_place(|| setup.moat(&["run", "--runtime", "kubernetes", "--", "sh", "-c", "exit 7"]));
+    let (out, _proxy) = moat_with_proxy(
+        &mock,
+        &setup,
+        &["run", "--runtime", "kubernetes", "--", "sh", "-c", "exit 7"],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -136,7 +158,9 @@ async fn moat_run_on_kubernetes_prints_the_output_and_exits_with_the_code() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.path().join("metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["runtime"], "kubernetes", "{meta}");
     eventually("the run's objects were not removed", || {
-        mock.names("pods").is_empty() && mock.names("configmaps").is_empty() && mock.names("networkpolicies").is_empty()
+        ["pods", "configmaps", "networkpolicies", "secrets"]
+            .iter()
+            .all(|kind| run_objects(&mock, kind).is_empty())
     });
 }
 
@@ -199,7 +223,7 @@ async fn the_reaper_sweeps_orphans_of_this_home_from_the_cluster_and_nothing_els
     let setup = Setup::new(&mock, MOAT_YAML);
     // A run connects the daemon to the cluster; the reaper sweeps the
     // clusters its runs used.
-    let out = tokio::task::block_in_place(|| setup.moat(&["run", "--", "true"]));
+    let (out, _proxy) = moat_with_proxy(&mock, &setup, &["run", "--", "true"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let home = moat_core::MoatHome::new(setup.home()).label();
     orphan_objects(&mock, "run_0000deadbeef", &home);
@@ -212,7 +236,7 @@ async fn the_reaper_sweeps_orphans_of_this_home_from_the_cluster_and_nothing_els
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{report}");
-    assert_eq!(mock.names("pods"), ["run-00000other0"], "{report}");
+    assert_eq!(run_objects(&mock, "pods"), ["run-00000other0"], "{report}");
     assert_eq!(mock.names("networkpolicies"), ["moat-run-00000other0"], "{report}");
 }
 
@@ -224,7 +248,7 @@ async fn moat_stop_deletes_the_pod_and_the_run_is_cleaned_up() {
         ..Default::default()
     });
     let setup = Setup::new(&mock, MOAT_YAML);
-    let out = tokio::task::block_in_place(|| setup.moat(&["run", "-d", "--", "sleep", "120"]));
+    let (out, _proxy) = moat_with_proxy(&mock, &setup, &["run", "-d", "--", "sleep", "120"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     eventually("the pod never ran", || {
@@ -234,7 +258,9 @@ async fn moat_stop_deletes_the_pod_and_the_run_is_cleaned_up() {
     let out = tokio::task::block_in_place(|| setup.moat(&["stop", &run_id]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eventually("the run's objects were not removed", || {
-        mock.names("pods").is_empty() && mock.names("configmaps").is_empty() && mock.names("networkpolicies").is_empty()
+        ["pods", "configmaps", "networkpolicies"]
+            .iter()
+            .all(|kind| run_objects(&mock, kind).is_empty())
     });
     let meta_path = setup.home().join("runs").join(&run_id).join("metadata.json");
     eventually("the run was not recorded cleaned up", || {

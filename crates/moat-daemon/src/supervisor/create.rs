@@ -153,21 +153,15 @@ pub async fn create_run_reporting(
     }
 }
 
-/// Whether a Kubernetes run goes through its namespace's proxy: when it
-/// has credentials or MCP servers, or a policy other than permissive (a
-/// strict run's NetworkPolicy lets it reach nothing else). A permissive
-/// run without credentials goes out directly.
-fn needs_cluster_proxy(spec: &RunSpec, grants: &moat_creds::RunGrants) -> bool {
-    spec.policy.mode != PolicyMode::Permissive
-        || !spec.grants.is_empty()
-        || !grants.injections.is_empty()
-        || !spec.mcp.is_empty()
-}
-
-/// What a Kubernetes run cannot have yet (docs/kubernetes.md, "What
-/// works"): it needs the exec and attach subresources or image builds on
-/// the cluster.
+/// What a Kubernetes run needs (its workspace claim) and cannot have yet
+/// (docs/kubernetes.md, "What works"): the exec and attach subresources or
+/// image builds on the cluster.
 fn check_kubernetes_run(spec: &RunSpec) -> Result<(), RunError> {
+    if spec.kubernetes.workspace_claim.is_none() {
+        // Refused before the namespace's proxy is deployed for nothing.
+        let missing = moat_kube::manifest::ManifestError::NoWorkspaceClaim;
+        return Err(RunError::Kubernetes(missing.to_string()));
+    }
     let refused = [
         (!spec.services.is_empty(), "services (`dependencies:` like postgres)"),
         (spec.builds_image(), "images built from `dependencies:` or build hooks"),
@@ -394,18 +388,14 @@ async fn provision(
     fault::point("after-network-create", spec).await;
     let proxy = match daemon.egress() {
         // The host's proxy is not reachable from a cluster: a Kubernetes run
-        // that needs a proxy uses its namespace's (docs/kubernetes.md).
+        // uses its namespace's (docs/kubernetes.md).
         _ if runtime.kind() == RuntimeKind::Kubernetes => {
-            if needs_cluster_proxy(spec, &grants) {
-                let attaching = attach_cluster_proxy(daemon, handle, grants);
-                let proxy = deadline
-                    .bound("attaching the run to its namespace's proxy", attaching)
-                    .await??;
-                timings.lap("proxy registration");
-                Some(proxy)
-            } else {
-                None
-            }
+            let attaching = attach_cluster_proxy(daemon, handle, grants);
+            let proxy = deadline
+                .bound("attaching the run to its namespace's proxy", attaching)
+                .await??;
+            timings.lap("proxy registration");
+            Some(proxy)
         }
         Some(egress) => {
             let attaching = attach_proxy(daemon, egress, handle, &network, grants);

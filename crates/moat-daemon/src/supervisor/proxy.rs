@@ -118,7 +118,7 @@ pub(super) async fn attach_cluster_proxy(
         .cluster_proxies()
         .attach(daemon.home(), kube, &image, handle, &token, rules)
         .await
-        .map_err(|e| RunError::ClusterProxy(e.to_string()))?;
+        .map_err(|e| RunError::Kubernetes(e.to_string()))?;
     // A revoke between the resolution above and the registration went to
     // no proxy: read the grants again now that updates reach this one.
     let current = grants::resolve_remaining(daemon.home(), handle)?;

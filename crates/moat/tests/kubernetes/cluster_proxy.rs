@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use super::proxy_process::{self, ProxyProcess, TestUpstream, write_file};
 use super::upstream::Upstream;
 use super::{Setup, moatd};
 
@@ -28,19 +29,6 @@ const API_HOST: &str = "api.moat-test.example";
 /// Obviously fake; searched for everywhere it must not be.
 const TOKEN: &str = "moat-kube-credential-6b2d41e0c9";
 const CONTROL_PORT: u16 = 8443;
-
-/// The `moatd proxy` standing in for the proxy's pod; killed when dropped.
-struct ProxyPod {
-    child: Child,
-    proxy_addr: SocketAddr,
-}
-
-impl Drop for ProxyPod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Waits (up to `bound`) for `found` to give something.
 async fn wait_for<T>(what: &str, bound: Duration, found: impl Fn() -> Option<T>) -> T {
@@ -76,16 +64,10 @@ fn entry(data: &[(String, String)], key: &str) -> String {
     found.unwrap_or_else(|| panic!("no {key} in {keys:?}")).1.clone()
 }
 
-fn write_file(path: &Path, contents: &str, mode: u32) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, contents).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 /// Starts `moatd proxy` as the Deployment would, with the Secrets' files,
 /// once the daemon has deployed them, and points the mock's port-forward
 /// of the control port at it.
-async fn start_proxy_pod(mock: &MockApiServer, dir: &Path, upstream: &Upstream) -> ProxyPod {
+pub(super) async fn start_proxy_pod(mock: &MockApiServer, dir: &Path, upstream: Option<&Upstream>) -> ProxyProcess {
     let (ca, control) = wait_for("the proxy's Secrets", Duration::from_secs(60), || {
         Some((
             secret_data(mock, "moat-proxy-ca")?,
@@ -102,31 +84,13 @@ async fn start_proxy_pod(mock: &MockApiServer, dir: &Path, upstream: &Upstream) 
     for (key, value) in &control {
         write_file(&control_dir.join(key), value, 0o600);
     }
-    let mut child = Command::new(moatd::moatd())
-        .arg("proxy")
-        .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
-        .arg("--ca-dir")
-        .arg(&ca_dir)
-        .arg("--control-dir")
-        .arg(&control_dir)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--upstream-ca")
-        .arg(&upstream.ca_file)
-        .args(["--resolve", &format!("{API_HOST}=127.0.0.1")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let mut addr_after = |prefix: &str| -> SocketAddr {
-        let line = lines.next().unwrap().unwrap();
-        line.strip_prefix(prefix).unwrap().parse().unwrap()
-    };
-    let proxy_addr = addr_after("proxy listening on ");
-    let control_addr = addr_after("control listening on ");
-    mock.forward_port(CONTROL_PORT, control_addr);
-    ProxyPod { child, proxy_addr }
+    let upstream = upstream.map(|upstream| TestUpstream {
+        ca_file: &upstream.ca_file,
+        host: API_HOST,
+    });
+    let pod = proxy_process::start(&moatd::moatd(), dir, upstream);
+    mock.forward_port(CONTROL_PORT, pod.control_addr);
+    pod
 }
 
 /// What the pod's client gets for `GET https://host:port/user` through
@@ -230,7 +194,7 @@ struct ClusterRun {
     mock: MockApiServer,
     setup: Setup,
     upstream: Option<Upstream>,
-    proxy: ProxyPod,
+    proxy: ProxyProcess,
     run_id: String,
     pod_name: String,
     run_token: String,
@@ -269,7 +233,7 @@ impl ClusterRun {
             "-c",
             "curl https://api.example/user",
         ]);
-        let proxy = start_proxy_pod(&mock, &setup.root().join("proxy-pod"), &upstream).await;
+        let proxy = start_proxy_pod(&mock, &setup.root().join("proxy-pod"), Some(&upstream)).await;
         let out = tokio::task::block_in_place(|| detached.wait_with_output()).unwrap();
         let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert!(
