@@ -124,6 +124,14 @@ impl RunError {
             RunError::StillOwned { id, .. } => Some(format!(
                 "stop it with `moat stop {id}` and retry once it has exited and been cleaned up"
             )),
+            RunError::Runtime(RuntimeError::Unavailable {
+                runtime: moat_core::RuntimeKind::Kubernetes,
+                ..
+            }) => Some(
+                "check the cluster with `kubectl cluster-info`; the daemon reads the KUBECONFIG it was started \
+                 with (`moat daemon restart` picks up a new one)"
+                    .into(),
+            ),
             RunError::Runtime(RuntimeError::Unavailable { .. }) => {
                 Some("start the container runtime (e.g. `systemctl start docker`) and check `moat doctor`".into())
             }
@@ -157,4 +165,27 @@ pub(super) fn fail(meta: &mut RunMetadata, reason: &str) {
     meta.state = RunState::Failed;
     meta.failure = Some(reason.to_string());
     meta.exited_at.get_or_insert_with(Utc::now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_cluster_is_not_told_to_start_docker() {
+        let unavailable = |runtime| {
+            RunError::Runtime(RuntimeError::Unavailable {
+                runtime,
+                reason: "no answer".into(),
+            })
+            .hint()
+            .unwrap_or_default()
+        };
+        let cluster = unavailable(moat_core::RuntimeKind::Kubernetes);
+        assert!(
+            cluster.contains("kubectl cluster-info") && !cluster.contains("docker"),
+            "{cluster}"
+        );
+        assert!(unavailable(moat_core::RuntimeKind::Docker).contains("systemctl start docker"));
+    }
 }

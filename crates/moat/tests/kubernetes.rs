@@ -31,6 +31,10 @@ impl Setup {
         std::fs::create_dir_all(scratch.path().join("ws")).unwrap();
         std::fs::write(scratch.path().join("kubeconfig"), mock.kubeconfig("agents")).unwrap();
         std::fs::write(scratch.path().join("ws/moat.yaml"), moat_yaml).unwrap();
+        // No warm pool: these daemons need no Docker networks, and one
+        // killed by a test would leave its pool behind.
+        std::fs::create_dir_all(scratch.path().join("home")).unwrap();
+        std::fs::write(scratch.path().join("home/config.yaml"), NO_POOL).unwrap();
         Setup { scratch }
     }
 
@@ -91,6 +95,9 @@ impl Drop for Setup {
         let _ = self.moat(&["daemon", "stop"]);
     }
 }
+
+/// The daemon's `config.yaml` in these tests.
+const NO_POOL: &str = "network_pool_size: 0\n";
 
 const MOAT_YAML: &str = "runtime: kubernetes\nkubernetes:\n  namespace: agents\n  workspace_claim: project\n";
 

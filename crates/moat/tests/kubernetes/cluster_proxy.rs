@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::proxy_process::{self, ProxyProcess, TestUpstream, write_file};
 use super::upstream::Upstream;
-use super::{Setup, moatd};
+use super::{NO_POOL, Setup, moatd};
 
 const API_HOST: &str = "api.moat-test.example";
 /// Obviously fake; searched for everywhere it must not be.
@@ -145,14 +145,11 @@ async fn read_head(tcp: &mut TcpStream) -> String {
 fn grant_echo(setup: &Setup, upstream: &Upstream) {
     let home = setup.home();
     std::fs::create_dir_all(home.join("providers")).unwrap();
-    std::fs::write(
-        home.join("config.yaml"),
-        format!(
-            "extra_ca_file: {}\nresolve:\n  {API_HOST}: 127.0.0.1\n",
-            upstream.ca_file.display()
-        ),
-    )
-    .unwrap();
+    let config = format!(
+        "{NO_POOL}extra_ca_file: {}\nresolve:\n  {API_HOST}: 127.0.0.1\n",
+        upstream.ca_file.display()
+    );
+    std::fs::write(home.join("config.yaml"), config).unwrap();
     std::fs::write(
         home.join("providers/echo.yaml"),
         format!(
