@@ -86,11 +86,13 @@ fn a_strict_run_is_held_up_and_closed_off_on_podmans_bridge_and_leaves_nothing()
         "not on Podman's bridge: {rules:?}"
     );
 
-    // The attack: a host service on the gateway, beside the proxy.
+    // The attack: a host service on the gateway, beside the proxy. The
+    // run's network is its own or one the warm pool had ready.
+    let network = home.metadata(&run_id)["network"].as_str().unwrap().to_string();
     let gateway = docker(&[
         "network",
         "inspect",
-        &format!("moat-{run_id}"),
+        &network,
         "-f",
         "{{(index .IPAM.Config 0).Gateway}}",
     ]);
